@@ -1,0 +1,286 @@
+"""The ``Learner`` contract and the learner registry.
+
+A learner follows TFMOT's wrap -> train with callbacks -> strip pattern:
+
+1. :meth:`Learner.prepare` turns the user's model into a trainable one (a copy: the user's
+   model is never modified; compression learners wrap or rebuild layers here);
+2. :meth:`Learner.callbacks` supplies the callbacks the method needs;
+3. :meth:`Learner.fit` fine-tunes, optionally distilled from a teacher (by default a frozen
+   copy of the input model);
+4. :meth:`Learner.finalize` returns a deployable, wrapper-free Keras model.
+
+Learners register under their PocketFlow names (``full-prec``, ``channel``, ...) so run
+scripts and the automated search can look them up by name.
+
+Example:
+    >>> from pocketflow_tf import learner
+    >>> import pocketflow_tf.learners  # registers the built-in learners
+    >>> learner.get_learner_class("full-prec").__name__
+    'FullPrecLearner'
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pocketflow_tf import distillation, errors, training
+from pocketflow_tf.compat import keras, tf
+
+_REGISTRY: dict[str, type[Learner]] = {}
+_CANONICAL: dict[str, str] = {}
+
+#: PocketFlow learner names whose implementation is tracked by an open issue; asking for one
+#: gives a message saying so rather than a bare "unknown learner".
+PLANNED = {
+    "channel": "issue 3 (channel pruning)",
+    "dis-chn-pruned": "issue 3 (channel pruning)",
+    "weight-sparse": "issue 4 (weight sparsification)",
+    "uniform": "issue 5 (quantization)",
+    "non-uniform": "issue 5 (quantization)",
+    "product-quant": "issue 5 (quantization)",
+    "auto": "issue 6 (automated compression)",
+}
+
+
+def register(name: str, *aliases: str):
+    """Class decorator registering a learner under ``name`` and ``aliases``.
+
+    Example:
+        >>> @register("my-learner")
+        ... class MyLearner(Learner):
+        ...     pass
+        >>> get_learner_class("my-learner") is MyLearner
+        True
+        >>> _ = _REGISTRY.pop("my-learner"), _CANONICAL.pop("my-learner")
+    """
+
+    def decorate(cls):
+        for key in (name, *aliases):
+            if key in _REGISTRY and _REGISTRY[key] is not cls:
+                raise errors.InvalidArgumentError(
+                    "name", key, f"a learner name not already taken by {_REGISTRY[key].__name__}"
+                )
+            _REGISTRY[key] = cls
+            _CANONICAL[key] = name
+        cls.name = name
+        return cls
+
+    return decorate
+
+
+def available() -> list[str]:
+    """Sorted canonical names of the registered learners.
+
+    Example:
+        >>> import pocketflow_tf.learners
+        >>> "full-prec" in available()
+        True
+    """
+    return sorted(set(_CANONICAL.values()))
+
+
+def get_learner_class(name: str) -> type[Learner]:
+    """Looks a learner class up by name or alias.
+
+    Example:
+        >>> get_learner_class("nope")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `learner`: 'nope'. Accepted: one of [...].
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in PLANNED:
+        raise errors.InvalidArgumentError(
+            "learner",
+            name,
+            f"one of {available()} (the '{name}' learner is not in this version yet; "
+            f"it is tracked by {PLANNED[name]})",
+        )
+    raise errors.InvalidArgumentError("learner", name, f"one of {available()}")
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """A structural copy of ``model`` with the same weights (the input stays untouched).
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> c = copy_model(m)
+        >>> c is not m and np.allclose(c.get_weights()[0], m.get_weights()[0])
+        True
+    """
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+class Learner:
+    """Base class of every learner.
+
+    Args:
+        train_config: How to fine-tune; defaults to :class:`training.TrainConfig` defaults.
+        distillation: Distillation settings; ``None`` disables distillation.
+        teacher: The teacher model; defaults to a frozen copy of the model given to
+            :meth:`fit` (only used when ``distillation`` is set).
+        log_dir: Folder for TensorBoard logs (``None``: no logs).
+        checkpoint_dir: Folder for per-epoch backups; a run killed mid-way and started
+            again with the same folder resumes from its last finished epoch.
+        verbose: Keras verbosity (0, 1 or 2).
+
+    Example:
+        >>> import numpy as np
+        >>> import pocketflow_tf.learners
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> cls = get_learner_class("full-prec")
+        >>> x, y = np.random.rand(32, 4).astype("float32"), np.arange(32) % 2
+        >>> out = cls(training.TrainConfig(epochs=1, batch_size=8), verbose=0).fit(m, x, y)
+        >>> out.output_shape
+        (None, 2)
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(
+        self,
+        train_config: training.TrainConfig | None = None,
+        *,
+        distillation: distillation.DistillationConfig | None = None,
+        teacher: keras.Model | None = None,
+        log_dir: str | None = None,
+        checkpoint_dir: str | None = None,
+        verbose: int = 2,
+    ):
+        self.train_config = train_config or training.TrainConfig()
+        if not isinstance(self.train_config, training.TrainConfig):
+            raise errors.InvalidArgumentError(
+                "train_config", type(train_config).__name__, "a pocketflow_tf.training.TrainConfig"
+            )
+        self.distillation = distillation
+        self.teacher = teacher
+        self.log_dir = log_dir
+        self.checkpoint_dir = checkpoint_dir
+        self.verbose = verbose
+        self.history: keras.callbacks.History | None = None
+
+    # -- the contract ------------------------------------------------------------------
+    def prepare(self, model: keras.Model) -> keras.Model:
+        """Returns the trainable model (default: a copy of ``model``)."""
+        return copy_model(model)
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        """Callbacks the method needs during training (default: none)."""
+        return []
+
+    def finalize(self, model: keras.Model) -> keras.Model:
+        """Returns the deployable model after training (default: ``model`` itself)."""
+        return model
+
+    def get_config(self) -> dict[str, Any]:
+        """Serialisable settings, written into run records.
+
+        Example:
+            >>> import pocketflow_tf.learners
+            >>> get_learner_class("full-prec")().get_config()["learner"]
+            'full-prec'
+        """
+        return {
+            "learner": self.name,
+            "train": self.train_config.to_dict(),
+            "distillation": None if self.distillation is None else vars(self.distillation),
+        }
+
+    # -- training ----------------------------------------------------------------------
+    def fit(
+        self,
+        model: keras.Model,
+        x: np.ndarray | tf.data.Dataset | None = None,
+        y: np.ndarray | None = None,
+        *,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        validation_data: tuple[np.ndarray, np.ndarray] | tf.data.Dataset | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+    ) -> keras.Model:
+        """Compresses and fine-tunes ``model``; mirrors ``keras.Model.fit``.
+
+        Args:
+            model: A built Keras model of the framework's Keras, producing logits.
+            x: Training images (array) or a batched ``tf.data.Dataset`` of ``(x, y)``.
+            y: Integer labels when ``x`` is an array.
+            epochs: Overrides ``train_config.epochs``.
+            batch_size: Overrides ``train_config.batch_size`` (arrays only).
+            validation_data: ``(x_val, y_val)`` or a batched dataset.
+            callbacks: Extra Keras callbacks.
+
+        Returns:
+            The finalised, deployable Keras model (the input model is not modified).
+        """
+        if not isinstance(model, keras.Model):
+            raise errors.InvalidArgumentError(
+                "model", type(model).__name__, "a keras.Model of the framework's Keras (tf-keras)"
+            )
+        cfg = self.train_config
+        if epochs is not None or batch_size is not None:
+            cfg = cfg.replace(epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)
+        keras.utils.set_random_seed(cfg.seed)
+        train_ds, steps = self._train_dataset(x, y, cfg)
+        val_ds = self._val_dataset(validation_data, cfg)
+
+        student = self.prepare(model)
+        train_model = student
+        if self.distillation is not None:
+            teacher = self.teacher if self.teacher is not None else copy_model(model)
+            helper = distillation.DistillationHelper(teacher, self.distillation)
+            train_model = helper.wrap(student)
+        train_model.compile(
+            optimizer=training.build_optimizer(cfg, steps),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
+        )
+        self.history = train_model.fit(
+            train_ds,
+            epochs=cfg.epochs,
+            validation_data=val_ds,
+            callbacks=self._all_callbacks(callbacks),
+            verbose=self.verbose,
+        )
+        return self.finalize(student)
+
+    def _all_callbacks(self, extra):
+        cbs = list(self.callbacks()) + list(extra or [])
+        if self.checkpoint_dir:
+            # BackupAndRestore saves at each epoch end and restores on a restart, which makes
+            # long runs resumable after a kill; it deletes its backup once training completes.
+            cbs.append(keras.callbacks.BackupAndRestore(os.path.join(self.checkpoint_dir, "backup")))
+        if self.log_dir:
+            cbs.append(keras.callbacks.TensorBoard(self.log_dir, profile_batch=0))
+        return cbs
+
+    @staticmethod
+    def _train_dataset(x, y, cfg):
+        if isinstance(x, tf.data.Dataset):
+            if y is not None:
+                raise errors.InvalidArgumentError(
+                    "y", "an array", "None when x is a tf.data.Dataset (it yields (x, y))"
+                )
+            steps = int(x.cardinality())
+            return x, steps if steps > 0 else 1000
+        if x is None or y is None:
+            raise errors.InvalidArgumentError(
+                "x", None if x is None else "arrays without y", "arrays x and y, or a tf.data.Dataset"
+            )
+        ds = training.make_dataset(
+            np.asarray(x), np.asarray(y), cfg.batch_size, training=True,
+            augmentation=cfg.augmentation, seed=cfg.seed,
+        )
+        return ds, int(np.ceil(len(x) / cfg.batch_size))
+
+    @staticmethod
+    def _val_dataset(validation_data, cfg):
+        if validation_data is None or isinstance(validation_data, tf.data.Dataset):
+            return validation_data
+        xv, yv = validation_data
+        return training.make_dataset(np.asarray(xv), np.asarray(yv), max(cfg.batch_size, 256))
