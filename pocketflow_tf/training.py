@@ -158,24 +158,25 @@ def make_dataset(
     if training:
         ds = ds.shuffle(min(len(x), 60000), seed=seed, reshuffle_each_iteration=True)
         if augmentation is not None and augmentation.enabled:
-            aug = _augment_fn(augmentation, tuple(x.shape[1:]), seed)
+            # One seeded random stream zipped to the elements: each image gets its own
+            # stateless seed, the same for a given seed and epoch, new at every epoch, and
+            # independent of how many map calls run in parallel.
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(4)
+            ds = tf.data.Dataset.zip((ds, seeds))
+            aug = _augment_fn(augmentation, tuple(x.shape[1:]))
             ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _augment_fn(aug: Augmentation, shape: tuple[int, ...], seed: int):
-    h, w, _ = shape
-    gen = tf.random.Generator.from_seed(seed)
-
-    def fn(image, *rest):
-        # Stateless ops with seeds drawn from one generator: reproducible for a given seed,
-        # and different at every step.
-        s = gen.make_seeds(2)
+def _augment_fn(aug: Augmentation, shape: tuple[int, ...]):
+    def fn(element, seeds):
+        image, *rest = element
+        seeds = tf.reshape(seeds, (2, 2))
         if aug.pad:
             image = tf.pad(image, [[aug.pad, aug.pad], [aug.pad, aug.pad], [0, 0]])
-            image = tf.image.stateless_random_crop(image, shape, seed=s[:, 0])
+            image = tf.image.stateless_random_crop(image, shape, seed=seeds[0])
         if aug.flip:
-            image = tf.image.stateless_random_flip_left_right(image, seed=s[:, 1])
+            image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
         return (image, *rest)
 
     return fn
