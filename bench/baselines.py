@@ -47,9 +47,7 @@ def train_or_load(
             return keras.models.load_model(path), json.load(f)
     data = data or datasets.load_dataset(rec.dataset)
     model = rec.build(data.input_shape, data.num_classes, **build_options)
-    fp = learner.get_learner_class("full-prec")(
-        cfg, checkpoint_dir=path + ".ckpt", verbose=2
-    )
+    fp = learner.get_learner_class("full-prec")(cfg, checkpoint_dir=path + ".ckpt", verbose=2)
     start = time.time()
     trained = fp.fit(model, data.x_train, data.y_train, validation_data=(data.x_test, data.y_test))
     meta = {
@@ -71,4 +69,9 @@ if __name__ == "__main__":
     rat = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
     m, meta = train_or_load(name, rat)
     data = datasets.load_dataset(recipe.get_recipe(name).dataset)
-    print(name, "test acc", training.evaluate_accuracy(m, data.x_test, data.y_test), meta["train_wall_s"])
+    print(
+        name,
+        "test acc",
+        training.evaluate_accuracy(m, data.x_test, data.y_test),
+        meta["train_wall_s"],
+    )

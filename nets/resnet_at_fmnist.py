@@ -1,6 +1,6 @@
 """ResNet-20/32/44/56 on Fashion-MNIST (28x28x1).
 
-Full recipe: 25 epochs of Nesterov SGD, batch 128, peak LR 0.1 with one warm-up epoch and
+Full recipe: 30 epochs of Nesterov SGD, batch 128, peak LR 0.1 with one warm-up epoch and
 cosine decay, weight decay 5e-4, random 2-pixel-shift crops and horizontal flips.
 
 Example:
@@ -21,7 +21,7 @@ RECIPE = recipe.Recipe(
     dataset="fmnist",
     build=functools.partial(resnet.build_resnet, mean=FMNIST_MEAN, std=FMNIST_STD),
     train=training.TrainConfig(
-        epochs=25,
+        epochs=30,
         batch_size=128,
         learning_rate=0.1,
         weight_decay=5e-4,

@@ -1,0 +1,59 @@
+"""Benchmark ``baselines``: the full-recipe full-precision models on Fashion-MNIST.
+
+Trains (or reuses from ``bench/artifacts``) the convnet and ResNet-20 with their documented
+full recipes, then measures test accuracy, parameters, FLOPs, float ``.tflite`` bytes and
+LiteRT latency (one thread, batch 1, median).
+
+Example:
+    >>> from bench.benchmarks import baselines
+    >>> baselines.RECIPES
+    ('convnet_at_fmnist', 'resnet_at_fmnist')
+"""
+
+from __future__ import annotations
+
+import os
+
+from bench import baselines as baseline_cache
+from bench import results_io
+from pocketflow_tf import accounting, datasets, latency, tflite_verify, training
+
+RECIPES = ("convnet_at_fmnist", "resnet_at_fmnist")
+COMMAND = "python -m bench.run baselines"
+
+
+def run() -> list[dict]:
+    """Trains/loads each baseline and returns one result record per model.
+
+    Example:
+        >>> recs = run()  # doctest: +SKIP
+    """
+    data = datasets.load_dataset("fmnist")
+    recs = []
+    for name in RECIPES:
+        model, meta = baseline_cache.train_or_load(name)
+        acc = training.evaluate_accuracy(model, data.x_test, data.y_test)
+        prof = accounting.profile_model(model)
+        path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
+        exp = tflite_verify.export_tflite(
+            model, path, mode="float", x_verify=data.x_test[:1000], y_verify=data.y_test[:1000]
+        )
+        lat = latency.measure_latency(path, runs=500)
+        recs.append(
+            results_io.make_record(
+                model=model.name,
+                dataset="fmnist",
+                method="full-prec",
+                setting=f"epochs={meta['train']['epochs']}",
+                acc=round(acc, 4),
+                params=prof.total_params,
+                flops=prof.total_flops,
+                bytes=exp.bytes,
+                bytes_gzip=exp.bytes_gzip,
+                latency_ms=round(lat.median_ms, 4),
+                wall_s=meta["train_wall_s"],
+                command=COMMAND,
+            )
+        )
+        print(f"[bench] {name}: test acc {acc:.4f}, {prof.total_flops:,} FLOPs, {exp.bytes} B")
+    return recs

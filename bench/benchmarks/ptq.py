@@ -1,0 +1,91 @@
+"""Benchmark ``ptq``: float vs dynamic-range vs full-int8 post-training ``.tflite``.
+
+For each full-recipe baseline: every export is verified (parity / agreement thresholds of
+:mod:`pocketflow_tf.tflite_verify`), then evaluated on the whole test split with the LiteRT
+interpreter, and its latency is measured against the float export in the same run,
+interleaved (A B A B ...), one thread, batch 1, medians.
+
+Example:
+    >>> from bench.benchmarks import ptq
+    >>> ptq.MODES
+    ('float', 'dynamic', 'int8')
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from bench import baselines as baseline_cache
+from bench import results_io
+from pocketflow_tf import datasets, latency, tflite_verify, training
+
+RECIPES = ("convnet_at_fmnist", "resnet_at_fmnist")
+MODES = ("float", "dynamic", "int8")
+COMMAND = "python -m bench.run ptq"
+
+
+def run() -> list[dict]:
+    """Exports, verifies, evaluates and times each mode; one record per (model, mode).
+
+    Example:
+        >>> recs = run()  # doctest: +SKIP
+    """
+    data = datasets.load_dataset("fmnist")
+    rng = np.random.default_rng(0)
+    # Calibration images come from the training split, as the Keras model is fed them.
+    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    recs = []
+    for name in RECIPES:
+        model, _ = baseline_cache.train_or_load(name)
+        acc_keras = training.evaluate_accuracy(model, data.x_test, data.y_test)
+        paths, rows = {}, {}
+        for mode in MODES:
+            start = time.time()
+            path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{mode}.tflite")
+            exp = tflite_verify.export_tflite(
+                model,
+                path,
+                mode=mode,
+                x_verify=data.x_test[:1000],
+                y_verify=data.y_test[:1000],
+                representative_data=rep if mode == "int8" else None,
+            )
+            logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
+            acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
+            paths[mode] = path
+            rows[mode] = dict(
+                acc=acc,
+                bytes=exp.bytes,
+                bytes_gzip=exp.bytes_gzip,
+                wall_s=round(time.time() - start, 1),
+            )
+        for mode in MODES:
+            ratio = None
+            if mode != "float":
+                r = latency.interleaved_ratio(paths[mode], paths["float"], rounds=60)
+                ratio = round(r.latency_ratio, 4)
+            recs.append(
+                results_io.make_record(
+                    model=model.name,
+                    dataset="fmnist",
+                    method=f"ptq-{mode}" if mode != "float" else "float",
+                    setting=f"tflite={mode}",
+                    acc=round(rows[mode]["acc"], 4),
+                    acc_baseline=round(acc_keras, 4),
+                    flops_ratio=1.0,
+                    params_ratio=1.0,
+                    bytes=rows[mode]["bytes"],
+                    bytes_gzip=rows[mode]["bytes_gzip"],
+                    latency_ratio=ratio,
+                    wall_s=rows[mode]["wall_s"],
+                    command=COMMAND,
+                )
+            )
+            print(
+                f"[bench] {name} {mode}: acc {rows[mode]['acc']:.4f} (keras {acc_keras:.4f}), "
+                f"{rows[mode]['bytes']} B, latency ratio {ratio}"
+            )
+    return recs

@@ -1,0 +1,114 @@
+"""Regenerates the README results table from ``bench/results/*.json``.
+
+The table sits between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md;
+nothing else in README is touched. One sub-table per benchmark; a column appears when at
+least one record of that benchmark measured it.
+
+Example:
+    >>> from bench import make_table
+    >>> make_table.format_value("acc", 0.93456)
+    '93.46 %'
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+from pocketflow_tf import atomic_io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+# (field, header) in display order; "acc_delta" is derived from acc - acc_baseline.
+COLUMNS = (
+    ("model", "model"),
+    ("method", "method"),
+    ("setting", "setting"),
+    ("acc", "test acc"),
+    ("acc_delta", "Δ acc (pt)"),
+    ("params", "params"),
+    ("flops", "FLOPs/img"),
+    ("flops_ratio", "FLOPs ×"),
+    ("params_ratio", "params ×"),
+    ("bytes", ".tflite B"),
+    ("bytes_gzip", "gzip B"),
+    ("latency_ms", "latency ms"),
+    ("latency_ratio", "latency ×"),
+    ("wall_s", "wall s"),
+)
+
+
+def format_value(field: str, value) -> str:
+    """Formats one cell.
+
+    Example:
+        >>> format_value("acc_delta", -0.12)
+        '-0.12'
+    """
+    if value is None:
+        return "–"
+    if field == "acc":
+        return f"{100 * value:.2f} %"
+    if field == "acc_delta":
+        return f"{value:+.2f}"
+    if field in ("flops_ratio", "params_ratio", "latency_ratio"):
+        return f"{value:.3f}"
+    if field in ("params", "flops", "bytes", "bytes_gzip"):
+        return f"{int(value):,}"
+    if field == "latency_ms":
+        return f"{value:.3f}"
+    if field == "wall_s":
+        return f"{value:.0f}"
+    return str(value)
+
+
+def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
+    """The Markdown of every results file, one table per benchmark.
+
+    Example:
+        >>> render("/nonexistent")
+        '_No benchmark results yet: run `python -m bench.run <name>`._'
+    """
+    files = sorted(glob.glob(os.path.join(results_dir, "*.json")))
+    if not files:
+        return "_No benchmark results yet: run `python -m bench.run <name>`._"
+    parts = []
+    for path in files:
+        with open(path) as f:
+            doc = json.load(f)
+        recs = doc["records"]
+        for r in recs:
+            if r.get("acc") is not None and r.get("acc_baseline") is not None:
+                r["acc_delta"] = 100 * (r["acc"] - r["acc_baseline"])
+        cols = [(k, h) for k, h in COLUMNS if any(r.get(k) is not None for r in recs)]
+        commands = sorted({r["command"] for r in recs if r.get("command")})
+        parts.append(f"**{doc['benchmark']}** (`{'`, `'.join(commands)}`)\n")
+        parts.append("| " + " | ".join(h for _, h in cols) + " |")
+        parts.append("|" + "|".join("---" for _ in cols) + "|")
+        for r in recs:
+            parts.append("| " + " | ".join(format_value(k, r.get(k)) for k, _ in cols) + " |")
+        parts.append("")
+    return "\n".join(parts).rstrip()
+
+
+def update_readme(readme: str = os.path.join(ROOT, "README.md")) -> None:
+    """Replaces the table between the markers in README (atomic write).
+
+    Example:
+        >>> update_readme()  # doctest: +SKIP
+    """
+    with open(readme) as f:
+        text = f.read()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme} lacks the markers {START} / {END}")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    atomic_io.write_text(readme, f"{head}{START}\n{render()}\n{END}{tail}")
+    print(f"[bench] README table regenerated from bench/results/ ({readme})")
+
+
+if __name__ == "__main__":
+    update_readme(*sys.argv[1:])

@@ -1,0 +1,6 @@
+"""Runs the lenet_at_cifar10 recipe: `./run_local.sh nets/lenet_at_cifar10_run.py --help` lists the flags."""
+
+from pocketflow_tf.nets import cli
+
+if __name__ == "__main__":
+    cli.main("lenet_at_cifar10")

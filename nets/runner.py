@@ -1,0 +1,363 @@
+"""The job behind every ``nets/<model>_at_<dataset>_run.py`` script, as a plain function.
+
+:func:`run` takes a typed :class:`RunOptions` (the run scripts fill it from absl flags in
+:mod:`pocketflow_tf.nets.cli`; nothing here reads flags) and does, in order:
+
+1. load the recipe's data set (Debian's Fashion-MNIST or ``data_dir``);
+2. build the recipe's model, or load ``model_path`` (Keras ``safe_mode`` unless trusted);
+3. train it with the chosen learner (resumable: per-epoch backups beside ``save_path``),
+   optionally distilled from a teacher;
+4. evaluate it on the test split and count its parameters and FLOPs;
+5. export every requested ``.tflite`` (float, dynamic-range, float16, int8), each verified
+   against the Keras model on real test samples before it is kept;
+6. measure LiteRT latency (one thread, medians) and the interleaved ratio of each export
+   against the float one;
+7. write a JSON run record and a Markdown report beside the model, and print a summary.
+
+Example:
+    >>> from pocketflow_tf.nets import runner
+    >>> opts = runner.RunOptions("convnet_at_fmnist", nb_epochs_rat=0.07, nb_train_samples=512)
+    >>> summary = runner.run(opts)  # doctest: +SKIP
+    >>> summary["metrics"]["test_acc"] > 0.5  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from pocketflow_tf import (
+    accounting,
+    datasets,
+    distillation,
+    errors,
+    latency,
+    learner,
+    model_io,
+    records,
+    tflite_export,
+    tflite_verify,
+    training,
+)
+from pocketflow_tf.nets import recipe as recipe_lib
+
+EXEC_MODES = ("train", "eval")
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Everything one run does; the run scripts' flags map one-to-one onto these fields.
+
+    Attributes:
+        recipe: ``<model>_at_<dataset>`` (see :data:`pocketflow_tf.nets.recipe.RECIPES`).
+        learner: Learner name or PocketFlow alias (``full-prec``, ...).
+        exec_mode: ``"train"`` (train, evaluate, export) or ``"eval"`` (evaluate
+            ``model_path`` or ``save_path`` and report its costs).
+        nb_epochs_rat: Share of the recipe's full epoch count to train (1.0 = full recipe).
+        data_dir: Data folder (default: Debian's Fashion-MNIST path; required for CIFAR-10).
+        save_path: Where the trained ``.keras`` model goes (default
+            ``models/<recipe>/<learner>/model.keras``); exports, record and report go beside it.
+        log_dir: TensorBoard folder (default ``logs/<recipe>/<learner>``).
+        model_path: Start from this trained model instead of a freshly built one.
+        trust_model: Allow loading models that contain Python code (Lambda layers).
+        teacher_path: Teacher for distillation (default: the model at ``model_path``).
+        enbl_dst: Distil from the teacher while training.
+        loss_w_dst: Weight of the distillation loss.
+        tempr_dst: Distillation temperature.
+        export_modes: ``.tflite`` variants to export and verify (empty: no export).
+        num_verify: Test samples each export is verified on (>= 200).
+        build_options: Extra keyword arguments of the recipe's model builder
+            (e.g. ``{"depth": 32}``).
+        learner_options: Extra keyword arguments of the learner's constructor.
+        seed: Seed of initialisation, shuffling and augmentation.
+        batch_size: Overrides the recipe's batch size.
+        learning_rate: Overrides the recipe's peak learning rate.
+        nb_train_samples: Train on the first N training samples only (smoke runs).
+        latency_runs: Timed invocations per latency measurement.
+        verbose: Keras verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+
+    Example:
+        >>> RunOptions("resnet_at_fmnist", exec_mode="serve")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `exec_mode`: 'serve'. Accepted: one of ('train', 'eval').
+    """
+
+    recipe: str
+    learner: str = "full-prec"
+    exec_mode: str = "train"
+    nb_epochs_rat: float = 0.05
+    data_dir: str | None = None
+    save_path: str | None = None
+    log_dir: str | None = None
+    model_path: str | None = None
+    trust_model: bool = False
+    teacher_path: str | None = None
+    enbl_dst: bool = False
+    loss_w_dst: float = 4.0
+    tempr_dst: float = 2.0
+    export_modes: tuple[str, ...] = ("float", "int8")
+    num_verify: int = 1000
+    build_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    learner_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    nb_train_samples: int | None = None
+    latency_runs: int = 200
+    verbose: int = 2
+
+    def __post_init__(self):
+        # Every check runs here, before any data is read or any file is written.
+        import pocketflow_tf.learners  # noqa: F401  (registers every learner by name)
+
+        recipe_lib.get_recipe(self.recipe)
+        learner.get_learner_class(self.learner)
+        if self.exec_mode not in EXEC_MODES:
+            raise errors.InvalidArgumentError("exec_mode", self.exec_mode, f"one of {EXEC_MODES}")
+        self.export_modes = tuple(m for m in self.export_modes if m)
+        for mode in self.export_modes:
+            if mode not in tflite_export.MODES:
+                raise errors.InvalidArgumentError(
+                    "export_modes", mode, f"a comma-separated subset of {tflite_export.MODES}"
+                )
+        if self.num_verify < 200:
+            raise errors.InvalidArgumentError("num_verify", self.num_verify, "an integer >= 200")
+        if self.nb_train_samples is not None and self.nb_train_samples < 1:
+            raise errors.InvalidArgumentError(
+                "nb_train_samples", self.nb_train_samples, "an integer >= 1"
+            )
+        if self.exec_mode == "eval" and not (self.model_path or self.save_path):
+            raise errors.InvalidArgumentError(
+                "model_path", None, "the model to evaluate (or --save_path of a finished run)"
+            )
+        for name in ("model_path", "teacher_path"):
+            path = getattr(self, name)
+            if path and not os.path.exists(path):
+                raise errors.InvalidArgumentError(name, path, "an existing model file or folder")
+        if self.enbl_dst and not (self.teacher_path or self.model_path):
+            raise errors.InvalidArgumentError(
+                "enbl_dst",
+                True,
+                "distillation with a trained teacher: pass --teacher_path, or --model_path "
+                "(the trained model being compressed is then the teacher)",
+            )
+        # The distillation settings validate themselves (weight >= 0, temperature > 0).
+        distillation.DistillationConfig(self.loss_w_dst, self.tempr_dst)
+        if self.save_path is None:
+            self.save_path = os.path.join("models", self.recipe, self.learner, "model.keras")
+        if self.log_dir is None:
+            self.log_dir = os.path.join("logs", self.recipe, self.learner)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as a JSON-ready dict (written into the run record).
+
+        Example:
+            >>> RunOptions("convnet_at_fmnist").to_dict()["learner"]
+            'full-prec'
+        """
+        return dataclasses.asdict(self)
+
+
+def _say(msg: str) -> None:
+    print(f"[pocketflow-tf] {msg}", flush=True)
+
+
+def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]:
+    """Runs one job (see the module docstring) and returns its record as a dict.
+
+    Args:
+        opts: What to run.
+        command: The command line, written into the record so the run can be reproduced.
+
+    Returns:
+        The run record (``metrics``, ``artifacts``, ``config``, ``versions``...).
+
+    Example:
+        >>> rec = run(RunOptions("convnet_at_fmnist", nb_train_samples=512))  # doctest: +SKIP
+    """
+    rec_cfg = recipe_lib.get_recipe(opts.recipe)
+    record = records.RunRecord(f"{opts.exec_mode}:{opts.learner}", opts.to_dict(), command=command)
+    out_dir = os.path.dirname(os.path.abspath(opts.save_path))
+    stem = os.path.splitext(os.path.basename(opts.save_path))[0]
+
+    _say(f"loading data set '{rec_cfg.dataset}'")
+    data = datasets.load_dataset(rec_cfg.dataset, opts.data_dir)
+    if opts.nb_train_samples:
+        data = data.subset(n_train=opts.nb_train_samples)
+    _say(f"  train {len(data.y_train)}, test {len(data.y_test)}, input {data.input_shape}")
+
+    came_as_keras3 = False
+    if opts.exec_mode == "eval":
+        loaded = model_io.load_model_with_info(
+            opts.model_path or opts.save_path, trust_unsafe=opts.trust_model
+        )
+        model, came_as_keras3 = loaded.model, loaded.saved_by_keras3
+        record.add_metrics(source_model=loaded.path)
+    else:
+        model, came_as_keras3 = _train(opts, rec_cfg, data, record)
+
+    _say("evaluating on the test split")
+    acc = training.evaluate_accuracy(model, data.x_test, data.y_test)
+    profile = accounting.profile_model(model)
+    record.add_metrics(
+        test_acc=acc,
+        params=profile.total_params,
+        flops=profile.total_flops,
+        macs=profile.total_macs,
+    )
+    record.add_section("profile", profile.to_dict())
+
+    exports = {}
+    if opts.exec_mode == "train":
+        saved = model_io.save_model(model, opts.save_path, keras3_copy=came_as_keras3)
+        for kind, path in saved.items():
+            record.add_artifact(f"model_{kind}", path)
+        exports = _export_all(opts, model, data, out_dir, stem, record)
+        if exports:
+            _measure_latency(opts, exports, record)
+
+    record.finish("ok")
+    json_path = record.save(os.path.join(out_dir, f"{stem}.{opts.exec_mode}.record.json"))
+    md_path = record.save_markdown(os.path.join(out_dir, f"{stem}.{opts.exec_mode}.report.md"))
+    result = record.to_dict()
+    _print_summary(opts, result, json_path, md_path)
+    return result
+
+
+def _train(opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record) -> tuple[Any, bool]:
+    cfg = rec_cfg.train_config(opts.nb_epochs_rat, seed=opts.seed)
+    changes = {
+        k: v
+        for k, v in {"batch_size": opts.batch_size, "learning_rate": opts.learning_rate}.items()
+        if v is not None
+    }
+    cfg = cfg.replace(**changes) if changes else cfg
+
+    came_as_keras3 = False
+    if opts.model_path:
+        _say(f"loading model {opts.model_path}")
+        loaded = model_io.load_model_with_info(opts.model_path, trust_unsafe=opts.trust_model)
+        model, came_as_keras3 = loaded.model, loaded.saved_by_keras3
+        if tuple(model.input_shape[1:]) != tuple(data.input_shape):
+            raise errors.InvalidArgumentError(
+                "model_path",
+                opts.model_path,
+                f"a model taking {data.input_shape} inputs (it takes {model.input_shape[1:]})",
+            )
+    else:
+        model = rec_cfg.build(data.input_shape, data.num_classes, **opts.build_options)
+
+    teacher = None
+    dst = None
+    if opts.enbl_dst:
+        dst = distillation.DistillationConfig(opts.loss_w_dst, opts.tempr_dst)
+        if opts.teacher_path:
+            teacher = model_io.load_model(opts.teacher_path, trust_unsafe=opts.trust_model)
+
+    cls = learner.get_learner_class(opts.learner)
+    lrn = cls(
+        cfg,
+        distillation=dst,
+        teacher=teacher,
+        log_dir=opts.log_dir,
+        checkpoint_dir=opts.save_path + ".ckpt",
+        verbose=opts.verbose,
+        **opts.learner_options,
+    )
+    record.add_section("learner", lrn.get_config())
+    _say(
+        f"training {model.name} with learner '{cls.name}' for {cfg.epochs} epoch(s) "
+        f"(nb_epochs_rat={opts.nb_epochs_rat}; 1.0 is the full recipe of "
+        f"{rec_cfg.train.epochs} epochs); TensorBoard logs in {opts.log_dir}"
+    )
+    start = time.time()
+    trained = lrn.fit(model, data.x_train, data.y_train, validation_data=(data.x_test, data.y_test))
+    record.add_metrics(train_wall_s=round(time.time() - start, 1), epochs=cfg.epochs)
+    if lrn.history is not None:
+        record.add_section(
+            "history", {k: [float(v) for v in vs] for k, vs in lrn.history.history.items()}
+        )
+    return trained, came_as_keras3
+
+
+def _export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
+    n = min(opts.num_verify, len(data.y_test))
+    x_verify, y_verify = data.x_test[:n], data.y_test[:n]
+    # Calibration samples come from the training split, fed exactly as the Keras model sees
+    # them (the models carry their own normalisation), never from the verification samples.
+    rng = np.random.default_rng(opts.seed)
+    rep = data.x_train[rng.choice(len(data.x_train), min(512, len(data.x_train)), replace=False)]
+    exports = {}
+    for mode in opts.export_modes:
+        path = os.path.join(out_dir, f"{stem}.{mode}.tflite")
+        _say(f"exporting {mode} .tflite and verifying it on {n} test samples")
+        res = tflite_verify.export_tflite(
+            model,
+            path,
+            mode=mode,
+            x_verify=x_verify,
+            y_verify=y_verify,
+            representative_data=rep if mode == "int8" else None,
+        )
+        rep_d = res.report.to_dict()
+        _say(
+            f"  {mode}: {res.bytes} bytes ({res.bytes_gzip} gzip), top-1 agreement "
+            f"{rep_d['top1_agreement']:.4f}, max |diff| {rep_d['max_abs_diff']:.2e}, "
+            f"acc delta {rep_d['acc_delta']:+.4f}"
+        )
+        record.add_artifact(f"tflite_{mode}", res.path)
+        record.add_metrics(
+            **{
+                f"tflite_{mode}_bytes": res.bytes,
+                f"tflite_{mode}_bytes_gzip": res.bytes_gzip,
+                f"tflite_{mode}_acc": rep_d["acc_tflite"],
+                f"tflite_{mode}_agreement": rep_d["top1_agreement"],
+            }
+        )
+        record.add_section(f"verify_{mode}", rep_d)
+        exports[mode] = res.path
+    return exports
+
+
+def _measure_latency(opts, exports: dict[str, str], record) -> None:
+    _say("measuring LiteRT latency (1 thread, batch 1, medians)")
+    for mode, path in exports.items():
+        stats = latency.measure_latency(path, runs=opts.latency_runs)
+        record.add_metrics(**{f"latency_{mode}_ms": stats.median_ms})
+    ref = exports.get("float")
+    for mode, path in exports.items():
+        if ref is None or mode == "float":
+            continue
+        ratio = latency.interleaved_ratio(path, ref, rounds=max(5, opts.latency_runs // 10))
+        record.add_metrics(**{f"speedup_{mode}_vs_float": ratio.speedup})
+
+
+def _print_summary(opts, result: dict, json_path: str, md_path: str) -> None:
+    m = result["metrics"]
+    lines = [
+        "",
+        f"== {opts.recipe} / {opts.learner} ({opts.exec_mode}) ==",
+        f"test accuracy    {m['test_acc']:.4f}",
+        f"parameters       {m['params']:,}",
+        f"FLOPs / image    {m['flops']:,} ({m['macs']:,} MACs)",
+    ]
+    for mode in opts.export_modes if opts.exec_mode == "train" else ():
+        line = (
+            f".tflite {mode:<8} {m[f'tflite_{mode}_bytes']:,} bytes "
+            f"({m[f'tflite_{mode}_bytes_gzip']:,} gzip), acc {m[f'tflite_{mode}_acc']:.4f}, "
+            f"{m[f'latency_{mode}_ms']:.3f} ms/image"
+        )
+        if f"speedup_{mode}_vs_float" in m:
+            line += f", {m[f'speedup_{mode}_vs_float']:.2f}x vs float (interleaved)"
+        lines.append(line)
+    for name, art in result["artifacts"].items():
+        lines.append(f"{name:<16} {art['path']}")
+    lines += [f"record           {json_path}", f"report           {md_path}", ""]
+    print("\n".join(lines), file=sys.stdout, flush=True)

@@ -1,0 +1,56 @@
+"""The benchmark harness plumbing: result files and the generated README table."""
+
+import json
+
+from bench import make_table, results_io, run
+
+
+def test_results_file_and_table(tmp_path):
+    recs = [
+        results_io.make_record(
+            model="resnet20",
+            dataset="fmnist",
+            method="float",
+            setting="tflite=float",
+            acc=0.9400,
+            acc_baseline=0.9400,
+            bytes=1100000,
+            command="python -m bench.run ptq",
+        ),
+        results_io.make_record(
+            model="resnet20",
+            dataset="fmnist",
+            method="ptq-int8",
+            setting="tflite=int8",
+            acc=0.9391,
+            acc_baseline=0.9400,
+            bytes=300000,
+            latency_ratio=0.41,
+            command="python -m bench.run ptq",
+        ),
+    ]
+    path = results_io.write_results("ptq", recs, folder=str(tmp_path))
+    with open(path) as f:
+        doc = json.load(f)
+    assert doc["benchmark"] == "ptq" and doc["versions"]["tensorflow"]
+    assert set(results_io.RECORD_FIELDS) <= set(doc["records"][0])
+
+    table = make_table.render(str(tmp_path))
+    lines = table.splitlines()
+    assert lines[0] == "**ptq** (`python -m bench.run ptq`)"
+    header = lines[2]
+    assert "test acc" in header and "latency ×" in header and "FLOPs ×" not in header
+    assert "| resnet20 | ptq-int8 | tflite=int8 | 93.91 % | -0.09 |" in table
+    assert "0.410" in table
+
+
+def test_readme_update_keeps_the_rest(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{make_table.START}\nold\n{make_table.END}\noutro\n")
+    monkeypatch.setattr(make_table, "render", lambda: "NEW TABLE")
+    make_table.update_readme(str(readme))
+    assert readme.read_text() == f"intro\n{make_table.START}\nNEW TABLE\n{make_table.END}\noutro\n"
+
+
+def test_known_benchmarks():
+    assert set(run.BENCHMARKS) >= {"baselines", "ptq"}

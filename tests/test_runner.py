@@ -1,0 +1,103 @@
+"""The run-script job end to end on real Fashion-MNIST (a small training subset)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pocketflow_tf import atomic_io, errors
+from pocketflow_tf.nets import runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+needs_fmnist = pytest.mark.skipif(not os.path.exists(FMNIST), reason="dataset-fashion-mnist")
+
+
+@needs_fmnist
+def test_train_export_eval(tmp_path):
+    save = str(tmp_path / "m" / "model.keras")
+    opts = runner.RunOptions(
+        "convnet_at_fmnist",
+        nb_epochs_rat=0.07,
+        nb_train_samples=2048,
+        save_path=save,
+        log_dir=str(tmp_path / "logs"),
+        num_verify=200,
+        latency_runs=20,
+        verbose=0,
+    )
+    rec = runner.run(opts)
+    m = rec["metrics"]
+    assert m["epochs"] == 1
+    assert m["test_acc"] > 0.5  # 10 classes; one epoch on 2k real images is far above chance
+    assert m["params"] > 0 and m["flops"] > m["params"]
+    for mode in ("float", "int8"):
+        art = rec["artifacts"][f"tflite_{mode}"]
+        assert os.path.getsize(art["path"]) == m[f"tflite_{mode}_bytes"]
+        assert atomic_io.sha256_file(art["path"]) == art["sha256"]
+        with open(art["path"] + ".sha256") as f:
+            assert f.read().split()[0] == art["sha256"]
+        assert m[f"latency_{mode}_ms"] > 0
+    assert m["tflite_float_agreement"] == 1.0
+    assert m["tflite_int8_agreement"] >= 0.95
+    assert m["speedup_int8_vs_float"] > 0
+    with open(os.path.join(tmp_path, "m", "model.train.record.json")) as f:
+        saved = json.load(f)
+    assert saved["metrics"]["test_acc"] == m["test_acc"]
+    assert saved["versions"]["tensorflow"]
+    assert os.path.exists(tmp_path / "m" / "model.train.report.md")
+    assert os.listdir(tmp_path / "logs")  # TensorBoard wrote its event files
+    # Resumable training leaves no backup behind once it has finished.
+    assert not os.path.exists(os.path.join(save + ".ckpt", "backup"))
+
+    ev = runner.run(
+        runner.RunOptions(
+            "convnet_at_fmnist",
+            exec_mode="eval",
+            model_path=save,
+            verbose=0,
+            save_path=str(tmp_path / "e" / "model.keras"),
+        )
+    )
+    assert ev["metrics"]["test_acc"] == pytest.approx(m["test_acc"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"exec_mode": "serve"}, "exec_mode"),
+        ({"export_modes": ("float", "int4")}, "export_modes"),
+        ({"num_verify": 10}, "num_verify"),
+        ({"model_path": "/nonexistent/model.keras"}, "model_path"),
+        ({"enbl_dst": True}, "enbl_dst"),
+        ({"tempr_dst": 0.0}, "tempr_dst"),
+        ({"learner": "no-such-learner"}, "learner"),
+    ],
+)
+def test_bad_options_fail_before_any_work(tmp_path, kwargs, name):
+    with pytest.raises(errors.InvalidArgumentError) as e:
+        runner.RunOptions("convnet_at_fmnist", save_path=str(tmp_path / "x.keras"), **kwargs)
+    assert e.value.name == name
+    assert os.listdir(tmp_path) == []
+
+
+def test_run_script_reports_user_errors_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
+            "--learner",
+            "channel",
+            "--save_path",
+            str(tmp_path / "m.keras"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and "channel" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,231 @@
+"""TFLite conversion, verification against Keras, and the verified atomic export."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from pocketflow_tf import atomic_io, datasets, errors, tflite_export, tflite_verify
+from pocketflow_tf.compat import keras
+
+# Training and converting dominate the run time, so the trained model and the flatbuffers are
+# built once per module. (The conftest fixtures are function-scoped, hence a plain cache.)
+_CACHE: dict = {}
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def trained(tiny_model, tiny_data):
+    """The conftest tiny model trained on tiny_data, so that predictions mean something."""
+    if "model" not in _CACHE:
+        x, y = tiny_data
+        keras.utils.set_random_seed(0)
+        tiny_model.compile(
+            keras.optimizers.Adam(0.02),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        tiny_model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+        _CACHE["model"] = tiny_model
+    x, y = tiny_data
+    return _CACHE["model"], x, y
+
+
+def _content(model, x, mode, **kwargs):
+    key = (mode, tuple(sorted(kwargs.items())))
+    if key not in _CACHE:
+        rep = x[:128] if mode == "int8" else None
+        _CACHE[key] = tflite_export.convert(model, mode, representative_data=rep, **kwargs)
+    return _CACHE[key]
+
+
+def test_float_export_matches_keras(trained):
+    model, x, y = trained
+    report = tflite_verify.verify(
+        model, _content(model, x, "float"), x, y, mode="float", check_child=False
+    )
+    print("float:", report.summary())
+    assert report.acc_keras > 0.9  # the model learned the task: the comparison is meaningful
+    assert report.max_abs_diff <= 1e-4
+    assert report.top1_agreement == 1.0
+    assert report.passed and report.failures == []
+    assert report.child_process_ok is None
+
+
+def test_runner_handles_batches_and_remainder(trained):
+    model, x, _ = trained
+    runner = tflite_verify.TFLiteRunner(_content(model, x, "float"))
+    one = runner.predict(x[:70], batch_size=1)
+    batched = runner.predict(x[:70], batch_size=32)  # 32 + 32 + a remainder of 6
+    assert batched.shape == (70, 4) and batched.dtype == np.float32
+    np.testing.assert_allclose(batched, one, atol=1e-5)
+    assert not runner.is_int8_input
+
+
+def test_int8_io_applies_scale_and_zero_point(trained):
+    model, x, y = trained
+    content = _content(model, x, "int8", int8_io=True)
+    runner = tflite_verify.TFLiteRunner(content)
+    assert runner.is_int8_input
+    assert np.dtype(runner.input_details["dtype"]) == np.int8
+    assert np.dtype(runner.output_details["dtype"]) == np.int8
+    scale, _ = runner.input_details["quantization"]
+    assert scale > 0
+    report = tflite_verify.verify(model, content, x, y, mode="int8", check_child=False)
+    print("int8 (int8 I/O):", report.summary())
+    assert report.top1_agreement >= 0.95 and report.passed
+
+
+def test_int8_input_fed_without_scaling_is_caught(trained, monkeypatch):
+    # The classic integer-I/O bug: the float image is cast to int8 as is, without dividing by
+    # the input scale and adding the zero-point. Verification must refuse such an export.
+    model, x, y = trained
+    content = _content(model, x, "int8", int8_io=True)
+
+    def unscaled(self, xb):
+        return np.clip(np.round(xb), -128, 127).astype(np.int8)
+
+    monkeypatch.setattr(tflite_verify.TFLiteRunner, "_quantize_input", unscaled)
+    with pytest.raises(errors.VerificationError, match="top-1 agreement") as e:
+        tflite_verify.verify(model, content, x, y, mode="int8", check_child=False)
+    assert "Thresholds" in str(e.value)  # the figures are in the message
+    broken = tflite_verify.verify(
+        model, content, x, y, mode="int8", check_child=False, raise_on_fail=False
+    )
+    print("int8 fed without scaling:", broken.summary())
+    assert not broken.passed and broken.top1_agreement < 0.95
+
+    monkeypatch.undo()  # the real runner, on the very same flatbuffer, passes
+    assert tflite_verify.verify(model, content, x, y, mode="int8", check_child=False).passed
+
+
+def test_int8_float_io_passes(trained):
+    model, x, y = trained
+    content = _content(model, x, "int8")
+    runner = tflite_verify.TFLiteRunner(content)
+    assert not runner.is_int8_input
+    assert tflite_verify.verify(model, content, x, y, mode="int8", check_child=False).passed
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "float16"])
+def test_dynamic_and_float16_pass(trained, mode):
+    model, x, y = trained
+    # One of the two also runs the fresh-process check through verify().
+    report = tflite_verify.verify(
+        model, _content(model, x, mode), x, y, mode=mode, check_child=mode == "float16"
+    )
+    assert report.passed, report.failures
+    assert report.top1_agreement >= tflite_verify.DEFAULT_THRESHOLDS[mode]["min_agreement"]
+    if mode == "float16":
+        assert report.child_process_ok is True
+
+
+def test_bad_mode_is_rejected(trained):
+    model, x, _ = trained
+    with pytest.raises(errors.InvalidArgumentError, match="int4.*'float', 'dynamic'"):
+        tflite_export.convert(model, "int4")
+    with pytest.raises(errors.InvalidArgumentError, match="`mode`"):
+        tflite_verify.verify(model, b"", x, mode="int4")
+
+
+def test_int8_requires_representative_data(trained):
+    model, x, _ = trained
+    with pytest.raises(errors.InvalidArgumentError, match="`representative_data`: None"):
+        tflite_export.convert(model, "int8")
+    with pytest.raises(errors.InvalidArgumentError, match=r"shape \(10, 8, 8\)"):
+        tflite_export.convert(model, "int8", representative_data=x[:10, :, :, 0])
+    with pytest.raises(errors.InvalidArgumentError, match="`int8_io`"):
+        tflite_export.convert(model, "float", int8_io=True)
+
+
+def test_too_few_samples_are_rejected(trained):
+    model, x, y = trained
+    content = _content(model, x, "float")
+    with pytest.raises(errors.InvalidArgumentError, match="`x`: '199 samples'.*at least 200"):
+        tflite_verify.verify(model, content, x[:199], y[:199], mode="float")
+    with pytest.raises(errors.InvalidArgumentError, match="`y`"):
+        tflite_verify.verify(model, content, x, y[:10], mode="float")
+    with pytest.raises(errors.InvalidArgumentError, match="min_agrement"):
+        tflite_verify.verify(model, content, x, mode="float", thresholds={"min_agrement": 0.5})
+
+
+def test_export_writes_file_and_sha256(trained, tmp_path):
+    model, x, y = trained
+    dest = tmp_path / "out" / "m.tflite"
+    result = tflite_verify.export_tflite(model, str(dest), mode="float", x_verify=x, y_verify=y)
+    assert sorted(os.listdir(dest.parent)) == ["m.tflite", "m.tflite.sha256"]  # no temp files
+    digest = atomic_io.sha256_file(dest)
+    assert result.sha256 == digest
+    assert (dest.parent / "m.tflite.sha256").read_text() == f"{digest}  m.tflite\n"
+    assert result.bytes == dest.stat().st_size and 0 < result.bytes_gzip
+    assert result.report.passed and result.report.child_process_ok is True
+    assert result.to_dict()["report"]["mode"] == "float"
+
+
+def test_failed_verification_leaves_nothing(trained, tmp_path):
+    model, x, y = trained
+    dest = tmp_path / "m.tflite"
+    with pytest.raises(errors.VerificationError, match="max\\|diff\\|"):
+        tflite_verify.export_tflite(
+            model,
+            str(dest),
+            mode="float",
+            x_verify=x,
+            y_verify=y,
+            thresholds={"max_abs_diff": -1.0},
+        )  # impossible
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_child_check_removes_temp_file(trained, tmp_path, monkeypatch):
+    model, x, _ = trained
+    checked = []
+
+    def failing_child(path, input_shape, timeout_s=120):
+        checked.append((path, os.path.exists(path)))
+        raise errors.VerificationError("child process could not load and run it")
+
+    monkeypatch.setattr(tflite_verify, "check_in_child_process", failing_child)
+    with pytest.raises(errors.VerificationError, match="child process"):
+        tflite_verify.export_tflite(model, str(tmp_path / "m.tflite"), x_verify=x)
+    # The checked file was a temp file in the destination folder, and it is gone.
+    ((path, existed),) = checked
+    assert existed and os.path.dirname(path) == str(tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_child_process_reports_broken_file(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"this is not a flatbuffer" * 10)
+    with pytest.raises(errors.VerificationError, match="exit code .*stderr: .+"):
+        tflite_verify.check_in_child_process(str(bad), (8, 8, 1))
+    with pytest.raises(errors.InvalidArgumentError, match="input_shape"):
+        tflite_verify.check_in_child_process(str(bad), (8, -1))
+
+
+def test_tflite_size_gzip_shrinks_zero_weights(tmp_path):
+    inp = keras.Input((64,))
+    out = keras.layers.Dense(64, kernel_initializer="zeros")(inp)  # like a fully pruned layer
+    content = tflite_export.convert(keras.Model(inp, out), "float")
+    raw, gz = tflite_export.tflite_size(content)
+    assert raw == len(content) and gz < raw / 2
+    path = tmp_path / "z.tflite"
+    path.write_bytes(content)
+    assert tflite_export.tflite_size(str(path)) == (raw, gz)
+
+
+def test_export_tool_on_in_memory_data(trained, tmp_path):
+    # The CLI loads a saved model through model_io; here the model is built in-process and
+    # the tool's data handling (test split to verify, train split to calibrate) is exercised.
+    model, x, y = trained
+    spec = importlib.util.spec_from_file_location(
+        "export_tflite_tool", os.path.join(_ROOT, "tools", "export_tflite.py")
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    data = datasets.from_arrays(x, y, x_test=x, y_test=y)
+    result = tool.export_from_splits(
+        model, data, str(tmp_path / "m.tflite"), mode="int8", int8_io=True, num_verify=256
+    )
+    assert result.report.passed and result.report.n_samples == 256
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite", "m.tflite.sha256"]
