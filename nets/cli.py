@@ -34,7 +34,8 @@ flags.DEFINE_float(
 )
 flags.DEFINE_string("data_dir", None, "data folder (default: Debian's Fashion-MNIST path)")
 flags.DEFINE_string("save_path", None, "output .keras path (default models/<recipe>/<learner>/)")
-flags.DEFINE_string("log_dir", None, "TensorBoard folder (default logs/<recipe>/<learner>)")
+# --log_dir (TensorBoard folder; default logs/<recipe>/<learner>) is absl.logging's own flag,
+# reused rather than redefined: absl writes no log files unless asked to.
 flags.DEFINE_string("model_path", None, "start from (train) or evaluate (eval) this model")
 flags.DEFINE_boolean(
     "trust_model", False, "allow loading model files that contain Python code (Lambda layers)"
@@ -85,7 +86,7 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
         nb_epochs_rat=FLAGS.nb_epochs_rat,
         data_dir=FLAGS.data_dir,
         save_path=FLAGS.save_path,
-        log_dir=FLAGS.log_dir,
+        log_dir=FLAGS.log_dir or None,
         model_path=FLAGS.model_path,
         trust_model=FLAGS.trust_model,
         teacher_path=FLAGS.teacher_path,

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any, ClassVar
 
 import numpy as np
@@ -247,7 +248,17 @@ class Learner:
             callbacks=self._all_callbacks(callbacks),
             verbose=self.verbose,
         )
+        self._remove_backups()
         return self.finalize(student)
+
+    def _remove_backups(self) -> None:
+        # Training finished: the per-epoch backup is spent. BackupAndRestore empties its
+        # folder but leaves it behind, and an empty folder looks like an unfinished run.
+        if not self.checkpoint_dir:
+            return
+        shutil.rmtree(os.path.join(self.checkpoint_dir, "backup"), ignore_errors=True)
+        if os.path.isdir(self.checkpoint_dir) and not os.listdir(self.checkpoint_dir):
+            os.rmdir(self.checkpoint_dir)
 
     def _all_callbacks(self, extra):
         cbs = list(self.callbacks()) + list(extra or [])

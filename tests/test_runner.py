@@ -21,7 +21,8 @@ def test_train_export_eval(tmp_path):
     opts = runner.RunOptions(
         "convnet_at_fmnist",
         nb_epochs_rat=0.07,
-        nb_train_samples=2048,
+        nb_train_samples=8192,
+        batch_size=32,  # enough steps for BatchNorm moving statistics to settle
         save_path=save,
         log_dir=str(tmp_path / "logs"),
         num_verify=200,
@@ -31,7 +32,7 @@ def test_train_export_eval(tmp_path):
     rec = runner.run(opts)
     m = rec["metrics"]
     assert m["epochs"] == 1
-    assert m["test_acc"] > 0.5  # 10 classes; one epoch on 2k real images is far above chance
+    assert m["test_acc"] > 0.5  # 10 classes: one short epoch on real images is far above chance
     assert m["params"] > 0 and m["flops"] > m["params"]
     for mode in ("float", "int8"):
         art = rec["artifacts"][f"tflite_{mode}"]
@@ -50,7 +51,7 @@ def test_train_export_eval(tmp_path):
     assert os.path.exists(tmp_path / "m" / "model.train.report.md")
     assert os.listdir(tmp_path / "logs")  # TensorBoard wrote its event files
     # Resumable training leaves no backup behind once it has finished.
-    assert not os.path.exists(os.path.join(save + ".ckpt", "backup"))
+    assert not os.path.exists(save + ".ckpt")
 
     ev = runner.run(
         runner.RunOptions(
