@@ -17,7 +17,7 @@ def _packages():
     for root, _, files in os.walk("pocketflow_tf"):
         if "__init__.py" in files:
             packages.append(root.replace(os.sep, "."))
-    for name, folder in SUBPACKAGES.items():
+    for folder in SUBPACKAGES.values():
         for root, _, files in os.walk(folder):
             if "__init__.py" in files:
                 dotted = "pocketflow_tf." + root.replace(os.sep, ".")

@@ -47,7 +47,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     suffix = suffix or os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix + ".tmp" if not suffix else suffix, dir=folder)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(path) + ".",
+        suffix=suffix + ".tmp" if not suffix else suffix,
+        dir=folder,
+    )
     os.close(fd)
     os.remove(tmp)  # writers such as SavedModel want to create the path themselves
     try:
@@ -122,9 +126,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     files = [path]
     if os.path.isdir(path):
-        files = sorted(
-            os.path.join(root, f) for root, _, names in os.walk(path) for f in names
-        )
+        files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names)
     for name in files:
         with open(name, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

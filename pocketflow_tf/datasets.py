@@ -108,7 +108,9 @@ class DataSplits:
         mask[val_idx] = False
         if not mask.any() or not (~mask).any():
             raise errors.InvalidArgumentError(
-                "fraction", fraction, f"a share leaving both splits non-empty for {len(mask)} samples"
+                "fraction",
+                fraction,
+                f"a share leaving both splits non-empty for {len(mask)} samples",
             )
         return dataclasses.replace(
             self,

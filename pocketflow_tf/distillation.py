@@ -162,7 +162,7 @@ class DistilledModel(keras.Model):
             kd = kd_loss(teacher_logits, logits, self.config.temperature)
             loss = hard + self.config.weight * kd
         variables = self.student.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         self.compiled_metrics.update_state(y, logits)
         self.kd_tracker.update_state(kd)
         results = {m.name: m.result() for m in self.metrics}

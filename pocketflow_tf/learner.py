@@ -265,7 +265,9 @@ class Learner:
         if self.checkpoint_dir:
             # BackupAndRestore saves at each epoch end and restores on a restart, which makes
             # long runs resumable after a kill; it deletes its backup once training completes.
-            cbs.append(keras.callbacks.BackupAndRestore(os.path.join(self.checkpoint_dir, "backup")))
+            cbs.append(
+                keras.callbacks.BackupAndRestore(os.path.join(self.checkpoint_dir, "backup"))
+            )
         if self.log_dir:
             cbs.append(keras.callbacks.TensorBoard(self.log_dir, profile_batch=0))
         return cbs
@@ -281,11 +283,17 @@ class Learner:
             return x, steps if steps > 0 else 1000
         if x is None or y is None:
             raise errors.InvalidArgumentError(
-                "x", None if x is None else "arrays without y", "arrays x and y, or a tf.data.Dataset"
+                "x",
+                None if x is None else "arrays without y",
+                "arrays x and y, or a tf.data.Dataset",
             )
         ds = training.make_dataset(
-            np.asarray(x), np.asarray(y), cfg.batch_size, training=True,
-            augmentation=cfg.augmentation, seed=cfg.seed,
+            np.asarray(x),
+            np.asarray(y),
+            cfg.batch_size,
+            training=True,
+            augmentation=cfg.augmentation,
+            seed=cfg.seed,
         )
         return ds, int(np.ceil(len(x) / cfg.batch_size))
 

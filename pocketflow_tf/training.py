@@ -96,9 +96,13 @@ class TrainConfig:
         if self.optimizer not in _OPTIMIZERS:
             raise errors.InvalidArgumentError("optimizer", self.optimizer, f"one of {_OPTIMIZERS}")
         if self.lr_schedule not in _SCHEDULES:
-            raise errors.InvalidArgumentError("lr_schedule", self.lr_schedule, f"one of {_SCHEDULES}")
+            raise errors.InvalidArgumentError(
+                "lr_schedule", self.lr_schedule, f"one of {_SCHEDULES}"
+            )
         if not 0 <= self.weight_decay < 1:
-            raise errors.InvalidArgumentError("weight_decay", self.weight_decay, "a number in [0, 1)")
+            raise errors.InvalidArgumentError(
+                "weight_decay", self.weight_decay, "a number in [0, 1)"
+            )
         if self.warmup_epochs < 0:
             raise errors.InvalidArgumentError("warmup_epochs", self.warmup_epochs, "a number >= 0")
 
@@ -152,7 +156,9 @@ def make_dataset(
     if x is None or len(x) == 0:
         raise errors.InvalidArgumentError("x", None if x is None else x.shape, "a non-empty array")
     if y is not None and len(y) != len(x):
-        raise errors.InvalidArgumentError("y", f"{len(y)} labels", f"{len(x)} labels, one per image")
+        raise errors.InvalidArgumentError(
+            "y", f"{len(y)} labels", f"{len(x)} labels, one per image"
+        )
     tensors = (x,) if y is None else (x, y)
     ds = tf.data.Dataset.from_tensor_slices(tensors)
     if training:
@@ -233,7 +239,9 @@ class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "total": self.total, "warmup": self.warmup, "kind": self.kind}
 
 
-def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+def evaluate_accuracy(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256
+) -> float:
     """Top-1 accuracy of a logits (or probabilities) model on arrays.
 
     Example:

@@ -91,7 +91,9 @@ def test_cifar10_binary_format(tmp_path):
     for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
         x, y = _cifar_arrays(3)
         batches[name] = (x, y)
-        rows = np.concatenate([y[:, None].astype(np.uint8), x.transpose(0, 3, 1, 2).reshape(3, -1)], 1)
+        rows = np.concatenate(
+            [y[:, None].astype(np.uint8), x.transpose(0, 3, 1, 2).reshape(3, -1)], 1
+        )
         rows.tofile(folder / name)
     d = datasets.load_dataset("cifar10", str(tmp_path))
     np.testing.assert_allclose(d.x_test * 255, batches["test_batch.bin"][0], atol=1e-3)

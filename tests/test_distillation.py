@@ -37,16 +37,26 @@ def test_bad_config_names_flag():
 def test_distillation_trains_student_towards_teacher_and_keeps_teacher(tiny_data):
     x, y = tiny_data
     keras.utils.set_random_seed(0)
-    teacher = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)])
-    student = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)])
+    teacher = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)]
+    )
+    student = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)]
+    )
     t_weights = [w.copy() for w in teacher.get_weights()]
-    before = float(distillation.kd_loss(teacher.predict(x, verbose=0), student.predict(x, verbose=0), 2.0))
+    before = float(
+        distillation.kd_loss(teacher.predict(x, verbose=0), student.predict(x, verbose=0), 2.0)
+    )
     cfg = distillation.DistillationConfig(weight=10.0, temperature=2.0)
     model = distillation.DistillationHelper(teacher, cfg).wrap(student)
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     hist = model.fit(x, y, epochs=5, batch_size=32, verbose=0)
-    after = float(distillation.kd_loss(teacher.predict(x, verbose=0), student.predict(x, verbose=0), 2.0))
+    after = float(
+        distillation.kd_loss(teacher.predict(x, verbose=0), student.predict(x, verbose=0), 2.0)
+    )
     assert after < 0.5 * before
     assert "kd_loss" in hist.history
     for a, b in zip(t_weights, teacher.get_weights(), strict=True):

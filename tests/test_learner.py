@@ -77,5 +77,7 @@ def test_interrupted_run_resumes_from_last_epoch(tiny_model, tiny_data, tmp_path
 
 def test_tensorboard_logs_written(tiny_model, tiny_data, tmp_path):
     x, y = tiny_data
-    FullPrecLearner(training.TrainConfig(), log_dir=str(tmp_path / "tb"), verbose=0).fit(tiny_model, x, y)
+    FullPrecLearner(training.TrainConfig(), log_dir=str(tmp_path / "tb"), verbose=0).fit(
+        tiny_model, x, y
+    )
     assert any((tmp_path / "tb").rglob("events.out.tfevents.*"))

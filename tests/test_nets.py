@@ -21,7 +21,11 @@ def test_every_recipe_builds_a_logits_model(name):
 @pytest.mark.parametrize("depth", resnet.DEPTHS)
 def test_resnet_depths_count_conv_layers(depth):
     m = resnet.build_resnet((28, 28, 1), 10, depth=depth)
-    convs = [lay for lay in m.layers if isinstance(lay, keras.layers.Conv2D) and lay.kernel_size == (3, 3)]
+    convs = [
+        lay
+        for lay in m.layers
+        if isinstance(lay, keras.layers.Conv2D) and lay.kernel_size == (3, 3)
+    ]
     denses = [lay for lay in m.layers if isinstance(lay, keras.layers.Dense)]
     assert len(convs) + len(denses) == depth
     assert m.get_layer("s3b1_b_conv").filters == 64
@@ -47,7 +51,9 @@ def test_mobilenet_v2_has_residual_adds_and_channels_on_grain_of_8():
     m = mobilenet.build_mobilenet((28, 28, 1), 10, version=2)
     assert any(isinstance(lay, keras.layers.Add) for lay in m.layers)
     for lay in m.layers:
-        if isinstance(lay, keras.layers.Conv2D) and not isinstance(lay, keras.layers.DepthwiseConv2D):
+        if isinstance(lay, keras.layers.Conv2D) and not isinstance(
+            lay, keras.layers.DepthwiseConv2D
+        ):
             assert lay.filters % 8 == 0, lay.name
 
 

@@ -6,8 +6,15 @@ from pocketflow_tf import errors, training
 
 @pytest.mark.parametrize(
     "field,value",
-    [("epochs", 0), ("batch_size", -1), ("learning_rate", 0.0), ("optimizer", "lion"),
-     ("lr_schedule", "poly"), ("weight_decay", 1.5), ("warmup_epochs", -1)],
+    [
+        ("epochs", 0),
+        ("batch_size", -1),
+        ("learning_rate", 0.0),
+        ("optimizer", "lion"),
+        ("lr_schedule", "poly"),
+        ("weight_decay", 1.5),
+        ("warmup_epochs", -1),
+    ],
 )
 def test_bad_config_names_field_and_value(field, value):
     with pytest.raises(errors.InvalidArgumentError) as e:
@@ -25,14 +32,23 @@ def test_cosine_schedule_with_warmup():
 
 def test_step_schedule():
     sched = training._Schedule(1.0, total=100, warmup=0, kind="step")
-    assert [round(float(sched(s)), 4) for s in (0, 49, 50, 74, 75, 99)] == [1, 1, 0.1, 0.1, 0.01, 0.01]
+    assert [round(float(sched(s)), 4) for s in (0, 49, 50, 74, 75, 99)] == [
+        1,
+        1,
+        0.1,
+        0.1,
+        0.01,
+        0.01,
+    ]
 
 
 def test_weight_decay_skips_bias_and_bn():
     from pocketflow_tf.compat import keras
 
     opt = training.build_optimizer(training.TrainConfig(weight_decay=1e-3), 10)
-    m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.BatchNormalization()])
+    m = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2), keras.layers.BatchNormalization()]
+    )
     opt.build(m.trainable_variables)
     decayed = [v.name for v in m.trainable_variables if opt._use_weight_decay(v)]
     assert len(decayed) == 1 and "kernel" in decayed[0]
