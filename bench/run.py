@@ -26,6 +26,8 @@ import time
 BENCHMARKS = {
     "baselines": "bench.benchmarks.baselines",
     "ptq": "bench.benchmarks.ptq",
+    "sparsity": "bench.benchmarks.sparsity",
+    "channel": "bench.benchmarks.channel",
 }
 
 

@@ -6,7 +6,12 @@ Example:
     >>> import pocketflow_tf.learners
     >>> from pocketflow_tf import learner
     >>> learner.available()
-    ['full-prec']
+    ['channel', 'dis-chn-pruned', 'full-prec', 'weight-sparse']
 """
 
-from pocketflow_tf.learners import full_prec  # noqa: F401  (registers "full-prec")
+from pocketflow_tf.learners import (
+    channel,  # noqa: F401  (registers "channel")
+    dcp,  # noqa: F401  (registers "dis-chn-pruned")
+    full_prec,  # noqa: F401  (registers "full-prec")
+    weight_sparse,  # noqa: F401  (registers "weight-sparse")
+)

@@ -58,6 +58,226 @@ flags.DEFINE_integer("nb_train_samples", None, "train on the first N samples (sm
 flags.DEFINE_integer("latency_runs", 200, "timed LiteRT invocations per latency figure")
 flags.DEFINE_integer("verbose", 2, "0 silent, 1 progress bar, 2 one line per epoch")
 
+# ---- weight-sparse learner (issue 4) -------------------------------------------------------
+# PocketFlow's ws_* flags; passed to WeightSparseLearner only when --learner selects it. For
+# sparse .tflite files add "-sparse" to an export mode: --export_modes float-sparse,int8-sparse
+_WS_FLAGS = (
+    "ws_prune_ratio",
+    "ws_prune_ratio_prtl",
+    "ws_prune_ratio_exp",
+    "ws_iter_ratio_beg",
+    "ws_iter_ratio_end",
+    "ws_mask_update_step",
+    "ws_skip_first_last",
+    "ws_min_params",
+    "ws_m_by_n",
+)
+flags.DEFINE_float(
+    "ws_prune_ratio", None, "WS: target sparsity in [0, 1) (default 0.75, or m/n with ws_m_by_n)"
+)
+flags.DEFINE_enum(
+    "ws_prune_ratio_prtl",
+    "uniform",
+    ["uniform", "heurist", "optimal"],
+    "WS: per-layer ratios: uniform, heurist (bigger layers pruned more) or optimal (searched)",
+)
+flags.DEFINE_float("ws_prune_ratio_exp", 3.0, "WS: exponent of the polynomial sparsity ramp")
+flags.DEFINE_float(
+    "ws_iter_ratio_beg", 0.1, "WS: fraction of the training steps where pruning begins"
+)
+flags.DEFINE_float("ws_iter_ratio_end", 0.5, "WS: fraction of the training steps where it ends")
+flags.DEFINE_integer(
+    "ws_mask_update_step", None, "WS: steps between mask updates (default: ~10 updates)"
+)
+flags.DEFINE_boolean("ws_skip_first_last", True, "WS: keep the first and last layers dense")
+flags.DEFINE_integer("ws_min_params", 1000, "WS: layers with fewer weights stay dense")
+flags.DEFINE_string("ws_m_by_n", None, "WS: structured sparsity 'm:n' (m zeros in n), e.g. 2:4")
+
+
+def weight_sparse_options() -> dict:
+    """The weight-sparse learner's constructor options from the ``ws_*`` flags.
+
+    Empty for any other learner; giving a ``ws_*`` flag to another learner is an error
+    rather than silently ignored.
+
+    Example:
+        >>> weight_sparse_options()  # doctest: +SKIP
+        {'ws_prune_ratio': 0.9, 'ws_prune_ratio_prtl': 'heurist', ...}
+    """
+    import pocketflow_tf.learners  # noqa: F401  (registers every learner)
+    from pocketflow_tf import learner as learner_lib
+
+    try:
+        selected = learner_lib.get_learner_class(FLAGS.learner).name
+    except errors.InvalidArgumentError:
+        return {}  # RunOptions reports the unknown learner
+    if selected != "weight-sparse":
+        given = [f"--{name}" for name in _WS_FLAGS if FLAGS[name].present]
+        if given:
+            raise errors.InvalidArgumentError(
+                "learner", FLAGS.learner, f"weight-sparse when {', '.join(given)} is given"
+            )
+        return {}
+    m_by_n = None
+    if FLAGS.ws_m_by_n:
+        parts = FLAGS.ws_m_by_n.replace(",", ":").split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise errors.InvalidArgumentError("ws_m_by_n", FLAGS.ws_m_by_n, "'m:n', e.g. '2:4'")
+        m_by_n = (int(parts[0]), int(parts[1]))
+    return {
+        "ws_prune_ratio": FLAGS.ws_prune_ratio,
+        "ws_prune_ratio_prtl": FLAGS.ws_prune_ratio_prtl,
+        "ws_prune_ratio_exp": FLAGS.ws_prune_ratio_exp,
+        "ws_iter_ratio_beg": FLAGS.ws_iter_ratio_beg,
+        "ws_iter_ratio_end": FLAGS.ws_iter_ratio_end,
+        "ws_mask_update_step": FLAGS.ws_mask_update_step,
+        "ws_skip_first_last": FLAGS.ws_skip_first_last,
+        "ws_min_params": FLAGS.ws_min_params,
+        "ws_m_by_n": m_by_n,
+    }
+
+
+# ---- end of weight-sparse learner block ----------------------------------------------------
+
+
+# ---- channel-pruning learners (issue 3) ----------------------------------------------------
+flags.DEFINE_enum(
+    "cp_prune_option",
+    "uniform",
+    ["uniform", "list", "auto"],
+    "channel: one ratio everywhere, a per-layer list, or per-layer counts searched "
+    "for --cp_preserve_ratio",
+)
+flags.DEFINE_float("cp_preserve_ratio", 0.5, "channel: FLOPs keep ratio in (0, 1]")
+flags.DEFINE_float(
+    "cp_uniform_preserve_ratio",
+    None,
+    "channel: channel keep ratio for 'uniform' (overrides --cp_preserve_ratio)",
+)
+flags.DEFINE_list("cp_prune_list", None, "channel: 'layer=ratio' pairs for --cp_prune_option list")
+flags.DEFINE_enum(
+    "cp_criterion",
+    "lasso",
+    ["lasso", "l1", "bn_gamma"],
+    "channel: LASSO + least squares (He et al.), or L1-norm / BN-gamma baselines",
+)
+flags.DEFINE_integer("cp_channel_round", 8, "channel: round kept counts to this multiple")
+flags.DEFINE_integer("cp_nb_samples", 1000, "channel: training images sampled for selection")
+flags.DEFINE_list("cp_exclude", [], "channel: layers whose channels must all stay")
+_CP_FLAGS = (
+    "cp_prune_option",
+    "cp_preserve_ratio",
+    "cp_uniform_preserve_ratio",
+    "cp_prune_list",
+    "cp_criterion",
+    "cp_channel_round",
+    "cp_nb_samples",
+    "cp_exclude",
+)
+
+
+def _prune_list() -> dict[str, float]:
+    prune_list = {}
+    for item in FLAGS.cp_prune_list or []:
+        name, _, ratio = item.partition("=")
+        try:
+            prune_list[name.strip()] = float(ratio)
+        except ValueError:
+            raise errors.InvalidArgumentError(
+                "cp_prune_list", item, "'layer=ratio' pairs, e.g. s1b1_a_conv=0.5"
+            ) from None
+    return prune_list
+
+
+def channel_options() -> dict:
+    """The channel learner's constructor options from the ``cp_*`` flags.
+
+    ``cp_*`` flags given with another learner are an error, not silently ignored.
+
+    Example:
+        >>> channel_options()  # doctest: +SKIP
+        {'cp_prune_option': 'uniform', 'cp_preserve_ratio': 0.5, ...}
+    """
+    import pocketflow_tf.learners  # noqa: F401  (registers every learner)
+    from pocketflow_tf import learner as learner_lib
+
+    try:
+        selected = learner_lib.get_learner_class(FLAGS.learner).name
+    except errors.InvalidArgumentError:
+        return {}  # RunOptions reports the unknown learner
+    if selected == "dis-chn-pruned":
+        return {}  # dcp_options() passes the shared cp_* flags
+    if selected != "channel":
+        given = [f"--{name}" for name in _CP_FLAGS if FLAGS[name].present]
+        if given:
+            raise errors.InvalidArgumentError(
+                "learner", FLAGS.learner, f"channel when {', '.join(given)} is given"
+            )
+        return {}
+    prune_list = _prune_list()
+    return {
+        "cp_prune_option": FLAGS.cp_prune_option,
+        "cp_preserve_ratio": FLAGS.cp_preserve_ratio,
+        "cp_uniform_preserve_ratio": FLAGS.cp_uniform_preserve_ratio,
+        "cp_prune_list": prune_list or None,
+        "cp_criterion": FLAGS.cp_criterion,
+        "cp_channel_round": FLAGS.cp_channel_round,
+        "cp_nb_samples": FLAGS.cp_nb_samples,
+        "cp_exclude": FLAGS.cp_exclude,
+    }
+
+
+# ---- end of channel-pruning block ----------------------------------------------------------
+
+
+# ---- discrimination-aware channel pruning (issue 3) ----------------------------------------
+flags.DEFINE_float("dcp_prune_ratio", None, "dis-chn-pruned: share of channels removed per group")
+flags.DEFINE_integer("dcp_nb_stages", 3, "dis-chn-pruned: stages with an auxiliary classifier")
+flags.DEFINE_float("dcp_loss_w_aux", 1.0, "dis-chn-pruned: weight of the auxiliary loss")
+_DCP_FLAGS = ("dcp_prune_ratio", "dcp_nb_stages", "dcp_loss_w_aux")
+
+
+def dcp_options() -> dict:
+    """The DCP learner's options; it shares ``--cp_preserve_ratio``, ``--cp_prune_list``,
+    ``--cp_channel_round`` and ``--cp_exclude`` with ``channel``.
+
+    Only the count target the user actually gave is passed (the learner accepts one).
+
+    Example:
+        >>> dcp_options()  # doctest: +SKIP
+        {'dcp_nb_stages': 3, 'dcp_loss_w_aux': 1.0, 'cp_channel_round': 8, 'cp_exclude': []}
+    """
+    import pocketflow_tf.learners  # noqa: F401  (registers every learner)
+    from pocketflow_tf import learner as learner_lib
+
+    try:
+        selected = learner_lib.get_learner_class(FLAGS.learner).name
+    except errors.InvalidArgumentError:
+        return {}
+    if selected != "dis-chn-pruned":
+        given = [f"--{name}" for name in _DCP_FLAGS if FLAGS[name].present]
+        if given:
+            raise errors.InvalidArgumentError(
+                "learner", FLAGS.learner, f"dis-chn-pruned when {', '.join(given)} is given"
+            )
+        return {}
+    opts = {
+        "dcp_nb_stages": FLAGS.dcp_nb_stages,
+        "dcp_loss_w_aux": FLAGS.dcp_loss_w_aux,
+        "cp_channel_round": FLAGS.cp_channel_round,
+        "cp_exclude": FLAGS.cp_exclude,
+    }
+    if FLAGS.dcp_prune_ratio is not None:
+        opts["dcp_prune_ratio"] = FLAGS.dcp_prune_ratio
+    elif FLAGS.cp_prune_list:
+        opts["cp_prune_list"] = _prune_list()
+    else:
+        opts["cp_preserve_ratio"] = FLAGS.cp_preserve_ratio
+    return opts
+
+
+# ---- end of DCP block -----------------------------------------------------------------------
+
 
 def build_options(recipe_name: str) -> dict:
     """The builder keyword arguments that the architecture flags select for a recipe.
@@ -102,6 +322,7 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
         nb_train_samples=FLAGS.nb_train_samples,
         latency_runs=FLAGS.latency_runs,
         verbose=FLAGS.verbose,
+        learner_options={**weight_sparse_options(), **channel_options(), **dcp_options()},
     )
 
 

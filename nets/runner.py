@@ -41,6 +41,7 @@ from pocketflow_tf import (
     learner,
     model_io,
     records,
+    sparsity,
     tflite_export,
     tflite_verify,
     training,
@@ -48,6 +49,21 @@ from pocketflow_tf import (
 from pocketflow_tf.nets import recipe as recipe_lib
 
 EXEC_MODES = ("train", "eval")
+#: Appended to an export mode (``float-sparse``, ``int8-sparse``...) to store pruned kernels
+#: in TFLite's sparse format (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
+SPARSE_SUFFIX = "-sparse"
+
+
+def split_export_mode(mode: str) -> tuple[str, bool]:
+    """``"int8-sparse"`` -> ``("int8", True)``; ``"float"`` -> ``("float", False)``.
+
+    Example:
+        >>> split_export_mode("float-sparse")
+        ('float', True)
+    """
+    if mode.endswith(SPARSE_SUFFIX):
+        return mode[: -len(SPARSE_SUFFIX)], True
+    return mode, False
 
 
 @dataclasses.dataclass
@@ -123,9 +139,12 @@ class RunOptions:
             raise errors.InvalidArgumentError("exec_mode", self.exec_mode, f"one of {EXEC_MODES}")
         self.export_modes = tuple(m for m in self.export_modes if m)
         for mode in self.export_modes:
-            if mode not in tflite_export.MODES:
+            if split_export_mode(mode)[0] not in tflite_export.MODES:
                 raise errors.InvalidArgumentError(
-                    "export_modes", mode, f"a comma-separated subset of {tflite_export.MODES}"
+                    "export_modes",
+                    mode,
+                    f"a comma-separated subset of {tflite_export.MODES}, each optionally "
+                    f"with '{SPARSE_SUFFIX}' (sparse storage of pruned weights)",
                 )
         if self.num_verify < 200:
             raise errors.InvalidArgumentError("num_verify", self.num_verify, "an integer >= 200")
@@ -280,6 +299,15 @@ def _train(opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record) -> tuple[
     start = time.time()
     trained = lrn.fit(model, data.x_train, data.y_train, validation_data=(data.x_test, data.y_test))
     record.add_metrics(train_wall_s=round(time.time() - start, 1), epochs=cfg.epochs)
+    record.add_section("learner", lrn.get_config())  # again: now with what fit() decided
+    report = getattr(lrn, "report", None)
+    if report:  # what a compression learner did: per-group counts, FLOPs ratio, timings
+        record.add_section("compression", report)
+    pruned = getattr(lrn, "pruned_model", None)
+    if pruned is not None:
+        acc = training.evaluate_accuracy(pruned, data.x_test, data.y_test)
+        record.add_metrics(test_acc_before_finetune=round(acc, 4))
+        _say(f"accuracy after pruning, before fine-tuning: {acc:.4f}")
     if lrn.history is not None:
         record.add_section(
             "history", {k: [float(v) for v in vs] for k, vs in lrn.history.history.items()}
@@ -298,14 +326,21 @@ def _export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
     for mode in opts.export_modes:
         path = os.path.join(out_dir, f"{stem}.{mode}.tflite")
         _say(f"exporting {mode} .tflite and verifying it on {n} test samples")
+        base, sparse = split_export_mode(mode)
         res = tflite_verify.export_tflite(
             model,
             path,
-            mode=mode,
+            mode=base,
             x_verify=x_verify,
             y_verify=y_verify,
-            representative_data=rep if mode == "int8" else None,
+            representative_data=rep if base == "int8" else None,
+            sparse=sparse,
         )
+        if sparse:
+            # The weight sparsity read back from the file, kernel by kernel.
+            report = sparsity.sparsity_report(model, res.path)
+            record.add_metrics(**{f"tflite_{mode}_sparsity": report.tflite_sparsity})
+            record.add_section(f"sparsity_{mode}", report.to_dict())
         rep_d = res.report.to_dict()
         _say(
             f"  {mode}: {res.bytes} bytes ({res.bytes_gzip} gzip), top-1 agreement "

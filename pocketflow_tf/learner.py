@@ -36,9 +36,6 @@ _CANONICAL: dict[str, str] = {}
 #: PocketFlow learner names whose implementation is tracked by an open issue; asking for one
 #: gives a message saying so rather than a bare "unknown learner".
 PLANNED = {
-    "channel": "issue 3 (channel pruning)",
-    "dis-chn-pruned": "issue 3 (channel pruning)",
-    "weight-sparse": "issue 4 (weight sparsification)",
     "uniform": "issue 5 (quantization)",
     "non-uniform": "issue 5 (quantization)",
     "product-quant": "issue 5 (quantization)",
@@ -131,6 +128,12 @@ class Learner:
             again with the same folder resumes from its last finished epoch.
         verbose: Keras verbosity (0, 1 or 2).
 
+    Attributes:
+        steps_per_epoch: Training batches per epoch of the current :meth:`fit`, set before
+            :meth:`prepare` is called (``None`` before the first ``fit``), so that a learner
+            can plan in steps (e.g. a pruning schedule).
+        total_steps: ``steps_per_epoch * epochs`` of the current :meth:`fit`.
+
     Example:
         >>> import numpy as np
         >>> import pocketflow_tf.learners
@@ -165,6 +168,8 @@ class Learner:
         self.checkpoint_dir = checkpoint_dir
         self.verbose = verbose
         self.history: keras.callbacks.History | None = None
+        self.steps_per_epoch: int | None = None
+        self.total_steps: int | None = None
 
     # -- the contract ------------------------------------------------------------------
     def prepare(self, model: keras.Model) -> keras.Model:
@@ -230,6 +235,8 @@ class Learner:
         train_ds, steps = self._train_dataset(x, y, cfg)
         val_ds = self._val_dataset(validation_data, cfg)
 
+        # Known before prepare(): learners that plan in steps (pruning schedules) read them.
+        self.steps_per_epoch, self.total_steps = steps, steps * cfg.epochs
         student = self.prepare(model)
         train_model = student
         if self.distillation is not None:

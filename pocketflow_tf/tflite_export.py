@@ -67,7 +67,16 @@ def convert(
         num_calibration: At most this many samples of ``representative_data`` are used,
             a fixed seeded random subset when there are more.
         sparse: Add ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY`` so that pruned weights are
-            stored in a sparse format where the converter judges it worthwhile.
+            stored in a sparse format where the converter judges it worthwhile (combines
+            with every mode; ``"float"`` + ``sparse`` is the float sparse file). LiteRT
+            rebuilds the dense kernels with ``DENSIFY`` ops at load time: the file shrinks,
+            memory and latency do not. Known limit (LiteRT 2.x, observed): the default
+            XNNPACK delegate fails to prepare ops whose int8 weights are stored sparse in
+            some cases -- ``FULLY_CONNECTED`` in ``"int8"`` and ``"dynamic"`` modes, and
+            ``CONV_2D`` in ``"dynamic"`` mode (``"int8"`` convolutions work); the file then
+            does not load with default settings and
+            :func:`pocketflow_tf.tflite_verify.export_tflite` writes nothing. See
+            :mod:`pocketflow_tf.sparsity` to read the sparsity back from a file.
 
     Returns:
         The flatbuffer bytes.

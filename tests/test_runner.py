@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pocketflow_tf import atomic_io, errors
-from pocketflow_tf.nets import runner
+from pocketflow_tf import accounting, atomic_io, errors
+from pocketflow_tf.nets import recipe, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
@@ -90,7 +90,7 @@ def test_run_script_reports_user_errors_without_traceback(tmp_path):
             sys.executable,
             os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
             "--learner",
-            "channel",
+            "uniform",
             "--save_path",
             str(tmp_path / "m.keras"),
         ],
@@ -99,6 +99,59 @@ def test_run_script_reports_user_errors_without_traceback(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 2
-    assert "error:" in proc.stderr and "channel" in proc.stderr
+    assert "error:" in proc.stderr and "uniform" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@needs_fmnist
+def test_run_script_channel_learner_end_to_end(tmp_path):
+    """The run script drives the channel learner: flags -> thinner model -> verified export."""
+    save = tmp_path / "m.keras"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
+            "--learner=channel",
+            "--cp_preserve_ratio=0.5",
+            "--cp_criterion=l1",
+            "--cp_nb_samples=64",
+            "--nb_train_samples=512",
+            "--nb_epochs_rat=0.07",
+            "--export_modes=float",
+            "--num_verify=200",
+            "--latency_runs=10",
+            "--verbose=0",
+            f"--save_path={save}",
+            f"--log_dir={tmp_path / 'logs'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "m.train.record.json") as f:
+        rec = json.load(f)
+    assert rec["sections"]["learner"]["cp_preserve_ratio"] == 0.5
+    assert rec["sections"]["compression"]["flops_ratio"] <= 0.5
+    assert 0 <= rec["metrics"]["test_acc_before_finetune"] <= 1
+    dense = accounting.count_flops(recipe.get_recipe("convnet_at_fmnist").build((28, 28, 1), 10))
+    assert rec["metrics"]["flops"] <= 0.5 * dense
+    assert rec["metrics"]["tflite_float_agreement"] == 1.0
+
+
+def test_learner_specific_flags_need_their_learner(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
+            "--cp_preserve_ratio=0.3",
+            f"--save_path={tmp_path / 'm.keras'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "--cp_preserve_ratio" in proc.stderr and "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []

@@ -1,0 +1,127 @@
+"""Benchmark ``channel``: channel pruning at fixed FLOPs keep ratios, ours vs uniform L1-norm.
+
+For each baseline and FLOPs keep ratio (0.5 and 0.4 by default):
+
+* ``channel-lasso-auto``: per-group counts from the sensitivity allocation, LASSO selection
+  and least-squares refit, then distilled fine-tuning (teacher: the dense baseline);
+* ``channel-l1-uniform``: the same FLOPs target with one channel ratio everywhere, L1-norm
+  selection, the same fine-tuning (Li et al. 2017; like with like).
+
+Each record holds accuracy before (``acc_pruned``) and after fine-tuning, FLOPs and params
+ratios measured on the built model, float ``.tflite`` bytes, and the LiteRT latency ratio
+against the dense float export measured interleaved in the same run (one thread, batch 1).
+Every export is verified before it is timed.
+
+Environment knobs (for smoke runs): ``PFTF_CP_EPOCHS`` (fine-tune epochs, default 6),
+``PFTF_CP_RECIPES`` (comma list, default ``resnet_at_fmnist,mobilenet_at_fmnist``),
+``PFTF_CP_KEEP`` (comma list of FLOPs keep ratios, default ``0.5,0.4``).
+
+Example:
+    >>> from bench.benchmarks import channel
+    >>> channel.METHODS
+    ('channel-lasso-auto', 'channel-l1-uniform')
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from bench import baselines as baseline_cache
+from bench import results_io
+from pocketflow_tf import accounting, datasets, distillation, latency, tflite_verify, training
+from pocketflow_tf.learners.channel import ChannelPrunedLearner
+from pocketflow_tf.nets import recipe
+
+METHODS = ("channel-lasso-auto", "channel-l1-uniform")
+COMMAND = "python -m bench.run channel"
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
+
+
+def _learner(method: str, keep: float, cfg: training.TrainConfig) -> ChannelPrunedLearner:
+    if method == "channel-lasso-auto":
+        return ChannelPrunedLearner(
+            cfg,
+            cp_prune_option="auto",
+            cp_preserve_ratio=keep,
+            cp_criterion="lasso",
+            distillation=distillation.DistillationConfig(1.0, 2.0),
+            verbose=2,
+        )
+    return ChannelPrunedLearner(
+        cfg,
+        cp_prune_option="uniform",
+        cp_preserve_ratio=keep,
+        cp_criterion="l1",
+        distillation=distillation.DistillationConfig(1.0, 2.0),
+        verbose=2,
+    )
+
+
+def run() -> list[dict]:
+    """Prunes, fine-tunes, exports, verifies and times; one record per (model, keep, method).
+
+    Example:
+        >>> recs = run()  # doctest: +SKIP
+    """
+    epochs = int(os.environ.get("PFTF_CP_EPOCHS", "6"))
+    data = datasets.load_dataset("fmnist")
+    recs = []
+    for name in _env_list("PFTF_CP_RECIPES", "resnet_at_fmnist,mobilenet_at_fmnist"):
+        dense, _ = baseline_cache.train_or_load(name)
+        acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+        base_cfg = recipe.get_recipe(name).train
+        # Fine-tuning starts from trained weights: a tenth of the recipe's peak LR, no warm-up.
+        cfg = base_cfg.replace(
+            epochs=epochs, learning_rate=base_cfg.learning_rate / 10, warmup_epochs=0.0
+        )
+        dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
+        dense_exp = tflite_verify.export_tflite(
+            dense, dense_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
+        )
+        dense_profile = accounting.profile_model(dense)
+        for keep in (float(k) for k in _env_list("PFTF_CP_KEEP", "0.5,0.4")):
+            for method in METHODS:
+                start = time.time()
+                lrn = _learner(method, keep, cfg)
+                out = lrn.fit(dense, data.x_train, data.y_train)
+                wall = time.time() - start
+                acc_pruned = training.evaluate_accuracy(lrn.pruned_model, data.x_test, data.y_test)
+                acc = training.evaluate_accuracy(out, data.x_test, data.y_test)
+                prof = accounting.profile_model(out)
+                path = os.path.join(
+                    baseline_cache.ARTIFACTS, f"{name}.{method}.keep{keep}.float.tflite"
+                )
+                exp = tflite_verify.export_tflite(
+                    out, path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
+                )
+                ratio = latency.interleaved_ratio(path, dense_path, rounds=60).latency_ratio
+                rec = results_io.make_record(
+                    model=dense.name,
+                    dataset="fmnist",
+                    method=method,
+                    setting=f"flops_keep={keep}",
+                    acc=round(acc, 4),
+                    acc_baseline=round(acc_dense, 4),
+                    flops_ratio=round(prof.total_flops / dense_profile.total_flops, 4),
+                    params_ratio=round(prof.total_params / dense_profile.total_params, 4),
+                    bytes=exp.bytes,
+                    bytes_gzip=exp.bytes_gzip,
+                    latency_ratio=round(ratio, 4),
+                    wall_s=round(wall, 1),
+                    command=COMMAND,
+                    acc_pruned=round(acc_pruned, 4),
+                    epochs=epochs,
+                    kept=[g["kept"] for g in lrn.report["groups"]],
+                    dense_bytes=dense_exp.bytes,
+                )
+                recs.append(rec)
+                print(
+                    f"[bench] {name} keep {keep} {method}: acc {acc:.4f} (pruned {acc_pruned:.4f}, "
+                    f"dense {acc_dense:.4f}), FLOPs x{rec['flops_ratio']}, latency x{ratio:.3f}, "
+                    f"speed-up {1 / ratio:.2f}x, {wall:.0f} s"
+                )
+    return recs

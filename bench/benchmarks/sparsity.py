@@ -1,0 +1,315 @@
+"""Benchmark ``sparsity``: weight-sparse learner vs TFMOT's plain recipe vs dense.
+
+For ResNet-20 and the MobileNet-style net on Fashion-MNIST, starting from the cached
+full-recipe baselines (:mod:`bench.baselines`), at 50 / 75 / 90 % sparsity:
+
+* ``weight-sparse``: this framework's learner -- PocketFlow schedule (pruning over 10-50 % of
+  the steps, exponent 3), ``heurist`` per-layer ratios (first/last and small layers dense),
+  distillation from the dense model;
+* ``tfmot-default``: TFMOT's plain recipe from its pruning guide -- every prunable layer
+  wrapped, ``PolynomialDecay(0 -> target, begin_step=0, end_step=<last step>)`` with TFMOT's
+  default ``frequency=100`` and ``power=3``, no distillation (the whole-model
+  ``prune_low_magnitude`` call itself refuses these nets' ``Rescaling`` layer, so the same
+  wrapping is done layer by layer);
+
+both fine-tuned with the same data pipeline, optimiser, learning rate and number of epochs.
+Each model is exported as ``float``, ``float-sparse``, ``int8`` and ``int8-sparse``
+``.tflite`` (every file verified against its Keras model), evaluated with LiteRT on the whole
+test split, measured for raw and gzip bytes and for the kernel sparsity read back from the
+file, and timed against the dense model's export of the same type (interleaved, one thread,
+batch 1, medians).
+
+Record fields (DESIGN.md section 5) plus: ``export``, ``target_sparsity``,
+``sparsity_keras`` / ``sparsity_tflite`` (size-weighted zero share of all kernels, in the
+Keras model / in the file), ``acc_keras``, ``bytes_dense`` / ``bytes_gzip_dense`` (the dense
+model's file of the same export type), ``epochs``. ``acc`` is the LiteRT accuracy of the
+file and ``acc_baseline`` that of the dense model's file of the same type (deltas compare
+like with like). ``flops_ratio`` is 1: LiteRT densifies sparse kernels when it loads them.
+``params_ratio`` is the share of non-zero parameters.
+
+Configuration (environment, since ``bench.run`` calls :func:`run` without arguments):
+``PFTF_SPARSITY_EPOCHS`` (fine-tuning epochs, default 8), ``PFTF_SPARSITY_LR`` (peak
+learning rate, default 0.01), ``PFTF_SPARSITY_PRTL`` (ratio protocol of ``weight-sparse``,
+default ``heurist``). Pruned models are cached in ``bench/artifacts/sparsity`` and training
+is resumable, so a killed run started again continues.
+
+Example:
+    >>> from bench.benchmarks import sparsity
+    >>> sparsity.SPARSITIES, sparsity.METHODS
+    ((0.5, 0.75, 0.9), ('weight-sparse', 'tfmot-default'))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+
+from bench import baselines as baseline_cache
+from bench import results_io
+from pocketflow_tf import (
+    accounting,
+    atomic_io,
+    datasets,
+    distillation,
+    errors,
+    latency,
+    learner,
+    tflite_verify,
+    training,
+)
+from pocketflow_tf import sparsity as sparsity_lib
+from pocketflow_tf.compat import keras
+from pocketflow_tf.learners.weight_sparse import WeightSparseLearner, ratios
+from pocketflow_tf.nets import recipe
+
+RECIPES = ("resnet_at_fmnist", "mobilenet_at_fmnist")
+SPARSITIES = (0.5, 0.75, 0.9)
+METHODS = ("weight-sparse", "tfmot-default")
+EXPORTS = ("float", "float-sparse", "int8", "int8-sparse")
+DEFAULT_EPOCHS = 8
+DEFAULT_LR = 0.01
+DEFAULT_PRTL = "heurist"
+CACHE = os.path.join(baseline_cache.ARTIFACTS, "sparsity")
+COMMAND = "python -m bench.run sparsity"
+
+
+class TFMOTDefaultRecipe(learner.Learner):
+    """TFMOT's plain pruning recipe, run through the same ``fit`` as the learners.
+
+    Args:
+        train_config: Fine-tuning settings (same as the compared learner's).
+        final_sparsity: Target of the ``PolynomialDecay``.
+        **kwargs: Base learner arguments.
+
+    Example:
+        >>> TFMOTDefaultRecipe(final_sparsity=0.5).final_sparsity
+        0.5
+    """
+
+    name = "tfmot-default"
+
+    def __init__(self, train_config=None, *, final_sparsity: float, **kwargs):
+        super().__init__(train_config, **kwargs)
+        self.final_sparsity = ratios.check_target(final_sparsity)
+
+    def prepare(self, model: keras.Model) -> keras.Model:
+        # TFMOT's guide: begin at step 0, end at the last step, default frequency and power.
+        sched = tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0,
+            final_sparsity=self.final_sparsity,
+            begin_step=0,
+            end_step=self.total_steps,
+        )
+
+        def wrap(layer):
+            if not ratios.prunable_weights(layer):
+                return layer
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=sched)
+
+        return keras.models.clone_model(learner.copy_model(model), clone_function=wrap)
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        return [tfmot.sparsity.keras.UpdatePruningStep()]
+
+    def finalize(self, model: keras.Model) -> keras.Model:
+        return tfmot.sparsity.keras.strip_pruning(model)
+
+
+def _settings() -> dict:
+    return {
+        "epochs": int(os.environ.get("PFTF_SPARSITY_EPOCHS", DEFAULT_EPOCHS)),
+        "lr": float(os.environ.get("PFTF_SPARSITY_LR", DEFAULT_LR)),
+        "prtl": os.environ.get("PFTF_SPARSITY_PRTL", DEFAULT_PRTL),
+    }
+
+
+def prune_or_load(
+    name: str, method: str, target: float, dense: keras.Model, data, settings: dict
+) -> tuple[keras.Model, dict]:
+    """Fine-tunes ``dense`` with ``method`` at ``target`` sparsity, or loads the cached result.
+
+    Example:
+        >>> model, meta = prune_or_load("resnet_at_fmnist", "weight-sparse", 0.9, dense,
+        ...                             data, _settings())  # doctest: +SKIP
+    """
+    epochs, lr = settings["epochs"], settings["lr"]
+    tag = f"{name}_{method}_s{target}_e{epochs}_lr{lr}"
+    if method == "weight-sparse":
+        tag += f"_{settings['prtl']}"
+    path = os.path.join(CACHE, tag + ".keras")
+    if os.path.exists(path) and os.path.exists(path + ".json"):
+        with open(path + ".json") as f:
+            return keras.models.load_model(path), json.load(f)
+    # The recipe's optimiser, weight decay and augmentation; a fine-tuning length and LR.
+    cfg = recipe.get_recipe(name).train.replace(
+        epochs=epochs, learning_rate=lr, warmup_epochs=0.0, seed=0
+    )
+    common = {"checkpoint_dir": path + ".ckpt", "verbose": 2}
+    if method == "weight-sparse":
+        lrn = WeightSparseLearner(
+            cfg,
+            ws_prune_ratio=target,
+            ws_prune_ratio_prtl=settings["prtl"],
+            distillation=distillation.DistillationConfig(),
+            **common,
+        )
+    else:
+        lrn = TFMOTDefaultRecipe(cfg, final_sparsity=target, **common)
+    start = time.time()
+    pruned = lrn.fit(dense, data.x_train, data.y_train)
+    meta = {"tag": tag, "wall_s": round(time.time() - start, 1), "config": lrn.get_config()}
+    os.makedirs(CACHE, exist_ok=True)
+    with atomic_io.atomic_path(path) as tmp:
+        pruned.save(tmp)
+    atomic_io.write_json(path + ".json", meta)
+    return pruned, meta
+
+
+def _exports(model: keras.Model, stem: str, data, rep: np.ndarray) -> dict[str, dict]:
+    """Exports ``model`` in every :data:`EXPORTS` type; LiteRT accuracy, bytes and sparsity."""
+    out = {}
+    for export in EXPORTS:
+        mode, sparse = export.removesuffix("-sparse"), export.endswith("-sparse")
+        path = os.path.join(CACHE, f"{stem}.{export}.tflite")
+        try:
+            res = tflite_verify.export_tflite(
+                model,
+                path,
+                mode=mode,
+                x_verify=data.x_test[:1000],
+                y_verify=data.y_test[:1000],
+                representative_data=rep if mode == "int8" else None,
+                sparse=sparse,
+            )
+        except (errors.VerificationError, RuntimeError) as e:
+            # E.g. LiteRT's XNNPACK delegate fails to prepare a FULLY_CONNECTED whose int8
+            # weights are stored sparse (a RuntimeError from allocate_tensors, raised before
+            # anything is written): recorded as a failure, not skipped silently.
+            print(f"[bench] {stem} {export}: export refused: {e}")
+            out[export] = {"error": str(e)[:500]}
+            continue
+        logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
+        report = sparsity_lib.sparsity_report(model, path)
+        out[export] = {
+            "path": path,
+            "acc": float(np.mean(np.argmax(logits, -1) == data.y_test)),
+            "bytes": res.bytes,
+            "bytes_gzip": res.bytes_gzip,
+            "sparsity_tflite": report.tflite_sparsity,
+        }
+    return out
+
+
+def _nonzero_params_ratio(model: keras.Model) -> float:
+    total = accounting.profile_model(model).total_params
+    zeros = sum(k.zeros for k in sparsity_lib.keras_kernel_sparsity(model))
+    return (total - zeros) / total
+
+
+def run(
+    recipes: tuple[str, ...] = RECIPES,
+    sparsities: tuple[float, ...] = SPARSITIES,
+    methods: tuple[str, ...] = METHODS,
+) -> list[dict]:
+    """Prunes, exports, evaluates and times; one record per (model, method, sparsity, export).
+
+    Example:
+        >>> recs = run(recipes=("resnet_at_fmnist",), sparsities=(0.9,))  # doctest: +SKIP
+    """
+    settings = _settings()
+    data = datasets.load_dataset("fmnist")
+    rng = np.random.default_rng(0)
+    # Calibration images come from the training split, as the Keras model is fed them.
+    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    os.makedirs(CACHE, exist_ok=True)
+    recs = []
+    for name in recipes:
+        dense, _ = baseline_cache.train_or_load(name, data=data)
+        dense_files = _exports(dense, f"{name}_dense", data, rep)
+        dense_acc = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+        for export, row in dense_files.items():
+            if "error" in row:
+                continue
+            recs.append(
+                results_io.make_record(
+                    model=dense.name,
+                    dataset="fmnist",
+                    method="dense",
+                    setting=f"tflite={export}",
+                    export=export,
+                    acc=round(row["acc"], 4),
+                    acc_baseline=round(dense_files[export.removesuffix("-sparse")]["acc"], 4),
+                    acc_keras=round(dense_acc, 4),
+                    flops_ratio=1.0,
+                    params_ratio=round(_nonzero_params_ratio(dense), 4),
+                    bytes=row["bytes"],
+                    bytes_gzip=row["bytes_gzip"],
+                    sparsity_tflite=row["sparsity_tflite"],
+                    command=COMMAND,
+                )
+            )
+        for method in methods:
+            for target in sparsities:
+                pruned, meta = prune_or_load(name, method, target, dense, data, settings)
+                files = _exports(pruned, meta["tag"], data, rep)
+                acc_keras = training.evaluate_accuracy(pruned, data.x_test, data.y_test)
+                kernel_sparsity = sparsity_lib.overall_sparsity(
+                    sparsity_lib.keras_kernel_sparsity(pruned)
+                )
+                for export, row in files.items():
+                    ref = dense_files[export.removesuffix("-sparse")]
+                    if "error" in row:
+                        recs.append(
+                            results_io.make_record(
+                                model=dense.name,
+                                dataset="fmnist",
+                                method=method,
+                                setting=f"sparsity={target},tflite={export}",
+                                export=export,
+                                target_sparsity=target,
+                                acc_baseline=round(ref["acc"], 4),
+                                acc_keras=round(acc_keras, 4),
+                                sparsity_keras=round(kernel_sparsity, 4),
+                                error=row["error"],
+                                wall_s=meta["wall_s"],
+                                command=f"PFTF_SPARSITY_EPOCHS={settings['epochs']} {COMMAND}",
+                            )
+                        )
+                        continue
+                    ratio = latency.interleaved_ratio(row["path"], ref["path"], rounds=40)
+                    recs.append(
+                        results_io.make_record(
+                            model=dense.name,
+                            dataset="fmnist",
+                            method=method,
+                            setting=f"sparsity={target},tflite={export}",
+                            export=export,
+                            target_sparsity=target,
+                            epochs=settings["epochs"],
+                            acc=round(row["acc"], 4),
+                            acc_baseline=round(ref["acc"], 4),
+                            acc_keras=round(acc_keras, 4),
+                            flops_ratio=1.0,
+                            params_ratio=round(_nonzero_params_ratio(pruned), 4),
+                            bytes=row["bytes"],
+                            bytes_gzip=row["bytes_gzip"],
+                            bytes_dense=ref["bytes"],
+                            bytes_gzip_dense=ref["bytes_gzip"],
+                            sparsity_keras=round(kernel_sparsity, 4),
+                            sparsity_tflite=row["sparsity_tflite"],
+                            latency_ratio=round(ratio.latency_ratio, 4),
+                            wall_s=meta["wall_s"],
+                            command=f"PFTF_SPARSITY_EPOCHS={settings['epochs']} {COMMAND}",
+                        )
+                    )
+                    print(
+                        f"[bench] {name} {method} {target:.0%} {export}: acc {row['acc']:.4f} "
+                        f"(dense {ref['acc']:.4f}), {row['bytes']} B / {row['bytes_gzip']} gz "
+                        f"(dense {ref['bytes']} / {ref['bytes_gzip']}), latency x"
+                        f"{ratio.latency_ratio:.3f}, file sparsity {row['sparsity_tflite']:.4f}"
+                    )
+    return recs

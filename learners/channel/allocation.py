@@ -1,0 +1,272 @@
+"""How many channels each group keeps: rounding, FLOPs estimates, uniform and per-layer plans.
+
+Pruning learners decide *which* channels to keep; this module decides *how many*. Counts are
+rounded to a multiple of ``multiple`` (8 by default): LiteRT/XNNPACK kernels work on SIMD
+blocks, and a count off that grain wastes most of the FLOPs it saved (DESIGN.md section 4).
+
+FLOPs of a candidate plan are estimated without building the model: a kernel layer's
+multiply-accumulates scale with ``kept_in/in * kept_out/out`` and every per-channel layer
+(BN, ReLU, pooling, Add, depthwise) with its kept fraction, which is exact for every layer
+type the channel graph prunes except ``SeparableConv`` (its depthwise half is counted
+bilinearly, a slight over-estimate). The learners report FLOPs measured on the built model.
+
+Example:
+    >>> round_count(10.4, 64, 8), round_count(3.2, 8, 8), round_count(0.2, 6, 8)
+    (8, 3, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from pocketflow_tf import accounting, channel_graph, errors
+from pocketflow_tf.compat import keras
+
+
+def round_count(count: float, size: int, multiple: int = 8) -> int:
+    """Rounds a channel count to ``multiple`` (groups narrower than ``2*multiple``: to 1).
+
+    The result is in ``[1, size]`` (``[multiple, size]`` for wide groups).
+
+    Example:
+        >>> round_count(20, 32, 8), round_count(63, 64, 8), round_count(5, 64, 8)
+        (24, 64, 8)
+    """
+    if multiple <= 1 or size < 2 * multiple:
+        return int(min(size, max(1, round(count))))
+    return int(min(size, max(multiple, multiple * round(count / multiple))))
+
+
+def key_of(group: channel_graph.ChannelGroup) -> str:
+    """A stable name for a group: its first producer (group ids change between graphs).
+
+    Example:
+        >>> key_of(channel_graph.ChannelGroup(3, 8, ["conv"], [], [], []))
+        'conv'
+    """
+    return group.producers[0]
+
+
+@dataclasses.dataclass
+class FlopsModel:
+    """Estimates a model's FLOPs for per-group channel counts without rebuilding it.
+
+    Args:
+        model: The dense model.
+        graph: Its channel graph.
+
+    Example:
+        >>> from pocketflow_tf.compat import keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(2)])
+        >>> fm = FlopsModel.build(m)
+        >>> fm.dense_flops, fm.flops({"dense": 4}) < fm.dense_flops
+        (106, True)
+    """
+
+    graph: channel_graph.ChannelGraph
+    layer_costs: dict[str, accounting.LayerCost]
+    dense_flops: int
+
+    @classmethod
+    def build(
+        cls, model: keras.Model, graph: channel_graph.ChannelGraph | None = None
+    ) -> FlopsModel:
+        """Profiles ``model`` once."""
+        profile = accounting.profile_model(model)
+        return cls(
+            graph or channel_graph.build(model),
+            {c.name: c for c in profile.layers},
+            profile.total_flops,
+        )
+
+    def fractions(self, counts: Mapping[str, int]) -> dict[int, float]:
+        """Kept fraction per resolved group id for counts keyed by :func:`key_of`."""
+        out = {g.id: 1.0 for g in self.graph.groups}
+        for g in self.graph.prunable_groups():
+            out[g.id] = counts.get(key_of(g), g.size) / g.size
+        return out
+
+    def flops(self, counts: Mapping[str, int]) -> float:
+        """Estimated FLOPs when each group keeps ``counts[key]`` channels (others: all)."""
+        frac = self.fractions(counts)
+
+        def seg_frac(segments):
+            width = sum(s.width for s in segments)
+            if width == 0:
+                return 1.0
+            return sum(frac[self.graph.find(s.group)] * s.width for s in segments) / width
+
+        total = 0.0
+        for name, cost in self.layer_costs.items():
+            lc = self.graph.layers.get(name)
+            if lc is None:
+                total += cost.flops
+                continue
+            f_out = seg_frac(lc.output)
+            if lc.kind == "producer":
+                f_in = seg_frac(lc.inputs[0])
+                macs = cost.macs * f_in * f_out
+                total += 2 * macs + (cost.flops - 2 * cost.macs) * f_out
+            else:
+                total += cost.flops * f_out
+        return total
+
+
+def counts_for_ratio(
+    graph: channel_graph.ChannelGraph, ratio: float, multiple: int = 8
+) -> dict[str, int]:
+    """The same channel keep ratio in every prunable group, rounded.
+
+    Example:
+        >>> from pocketflow_tf.compat import keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(32), keras.layers.Dense(2)])
+        >>> counts_for_ratio(channel_graph.build(m), 0.5)
+        {'dense': 16}
+    """
+    _check_ratio("ratio", ratio)
+    return {
+        key_of(g): round_count(ratio * g.size, g.size, multiple) for g in graph.prunable_groups()
+    }
+
+
+def uniform_counts_for_flops(
+    fm: FlopsModel, flops_keep: float, multiple: int = 8
+) -> tuple[dict[str, int], float]:
+    """The largest uniform channel ratio whose rounded counts meet a FLOPs keep ratio.
+
+    Returns:
+        ``(counts, estimated_flops_ratio)``.
+
+    Raises:
+        InvalidArgumentError: ``flops_keep`` outside (0, 1], or not reachable even with the
+            smallest counts the rounding allows.
+
+    Example:
+        >>> from pocketflow_tf.compat import keras
+        >>> m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(64), keras.layers.Dense(2)])
+        >>> counts, r = uniform_counts_for_flops(FlopsModel.build(m), 0.5)
+        >>> counts, r <= 0.5
+        ({'dense': 32}, True)
+    """
+    _check_ratio("cp_preserve_ratio", flops_keep)
+    lo, hi = 0.0, 1.0
+    best = counts_for_ratio(fm.graph, 1e-6, multiple)
+    if fm.flops(best) > flops_keep * fm.dense_flops:
+        raise errors.InvalidArgumentError(
+            "cp_preserve_ratio",
+            flops_keep,
+            f"a FLOPs keep ratio >= {fm.flops(best) / fm.dense_flops:.3f}, the smallest this "
+            f"model reaches with channel counts rounded to multiples of {multiple}",
+        )
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        counts = counts_for_ratio(fm.graph, mid, multiple)
+        if fm.flops(counts) <= flops_keep * fm.dense_flops:
+            lo, best = mid, counts
+        else:
+            hi = mid
+    return best, fm.flops(best) / fm.dense_flops
+
+
+#: A per-layer allocation search: ``(problem) -> counts``; issue 6's optimisers plug in here.
+RatioSearch = Callable[["AllocationProblem"], dict[str, int]]
+
+
+@dataclasses.dataclass
+class AllocationProblem:
+    """What an automatic per-layer allocation must solve.
+
+    Attributes:
+        flops_model: FLOPs estimator of the dense model.
+        flops_keep: Target FLOPs keep ratio.
+        multiple: Channel rounding.
+        choices: Allowed counts per group key (rounded, ascending).
+        evaluate: ``counts -> score`` (higher is better) of a cheap proxy: the model pruned
+            to ``counts`` (no fine-tuning) evaluated on calibration data from the
+            *training* split.
+
+    Example:
+        >>> AllocationProblem.__name__
+        'AllocationProblem'
+    """
+
+    flops_model: FlopsModel
+    flops_keep: float
+    multiple: int
+    choices: dict[str, list[int]]
+    evaluate: Callable[[Mapping[str, int]], float]
+
+
+def choices_for(graph: channel_graph.ChannelGraph, multiple: int = 8) -> dict[str, list[int]]:
+    """Allowed rounded counts per group, ascending.
+
+    Example:
+        >>> from pocketflow_tf.compat import keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(24), keras.layers.Dense(2)])
+        >>> choices_for(channel_graph.build(m))
+        {'dense': [8, 16, 24]}
+    """
+    out = {}
+    for g in graph.prunable_groups():
+        out[key_of(g)] = sorted({round_count(c, g.size, multiple) for c in range(1, g.size + 1)})
+    return out
+
+
+def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dict[str, int]:
+    """Default automatic allocation: greedy steps of least score loss per FLOP saved.
+
+    Each group's sensitivity is measured alone (the model pruned in that group only, at every
+    allowed count), then channels are taken away one rounding step at a time from the group
+    whose next step costs the least score per FLOP saved, until the FLOPs target is met.
+    Assuming the groups' losses add up is what makes this cheap (one evaluation per group and
+    count); the search optimisers of issue 6 replace it through
+    ``ChannelPrunedLearner(ratio_search=...)``.
+
+    Example:
+        >>> greedy_sensitivity.__name__
+        'greedy_sensitivity'
+    """
+    fm = problem.flops_model
+    full = {k: c[-1] for k, c in problem.choices.items()}
+    base = problem.evaluate(full)
+    loss: dict[str, dict[int, float]] = {}
+    for key, options in problem.choices.items():
+        loss[key] = {options[-1]: 0.0}
+        for count in options[:-1]:
+            loss[key][count] = max(0.0, base - problem.evaluate({**full, key: count}))
+        if verbose:
+            print(
+                f"  sensitivity {key}: " + ", ".join(f"{c}:{v:.3f}" for c, v in loss[key].items())
+            )
+    counts = dict(full)
+    target = problem.flops_keep * fm.dense_flops
+    current = fm.flops(counts)
+    while current > target:
+        best, best_cost = None, np.inf
+        for key, options in problem.choices.items():
+            i = options.index(counts[key])
+            if i == 0:
+                continue
+            nxt = {**counts, key: options[i - 1]}
+            saved = current - fm.flops(nxt)
+            if saved <= 0:
+                continue
+            cost = (loss[key][options[i - 1]] - loss[key][counts[key]] + 1e-6) / saved
+            if cost < best_cost:
+                best, best_cost = nxt, cost
+        if best is None:
+            raise errors.InvalidArgumentError(
+                "cp_preserve_ratio",
+                problem.flops_keep,
+                f"a FLOPs keep ratio >= {current / fm.dense_flops:.3f} (the smallest reachable)",
+            )
+        counts, current = best, fm.flops(best)
+    return counts
+
+
+def _check_ratio(name: str, ratio: float) -> None:
+    if not isinstance(ratio, int | float) or not 0.0 < float(ratio) <= 1.0:
+        raise errors.InvalidArgumentError(name, ratio, "a number in (0, 1]")

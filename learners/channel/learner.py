@@ -1,0 +1,467 @@
+"""``ChannelPrunedLearner`` (``--learner channel``): channel pruning that removes channels.
+
+He et al. 2017 ("Channel Pruning for Accelerating Very Deep Neural Networks") as PocketFlow's
+``channel`` learner did it, but the result is a physically thinner model:
+
+1. plan how many channels each coupled group keeps (``uniform`` channel ratio or FLOPs
+   target, a per-layer ``list``, or ``auto``: per-group counts for a FLOPs keep ratio from a
+   sensitivity analysis or a pluggable search), rounded to multiples of ``cp_channel_round``;
+2. group by group, shallow to deep: sample the consumers' inputs on training images from
+   the model pruned so far and their targets from the original model (which corrects the
+   drift that pruning earlier layers causes), select channels by LASSO, refit the kept
+   kernels by least squares, and cut the channels out with :mod:`pocketflow_tf.surgery`;
+3. fine-tune (optionally distilled from the uncompressed model) with the base learner.
+
+``cp_criterion="l1"`` or ``"bn_gamma"`` gives the cheap baselines (L1-norm filter pruning,
+network slimming) with the same planning and surgery, so benchmarks compare like with like.
+
+Example:
+    >>> import numpy as np
+    >>> from pocketflow_tf import training
+    >>> from pocketflow_tf.compat import keras
+    >>> inp = keras.Input((8, 8, 1))
+    >>> x = keras.layers.Conv2D(16, 3, name="c1")(inp)
+    >>> x = keras.layers.ReLU()(x)
+    >>> x = keras.layers.GlobalAveragePooling2D()(x)
+    >>> m = keras.Model(inp, keras.layers.Dense(2, name="fc")(x))
+    >>> x_tr = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
+    >>> lrn = ChannelPrunedLearner(training.TrainConfig(epochs=1, batch_size=32), verbose=0,
+    ...                            cp_uniform_preserve_ratio=0.5, cp_nb_samples=32)
+    >>> lrn.fit(m, x_tr, np.arange(64) % 2).get_layer("c1").filters
+    8
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pocketflow_tf import accounting, channel_graph, errors, learner, surgery, training
+from pocketflow_tf.compat import keras, tf
+from pocketflow_tf.learners.channel import allocation, importance, lasso
+
+PRUNE_OPTIONS = ("uniform", "list", "auto")
+CRITERIA = ("lasso", "l1", "bn_gamma")
+
+
+@learner.register("channel", "channel-pruned", "ChannelPrunedLearner", "cp")
+class ChannelPrunedLearner(learner.Learner):
+    """Prunes whole channels (LASSO + least squares by default), then fine-tunes.
+
+    Args:
+        train_config: Fine-tuning settings (see :class:`learner.Learner`).
+        cp_prune_option: ``"uniform"`` (one ratio everywhere), ``"list"`` (per-layer ratios
+            in ``cp_prune_list``) or ``"auto"`` (per-group counts for ``cp_preserve_ratio``).
+        cp_preserve_ratio: FLOPs keep ratio in (0, 1] for ``uniform`` (the largest uniform
+            channel ratio meeting it) and ``auto``.
+        cp_uniform_preserve_ratio: Channel keep ratio for ``uniform``; overrides the FLOPs
+            target when given.
+        cp_prune_list: ``{layer name: channel keep ratio}`` for ``list``; the layer may be any
+            layer of the group (producer, BN, consumer... of its output channels).
+        cp_criterion: ``"lasso"`` (He et al.), ``"l1"`` or ``"bn_gamma"``.
+        cp_channel_round: Round kept counts to this multiple (1: no rounding).
+        cp_nb_samples: Training images sampled for selection and refitting.
+        cp_nb_points: Output positions sampled per image and consumer.
+        cp_refit: Refit kept kernels by least squares (``lasso`` only).
+        cp_exclude: Layers whose channels must all stay.
+        cp_nb_eval: Training images the ``auto`` sensitivity analysis scores on.
+        ratio_search: Replaces the ``auto`` sensitivity allocation: a callable taking an
+            :class:`allocation.AllocationProblem` and returning counts per group key (the
+            hook for the search optimisers).
+        **kwargs: Passed to :class:`learner.Learner` (distillation, teacher, log_dir, ...).
+
+    Example:
+        >>> ChannelPrunedLearner(cp_preserve_ratio=1.5)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `cp_preserve_ratio`: 1.5. Accepted: a number in (0, 1].
+    """
+
+    name = "channel"
+
+    def __init__(
+        self,
+        train_config: training.TrainConfig | None = None,
+        *,
+        cp_prune_option: str = "uniform",
+        cp_preserve_ratio: float = 0.5,
+        cp_uniform_preserve_ratio: float | None = None,
+        cp_prune_list: Mapping[str, float] | None = None,
+        cp_criterion: str = "lasso",
+        cp_channel_round: int = 8,
+        cp_nb_samples: int = 1000,
+        cp_nb_points: int = 10,
+        cp_refit: bool = True,
+        cp_exclude: Sequence[str] = (),
+        cp_nb_eval: int = 2000,
+        ratio_search: allocation.RatioSearch | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(train_config, **kwargs)
+        if cp_prune_option not in PRUNE_OPTIONS:
+            raise errors.InvalidArgumentError(
+                "cp_prune_option", cp_prune_option, f"one of {PRUNE_OPTIONS}"
+            )
+        if cp_criterion not in CRITERIA:
+            raise errors.InvalidArgumentError("cp_criterion", cp_criterion, f"one of {CRITERIA}")
+        allocation._check_ratio("cp_preserve_ratio", cp_preserve_ratio)
+        if cp_uniform_preserve_ratio is not None:
+            allocation._check_ratio("cp_uniform_preserve_ratio", cp_uniform_preserve_ratio)
+        if cp_prune_option == "list":
+            if not cp_prune_list:
+                raise errors.InvalidArgumentError(
+                    "cp_prune_list", cp_prune_list, "a {layer name: keep ratio} mapping for 'list'"
+                )
+            for name, ratio in cp_prune_list.items():
+                allocation._check_ratio(f"cp_prune_list[{name!r}]", ratio)
+        for arg, value, low in (
+            ("cp_channel_round", cp_channel_round, 1),
+            ("cp_nb_samples", cp_nb_samples, 1),
+            ("cp_nb_points", cp_nb_points, 1),
+            ("cp_nb_eval", cp_nb_eval, 1),
+        ):
+            if not isinstance(value, int | np.integer) or value < low:
+                raise errors.InvalidArgumentError(arg, value, f"an integer >= {low}")
+        self.cp_prune_option = cp_prune_option
+        self.cp_preserve_ratio = float(cp_preserve_ratio)
+        self.cp_uniform_preserve_ratio = cp_uniform_preserve_ratio
+        self.cp_prune_list = dict(cp_prune_list or {})
+        self.cp_criterion = cp_criterion
+        self.cp_channel_round = int(cp_channel_round)
+        self.cp_nb_samples = int(cp_nb_samples)
+        self.cp_nb_points = int(cp_nb_points)
+        self.cp_refit = bool(cp_refit)
+        self.cp_exclude = list(cp_exclude)
+        self.cp_nb_eval = int(cp_nb_eval)
+        self.ratio_search = ratio_search
+        self.pruned_model: keras.Model | None = None
+        self.report: dict[str, Any] = {}
+        self._calib: tuple[np.ndarray, np.ndarray] | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        """Settings for run records.
+
+        Example:
+            >>> ChannelPrunedLearner().get_config()["cp_criterion"]
+            'lasso'
+        """
+        cfg = super().get_config()
+        cfg.update(
+            cp_prune_option=self.cp_prune_option,
+            cp_preserve_ratio=self.cp_preserve_ratio,
+            cp_uniform_preserve_ratio=self.cp_uniform_preserve_ratio,
+            cp_prune_list=self.cp_prune_list,
+            cp_criterion=self.cp_criterion,
+            cp_channel_round=self.cp_channel_round,
+            cp_nb_samples=self.cp_nb_samples,
+            cp_nb_points=self.cp_nb_points,
+            cp_refit=self.cp_refit,
+            cp_exclude=self.cp_exclude,
+            ratio_search=None if self.ratio_search is None else repr(self.ratio_search),
+        )
+        return cfg
+
+    # -- entry points ----------------------------------------------------------------
+    def fit(self, model, x=None, y=None, **kwargs) -> keras.Model:
+        """Plans, prunes and fine-tunes; see :meth:`learner.Learner.fit` for the arguments.
+
+        Everything that can be wrong with the request (ratios, layer names, blocked groups)
+        is checked before any sampling or training starts.
+
+        Example:
+            >>> ChannelPrunedLearner().fit.__name__
+            'fit'
+        """
+        self.plan(model)  # validates before any work
+        self._calib = _calibration_sample(
+            x, y, max(self.cp_nb_samples, self.cp_nb_eval), self.train_config.seed
+        )
+        return super().fit(model, x, y, **kwargs)
+
+    def prune(self, model: keras.Model, x: np.ndarray, y: np.ndarray | None = None) -> keras.Model:
+        """Prunes ``model`` without fine-tuning (calibration images ``x``, labels for ``auto``).
+
+        Example:
+            >>> ChannelPrunedLearner().prune.__name__
+            'prune'
+        """
+        self._calib = _calibration_sample(
+            x, y, max(self.cp_nb_samples, self.cp_nb_eval), self.train_config.seed
+        )
+        return self.prepare(model)
+
+    def prepare(self, model: keras.Model) -> keras.Model:
+        """Plans the counts and prunes group by group; the model before fine-tuning."""
+        if self._calib is None:
+            raise errors.InvalidArgumentError(
+                "x", None, "training images: call fit() or prune() with data"
+            )
+        start = time.time()
+        counts = self.plan(model, self._calib)
+        pruned, selection = self._prune_groups(model, counts)
+        dense = accounting.profile_model(model)
+        thin = accounting.profile_model(pruned)
+        graph = channel_graph.build(model, self.cp_exclude)
+        self.report = {
+            "criterion": self.cp_criterion,
+            "prune_option": self.cp_prune_option,
+            "groups": [
+                {
+                    "key": allocation.key_of(g),
+                    "size": g.size,
+                    "kept": int(counts.get(allocation.key_of(g), g.size)),
+                    "layers": g.producers,
+                }
+                for g in graph.prunable_groups()
+            ],
+            "blocked": {
+                allocation.key_of(g): g.blockers
+                for g in graph.groups
+                if g.producers and not g.prunable
+            },
+            "flops_ratio": thin.total_flops / dense.total_flops,
+            "params_ratio": thin.total_params / dense.total_params,
+            "prune_wall_s": round(time.time() - start, 1),
+            "selection": selection,
+        }
+        if self.verbose:
+            print(
+                f"[channel] pruned {len(counts)} groups in {self.report['prune_wall_s']} s: "
+                f"FLOPs x{self.report['flops_ratio']:.3f}, params x{self.report['params_ratio']:.3f}"
+            )
+        self.pruned_model = pruned
+        return learner.copy_model(pruned)
+
+    # -- planning --------------------------------------------------------------------
+    def plan(
+        self, model: keras.Model, calib: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> dict[str, int]:
+        """Channel counts per group key (first producer name).
+
+        Without ``calib`` the ``auto`` option only validates (its sensitivity analysis needs
+        data) and returns ``{}``.
+
+        Example:
+            >>> from pocketflow_tf.compat import keras
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(32, name="h"),
+            ...                       keras.layers.Dense(2)])
+            >>> ChannelPrunedLearner(cp_prune_option="list", cp_prune_list={"h": 0.25}).plan(m)
+            {'h': 8}
+        """
+        graph = channel_graph.build(model, self.cp_exclude)
+        groups = graph.prunable_groups()
+        if not groups:
+            raise errors.InvalidArgumentError(
+                "model",
+                model.name,
+                "a model with at least one prunable channel group; blocked: "
+                + "; ".join(f"{g.producers or g.id}: {g.blockers}" for g in graph.groups),
+            )
+        if self.cp_criterion == "bn_gamma":
+            for g in groups:
+                importance.bn_gamma_scores(model, graph, g)  # raises if a group has no BN
+        r = self.cp_channel_round
+        if self.cp_prune_option == "list":
+            counts = {}
+            for name, ratio in self.cp_prune_list.items():
+                group = _group_of_layer(graph, name)
+                counts[allocation.key_of(group)] = allocation.round_count(
+                    ratio * group.size, group.size, r
+                )
+            return counts
+        fm = allocation.FlopsModel.build(model, graph)
+        if self.cp_prune_option == "uniform":
+            if self.cp_uniform_preserve_ratio is not None:
+                return allocation.counts_for_ratio(graph, self.cp_uniform_preserve_ratio, r)
+            return allocation.uniform_counts_for_flops(fm, self.cp_preserve_ratio, r)[0]
+        # auto: check reachability now, search only once data is there
+        smallest = {allocation.key_of(g): allocation.round_count(1, g.size, r) for g in groups}
+        if fm.flops(smallest) > self.cp_preserve_ratio * fm.dense_flops:
+            raise errors.InvalidArgumentError(
+                "cp_preserve_ratio",
+                self.cp_preserve_ratio,
+                f"a FLOPs keep ratio >= {fm.flops(smallest) / fm.dense_flops:.3f}, the smallest "
+                f"this model reaches with channel counts rounded to multiples of {r}",
+            )
+        if calib is None:
+            return {}
+        problem = allocation.AllocationProblem(
+            fm,
+            self.cp_preserve_ratio,
+            r,
+            allocation.choices_for(graph, r),
+            self._proxy_evaluator(model, graph, calib),
+        )
+        search = self.ratio_search or (
+            lambda p: allocation.greedy_sensitivity(p, verbose=self.verbose >= 2)
+        )
+        return search(problem)
+
+    def _proxy_evaluator(self, model, graph, calib):
+        """Score of a plan: minus the cross-entropy of the L1-pruned model, no fine-tuning."""
+        x, y = calib
+        if y is None:
+            raise errors.InvalidArgumentError("y", None, "labels: the 'auto' option scores plans")
+        x, y = x[: self.cp_nb_eval], y[: self.cp_nb_eval]
+        scores = {g.id: importance.l1_scores(model, graph, g) for g in graph.prunable_groups()}
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        probe = learner.copy_model(model)
+        base = model.get_weights()
+
+        def evaluate(counts):
+            keep = {}
+            for g in graph.prunable_groups():
+                k = counts.get(allocation.key_of(g), g.size)
+                if k < g.size:
+                    keep[g.id] = importance.top_k(scores[g.id], k)
+            probe.set_weights(base)
+            surgery.mask_consumers(probe, graph, keep)  # same outputs as the thin model
+            logits = probe.predict(x, batch_size=500, verbose=0)
+            return -float(loss_fn(y, logits))
+
+        return evaluate
+
+    # -- pruning ---------------------------------------------------------------------
+    def _prune_groups(self, model, counts):
+        # Selection works on a full-size copy whose consumers ignore dropped channels
+        # (surgery.mask_consumers): it computes what the thin model would, keeps every index
+        # in the original coordinates, and the thin model is built once at the end.
+        graph = channel_graph.build(model, self.cp_exclude)
+        images = self._calib[0][: self.cp_nb_samples]
+        masks = {g.id: np.ones(g.size, dtype=bool) for g in graph.groups}
+        current = learner.copy_model(model)
+        selection = {}
+        for step, group in enumerate(graph.prunable_groups()):
+            key = allocation.key_of(group)
+            k = int(counts.get(key, group.size))
+            if k >= group.size:
+                continue
+            t0 = time.time()
+            how = self.cp_criterion
+            samples = None
+            consumers = group.consumers
+            if (
+                how == "lasso"
+                and consumers
+                and all(lasso.supports(current.get_layer(n)) for n in consumers)
+            ):
+                out_cols = {
+                    n: np.flatnonzero(surgery.segment_mask(graph, masks, graph.layers[n].output))
+                    for n in consumers
+                }
+                samples = lasso.sample_consumers(
+                    current,
+                    model,
+                    consumers,
+                    images,
+                    out_cols,
+                    {n: _flat_repeat(graph, n) for n in consumers},
+                    self.cp_nb_points,
+                    seed=self.train_config.seed + step,
+                )
+                positions = [_group_positions(graph, n, group.id) for n in consumers]
+                keep_idx = lasso.select_channels(samples, positions, k)
+            elif how == "bn_gamma":
+                keep_idx = importance.top_k(importance.bn_gamma_scores(current, graph, group), k)
+            else:
+                if how == "lasso":
+                    how = "l1 (a consumer is not a Conv2D/Dense)"
+                keep_idx = importance.top_k(importance.l1_scores(current, graph, group), k)
+            masks[group.id] = np.zeros(group.size, dtype=bool)
+            masks[group.id][keep_idx] = True
+            surgery.mask_consumers(current, graph, {group.id: keep_idx})
+            if samples is not None and self.cp_refit:
+                for s, cols in zip(samples, out_cols.values(), strict=True):
+                    self._write_refit(current, graph, masks, s, cols)
+            selection[key] = {
+                "kept": k,
+                "of": int(group.size),
+                "how": how,
+                "wall_s": round(time.time() - t0, 2),
+            }
+            if self.verbose >= 2:
+                print(
+                    f"  [channel] {key}: kept {k}/{group.size} by {how} ({selection[key]['wall_s']} s)"
+                )
+        keep = {gid: m for gid, m in masks.items() if not m.all()}
+        return surgery.prune(current, graph, keep), selection
+
+    @staticmethod
+    def _write_refit(current, graph, masks, sample, out_cols):
+        layer = current.get_layer(sample.name)
+        in_mask = surgery.segment_mask(graph, masks, graph.layers[sample.name].inputs[0])
+        repeat = _flat_repeat(graph, sample.name)
+        if repeat > 1:  # Flatten -> Dense: the mask repeats once per pixel
+            in_mask = in_mask[: len(in_mask) // repeat]
+        keep_pos = np.flatnonzero(in_mask)
+        kernel3, bias = lasso.refit(sample, keep_pos)
+        w = layer.get_weights()
+        full = lasso._kernel3(layer, w[0], repeat).copy()
+        full[:, ~in_mask, :] = 0
+        full[np.ix_(np.arange(full.shape[0]), keep_pos, out_cols)] = kernel3
+        w[0] = full.reshape(w[0].shape)
+        if bias is not None:
+            w[1][out_cols] = bias
+        layer.set_weights(w)
+
+
+def _calibration_sample(x, y, n: int, seed: int):
+    """Up to ``n`` shuffled training images (and labels) for selection and scoring."""
+    if isinstance(x, tf.data.Dataset):
+        xs, ys, got = [], [], 0
+        for bx, by in x:
+            xs.append(np.asarray(bx))
+            ys.append(np.asarray(by))
+            got += len(xs[-1])
+            if got >= n:
+                break
+        return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
+    if x is None:
+        raise errors.InvalidArgumentError(
+            "x", None, "training images (an array or tf.data.Dataset)"
+        )
+    x = np.asarray(x)
+    idx = np.random.default_rng(seed).permutation(len(x))[:n]
+    return x[idx], None if y is None else np.asarray(y)[idx]
+
+
+def _group_of_layer(graph, name):
+    if name not in graph.layers:
+        raise errors.InvalidArgumentError(
+            "cp_prune_list", name, f"names of layers of model '{graph.model.name}'"
+        )
+    for g in graph.groups:
+        if name in g.producers or name in g.members:
+            if not g.prunable:
+                raise errors.InvalidArgumentError(
+                    "cp_prune_list",
+                    name,
+                    f"a layer of a prunable group (its channels are blocked: {'; '.join(g.blockers)})",
+                )
+            return g
+    raise errors.InvalidArgumentError(
+        "cp_prune_list",
+        name,
+        "a layer that produces or carries prunable channels (Conv2D, Dense, BN...)",
+    )
+
+
+def _group_positions(graph, layer_name, gid) -> np.ndarray:
+    """Where group ``gid``'s channels sit in ``layer_name``'s input channel axis."""
+    segs = graph.layers[layer_name].inputs[0]
+    if len(segs) == 1 and segs[0].repeat > 1:  # Flatten -> Dense: positions within a pixel
+        return np.arange(segs[0].size)
+    out, off = [], 0
+    for s in segs:
+        if graph.find(s.group) == gid:
+            out.append(off + np.arange(s.size))
+        off += s.width
+    return np.concatenate(out)
+
+
+def _flat_repeat(graph, layer_name) -> int:
+    segs = graph.layers[layer_name].inputs[0]
+    return segs[0].repeat if len(segs) == 1 else 1

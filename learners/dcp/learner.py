@@ -1,0 +1,455 @@
+"""Discrimination-aware channel pruning (``--learner dis-chn-pruned``, Zhuang et al. 2018).
+
+The learner (1) plans how many channels each coupled group keeps (a uniform channel ratio,
+a FLOPs keep ratio, or explicit counts, rounded to SIMD-friendly multiples), (2) picks *which*
+channels by DCP's discrimination-aware greedy selection on a calibration sample of the
+training data (:mod:`selection`), (3) cuts them out physically with :func:`surgery.prune`,
+keeping the refined weights, and (4) fine-tunes the thinner model with the shared
+:meth:`Learner.fit` machinery, optionally distilled from the uncompressed model. The
+auxiliary classifiers only exist during selection: the returned model has the original
+inputs, outputs and layer names, with fewer channels.
+
+Example:
+    >>> import numpy as np
+    >>> from pocketflow_tf import training
+    >>> from pocketflow_tf.compat import keras
+    >>> L = keras.layers
+    >>> keras.utils.set_random_seed(0)
+    >>> m = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(8, 3, name="c1"), L.ReLU(),
+    ...     L.Conv2D(8, 3, name="c2"), L.ReLU(), L.GlobalAveragePooling2D(), L.Dense(4)])
+    >>> x, y = np.random.rand(64, 8, 8, 1).astype("float32"), np.arange(64) % 4
+    >>> lrn = DisChnPrunedLearner(training.TrainConfig(batch_size=32), dcp_prune_ratio=0.5,
+    ...     dcp_nb_iters_aux=5, dcp_nb_iters_layer=2, dcp_batch_size=32, verbose=0)
+    >>> out = lrn.fit(m, x, y)
+    >>> out.get_layer("c2").kernel.shape.as_list(), lrn.report["kept"]
+    ([3, 3, 4, 4], {'c1': 4, 'c2': 4})
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pocketflow_tf import accounting, channel_graph, errors, learner, training
+from pocketflow_tf.compat import keras, tf
+from pocketflow_tf.learners.channel import allocation
+from pocketflow_tf.learners.dcp import selection
+
+
+@learner.register(
+    "dis-chn-pruned", "dis_chn_pruned", "dcp", "DisChnPrunedLearner", "dis-chn-pruned-learner"
+)
+class DisChnPrunedLearner(learner.Learner):
+    """Prunes channels by DCP, removes them physically, then fine-tunes.
+
+    How many channels each group keeps comes from at most one of ``dcp_prune_ratio``,
+    ``cp_preserve_ratio``, ``cp_prune_list`` and ``dcp_counts`` (default:
+    ``dcp_prune_ratio=0.5``, PocketFlow's default).
+
+    Args:
+        train_config: Fine-tuning settings; its ``seed`` also seeds the selection.
+        dcp_prune_ratio: Fraction of the channels removed from every prunable group, in
+            ``[0, 1)`` (PocketFlow's default 0.5 when no other target is given); counts are
+            rounded.
+        cp_preserve_ratio: FLOPs keep ratio in ``(0, 1]``: the largest uniform channel
+            ratio whose rounded counts meet it.
+        cp_prune_list: ``{layer name: channel keep ratio in (0, 1]}``; the layer may be any
+            producer or per-channel member (BN, depthwise) of the group. Groups not named
+            keep every channel.
+        dcp_counts: ``{layer name: exact channels to keep}`` (not rounded), same naming.
+        cp_channel_round: Counts are rounded to multiples of this, which keeps LiteRT's SIMD
+            kernels busy; groups narrower than twice it round to 1 (1: no rounding).
+        cp_exclude: Layers whose channels must all stay.
+        dcp_nb_stages: Stages with an auxiliary classifier (>= 1).
+        dcp_nb_iters_aux: Adam steps training each auxiliary classifier.
+        dcp_nb_rounds: Channel-addition rounds per group (each adds ~ kept / rounds).
+        dcp_nb_iters_layer: Adam steps refining the kept weights after each round.
+        dcp_lrn_rate_adam: Learning rate of that refinement.
+        dcp_lrn_rate_aux: Learning rate of the auxiliary classifiers.
+        dcp_loss_w_aux: Weight of the auxiliary cross-entropy in the selection loss.
+        dcp_nb_samples: Training images used for selection (a seeded sample of array data;
+            the first ones of a dataset, so shuffle it).
+        dcp_batch_size: Mini-batch of the selection passes.
+        dcp_criterion: ``"gradient"`` (DCP) or ``"random"`` (same pipeline with random
+            channels; a baseline for benchmarks).
+        **kwargs: Passed to :class:`learner.Learner` (distillation, teacher, log_dir,
+            checkpoint_dir, verbose).
+
+    Attributes:
+        pruned_model: The pruned model before fine-tuning (set by :meth:`prune` / :meth:`fit`).
+        report: Kept counts per group, FLOPs/params ratios, stage boundaries, auxiliary
+            accuracies, per-group losses and wall times.
+
+    Example:
+        >>> DisChnPrunedLearner(cp_preserve_ratio=1.5)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `cp_preserve_ratio`: 1.5. Accepted: a FLOPs keep ratio in (0, 1].
+    """
+
+    def __init__(
+        self,
+        train_config: training.TrainConfig | None = None,
+        *,
+        dcp_prune_ratio: float | None = None,
+        cp_preserve_ratio: float | None = None,
+        cp_prune_list: Mapping[str, float] | None = None,
+        dcp_counts: Mapping[str, int] | None = None,
+        cp_channel_round: int = 8,
+        cp_exclude: Sequence[str] = (),
+        dcp_nb_stages: int = 3,
+        dcp_nb_iters_aux: int = 200,
+        dcp_nb_rounds: int = 4,
+        dcp_nb_iters_layer: int = 10,
+        dcp_lrn_rate_adam: float = 1e-2,
+        dcp_lrn_rate_aux: float = 1e-2,
+        dcp_loss_w_aux: float = 1.0,
+        dcp_nb_samples: int = 512,
+        dcp_batch_size: int = 64,
+        dcp_criterion: str = "gradient",
+        **kwargs: Any,
+    ):
+        super().__init__(train_config, **kwargs)
+        targets = {
+            "dcp_prune_ratio": dcp_prune_ratio,
+            "cp_preserve_ratio": cp_preserve_ratio,
+            "cp_prune_list": cp_prune_list,
+            "dcp_counts": dcp_counts,
+        }
+        given = [k for k, v in targets.items() if v is not None]
+        if len(given) > 1:
+            raise errors.InvalidArgumentError(
+                given[1], f"given together with {given[0]}", "at most one of " + ", ".join(targets)
+            )
+        if dcp_prune_ratio is not None and not (
+            _number(dcp_prune_ratio) and 0 <= dcp_prune_ratio < 1
+        ):
+            raise errors.InvalidArgumentError(
+                "dcp_prune_ratio", dcp_prune_ratio, "a fraction of channels to remove in [0, 1)"
+            )
+        if cp_preserve_ratio is not None and not (
+            _number(cp_preserve_ratio) and 0 < cp_preserve_ratio <= 1
+        ):
+            raise errors.InvalidArgumentError(
+                "cp_preserve_ratio", cp_preserve_ratio, "a FLOPs keep ratio in (0, 1]"
+            )
+        for arg, table, ok, accepted in (
+            (
+                "cp_prune_list",
+                cp_prune_list,
+                lambda v: _number(v) and 0 < v <= 1,
+                "a keep ratio in (0, 1]",
+            ),
+            ("dcp_counts", dcp_counts, lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+        ):
+            if table is None:
+                continue
+            if not isinstance(table, Mapping):
+                raise errors.InvalidArgumentError(arg, table, "a mapping {layer name: value}")
+            for key, value in table.items():
+                if not ok(value):
+                    raise errors.InvalidArgumentError(f"{arg}[{key!r}]", value, accepted)
+        for arg, value in (
+            ("cp_channel_round", cp_channel_round),
+            ("dcp_nb_samples", dcp_nb_samples),
+        ):
+            if not _integer(value) or value < 1:
+                raise errors.InvalidArgumentError(arg, value, "an integer >= 1")
+        if isinstance(cp_exclude, str):
+            cp_exclude = [cp_exclude]
+        if not given:
+            dcp_prune_ratio = 0.5
+        self.dcp_prune_ratio = dcp_prune_ratio
+        self.cp_preserve_ratio = cp_preserve_ratio
+        self.cp_prune_list = None if cp_prune_list is None else dict(cp_prune_list)
+        self.dcp_counts = None if dcp_counts is None else dict(dcp_counts)
+        self.cp_channel_round = int(cp_channel_round)
+        self.cp_exclude = list(cp_exclude)
+        self.dcp_nb_samples = int(dcp_nb_samples)
+        self.selection_config = selection.SelectionConfig(
+            nb_stages=dcp_nb_stages,
+            nb_iters_aux=dcp_nb_iters_aux,
+            nb_rounds=dcp_nb_rounds,
+            nb_iters_layer=dcp_nb_iters_layer,
+            lrn_rate_adam=dcp_lrn_rate_adam,
+            lrn_rate_aux=dcp_lrn_rate_aux,
+            loss_w_aux=dcp_loss_w_aux,
+            batch_size=dcp_batch_size,
+            criterion=dcp_criterion,
+            seed=self.train_config.seed,
+        )
+        self.pruned_model: keras.Model | None = None
+        self.report: dict[str, Any] = {}
+
+    # -- planning --------------------------------------------------------------------
+    def plan(self, model: keras.Model) -> dict[str, int]:
+        """Channels each prunable group keeps, by group key (first producer's name).
+
+        Checks everything that can be checked without data, so that a bad setting fails
+        before any work.
+
+        Raises:
+            InvalidArgumentError: Not a tf-keras model, several inputs or outputs, an
+                unknown or unprunable layer in ``cp_exclude`` / ``cp_prune_list`` /
+                ``dcp_counts``, a FLOPs target that rounding cannot reach, or a model
+                without a prunable channel group.
+
+        Example:
+            >>> from pocketflow_tf.compat import keras
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(32, name="h"),
+            ...     keras.layers.Dense(2)])
+            >>> DisChnPrunedLearner(dcp_prune_ratio=0.75).plan(m)
+            {'h': 8}
+        """
+        if not isinstance(model, keras.Model):
+            raise errors.InvalidArgumentError(
+                "model", type(model).__name__, "a keras.Model of the framework's Keras (tf-keras)"
+            )
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise errors.InvalidArgumentError(
+                "model",
+                f"{len(model.inputs)} inputs and {len(model.outputs)} outputs",
+                "a classifier with one input and one logits output",
+            )
+        graph = channel_graph.build(model, self.cp_exclude)
+        groups = graph.prunable_groups()
+        if not groups:
+            raise errors.InvalidArgumentError(
+                "model",
+                model.name,
+                "a model with at least one prunable channel group; this one has none:\n"
+                + graph.summary(),
+            )
+        for arg, table in (("cp_prune_list", self.cp_prune_list), ("dcp_counts", self.dcp_counts)):
+            if table is None:
+                continue
+            plan = {}
+            for name, value in table.items():
+                group = _group_of_layer(graph, name, arg)
+                if arg == "cp_prune_list":
+                    count = allocation.round_count(
+                        value * group.size, group.size, self.cp_channel_round
+                    )
+                elif value > group.size:
+                    raise errors.InvalidArgumentError(
+                        f"dcp_counts[{name!r}]", value, f"an integer in [1, {group.size}]"
+                    )
+                else:
+                    count = int(value)
+                plan[allocation.key_of(group)] = count
+            return plan
+        if self.cp_preserve_ratio is not None:
+            fm = allocation.FlopsModel.build(model, graph)
+            counts, _ = allocation.uniform_counts_for_flops(
+                fm, float(self.cp_preserve_ratio), self.cp_channel_round
+            )
+            return counts
+        return allocation.counts_for_ratio(
+            graph, 1.0 - float(self.dcp_prune_ratio), self.cp_channel_round
+        )
+
+    # -- selection -------------------------------------------------------------------
+    def prune(
+        self,
+        model: keras.Model,
+        x: np.ndarray | tf.data.Dataset,
+        y: np.ndarray | None = None,
+    ) -> keras.Model:
+        """Selects channels by DCP and returns the pruned model, before any fine-tuning.
+
+        Also sets :attr:`pruned_model` and :attr:`report`.
+
+        Args:
+            model: The trained model (not modified).
+            x: Training images (array) or a batched ``tf.data.Dataset`` of ``(x, y)``.
+            y: Integer labels when ``x`` is an array.
+
+        Returns:
+            The thinner model with DCP's refined weights.
+
+        Example:
+            >>> DisChnPrunedLearner.prune.__name__
+            'prune'
+        """
+        t0 = time.perf_counter()
+        plan = self.plan(model)
+        cx, cy = self._calibration(x, y)
+        keras.utils.set_random_seed(self.train_config.seed)  # the auxiliary heads' init
+        log = print if self.verbose else None
+        result = selection.select_channels(
+            model, cx, cy, plan, self.selection_config, self.cp_exclude, log
+        )
+        pruned = result.pruned
+        before, after = accounting.profile_model(model), accounting.profile_model(pruned)
+        graph = channel_graph.build(model, self.cp_exclude)
+        fm = allocation.FlopsModel.build(model, graph)
+        kept = {allocation.key_of(g): g.size for g in graph.prunable_groups()}
+        kept.update({k: int(v.size) for k, v in result.keep.items()})
+        self.report = {
+            "criterion": self.selection_config.criterion,
+            "kept": kept,
+            "sizes": {allocation.key_of(g): g.size for g in graph.prunable_groups()},
+            "keep_indices": {k: v.tolist() for k, v in result.keep.items()},
+            "flops_ratio_estimate": fm.flops(kept) / max(fm.dense_flops, 1),
+            "flops_ratio": after.total_flops / max(before.total_flops, 1),
+            "params_ratio": after.total_params / max(before.total_params, 1),
+            "blocked": {
+                allocation.key_of(g): g.blockers
+                for g in graph.groups
+                if g.producers and not g.prunable
+            },
+            "prune_wall_s": time.perf_counter() - t0,
+            **result.report,
+        }
+        self.pruned_model = pruned
+        if self.verbose:
+            print(
+                f"DCP: FLOPs x{self.report['flops_ratio']:.3f}, params "
+                f"x{self.report['params_ratio']:.3f}, selection {self.report['prune_wall_s']:.1f} s"
+            )
+        return pruned
+
+    def _calibration(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        n = self.dcp_nb_samples
+        if isinstance(x, tf.data.Dataset):
+            if y is not None:
+                raise errors.InvalidArgumentError(
+                    "y", "an array", "None when x is a tf.data.Dataset (it yields (x, y))"
+                )
+            xs, ys, got = [], [], 0
+            for batch in x:
+                if not isinstance(batch, tuple | list) or len(batch) < 2:
+                    raise errors.InvalidArgumentError(
+                        "x", "a dataset without labels", "a batched tf.data.Dataset of (x, y)"
+                    )
+                xs.append(np.asarray(batch[0]))
+                ys.append(np.asarray(batch[1]))
+                got += len(xs[-1])
+                if got >= n:
+                    break
+            if not xs:
+                raise errors.InvalidArgumentError("x", "an empty dataset", "training data")
+            return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
+        if x is None or y is None:
+            raise errors.InvalidArgumentError(
+                "x",
+                None if x is None else "arrays without y",
+                "arrays x and y (DCP needs labels), or a tf.data.Dataset of (x, y)",
+            )
+        x, y = np.asarray(x), np.asarray(y)
+        if len(x) == 0 or len(y) != len(x):
+            raise errors.InvalidArgumentError(
+                "y", f"{len(y)} labels for {len(x)} images", "one label per image, at least one"
+            )
+        rng = np.random.default_rng(self.train_config.seed)
+        idx = np.sort(rng.choice(len(x), size=min(n, len(x)), replace=False))
+        return x[idx], y[idx]
+
+    # -- the Learner contract --------------------------------------------------------
+    def fit(
+        self,
+        model: keras.Model,
+        x: np.ndarray | tf.data.Dataset | None = None,
+        y: np.ndarray | None = None,
+        *,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        validation_data: tuple[np.ndarray, np.ndarray] | tf.data.Dataset | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+    ) -> keras.Model:
+        """Prunes ``model`` by DCP (:meth:`prune`), then fine-tunes it like ``keras.Model.fit``.
+
+        Returns:
+            The fine-tuned thinner model (no auxiliary heads); :attr:`pruned_model` holds
+            the one before fine-tuning.
+
+        Example:
+            >>> DisChnPrunedLearner.fit.__name__
+            'fit'
+        """
+        self.prune(model, x, y)
+        return super().fit(
+            model,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_data=validation_data,
+            callbacks=callbacks,
+        )
+
+    def prepare(self, model: keras.Model) -> keras.Model:
+        """Returns a copy of the pruned model to fine-tune (call :meth:`prune` first).
+
+        Example:
+            >>> DisChnPrunedLearner().prepare(None)
+            Traceback (most recent call last):
+            ...
+            pocketflow_tf.errors.InvalidArgumentError: Invalid value for `pruned_model`: None. Accepted: a model pruned by DisChnPrunedLearner.prune() first.
+        """
+        if self.pruned_model is None:
+            raise errors.InvalidArgumentError(
+                "pruned_model", None, "a model pruned by DisChnPrunedLearner.prune() first"
+            )
+        return learner.copy_model(self.pruned_model)
+
+    def get_config(self) -> dict[str, Any]:
+        """Serialisable settings, written into run records.
+
+        Example:
+            >>> DisChnPrunedLearner(cp_preserve_ratio=0.4).get_config()["dcp"]["cp_preserve_ratio"]
+            0.4
+        """
+        cfg = self.selection_config
+        return {
+            **super().get_config(),
+            "dcp": {
+                "dcp_prune_ratio": self.dcp_prune_ratio,
+                "cp_preserve_ratio": self.cp_preserve_ratio,
+                "cp_prune_list": self.cp_prune_list,
+                "dcp_counts": self.dcp_counts,
+                "cp_channel_round": self.cp_channel_round,
+                "cp_exclude": self.cp_exclude,
+                "dcp_nb_samples": self.dcp_nb_samples,
+                "dcp_nb_stages": cfg.nb_stages,
+                "dcp_nb_iters_aux": cfg.nb_iters_aux,
+                "dcp_nb_rounds": cfg.nb_rounds,
+                "dcp_nb_iters_layer": cfg.nb_iters_layer,
+                "dcp_lrn_rate_adam": cfg.lrn_rate_adam,
+                "dcp_lrn_rate_aux": cfg.lrn_rate_aux,
+                "dcp_loss_w_aux": cfg.loss_w_aux,
+                "dcp_batch_size": cfg.batch_size,
+                "dcp_criterion": cfg.criterion,
+            },
+        }
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _group_of_layer(graph: channel_graph.ChannelGraph, name: str, arg: str):
+    """The prunable group whose channels layer ``name`` produces or carries."""
+    if name not in graph.layers:
+        raise errors.InvalidArgumentError(
+            arg, name, f"names of layers of model '{graph.model.name}'"
+        )
+    for g in graph.groups:
+        if name in g.producers or name in g.members:
+            if not g.prunable:
+                raise errors.InvalidArgumentError(
+                    arg,
+                    name,
+                    f"a layer of a prunable group (its channels are blocked: {'; '.join(g.blockers)})",
+                )
+            return g
+    raise errors.InvalidArgumentError(
+        arg, name, "a layer that produces or carries prunable channels (Conv2D, Dense, BN...)"
+    )

@@ -1,0 +1,221 @@
+"""ChannelPrunedLearner: LASSO selection, least-squares refit, planning, errors, TFLite shapes."""
+
+import os
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from pocketflow_tf import accounting, channel_graph, errors, tflite_export, training
+from pocketflow_tf.compat import keras
+from pocketflow_tf.learners.channel import ChannelPrunedLearner, allocation, lasso
+
+
+def small_resnet(seed=0):
+    """Stem -> one residual block -> GAP -> logits on 12x12x1: residual and plain groups."""
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    inp = keras.Input((12, 12, 1))
+    x = L.Rescaling(2.0, offset=-1.0, name="normalize")(inp)
+    x = L.Conv2D(16, 3, padding="same", use_bias=False, name="stem")(x)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.ReLU()(x)
+    y = L.Conv2D(16, 3, padding="same", use_bias=False, name="a")(x)
+    y = L.BatchNormalization(name="a_bn")(y)
+    y = L.ReLU()(y)
+    y = L.Conv2D(16, 3, padding="same", use_bias=False, name="b")(y)
+    y = L.BatchNormalization(name="b_bn")(y)
+    x = L.ReLU()(L.Add()([x, y]))
+    x = L.Conv2D(16, 3, strides=2, padding="same", name="c")(x)
+    x = L.ReLU()(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(4, name="logits")(x))
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).random((96, 12, 12, 1)).astype("float32")
+
+
+def test_lasso_keeps_the_channels_the_consumer_uses(images):
+    model = small_resnet()
+    # Consumer "b" reads group "a"; make the odd input channels nearly irrelevant to it.
+    w = model.get_layer("b").get_weights()
+    w[0][:, :, 1::2, :] *= 0.01
+    model.get_layer("b").set_weights(w)
+    lrn = ChannelPrunedLearner(
+        cp_prune_option="list", cp_prune_list={"a": 0.5}, cp_channel_round=1, cp_nb_samples=96
+    )
+    lrn.prune(model, images)
+    g = channel_graph.build(model)
+    kept = lrn.report["selection"]["a"]
+    assert kept["kept"] == 8 and kept["how"] == "lasso"
+    # Rebuild the selection to check which channels: the kept kernel rows of "b" are the even
+    # ones, i.e. the thin "b" reproduces the dense "b" output on the even channels.
+    thin = lrn.pruned_model
+    assert thin.get_layer("a").filters == 8
+    assert g.group_of("a").size == 16
+    # Same check through the selection routine directly.
+    samples = lasso.sample_consumers(
+        model, model, ["b"], images, {"b": np.arange(16)}, {"b": 1}, 10, seed=0
+    )
+    assert lasso.select_channels(samples, [np.arange(16)], 8).tolist() == list(range(0, 16, 2))
+
+
+def test_refit_reconstructs_better_than_slicing(images):
+    model = small_resnet()
+    errs = {}
+    for refit in (False, True):
+        lrn = ChannelPrunedLearner(
+            cp_prune_option="list",
+            cp_prune_list={"a": 0.25},
+            cp_channel_round=1,
+            cp_refit=refit,
+            cp_nb_samples=96,
+        )
+        thin = lrn.prune(model, images)
+        ref = keras.Model(model.input, model.get_layer("b").output).predict(images, verbose=0)
+        out = keras.Model(thin.input, thin.get_layer("b").output).predict(images, verbose=0)
+        errs[refit] = float(np.mean((out - ref) ** 2))
+    assert errs[True] < 0.7 * errs[False]
+
+
+def test_uniform_flops_target_is_met_and_rounded(images):
+    model = small_resnet()
+    lrn = ChannelPrunedLearner(cp_preserve_ratio=0.5, cp_nb_samples=64)
+    thin = lrn.prune(model, images)
+    ratio = accounting.count_flops(thin) / accounting.count_flops(model)
+    assert ratio <= 0.5 and abs(ratio - lrn.report["flops_ratio"]) < 1e-9
+    for name in ("stem", "a", "c"):
+        assert thin.get_layer(name).filters % 8 == 0
+    # Estimated FLOPs (no rebuild) equal the measured ones for these layer types.
+    fm = allocation.FlopsModel.build(model)
+    counts = {g["key"]: g["kept"] for g in lrn.report["groups"]}
+    assert fm.flops(counts) == pytest.approx(accounting.count_flops(thin), rel=1e-9)
+
+
+def test_fit_end_to_end_with_distillation_and_auto(tiny_data, tmp_path):
+    x, y = tiny_data
+    x = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))  # 12x12
+    model = small_resnet()
+    keras.utils.set_random_seed(0)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    from pocketflow_tf import distillation
+
+    lrn = ChannelPrunedLearner(
+        training.TrainConfig(epochs=1, batch_size=32, learning_rate=0.01),
+        cp_prune_option="auto",
+        cp_preserve_ratio=0.6,
+        cp_channel_round=4,
+        cp_nb_samples=64,
+        cp_nb_eval=128,
+        distillation=distillation.DistillationConfig(1.0, 2.0),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        verbose=0,
+    )
+    out = lrn.fit(model, x, y)
+    assert accounting.count_flops(out) <= 0.6 * accounting.count_flops(model)
+    assert {g["kept"] % 4 for g in lrn.report["groups"]} == {0}
+    assert out.output_shape == (None, 4)
+    assert not os.path.exists(tmp_path / "ckpt")  # backups removed after success
+    assert lrn.pruned_model is not None
+
+
+def test_search_hook_is_used(images):
+    seen = {}
+
+    def search(problem):
+        seen["choices"] = problem.choices
+        return {k: c[0] for k, c in problem.choices.items()}
+
+    lrn = ChannelPrunedLearner(
+        cp_prune_option="auto", cp_preserve_ratio=0.9, ratio_search=search, cp_criterion="l1"
+    )
+    thin = lrn.prune(small_resnet(), images, np.zeros(len(images), dtype=int))
+    assert set(seen["choices"]) == {"stem", "a", "c"}
+    assert thin.get_layer("a").filters == 8
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"cp_preserve_ratio": 0.0}, "cp_preserve_ratio"),
+        ({"cp_preserve_ratio": 1.2}, "cp_preserve_ratio"),
+        ({"cp_uniform_preserve_ratio": -1}, "cp_uniform_preserve_ratio"),
+        ({"cp_prune_option": "magic"}, "cp_prune_option"),
+        ({"cp_criterion": "random"}, "cp_criterion"),
+        ({"cp_prune_option": "list"}, "cp_prune_list"),
+        ({"cp_channel_round": 0}, "cp_channel_round"),
+    ],
+)
+def test_bad_options_are_refused_at_construction(kwargs, name):
+    with pytest.raises(errors.InvalidArgumentError) as e:
+        ChannelPrunedLearner(**kwargs)
+    assert e.value.name == name
+
+
+def test_bad_requests_fail_before_any_work(images, tmp_path):
+    ckpt = str(tmp_path / "ckpt")
+    y = np.zeros(len(images), dtype=int)
+    cases = [
+        ({"cp_prune_option": "list", "cp_prune_list": {"nope": 0.5}}, "nope"),
+        ({"cp_prune_option": "list", "cp_prune_list": {"logits": 0.5}}, "logits"),
+        ({"cp_preserve_ratio": 0.01}, "smallest"),
+    ]
+    for kwargs, text in cases:
+        lrn = ChannelPrunedLearner(checkpoint_dir=ckpt, verbose=0, **kwargs)
+        with pytest.raises(errors.InvalidArgumentError, match=text):
+            lrn.fit(small_resnet(), images, y)
+    # A coupled group through an unsupported layer: named in the error.
+    inp = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(4, 3, name="c1")(inp)
+    h = keras.layers.Reshape((4, 4, 4), name="reshape")(h)
+    h = keras.layers.Flatten()(h)
+    m = keras.Model(inp, keras.layers.Dense(2)(h))
+    lrn = ChannelPrunedLearner(
+        cp_prune_option="list", cp_prune_list={"c1": 0.5}, checkpoint_dir=ckpt
+    )
+    with pytest.raises(errors.InvalidArgumentError, match="reshape"):
+        lrn.fit(m, np.zeros((8, 6, 6, 1), "float32"), np.zeros(8, int))
+    with pytest.raises(errors.InvalidArgumentError, match="prunable"):
+        ChannelPrunedLearner(checkpoint_dir=ckpt).fit(
+            m, np.zeros((8, 6, 6, 1), "float32"), np.zeros(8, int)
+        )
+    no_bn = ChannelPrunedLearner(cp_criterion="bn_gamma", checkpoint_dir=ckpt)
+    with pytest.raises(errors.InvalidArgumentError, match="BatchNorm"):
+        no_bn.fit(small_resnet(), images, y)  # group of "c" has no BN
+    assert os.listdir(tmp_path) == []
+
+
+def _conv_filters(content: bytes) -> list[np.ndarray]:
+    interp = Interpreter(model_content=content)
+    interp.allocate_tensors()
+    out = []
+    for op in interp._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            out.append(np.asarray(interp.get_tensor(int(op["inputs"][1]))))
+    return out
+
+
+def test_exported_tflite_has_only_smaller_kernels(images):
+    model = small_resnet()
+    thin = ChannelPrunedLearner(cp_preserve_ratio=0.5, cp_criterion="l1").prune(model, images)
+    dense_f = _conv_filters(tflite_export.convert(model, "float"))
+    thin_f = _conv_filters(tflite_export.convert(thin, "float"))
+    # Same number of convolutions (no selector 1x1 convs), each with fewer weights.
+    assert len(thin_f) == len(dense_f) == 4
+    for d, t in zip(dense_f, thin_f, strict=True):
+        assert t.size < d.size
+    # TFLite filters are (O, kh, kw, I): match the thin Keras kernels exactly, and no output
+    # channel is all zero.
+    keras_shapes = sorted(
+        (k.shape[3], k.shape[0], k.shape[1], k.shape[2])
+        for k in (thin.get_layer(n).get_weights()[0] for n in ("stem", "a", "b", "c"))
+    )
+    assert sorted(f.shape for f in thin_f) == keras_shapes
+    for f in thin_f:
+        assert np.all(np.abs(f).reshape(f.shape[0], -1).sum(axis=1) > 0)
