@@ -323,9 +323,10 @@ class ChannelGraph:
 
         Example:
             >>> from pocketflow_tf.compat import keras
-            >>> print(build(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])).summary())
-            ... # doctest: +ELLIPSIS
-            group 0: 2 ch, blocked (model input) ...
+            >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="d")])
+            >>> print(build(m).summary())
+            group 0: 2 ch, blocked (model input); producers=[] members=[] consumers=['d']
+            group 1: 2 ch, blocked (model output); producers=['d'] members=[] consumers=[]
         """
         lines = []
         for g in self.groups:
@@ -369,7 +370,7 @@ def build(model: keras.Model, exclude: Sequence[str] = ()) -> ChannelGraph:
         >>> [(x.producers, x.consumers) for x in g.prunable_groups()]
         [(['a', 'b'], ['c'])]
     """
-    calls = _layer_calls(model)
+    calls = layer_calls(model)
     names = {layer.name for layer, _ in calls}
     for name in exclude:
         if name not in names:
@@ -561,8 +562,18 @@ def _merge(graph: ChannelGraph, name: str, ins: list[list[Segment]], layer) -> l
     return out
 
 
-def _layer_calls(model: keras.Model) -> list[tuple[keras.layers.Layer, list[tuple[str, int]]]]:
-    """Layers in execution order with the (layer, tensor) keys of their inputs."""
+def layer_calls(model: keras.Model) -> list[tuple[keras.layers.Layer, list[tuple[str, int]]]]:
+    """Layers in execution order with the ``(layer name, tensor index)`` of their inputs.
+
+    Raises:
+        UnsupportedModelError: A subclassed model, or a layer called more than once.
+
+    Example:
+        >>> from pocketflow_tf.compat import keras
+        >>> m = keras.Sequential([keras.Input((2,), name="x"), keras.layers.Dense(1, name="d")])
+        >>> [(layer.name, inbound) for layer, inbound in layer_calls(m)]
+        [('x', []), ('d', [('x', 0)])]
+    """
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise errors.UnsupportedModelError(
             f"model '{getattr(model, 'name', model)}' ({type(model).__name__}) is subclassed: "

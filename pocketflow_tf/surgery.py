@@ -160,10 +160,11 @@ def segment_mask(
 
     Example:
         >>> from pocketflow_tf.compat import keras
-        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="h"),
+        ...                       keras.layers.Dense(1, name="o")])
         >>> g = channel_graph.build(m)
         >>> masks = keep_masks(g, {1: [0, 2]})
-        >>> segment_mask(g, masks, g.layers["dense_1"].inputs[0]).tolist()
+        >>> segment_mask(g, masks, g.layers["o"].inputs[0]).tolist()
         [True, False, True]
     """
     parts = [np.tile(masks[graph.find(s.group)], s.repeat) for s in segments]

@@ -32,7 +32,7 @@ def round_count(count: float, size: int, multiple: int = 8) -> int:
     The result is in ``[1, size]`` (``[multiple, size]`` for wide groups).
 
     Example:
-        >>> round_count(20, 32, 8), round_count(63, 64, 8), round_count(5, 64, 8)
+        >>> round_count(21, 32, 8), round_count(63, 64, 8), round_count(5, 64, 8)
         (24, 64, 8)
     """
     if multiple <= 1 or size < 2 * multiple:
@@ -60,9 +60,10 @@ class FlopsModel:
 
     Example:
         >>> from pocketflow_tf.compat import keras
-        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(2)])
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+        ...                       keras.layers.Dense(2)])
         >>> fm = FlopsModel.build(m)
-        >>> fm.dense_flops, fm.flops({"dense": 4}) < fm.dense_flops
+        >>> fm.dense_flops, fm.flops({"h": 4}) < fm.dense_flops
         (106, True)
     """
 
@@ -122,9 +123,10 @@ def counts_for_ratio(
 
     Example:
         >>> from pocketflow_tf.compat import keras
-        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(32), keras.layers.Dense(2)])
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(32, name="h"),
+        ...                       keras.layers.Dense(2)])
         >>> counts_for_ratio(channel_graph.build(m), 0.5)
-        {'dense': 16}
+        {'h': 16}
     """
     _check_ratio("ratio", ratio)
     return {
@@ -146,10 +148,11 @@ def uniform_counts_for_flops(
 
     Example:
         >>> from pocketflow_tf.compat import keras
-        >>> m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(64), keras.layers.Dense(2)])
+        >>> m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(64, name="h"),
+        ...                       keras.layers.Dense(2)])
         >>> counts, r = uniform_counts_for_flops(FlopsModel.build(m), 0.5)
         >>> counts, r <= 0.5
-        ({'dense': 32}, True)
+        ({'h': 24}, True)
     """
     _check_ratio("cp_preserve_ratio", flops_keep)
     lo, hi = 0.0, 1.0
@@ -205,9 +208,10 @@ def choices_for(graph: channel_graph.ChannelGraph, multiple: int = 8) -> dict[st
 
     Example:
         >>> from pocketflow_tf.compat import keras
-        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(24), keras.layers.Dense(2)])
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(24, name="h"),
+        ...                       keras.layers.Dense(2)])
         >>> choices_for(channel_graph.build(m))
-        {'dense': [8, 16, 24]}
+        {'h': [8, 16, 24]}
     """
     out = {}
     for g in graph.prunable_groups():

@@ -58,7 +58,7 @@ class LayerGraph:
         """
         # The channel graph already parses functional and Sequential configs (and refuses
         # shared layers and subclassed models); reuse its walk so both agree on the order.
-        calls = channel_graph._layer_calls(model)
+        calls = channel_graph.layer_calls(model)
         layers = [layer for layer, _ in calls]
         return cls(
             layers,

@@ -1,0 +1,19 @@
+"""The docstring examples of the channel-pruning modules run and stay true."""
+
+import doctest
+
+import numpy as np
+import pytest
+
+from pocketflow_tf import channel_graph, surgery
+from pocketflow_tf.learners.channel import allocation, importance, lasso
+from pocketflow_tf.learners.channel import learner as channel_learner
+
+
+@pytest.mark.parametrize(
+    "module", [channel_graph, surgery, allocation, importance, lasso, channel_learner]
+)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
