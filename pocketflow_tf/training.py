@@ -214,6 +214,9 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimize
     return opt
 
 
+# Registered so that a model saved while compiled (its optimizer holds this schedule) loads
+# again with a plain `keras.models.load_model` once pocketflow_tf is imported.
+@keras.utils.register_keras_serializable(package="pocketflow_tf", name="LRSchedule")
 class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up followed by cosine / constant / step decay."""
 

@@ -52,3 +52,18 @@ def test_weight_decay_skips_bias_and_bn():
     opt.build(m.trainable_variables)
     decayed = [v.name for v in m.trainable_variables if opt._use_weight_decay(v)]
     assert len(decayed) == 1 and "kernel" in decayed[0]
+
+
+def test_model_saved_while_compiled_loads_again(tmp_path):
+    """The optimizer's LR schedule is serialisable: a compiled model round-trips."""
+    from pocketflow_tf.compat import keras as k
+
+    m = k.Sequential([k.Input((3,)), k.layers.Dense(2)])
+    m.compile(optimizer=training.build_optimizer(training.TrainConfig(epochs=2), 10), loss="mse")
+    m.fit(np.zeros((4, 3), "float32"), np.zeros((4, 2), "float32"), verbose=0)
+    m.save(tmp_path / "m.keras")
+    loaded = k.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.get_weights()[0], m.get_weights()[0])
+    assert (
+        loaded.optimizer.get_config()["learning_rate"] == m.optimizer.get_config()["learning_rate"]
+    )

@@ -143,7 +143,7 @@ def prune_or_load(
     path = os.path.join(CACHE, tag + ".keras")
     if os.path.exists(path) and os.path.exists(path + ".json"):
         with open(path + ".json") as f:
-            return keras.models.load_model(path), json.load(f)
+            return keras.models.load_model(path, compile=False), json.load(f)
     # The recipe's optimiser, weight decay and augmentation; a fine-tuning length and LR.
     cfg = recipe.get_recipe(name).train.replace(
         epochs=epochs, learning_rate=lr, warmup_epochs=0.0, seed=0
