@@ -33,7 +33,6 @@ from pocketflow_tf import accounting, datasets, distillation, latency, tflite_ve
 from pocketflow_tf.learners.channel import ChannelPrunedLearner
 from pocketflow_tf.nets import recipe
 
-METHODS = ("channel-lasso-auto", "channel-l1-uniform")
 COMMAND = "python -m bench.run channel"
 
 
@@ -41,24 +40,26 @@ def _env_list(name: str, default: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
 
 
+#: method -> (cp_prune_option, cp_criterion); everything else is shared, like with like.
+_SETTINGS = {
+    "channel-lasso-auto": ("auto", "lasso"),
+    "channel-l1-uniform": ("uniform", "l1"),
+}
+
+
 def _learner(method: str, keep: float, cfg: training.TrainConfig) -> ChannelPrunedLearner:
-    if method == "channel-lasso-auto":
-        return ChannelPrunedLearner(
-            cfg,
-            cp_prune_option="auto",
-            cp_preserve_ratio=keep,
-            cp_criterion="lasso",
-            distillation=distillation.DistillationConfig(1.0, 2.0),
-            verbose=2,
-        )
+    option, criterion = _SETTINGS[method]
     return ChannelPrunedLearner(
         cfg,
-        cp_prune_option="uniform",
+        cp_prune_option=option,
         cp_preserve_ratio=keep,
-        cp_criterion="l1",
+        cp_criterion=criterion,
         distillation=distillation.DistillationConfig(1.0, 2.0),
         verbose=2,
     )
+
+
+METHODS = tuple(_SETTINGS)
 
 
 def run() -> list[dict]:
