@@ -48,6 +48,12 @@ flags.DEFINE_list(
     "export_modes", ["float", "int8"], "verified .tflite exports: float,dynamic,float16,int8"
 )
 flags.DEFINE_integer("num_verify", 1000, "test samples each export is verified on (>= 200)")
+flags.DEFINE_boolean(
+    "strict_export",
+    False,
+    "abort when a quantized export fails verification (default: refuse it, write nothing, "
+    "report it and go on)",
+)
 flags.DEFINE_integer("resnet_size", 20, "ResNet depth for resnet_* recipes: 20, 32, 44 or 56")
 flags.DEFINE_integer("mobilenet_version", 1, "MobileNet style for mobilenet_*: 1 or 2")
 flags.DEFINE_float("mobilenet_width", 0.5, "MobileNet width multiplier")
@@ -164,6 +170,20 @@ flags.DEFINE_enum(
 flags.DEFINE_integer("cp_channel_round", 8, "channel: round kept counts to this multiple")
 flags.DEFINE_integer("cp_nb_samples", 1000, "channel: training images sampled for selection")
 flags.DEFINE_list("cp_exclude", [], "channel: layers whose channels must all stay")
+flags.DEFINE_enum(
+    "cp_cost",
+    "flops",
+    ["flops", "latency"],
+    "channel auto: spend the FLOPs budget where it saves the most FLOPs, or the most LiteRT "
+    "time (per-layer latencies measured on this machine)",
+)
+flags.DEFINE_integer(
+    "cp_list_group",
+    0,
+    "channel: groups pruned per round, with --cp_nb_iters_ft fine-tuning steps between "
+    "rounds (0: all groups in one round)",
+)
+flags.DEFINE_integer("cp_nb_iters_ft", 200, "channel: fine-tuning steps between rounds")
 _CP_FLAGS = (
     "cp_prune_option",
     "cp_preserve_ratio",
@@ -173,7 +193,12 @@ _CP_FLAGS = (
     "cp_channel_round",
     "cp_nb_samples",
     "cp_exclude",
+    "cp_cost",
+    "cp_list_group",
+    "cp_nb_iters_ft",
 )
+#: The cp_* flags that dis-chn-pruned uses too; the others belong to channel only.
+_CP_SHARED_WITH_DCP = ("cp_preserve_ratio", "cp_prune_list", "cp_channel_round", "cp_exclude")
 
 
 def _prune_list() -> dict[str, float]:
@@ -224,6 +249,9 @@ def channel_options() -> dict:
         "cp_channel_round": FLAGS.cp_channel_round,
         "cp_nb_samples": FLAGS.cp_nb_samples,
         "cp_exclude": FLAGS.cp_exclude,
+        "cp_cost": FLAGS.cp_cost,
+        "cp_list_group": FLAGS.cp_list_group,
+        "cp_nb_iters_ft": FLAGS.cp_nb_iters_ft,
     }
 
 
@@ -261,6 +289,13 @@ def dcp_options() -> dict:
                 "learner", FLAGS.learner, f"dis-chn-pruned when {', '.join(given)} is given"
             )
         return {}
+    own = [
+        f"--{name}" for name in _CP_FLAGS if name not in _CP_SHARED_WITH_DCP and FLAGS[name].present
+    ]
+    if own:
+        raise errors.InvalidArgumentError(
+            "learner", FLAGS.learner, f"channel when {', '.join(own)} is given"
+        )
     opts = {
         "dcp_nb_stages": FLAGS.dcp_nb_stages,
         "dcp_loss_w_aux": FLAGS.dcp_loss_w_aux,
@@ -315,6 +350,7 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
         tempr_dst=FLAGS.tempr_dst,
         export_modes=tuple(FLAGS.export_modes),
         num_verify=FLAGS.num_verify,
+        strict_export=FLAGS.strict_export,
         build_options=build_options(recipe_name),
         seed=FLAGS.seed,
         batch_size=FLAGS.batch_size,

@@ -88,6 +88,10 @@ class RunOptions:
         tempr_dst: Distillation temperature.
         export_modes: ``.tflite`` variants to export and verify (empty: no export).
         num_verify: Test samples each export is verified on (>= 200).
+        strict_export: A quantized export that fails verification aborts the run. By
+            default it is refused (nothing written), reported loudly and in the record
+            (``tflite_<mode>_refused``), and the run goes on; a failed float export is
+            always fatal, since it means the converter itself is wrong.
         build_options: Extra keyword arguments of the recipe's model builder
             (e.g. ``{"depth": 32}``).
         learner_options: Extra keyword arguments of the learner's constructor.
@@ -120,6 +124,7 @@ class RunOptions:
     tempr_dst: float = 2.0
     export_modes: tuple[str, ...] = ("float", "int8")
     num_verify: int = 1000
+    strict_export: bool = False
     build_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     learner_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     seed: int = 0
@@ -327,15 +332,25 @@ def _export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
         path = os.path.join(out_dir, f"{stem}.{mode}.tflite")
         _say(f"exporting {mode} .tflite and verifying it on {n} test samples")
         base, sparse = split_export_mode(mode)
-        res = tflite_verify.export_tflite(
-            model,
-            path,
-            mode=base,
-            x_verify=x_verify,
-            y_verify=y_verify,
-            representative_data=rep if base == "int8" else None,
-            sparse=sparse,
-        )
+        try:
+            res = tflite_verify.export_tflite(
+                model,
+                path,
+                mode=base,
+                x_verify=x_verify,
+                y_verify=y_verify,
+                representative_data=rep if base == "int8" else None,
+                sparse=sparse,
+            )
+        except errors.VerificationError as e:
+            # A quantized export of a model that is not yet trained enough (or not suited to
+            # quantization) can fail its check while the float export and the trained model
+            # are fine; losing the whole run for it helps nobody. Nothing was written.
+            if opts.strict_export or base == "float":
+                raise
+            _say(f"  {mode}: REFUSED, nothing written: {e}")
+            record.add_metrics(**{f"tflite_{mode}_refused": str(e)})
+            continue
         if sparse:
             # The weight sparsity read back from the file, kernel by kernel.
             report = sparsity.sparsity_report(model, res.path)
@@ -384,6 +399,9 @@ def _print_summary(opts, result: dict, json_path: str, md_path: str) -> None:
         f"FLOPs / image    {m['flops']:,} ({m['macs']:,} MACs)",
     ]
     for mode in opts.export_modes if opts.exec_mode == "train" else ():
+        if f"tflite_{mode}_refused" in m:
+            lines.append(f".tflite {mode:<8} REFUSED: {m[f'tflite_{mode}_refused']}")
+            continue
         line = (
             f".tflite {mode:<8} {m[f'tflite_{mode}_bytes']:,} bytes "
             f"({m[f'tflite_{mode}_bytes_gzip']:,} gzip), acc {m[f'tflite_{mode}_acc']:.4f}, "

@@ -133,6 +133,8 @@ class Learner:
             :meth:`prepare` is called (``None`` before the first ``fit``), so that a learner
             can plan in steps (e.g. a pruning schedule).
         total_steps: ``steps_per_epoch * epochs`` of the current :meth:`fit`.
+        train_data: The batched training ``tf.data.Dataset`` of the current :meth:`fit`, set
+            before :meth:`prepare` (for learners that also train while preparing).
 
     Example:
         >>> import numpy as np
@@ -170,6 +172,7 @@ class Learner:
         self.history: keras.callbacks.History | None = None
         self.steps_per_epoch: int | None = None
         self.total_steps: int | None = None
+        self.train_data: tf.data.Dataset | None = None
 
     # -- the contract ------------------------------------------------------------------
     def prepare(self, model: keras.Model) -> keras.Model:
@@ -237,6 +240,7 @@ class Learner:
 
         # Known before prepare(): learners that plan in steps (pruning schedules) read them.
         self.steps_per_epoch, self.total_steps = steps, steps * cfg.epochs
+        self.train_data = train_ds
         student = self.prepare(model)
         train_model = student
         if self.distillation is not None:

@@ -8,7 +8,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from pocketflow_tf import accounting, channel_graph, errors, tflite_export, training
 from pocketflow_tf.compat import keras
-from pocketflow_tf.learners.channel import ChannelPrunedLearner, allocation, lasso
+from pocketflow_tf.learners.channel import ChannelPrunedLearner, allocation, lasso, latency_table
 
 
 def small_resnet(seed=0):
@@ -125,6 +125,73 @@ def test_fit_end_to_end_with_distillation_and_auto(tiny_data, tmp_path):
     assert lrn.pruned_model is not None
 
 
+def test_groups_pruned_in_rounds_with_fine_tuning_between(tiny_data):
+    x, y = tiny_data
+    x = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))  # 12x12
+    cfg = training.TrainConfig(epochs=1, batch_size=32, learning_rate=0.01)
+    opts = dict(cp_uniform_preserve_ratio=0.5, cp_nb_samples=64, cp_list_group=1, verbose=0)
+    lrn = ChannelPrunedLearner(cfg, cp_nb_iters_ft=3, **opts)
+    lrn.fit(small_resnet(), x, y)
+    rounds = lrn.report["rounds"]
+    assert [r["groups"] for r in rounds] == [["stem"], ["a"], ["c"]]
+    assert [r.get("finetune_steps") for r in rounds] == [3, 3, None]
+    assert all(np.isfinite(r["finetune_loss"]) for r in rounds[:2])
+    thin = lrn.pruned_model
+    assert [thin.get_layer(n).filters for n in ("stem", "a", "b", "c")] == [8, 8, 8, 8]
+
+    # Without the steps between rounds the same plan gives other weights: the rounds trained.
+    still = ChannelPrunedLearner(cfg, cp_nb_iters_ft=0, **opts)
+    still.fit(small_resnet(), x, y)
+    assert "finetune_steps" not in still.report["rounds"][0]
+    a, b = thin.get_layer("c").get_weights()[0], still.pruned_model.get_layer("c").get_weights()[0]
+    assert a.shape == b.shape and not np.allclose(a, b)
+
+    # prune() has no training data: the rounds happen, the fine-tuning is reported as skipped.
+    only = ChannelPrunedLearner(cfg, cp_nb_iters_ft=3, **opts)
+    only.prune(small_resnet(), x[:64], y[:64])
+    assert "skipped" in only.report["rounds"][0]["finetune"]
+
+
+def test_latency_table_times_each_layer_at_the_planned_widths():
+    model = small_resnet()
+    table = latency_table.LatencyTable(model, channel_graph.build(model), runs=3)
+    dense_keys = set(table._cache)
+    table.model_ms({"stem": 8, "a": 8})
+    new = set(table._cache) - dense_keys
+    # stem/b (the residual group) and a at 8: every layer reading or writing them is re-timed.
+    assert new == {
+        ("stem", 1, 8),
+        ("a", 8, 8),
+        ("b", 8, 8),
+        ("add", 8, 8),
+        ("c", 8, 16),
+    }
+    assert table.measured == len(table._cache)
+    probe = latency_table._one_layer_model(model.get_layer("c"), 1, 8, 4)
+    assert probe.input_shape == (None, 12, 12, 8) and probe.output_shape == (None, 6, 6, 4)
+    assert probe.layers[-1].strides == (2, 2)
+
+
+def test_latency_cost_steers_the_allocation():
+    model = small_resnet()
+    fm = allocation.FlopsModel.build(model)
+    choices = allocation.choices_for(fm.graph, 4)
+
+    def solve(latency_ms):
+        problem = allocation.AllocationProblem(
+            fm, 0.8, 4, choices, evaluate=lambda counts: 0.0, latency_ms=latency_ms
+        )
+        return allocation.greedy_sensitivity(problem)
+
+    # With every step free of accuracy cost, a table in which only 'c' takes time makes the
+    # allocation take everything it can from 'c' first; FLOPs alone start elsewhere.
+    by_time = solve(lambda counts: float(counts.get("c", 16)))
+    assert by_time["c"] == 4
+    assert fm.flops(by_time) <= 0.8 * fm.dense_flops
+    by_flops = solve(None)
+    assert by_flops["c"] > 4, by_flops
+
+
 def test_search_hook_is_used(images):
     seen = {}
 
@@ -150,6 +217,10 @@ def test_search_hook_is_used(images):
         ({"cp_criterion": "random"}, "cp_criterion"),
         ({"cp_prune_option": "list"}, "cp_prune_list"),
         ({"cp_channel_round": 0}, "cp_channel_round"),
+        ({"cp_list_group": -1}, "cp_list_group"),
+        ({"cp_nb_iters_ft": 1.5}, "cp_nb_iters_ft"),
+        ({"cp_cost": "energy", "cp_prune_option": "auto"}, "cp_cost"),
+        ({"cp_cost": "latency"}, "cp_cost"),  # only 'auto' plans counts
     ],
 )
 def test_bad_options_are_refused_at_construction(kwargs, name):

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from pocketflow_tf import channel_graph, surgery
-from pocketflow_tf.learners.channel import allocation, importance, lasso
+from pocketflow_tf.learners.channel import allocation, importance, lasso, latency_table
 from pocketflow_tf.learners.channel import learner as channel_learner
 
 
 @pytest.mark.parametrize(
-    "module", [channel_graph, surgery, allocation, importance, lasso, channel_learner]
+    "module",
+    [channel_graph, surgery, allocation, importance, lasso, latency_table, channel_learner],
 )
 def test_docstring_examples(module):
     result = doctest.testmod(module, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)

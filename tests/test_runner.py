@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pocketflow_tf import accounting, atomic_io, errors
+from pocketflow_tf import accounting, atomic_io, errors, tflite_verify
 from pocketflow_tf.nets import recipe, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +63,37 @@ def test_train_export_eval(tmp_path):
         )
     )
     assert ev["metrics"]["test_acc"] == pytest.approx(m["test_acc"], abs=1e-6)
+
+
+@needs_fmnist
+def test_refused_quantized_export_is_reported_and_run_goes_on(tmp_path, monkeypatch, capsys):
+    # An agreement above 1 cannot be met: the real int8 export is made, verified and refused.
+    impossible = {**tflite_verify.DEFAULT_THRESHOLDS["int8"], "min_agreement": 1.01}
+    monkeypatch.setitem(tflite_verify.DEFAULT_THRESHOLDS, "int8", impossible)
+    kw = dict(nb_epochs_rat=0.07, nb_train_samples=512, num_verify=200, latency_runs=10)
+    kw.update(verbose=0, log_dir=str(tmp_path / "logs"))
+    rec = runner.run(
+        runner.RunOptions("convnet_at_fmnist", save_path=str(tmp_path / "a" / "m.keras"), **kw)
+    )
+    m = rec["metrics"]
+    assert "agreement" in m["tflite_int8_refused"]
+    assert "tflite_int8" not in rec["artifacts"] and "latency_int8_ms" not in m
+    assert m["tflite_float_agreement"] == 1.0 and m["latency_float_ms"] > 0
+    assert sorted(os.listdir(tmp_path / "a")) == [
+        "m.float.tflite",
+        "m.float.tflite.sha256",
+        "m.keras",
+        "m.train.record.json",
+        "m.train.report.md",
+    ]
+    assert "int8     REFUSED" in capsys.readouterr().out
+
+    strict = runner.RunOptions(
+        "convnet_at_fmnist", save_path=str(tmp_path / "b" / "m.keras"), strict_export=True, **kw
+    )
+    with pytest.raises(errors.VerificationError):
+        runner.run(strict)
+    assert not [f for f in os.listdir(tmp_path / "b") if "int8" in f]
 
 
 @pytest.mark.parametrize(
@@ -140,12 +171,20 @@ def test_run_script_channel_learner_end_to_end(tmp_path):
     assert rec["metrics"]["tflite_float_agreement"] == 1.0
 
 
-def test_learner_specific_flags_need_their_learner(tmp_path):
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--cp_preserve_ratio=0.3"], "--cp_preserve_ratio"),
+        # A channel-only option is not silently dropped by the DCP learner either.
+        (["--learner=dis-chn-pruned", "--cp_list_group=2"], "--cp_list_group"),
+    ],
+)
+def test_learner_specific_flags_need_their_learner(tmp_path, args, named):
     proc = subprocess.run(
         [
             sys.executable,
             os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
-            "--cp_preserve_ratio=0.3",
+            *args,
             f"--save_path={tmp_path / 'm.keras'}",
         ],
         capture_output=True,
@@ -153,5 +192,5 @@ def test_learner_specific_flags_need_their_learner(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 2
-    assert "--cp_preserve_ratio" in proc.stderr and "Traceback" not in proc.stderr
+    assert named in proc.stderr and "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []

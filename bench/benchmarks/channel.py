@@ -4,6 +4,8 @@ For each baseline and FLOPs keep ratio (0.5 and 0.4 by default):
 
 * ``channel-lasso-auto``: per-group counts from the sensitivity allocation, LASSO selection
   and least-squares refit, then distilled fine-tuning (teacher: the dense baseline);
+* ``channel-lasso-auto-latency``: the same, but the allocation spends the FLOPs budget where
+  it saves the most LiteRT time (``cp_cost="latency"``, per-layer latencies measured here);
 * ``channel-l1-uniform``: the same FLOPs target with one channel ratio everywhere, L1-norm
   selection, the same fine-tuning (Li et al. 2017; like with like).
 
@@ -14,12 +16,13 @@ Every export is verified before it is timed.
 
 Environment knobs (for smoke runs): ``PFTF_CP_EPOCHS`` (fine-tune epochs, default 6),
 ``PFTF_CP_RECIPES`` (comma list, default ``resnet_at_fmnist,mobilenet_at_fmnist``),
-``PFTF_CP_KEEP`` (comma list of FLOPs keep ratios, default ``0.5,0.4``).
+``PFTF_CP_KEEP`` (comma list of FLOPs keep ratios, default ``0.5,0.4``), ``PFTF_CP_METHODS``
+(comma list of methods, default all).
 
 Example:
     >>> from bench.benchmarks import channel
     >>> channel.METHODS
-    ('channel-lasso-auto', 'channel-l1-uniform')
+    ('channel-lasso-auto', 'channel-lasso-auto-latency', 'channel-l1-uniform')
 """
 
 from __future__ import annotations
@@ -40,20 +43,22 @@ def _env_list(name: str, default: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
 
 
-#: method -> (cp_prune_option, cp_criterion); everything else is shared, like with like.
+#: method -> (cp_prune_option, cp_criterion, cp_cost); everything else is shared, like with like.
 _SETTINGS = {
-    "channel-lasso-auto": ("auto", "lasso"),
-    "channel-l1-uniform": ("uniform", "l1"),
+    "channel-lasso-auto": ("auto", "lasso", "flops"),
+    "channel-lasso-auto-latency": ("auto", "lasso", "latency"),
+    "channel-l1-uniform": ("uniform", "l1", "flops"),
 }
 
 
 def _learner(method: str, keep: float, cfg: training.TrainConfig) -> ChannelPrunedLearner:
-    option, criterion = _SETTINGS[method]
+    option, criterion, cost = _SETTINGS[method]
     return ChannelPrunedLearner(
         cfg,
         cp_prune_option=option,
         cp_preserve_ratio=keep,
         cp_criterion=criterion,
+        cp_cost=cost,
         distillation=distillation.DistillationConfig(1.0, 2.0),
         verbose=2,
     )
@@ -85,7 +90,7 @@ def run() -> list[dict]:
         )
         dense_profile = accounting.profile_model(dense)
         for keep in (float(k) for k in _env_list("PFTF_CP_KEEP", "0.5,0.4")):
-            for method in METHODS:
+            for method in _env_list("PFTF_CP_METHODS", ",".join(METHODS)):
                 start = time.time()
                 lrn = _learner(method, keep, cfg)
                 out = lrn.fit(dense, data.x_train, data.y_train)
@@ -118,6 +123,10 @@ def run() -> list[dict]:
                     epochs=epochs,
                     kept=[g["kept"] for g in lrn.report["groups"]],
                     dense_bytes=dense_exp.bytes,
+                    prune_wall_s=lrn.report["prune_wall_s"],
+                    predicted_latency_ratio=lrn.report.get("latency_table", {}).get(
+                        "predicted_latency_ratio"
+                    ),
                 )
                 recs.append(rec)
                 print(

@@ -50,6 +50,25 @@ def key_of(group: channel_graph.ChannelGroup) -> str:
     return group.producers[0]
 
 
+def group_fractions(
+    graph: channel_graph.ChannelGraph, counts: Mapping[str, int]
+) -> dict[int, float]:
+    """Kept fraction per resolved group id for counts keyed by :func:`key_of` (others: 1).
+
+    Example:
+        >>> from pocketflow_tf.compat import keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+        ...                       keras.layers.Dense(2)])
+        >>> g = channel_graph.build(m)
+        >>> group_fractions(g, {"h": 2})[g.find(g.layers["h"].output[0].group)]
+        0.25
+    """
+    out = {g.id: 1.0 for g in graph.groups}
+    for g in graph.prunable_groups():
+        out[g.id] = counts.get(key_of(g), g.size) / g.size
+    return out
+
+
 @dataclasses.dataclass
 class FlopsModel:
     """Estimates a model's FLOPs for per-group channel counts without rebuilding it.
@@ -85,10 +104,7 @@ class FlopsModel:
 
     def fractions(self, counts: Mapping[str, int]) -> dict[int, float]:
         """Kept fraction per resolved group id for counts keyed by :func:`key_of`."""
-        out = {g.id: 1.0 for g in self.graph.groups}
-        for g in self.graph.prunable_groups():
-            out[g.id] = counts.get(key_of(g), g.size) / g.size
-        return out
+        return group_fractions(self.graph, counts)
 
     def flops(self, counts: Mapping[str, int]) -> float:
         """Estimated FLOPs when each group keeps ``counts[key]`` channels (others: all)."""
@@ -190,6 +206,9 @@ class AllocationProblem:
         evaluate: ``counts -> score`` (higher is better) of a cheap proxy: the model pruned
             to ``counts`` (no fine-tuning) evaluated on calibration data from the
             *training* split.
+        latency_ms: Optional ``counts -> predicted latency``: when given, the allocation
+            spends its FLOPs budget where it saves the most *time* (see
+            :mod:`latency_table`); the FLOPs target stays the stopping rule.
 
     Example:
         >>> AllocationProblem.__name__
@@ -201,6 +220,7 @@ class AllocationProblem:
     multiple: int
     choices: dict[str, list[int]]
     evaluate: Callable[[Mapping[str, int]], float]
+    latency_ms: Callable[[Mapping[str, int]], float] | None = None
 
 
 def choices_for(graph: channel_graph.ChannelGraph, multiple: int = 8) -> dict[str, list[int]]:
@@ -220,11 +240,12 @@ def choices_for(graph: channel_graph.ChannelGraph, multiple: int = 8) -> dict[st
 
 
 def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dict[str, int]:
-    """Default automatic allocation: greedy steps of least score loss per FLOP saved.
+    """Default automatic allocation: greedy steps of least score loss per FLOP (or ms) saved.
 
     Each group's sensitivity is measured alone (the model pruned in that group only, at every
     allowed count), then channels are taken away one rounding step at a time from the group
-    whose next step costs the least score per FLOP saved, until the FLOPs target is met.
+    whose next step costs the least score per FLOP saved -- per millisecond saved when the
+    problem has a latency model -- until the FLOPs target is met.
     Assuming the groups' losses add up is what makes this cheap (one evaluation per group and
     count); the search optimisers of issue 6 replace it through
     ``ChannelPrunedLearner(ratio_search=...)``.
@@ -258,6 +279,11 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
             saved = current - fm.flops(nxt)
             if saved <= 0:
                 continue
+            if problem.latency_ms is not None:
+                # Time saved; a step the table sees as free (timer noise, a SIMD tile not
+                # crossed) stays possible but ranks after every step that saves time.
+                saved = max(problem.latency_ms(counts) - problem.latency_ms(nxt), 0.0)
+                saved += 1e-9 * (current - fm.flops(nxt)) / fm.dense_flops
             cost = (loss[key][options[i - 1]] - loss[key][counts[key]] + 1e-6) / saved
             if cost < best_cost:
                 best, best_cost = nxt, cost

@@ -39,12 +39,21 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import accounting, channel_graph, errors, learner, surgery, training
+from pocketflow_tf import (
+    accounting,
+    channel_graph,
+    distillation,
+    errors,
+    learner,
+    surgery,
+    training,
+)
 from pocketflow_tf.compat import keras, tf
-from pocketflow_tf.learners.channel import allocation, importance, lasso
+from pocketflow_tf.learners.channel import allocation, importance, lasso, latency_table
 
 PRUNE_OPTIONS = ("uniform", "list", "auto")
 CRITERIA = ("lasso", "l1", "bn_gamma")
+COSTS = ("flops", "latency")
 
 
 @learner.register("channel", "channel-pruned", "ChannelPrunedLearner", "cp")
@@ -68,6 +77,16 @@ class ChannelPrunedLearner(learner.Learner):
         cp_refit: Refit kept kernels by least squares (``lasso`` only).
         cp_exclude: Layers whose channels must all stay.
         cp_nb_eval: Training images the ``auto`` sensitivity analysis scores on.
+        cp_cost: What ``auto`` saves with each channel it removes: ``"flops"``, or
+            ``"latency"`` -- time on LiteRT, from per-layer latencies measured on this
+            machine (:mod:`latency_table`; a minute or two for a ResNet-20). Either way
+            the plan meets ``cp_preserve_ratio`` in FLOPs.
+        cp_list_group: Channel groups pruned per round; after every round but the last the
+            thinner model is fine-tuned for ``cp_nb_iters_ft`` steps (distilled from the
+            dense model when distillation is on) before the next groups are selected on it,
+            so later selections see a recovered network (PocketFlow's ``cp_list_group``).
+            0: every group in one round.
+        cp_nb_iters_ft: Fine-tuning steps between rounds.
         ratio_search: Replaces the ``auto`` sensitivity allocation: a callable taking an
             :class:`allocation.AllocationProblem` and returning counts per group key (the
             hook for the search optimisers).
@@ -97,6 +116,9 @@ class ChannelPrunedLearner(learner.Learner):
         cp_refit: bool = True,
         cp_exclude: Sequence[str] = (),
         cp_nb_eval: int = 2000,
+        cp_cost: str = "flops",
+        cp_list_group: int = 0,
+        cp_nb_iters_ft: int = 200,
         ratio_search: allocation.RatioSearch | None = None,
         **kwargs: Any,
     ):
@@ -104,6 +126,12 @@ class ChannelPrunedLearner(learner.Learner):
         if cp_prune_option not in PRUNE_OPTIONS:
             raise errors.InvalidArgumentError(
                 "cp_prune_option", cp_prune_option, f"one of {PRUNE_OPTIONS}"
+            )
+        if cp_cost not in COSTS:
+            raise errors.InvalidArgumentError("cp_cost", cp_cost, f"one of {COSTS}")
+        if cp_cost != "flops" and cp_prune_option != "auto":
+            raise errors.InvalidArgumentError(
+                "cp_cost", cp_cost, "'flops' unless cp_prune_option='auto' (it plans the counts)"
             )
         if cp_criterion not in CRITERIA:
             raise errors.InvalidArgumentError("cp_criterion", cp_criterion, f"one of {CRITERIA}")
@@ -122,6 +150,8 @@ class ChannelPrunedLearner(learner.Learner):
             ("cp_nb_samples", cp_nb_samples, 1),
             ("cp_nb_points", cp_nb_points, 1),
             ("cp_nb_eval", cp_nb_eval, 1),
+            ("cp_list_group", cp_list_group, 0),
+            ("cp_nb_iters_ft", cp_nb_iters_ft, 0),
         ):
             if not isinstance(value, int | np.integer) or value < low:
                 raise errors.InvalidArgumentError(arg, value, f"an integer >= {low}")
@@ -136,10 +166,14 @@ class ChannelPrunedLearner(learner.Learner):
         self.cp_refit = bool(cp_refit)
         self.cp_exclude = list(cp_exclude)
         self.cp_nb_eval = int(cp_nb_eval)
+        self.cp_cost = cp_cost
+        self.cp_list_group = int(cp_list_group)
+        self.cp_nb_iters_ft = int(cp_nb_iters_ft)
         self.ratio_search = ratio_search
         self.pruned_model: keras.Model | None = None
         self.report: dict[str, Any] = {}
         self._calib: tuple[np.ndarray, np.ndarray] | None = None
+        self._latency: latency_table.LatencyTable | None = None
 
     def get_config(self) -> dict[str, Any]:
         """Settings for run records.
@@ -160,6 +194,9 @@ class ChannelPrunedLearner(learner.Learner):
             cp_nb_points=self.cp_nb_points,
             cp_refit=self.cp_refit,
             cp_exclude=self.cp_exclude,
+            cp_cost=self.cp_cost,
+            cp_list_group=self.cp_list_group,
+            cp_nb_iters_ft=self.cp_nb_iters_ft,
             ratio_search=None if self.ratio_search is None else repr(self.ratio_search),
         )
         return cfg
@@ -201,7 +238,7 @@ class ChannelPrunedLearner(learner.Learner):
             )
         start = time.time()
         counts = self.plan(model, self._calib)
-        pruned, selection = self._prune_groups(model, counts)
+        pruned, selection, rounds = self._prune_in_rounds(model, counts)
         dense = accounting.profile_model(model)
         thin = accounting.profile_model(pruned)
         graph = channel_graph.build(model, self.cp_exclude)
@@ -226,7 +263,15 @@ class ChannelPrunedLearner(learner.Learner):
             "params_ratio": thin.total_params / dense.total_params,
             "prune_wall_s": round(time.time() - start, 1),
             "selection": selection,
+            "rounds": rounds,
         }
+        if self._latency is not None:
+            t = self._latency
+            self.report["latency_table"] = {
+                "predicted_latency_ratio": round(t.model_ms(counts) / t.dense_ms, 4),
+                "layers_timed": t.measured,
+                "wall_s": round(t.wall_s, 1),
+            }
         if self.verbose:
             print(
                 f"[channel] pruned {len(counts)} groups in {self.report['prune_wall_s']} s: "
@@ -288,12 +333,16 @@ class ChannelPrunedLearner(learner.Learner):
             )
         if calib is None:
             return {}
+        self._latency = None
+        if self.cp_cost == "latency":
+            self._latency = latency_table.LatencyTable(model, graph, verbose=self.verbose)
         problem = allocation.AllocationProblem(
             fm,
             self.cp_preserve_ratio,
             r,
             allocation.choices_for(graph, r),
             self._proxy_evaluator(model, graph, calib),
+            latency_ms=None if self._latency is None else self._latency.model_ms,
         )
         search = self.ratio_search or (
             lambda p: allocation.greedy_sensitivity(p, verbose=self.verbose >= 2)
@@ -325,6 +374,49 @@ class ChannelPrunedLearner(learner.Learner):
         return evaluate
 
     # -- pruning ---------------------------------------------------------------------
+    def _prune_in_rounds(self, model, counts):
+        """Prunes ``cp_list_group`` groups at a time, fine-tuning briefly between rounds."""
+        graph = channel_graph.build(model, self.cp_exclude)
+        order = [
+            allocation.key_of(g)
+            for g in graph.prunable_groups()
+            if counts.get(allocation.key_of(g), g.size) < g.size
+        ]
+        size = self.cp_list_group or max(1, len(order))
+        chunks = [order[i : i + size] for i in range(0, len(order), size)] or [[]]
+        current, selection, rounds = model, {}, []
+        for r, keys in enumerate(chunks):
+            # Group keys are producer names, which surgery keeps: counts still apply on the
+            # thinner model, and groups pruned in earlier rounds are already at their count.
+            current, sel = self._prune_groups(current, {k: counts[k] for k in keys})
+            selection.update(sel)
+            info = {"groups": keys}
+            if r < len(chunks) - 1 and self.cp_nb_iters_ft:
+                info.update(self._finetune_between_rounds(current, model, r))
+            rounds.append(info)
+        return current, selection, rounds
+
+    def _finetune_between_rounds(self, student, dense, r) -> dict[str, Any]:
+        """A short fine-tune of the partly pruned model (in place); its loss and time."""
+        if self.train_data is None:  # prune() without fit(): there is nothing to train on
+            return {"finetune": "skipped: no training data (prune() does not fine-tune)"}
+        t0 = time.time()
+        n = self.cp_nb_iters_ft
+        cfg = self.train_config.replace(epochs=1, warmup_epochs=0.0)
+        train_model = student
+        if self.distillation is not None:
+            teacher = self.teacher if self.teacher is not None else dense
+            train_model = distillation.DistillationHelper(teacher, self.distillation).wrap(student)
+        train_model.compile(
+            optimizer=training.build_optimizer(cfg, n),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        hist = train_model.fit(self.train_data.repeat().take(n), epochs=1, verbose=0)
+        loss = float(hist.history["loss"][-1])
+        if self.verbose:
+            print(f"[channel] round {r + 1}: fine-tuned {n} steps, loss {loss:.4f}")
+        return {"finetune_steps": n, "finetune_loss": loss, "wall_s": round(time.time() - t0, 1)}
+
     def _prune_groups(self, model, counts):
         # Selection works on a full-size copy whose consumers ignore dropped channels
         # (surgery.mask_consumers): it computes what the thin model would, keeps every index
