@@ -6,12 +6,13 @@ Example:
     >>> import pocketflow_tf.learners
     >>> from pocketflow_tf import learner
     >>> learner.available()
-    ['channel', 'dis-chn-pruned', 'full-prec', 'weight-sparse']
+    ['channel', 'dis-chn-pruned', 'full-prec', 'uniform', 'weight-sparse']
 """
 
 from pocketflow_tf.learners import (
     channel,  # noqa: F401  (registers "channel")
     dcp,  # noqa: F401  (registers "dis-chn-pruned")
     full_prec,  # noqa: F401  (registers "full-prec")
+    uniform_quant,  # noqa: F401  (registers "uniform")
     weight_sparse,  # noqa: F401  (registers "weight-sparse")
 )

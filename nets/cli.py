@@ -314,6 +314,39 @@ def dcp_options() -> dict:
 # ---- end of DCP block -----------------------------------------------------------------------
 
 
+# ---- uniform quantization (issue 5) ---------------------------------------------------------
+flags.DEFINE_integer("uql_weight_bits", 8, "uniform: weight bit-width (8 in this version)")
+flags.DEFINE_integer("uql_activation_bits", 8, "uniform: activation bit-width (8 in this version)")
+_UQL_FLAGS = ("uql_weight_bits", "uql_activation_bits")
+
+
+def uniform_quant_options() -> dict:
+    """The uniform-quantization learner's options from the ``uql_*`` flags.
+
+    Example:
+        >>> uniform_quant_options()  # doctest: +SKIP
+        {'uql_weight_bits': 8, 'uql_activation_bits': 8}
+    """
+    import pocketflow_tf.learners  # noqa: F401  (registers every learner)
+    from pocketflow_tf import learner as learner_lib
+
+    try:
+        selected = learner_lib.get_learner_class(FLAGS.learner).name
+    except errors.InvalidArgumentError:
+        return {}
+    if selected != "uniform":
+        given = [f"--{name}" for name in _UQL_FLAGS if FLAGS[name].present]
+        if given:
+            raise errors.InvalidArgumentError(
+                "learner", FLAGS.learner, f"uniform when {', '.join(given)} is given"
+            )
+        return {}
+    return {name: FLAGS[name].value for name in _UQL_FLAGS}
+
+
+# ---- end of uniform quantization block -----------------------------------------------------
+
+
 def build_options(recipe_name: str) -> dict:
     """The builder keyword arguments that the architecture flags select for a recipe.
 
@@ -358,7 +391,12 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
         nb_train_samples=FLAGS.nb_train_samples,
         latency_runs=FLAGS.latency_runs,
         verbose=FLAGS.verbose,
-        learner_options={**weight_sparse_options(), **channel_options(), **dcp_options()},
+        learner_options={
+            **weight_sparse_options(),
+            **channel_options(),
+            **dcp_options(),
+            **uniform_quant_options(),
+        },
     )
 
 

@@ -40,6 +40,7 @@ from pocketflow_tf import (
     latency,
     learner,
     model_io,
+    qat,
     records,
     sparsity,
     tflite_export,
@@ -52,6 +53,10 @@ EXEC_MODES = ("train", "eval")
 #: Appended to an export mode (``float-sparse``, ``int8-sparse``...) to store pruned kernels
 #: in TFLite's sparse format (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
 SPARSE_SUFFIX = "-sparse"
+
+
+#: Exports made when the user names none (a quantization learner replaces them by its own).
+DEFAULT_EXPORT_MODES = ("float", "int8")
 
 
 def split_export_mode(mode: str) -> tuple[str, bool]:
@@ -78,7 +83,8 @@ class RunOptions:
         nb_epochs_rat: Share of the recipe's full epoch count to train (1.0 = full recipe).
         data_dir: Data folder (default: Debian's Fashion-MNIST path; required for CIFAR-10).
         save_path: Where the trained ``.keras`` model goes (default
-            ``models/<recipe>/<learner>/model.keras``); exports, record and report go beside it.
+            ``models/<recipe>/<learner>/model.keras``; ``.h5`` for quantization-aware
+            learners); exports, record and report go beside it.
         log_dir: TensorBoard folder (default ``logs/<recipe>/<learner>``).
         model_path: Start from this trained model instead of a freshly built one.
         trust_model: Allow loading models that contain Python code (Lambda layers).
@@ -86,7 +92,8 @@ class RunOptions:
         enbl_dst: Distil from the teacher while training.
         loss_w_dst: Weight of the distillation loss.
         tempr_dst: Distillation temperature.
-        export_modes: ``.tflite`` variants to export and verify (empty: no export).
+        export_modes: ``.tflite`` variants to export and verify (empty: no export). Left at
+            the default, a quantization learner exports its own deployable modes.
         num_verify: Test samples each export is verified on (>= 200).
         strict_export: A quantized export that fails verification aborts the run. By
             default it is refused (nothing written), reported loudly and in the record
@@ -122,7 +129,7 @@ class RunOptions:
     enbl_dst: bool = False
     loss_w_dst: float = 4.0
     tempr_dst: float = 2.0
-    export_modes: tuple[str, ...] = ("float", "int8")
+    export_modes: tuple[str, ...] = DEFAULT_EXPORT_MODES
     num_verify: int = 1000
     strict_export: bool = False
     build_options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -139,7 +146,7 @@ class RunOptions:
         import pocketflow_tf.learners  # noqa: F401  (registers every learner by name)
 
         recipe_lib.get_recipe(self.recipe)
-        learner.get_learner_class(self.learner)
+        cls = learner.get_learner_class(self.learner)
         if self.exec_mode not in EXEC_MODES:
             raise errors.InvalidArgumentError("exec_mode", self.exec_mode, f"one of {EXEC_MODES}")
         self.export_modes = tuple(m for m in self.export_modes if m)
@@ -151,6 +158,19 @@ class RunOptions:
                     f"a comma-separated subset of {tflite_export.MODES}, each optionally "
                     f"with '{SPARSE_SUFFIX}' (sparse storage of pruned weights)",
                 )
+        # A quantization learner trains for one deployable form (a QAT model's "float"
+        # export would be fake-quantised float, matching neither the Keras model nor int8).
+        deploy = getattr(cls, "deploy_modes", None)
+        if deploy and self.exec_mode == "train":
+            if self.export_modes == DEFAULT_EXPORT_MODES:
+                self.export_modes = tuple(deploy)
+            elif any(split_export_mode(m)[0] not in deploy for m in self.export_modes):
+                raise errors.InvalidArgumentError(
+                    "export_modes",
+                    ",".join(self.export_modes),
+                    f"modes among {deploy} for learner '{cls.name}'",
+                )
+        ext = getattr(cls, "save_extension", ".keras")
         if self.num_verify < 200:
             raise errors.InvalidArgumentError("num_verify", self.num_verify, "an integer >= 200")
         if self.nb_train_samples is not None and self.nb_train_samples < 1:
@@ -175,7 +195,12 @@ class RunOptions:
         # The distillation settings validate themselves (weight >= 0, temperature > 0).
         distillation.DistillationConfig(self.loss_w_dst, self.tempr_dst)
         if self.save_path is None:
-            self.save_path = os.path.join("models", self.recipe, self.learner, "model.keras")
+            self.save_path = os.path.join("models", self.recipe, self.learner, "model" + ext)
+        elif self.exec_mode == "train" and not self.save_path.lower().endswith(ext):
+            if ext != ".keras":  # TFMOT's QAT models only round-trip through .h5
+                raise errors.InvalidArgumentError(
+                    "save_path", self.save_path, f"a path ending in {ext} for learner '{cls.name}'"
+                )
         if self.log_dir is None:
             self.log_dir = os.path.join("logs", self.recipe, self.learner)
 
@@ -240,7 +265,9 @@ def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]
 
     exports = {}
     if opts.exec_mode == "train":
-        saved = model_io.save_model(model, opts.save_path, keras3_copy=came_as_keras3)
+        # No Keras 3 copy of a QAT model: TFMOT's wrappers exist only in Keras 2.
+        keras3_copy = came_as_keras3 and not qat.is_quantized(model)
+        saved = model_io.save_model(model, opts.save_path, keras3_copy=keras3_copy)
         for kind, path in saved.items():
             record.add_artifact(f"model_{kind}", path)
         exports = _export_all(opts, model, data, out_dir, stem, record)
@@ -264,6 +291,14 @@ def _train(opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record) -> tuple[
     }
     cfg = cfg.replace(**changes) if changes else cfg
 
+    if opts.model_path and opts.learning_rate is None:
+        # Compressing a trained model is fine-tuning: the from-scratch peak rate and its
+        # warm-up would throw away much of what the model learned.
+        cfg = cfg.replace(learning_rate=cfg.learning_rate / 10, warmup_epochs=0.0)
+        _say(
+            f"fine-tuning a trained model: peak learning rate {cfg.learning_rate:g} (a tenth "
+            "of the recipe's), no warm-up; --lrn_rate_init overrides"
+        )
     came_as_keras3 = False
     if opts.model_path:
         _say(f"loading model {opts.model_path}")

@@ -36,7 +36,6 @@ _CANONICAL: dict[str, str] = {}
 #: PocketFlow learner names whose implementation is tracked by an open issue; asking for one
 #: gives a message saying so rather than a bare "unknown learner".
 PLANNED = {
-    "uniform": "issue 5 (quantization)",
     "non-uniform": "issue 5 (quantization)",
     "product-quant": "issue 5 (quantization)",
     "auto": "issue 6 (automated compression)",

@@ -170,13 +170,23 @@ def load_model_with_info(
         _check_safe(path, _read_h5_config(path), trust_unsafe)
     else:
         _check_savedmodel_safe(path, trust_unsafe)
+    from pocketflow_tf import qat  # imports TFMOT: only when a model is really loaded
+
     try:
-        if fmt == "keras":
-            model = keras.models.load_model(
-                path, custom_objects=custom_objects, compile=compile, safe_mode=not trust_unsafe
-            )
-        else:
-            model = keras.models.load_model(path, custom_objects=custom_objects, compile=compile)
+        # The scope only adds TFMOT's quantization classes (library code, not the file's) so
+        # that QAT models saved by the quantization learners load again.
+        with qat.quantize_scope():
+            if fmt == "keras":
+                model = keras.models.load_model(
+                    path,
+                    custom_objects=custom_objects,
+                    compile=compile,
+                    safe_mode=not trust_unsafe,
+                )
+            else:
+                model = keras.models.load_model(
+                    path, custom_objects=custom_objects, compile=compile
+                )
     except errors.PocketFlowError:
         raise
     except Exception as e:  # noqa: BLE001  (every reader error becomes one clear message)
@@ -195,7 +205,8 @@ def save_model(
 
     Args:
         model: A model of the framework's Keras.
-        path: Destination ending in ``.keras``, ``.h5`` or ``.hdf5``.
+        path: Destination ending in ``.keras``, ``.h5`` or ``.hdf5`` (``.h5``/``.hdf5`` only
+            for quantization-aware models, see :mod:`pocketflow_tf.qat`).
         keras3_copy: Also write ``<stem>.keras3.keras``, readable by Keras 3's
             ``keras.models.load_model`` and giving the same outputs.
 
@@ -210,6 +221,15 @@ def save_model(
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".keras", ".h5", ".hdf5"):
         raise errors.InvalidArgumentError("path", path, "a path ending in .keras, .h5 or .hdf5")
+    from pocketflow_tf import qat
+
+    if qat.is_quantized(model) and (ext == ".keras" or keras3_copy):
+        # TFMOT 0.8.1: a QAT model written as .keras does not load again (see qat).
+        raise errors.InvalidArgumentError(
+            "path",
+            path,
+            "a .h5 path without a Keras 3 copy for a quantization-aware (TFMOT) model",
+        )
     with atomic_io.atomic_path(path) as tmp:
         model.save(tmp)
     out = {"keras": path}

@@ -15,7 +15,7 @@ def test_registry_names_and_aliases():
 
 def test_planned_learner_says_which_issue():
     with pytest.raises(errors.InvalidArgumentError, match="issue 5"):
-        learner.get_learner_class("uniform")
+        learner.get_learner_class("non-uniform")
 
 
 def test_unknown_learner_lists_available():

@@ -121,7 +121,7 @@ def test_run_script_reports_user_errors_without_traceback(tmp_path):
             sys.executable,
             os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
             "--learner",
-            "uniform",
+            "non-uniform",
             "--save_path",
             str(tmp_path / "m.keras"),
         ],
@@ -130,7 +130,7 @@ def test_run_script_reports_user_errors_without_traceback(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 2
-    assert "error:" in proc.stderr and "uniform" in proc.stderr
+    assert "error:" in proc.stderr and "non-uniform" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []
 
@@ -177,6 +177,7 @@ def test_run_script_channel_learner_end_to_end(tmp_path):
         (["--cp_preserve_ratio=0.3"], "--cp_preserve_ratio"),
         # A channel-only option is not silently dropped by the DCP learner either.
         (["--learner=dis-chn-pruned", "--cp_list_group=2"], "--cp_list_group"),
+        (["--uql_weight_bits=8"], "--uql_weight_bits"),
     ],
 )
 def test_learner_specific_flags_need_their_learner(tmp_path, args, named):
