@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from typing import Any
@@ -51,13 +52,27 @@ def make_record(**fields: Any) -> dict[str, Any]:
     return rec
 
 
+def _key(rec: dict[str, Any]) -> tuple:
+    return rec.get("model"), rec.get("method"), rec.get("setting")
+
+
 def write_results(benchmark: str, recs: list[dict[str, Any]], folder: str = RESULTS) -> str:
     """Writes ``<folder>/<benchmark>.json`` atomically and returns its path.
+
+    Records already in the file whose (model, method, setting) the new run did not measure
+    are kept, so a partial rerun (one keep ratio, one model: the benchmarks' environment
+    knobs) updates its rows without dropping the others.
 
     Example:
         >>> write_results("demo", [make_record(model="m")], folder="/tmp")  # doctest: +SKIP
         '/tmp/demo.json'
     """
+    path = os.path.join(folder, f"{benchmark}.json")
+    fresh = {_key(r) for r in recs}
+    kept = []
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = [r for r in json.load(f).get("records", []) if _key(r) not in fresh]
     doc = {
         "benchmark": benchmark,
         "machine": {
@@ -66,6 +81,6 @@ def write_results(benchmark: str, recs: list[dict[str, Any]], folder: str = RESU
             "system": platform.system(),
         },
         "versions": records.library_versions(),
-        "records": recs,
+        "records": kept + list(recs),
     }
-    return atomic_io.write_json(os.path.join(folder, f"{benchmark}.json"), doc)
+    return atomic_io.write_json(path, doc)

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "ptq": "bench.benchmarks.ptq",
     "sparsity": "bench.benchmarks.sparsity",
     "channel": "bench.benchmarks.channel",
+    "qat": "bench.benchmarks.qat",
 }
 
 

@@ -44,6 +44,17 @@ def test_results_file_and_table(tmp_path):
     assert "0.410" in table
 
 
+def test_partial_rerun_updates_its_rows_and_keeps_the_others(tmp_path):
+    def rec(setting, acc):
+        return results_io.make_record(model="m", method="x", setting=setting, acc=acc)
+
+    results_io.write_results("b", [rec("keep=0.5", 0.90), rec("keep=0.4", 0.80)], str(tmp_path))
+    path = results_io.write_results("b", [rec("keep=0.4", 0.85)], str(tmp_path))
+    with open(path) as f:
+        got = {(r["setting"], r["acc"]) for r in json.load(f)["records"]}
+    assert got == {("keep=0.5", 0.90), ("keep=0.4", 0.85)}
+
+
 def test_readme_update_keeps_the_rest(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{make_table.START}\nold\n{make_table.END}\noutro\n")

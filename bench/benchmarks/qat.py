@@ -1,0 +1,98 @@
+"""Benchmark ``qat``: int8 quantization-aware fine-tuning (``uniform``) vs the float model.
+
+For each baseline (``PFTF_QAT_RECIPES``, default ``resnet_at_fmnist``): the
+:class:`UniformQuantLearner` fine-tunes the trained model for ``PFTF_QAT_EPOCHS`` epochs
+(default 2; a tenth of the recipe's peak learning rate, no warm-up, distilled from the float
+model), the int8 ``.tflite`` is verified against the QAT Keras model, evaluated on the whole
+test split through LiteRT, and timed against the float export of the dense model in the same
+run (interleaved, one thread, batch 1). Post-training int8 of the same baseline is the
+``ptq`` benchmark.
+
+Example:
+    >>> from bench.benchmarks import qat
+    >>> qat.COMMAND
+    'python -m bench.run qat'
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from bench import baselines as baseline_cache
+from bench import results_io
+from pocketflow_tf import datasets, distillation, latency, tflite_verify, training
+from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
+from pocketflow_tf.nets import recipe
+
+COMMAND = "python -m bench.run qat"
+
+
+def run() -> list[dict]:
+    """QAT-fine-tunes, exports, verifies, evaluates and times; one record per model.
+
+    Example:
+        >>> recs = run()  # doctest: +SKIP
+    """
+    epochs = int(os.environ.get("PFTF_QAT_EPOCHS", "2"))
+    names = [n for n in os.environ.get("PFTF_QAT_RECIPES", "resnet_at_fmnist").split(",") if n]
+    data = datasets.load_dataset("fmnist")
+    rng = np.random.default_rng(0)
+    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    recs = []
+    for name in names:
+        dense, _ = baseline_cache.train_or_load(name)
+        acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+        base_cfg = recipe.get_recipe(name).train
+        cfg = base_cfg.replace(
+            epochs=epochs, learning_rate=base_cfg.learning_rate / 10, warmup_epochs=0.0
+        )
+        float_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
+        tflite_verify.export_tflite(
+            dense, float_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
+        )
+        start = time.time()
+        lrn = UniformQuantLearner(
+            cfg, distillation=distillation.DistillationConfig(1.0, 2.0), verbose=2
+        )
+        qat_model = lrn.fit(dense, data.x_train, data.y_train)
+        wall = time.time() - start
+        acc_keras = training.evaluate_accuracy(qat_model, data.x_test, data.y_test)
+        path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.qat-int8.int8.tflite")
+        exp = tflite_verify.export_tflite(
+            qat_model,
+            path,
+            mode="int8",
+            x_verify=data.x_test[:1000],
+            y_verify=data.y_test[:1000],
+            representative_data=rep,
+        )
+        logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
+        acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
+        ratio = latency.interleaved_ratio(path, float_path, rounds=60).latency_ratio
+        recs.append(
+            results_io.make_record(
+                model=dense.name,
+                dataset="fmnist",
+                method="qat-int8",
+                setting=f"epochs={epochs}",
+                acc=round(acc, 4),
+                acc_baseline=round(acc_dense, 4),
+                flops_ratio=1.0,
+                params_ratio=1.0,
+                bytes=exp.bytes,
+                bytes_gzip=exp.bytes_gzip,
+                latency_ratio=round(ratio, 4),
+                wall_s=round(wall, 1),
+                command=COMMAND,
+                acc_keras_qat=round(acc_keras, 4),
+                epochs=epochs,
+            )
+        )
+        print(
+            f"[bench] {name} qat-int8: acc {acc:.4f} (QAT Keras {acc_keras:.4f}, float "
+            f"{acc_dense:.4f}), {exp.bytes} B, latency ratio {ratio:.3f}, {wall:.0f} s"
+        )
+    return recs
