@@ -109,7 +109,7 @@ def run() -> list[dict]:
                     model=dense.name,
                     dataset="fmnist",
                     method=method,
-                    setting=f"flops_keep={keep}",
+                    setting=f"flops_keep={keep},epochs={epochs}",
                     acc=round(acc, 4),
                     acc_baseline=round(acc_dense, 4),
                     flops_ratio=round(prof.total_flops / dense_profile.total_flops, 4),
