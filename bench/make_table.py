@@ -27,6 +27,7 @@ COLUMNS = (
     ("model", "model"),
     ("method", "method"),
     ("setting", "setting"),
+    ("acc_pruned", "acc before fine-tune"),
     ("acc", "test acc"),
     ("acc_delta", "Δ acc (pt)"),
     ("params", "params"),
@@ -50,7 +51,7 @@ def format_value(field: str, value) -> str:
     """
     if value is None:
         return "–"
-    if field == "acc":
+    if field in ("acc", "acc_pruned"):
         return f"{100 * value:.2f} %"
     if field == "acc_delta":
         return f"{value:+.2f}"
