@@ -25,7 +25,7 @@ def small_resnet(seed=0):
     y = L.ReLU()(y)
     y = L.Conv2D(16, 3, padding="same", use_bias=False, name="b")(y)
     y = L.BatchNormalization(name="b_bn")(y)
-    x = L.ReLU()(L.Add()([x, y]))
+    x = L.ReLU()(L.Add(name="merge")([x, y]))
     x = L.Conv2D(16, 3, strides=2, padding="same", name="c")(x)
     x = L.ReLU()(x)
     x = L.GlobalAveragePooling2D()(x)
@@ -163,7 +163,7 @@ def test_latency_table_times_each_layer_at_the_planned_widths():
         ("stem", 1, 8),
         ("a", 8, 8),
         ("b", 8, 8),
-        ("add", 8, 8),
+        ("merge", 8, 8),
         ("c", 8, 16),
     }
     assert table.measured == len(table._cache)
