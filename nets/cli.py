@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from absl import app, flags
 
@@ -64,6 +65,38 @@ flags.DEFINE_integer("nb_train_samples", None, "train on the first N samples (sm
 flags.DEFINE_integer("latency_runs", 200, "timed LiteRT invocations per latency figure")
 flags.DEFINE_integer("verbose", 2, "0 silent, 1 progress bar, 2 one line per epoch")
 
+
+def _selected_learner() -> str | None:
+    """The registered name of ``--learner`` (``None`` when unknown: RunOptions reports it)."""
+    import pocketflow_tf.learners  # noqa: F401  (registers every learner)
+    from pocketflow_tf import learner as learner_lib
+
+    try:
+        return learner_lib.get_learner_class(FLAGS.learner).name
+    except errors.InvalidArgumentError:
+        return None
+
+
+def _refuse_flags(owner: str, names: Sequence[str]) -> None:
+    """Raises when any flag of ``names`` (which only ``owner`` reads) was given."""
+    given = [f"--{name}" for name in names if FLAGS[name].present]
+    if given:
+        raise errors.InvalidArgumentError(
+            "learner", FLAGS.learner, f"{owner} when {', '.join(given)} is given"
+        )
+
+
+def _selected_owns(owner: str, names: Sequence[str]) -> bool:
+    """True when ``owner`` is the selected learner; otherwise its flags must be absent:
+    a learner-specific flag given to another learner is an error, not silently ignored."""
+    selected = _selected_learner()
+    if selected == owner:
+        return True
+    if selected is not None:
+        _refuse_flags(owner, names)
+    return False
+
+
 # ---- weight-sparse learner (issue 4) -------------------------------------------------------
 # PocketFlow's ws_* flags; passed to WeightSparseLearner only when --learner selects it. For
 # sparse .tflite files add "-sparse" to an export mode: --export_modes float-sparse,int8-sparse
@@ -110,19 +143,7 @@ def weight_sparse_options() -> dict:
         >>> weight_sparse_options()  # doctest: +SKIP
         {'ws_prune_ratio': 0.9, 'ws_prune_ratio_prtl': 'heurist', ...}
     """
-    import pocketflow_tf.learners  # noqa: F401  (registers every learner)
-    from pocketflow_tf import learner as learner_lib
-
-    try:
-        selected = learner_lib.get_learner_class(FLAGS.learner).name
-    except errors.InvalidArgumentError:
-        return {}  # RunOptions reports the unknown learner
-    if selected != "weight-sparse":
-        given = [f"--{name}" for name in _WS_FLAGS if FLAGS[name].present]
-        if given:
-            raise errors.InvalidArgumentError(
-                "learner", FLAGS.learner, f"weight-sparse when {', '.join(given)} is given"
-            )
+    if not _selected_owns("weight-sparse", _WS_FLAGS):
         return {}
     m_by_n = None
     if FLAGS.ws_m_by_n:
@@ -223,21 +244,9 @@ def channel_options() -> dict:
         >>> channel_options()  # doctest: +SKIP
         {'cp_prune_option': 'uniform', 'cp_preserve_ratio': 0.5, ...}
     """
-    import pocketflow_tf.learners  # noqa: F401  (registers every learner)
-    from pocketflow_tf import learner as learner_lib
-
-    try:
-        selected = learner_lib.get_learner_class(FLAGS.learner).name
-    except errors.InvalidArgumentError:
-        return {}  # RunOptions reports the unknown learner
-    if selected == "dis-chn-pruned":
+    if _selected_learner() == "dis-chn-pruned":
         return {}  # dcp_options() passes the shared cp_* flags
-    if selected != "channel":
-        given = [f"--{name}" for name in _CP_FLAGS if FLAGS[name].present]
-        if given:
-            raise errors.InvalidArgumentError(
-                "learner", FLAGS.learner, f"channel when {', '.join(given)} is given"
-            )
+    if not _selected_owns("channel", _CP_FLAGS):
         return {}
     prune_list = _prune_list()
     return {
@@ -275,27 +284,9 @@ def dcp_options() -> dict:
         >>> dcp_options()  # doctest: +SKIP
         {'dcp_nb_stages': 3, 'dcp_loss_w_aux': 1.0, 'cp_channel_round': 8, 'cp_exclude': []}
     """
-    import pocketflow_tf.learners  # noqa: F401  (registers every learner)
-    from pocketflow_tf import learner as learner_lib
-
-    try:
-        selected = learner_lib.get_learner_class(FLAGS.learner).name
-    except errors.InvalidArgumentError:
+    if not _selected_owns("dis-chn-pruned", _DCP_FLAGS):
         return {}
-    if selected != "dis-chn-pruned":
-        given = [f"--{name}" for name in _DCP_FLAGS if FLAGS[name].present]
-        if given:
-            raise errors.InvalidArgumentError(
-                "learner", FLAGS.learner, f"dis-chn-pruned when {', '.join(given)} is given"
-            )
-        return {}
-    own = [
-        f"--{name}" for name in _CP_FLAGS if name not in _CP_SHARED_WITH_DCP and FLAGS[name].present
-    ]
-    if own:
-        raise errors.InvalidArgumentError(
-            "learner", FLAGS.learner, f"channel when {', '.join(own)} is given"
-        )
+    _refuse_flags("channel", [n for n in _CP_FLAGS if n not in _CP_SHARED_WITH_DCP])
     opts = {
         "dcp_nb_stages": FLAGS.dcp_nb_stages,
         "dcp_loss_w_aux": FLAGS.dcp_loss_w_aux,
@@ -327,19 +318,7 @@ def uniform_quant_options() -> dict:
         >>> uniform_quant_options()  # doctest: +SKIP
         {'uql_weight_bits': 8, 'uql_activation_bits': 8}
     """
-    import pocketflow_tf.learners  # noqa: F401  (registers every learner)
-    from pocketflow_tf import learner as learner_lib
-
-    try:
-        selected = learner_lib.get_learner_class(FLAGS.learner).name
-    except errors.InvalidArgumentError:
-        return {}
-    if selected != "uniform":
-        given = [f"--{name}" for name in _UQL_FLAGS if FLAGS[name].present]
-        if given:
-            raise errors.InvalidArgumentError(
-                "learner", FLAGS.learner, f"uniform when {', '.join(given)} is given"
-            )
+    if not _selected_owns("uniform", _UQL_FLAGS):
         return {}
     return {name: FLAGS[name].value for name in _UQL_FLAGS}
 

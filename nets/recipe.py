@@ -27,6 +27,10 @@ RECIPES = (
 )
 
 
+#: Fine-tuning a trained model runs at this fraction of the recipe's peak learning rate.
+FINETUNE_LR_FACTOR = 0.1
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """A model and how to train it on its data set.
@@ -58,7 +62,33 @@ class Recipe:
         if not nb_epochs_rat > 0 or not math.isfinite(nb_epochs_rat):
             raise errors.InvalidArgumentError("nb_epochs_rat", nb_epochs_rat, "a number > 0")
         epochs = max(1, int(round(self.train.epochs * nb_epochs_rat)))
-        return self.train.replace(epochs=epochs, **changes)
+        return self.train.replace(**{"epochs": epochs, **changes})
+
+    def finetune_config(
+        self, nb_epochs_rat: float = 1.0, epochs: int | None = None, **changes
+    ) -> training.TrainConfig:
+        """The config for fine-tuning an already trained model (what every learner does).
+
+        A tenth of the recipe's peak learning rate and no warm-up: the from-scratch peak rate
+        and its warm-up would throw away much of what the model learned. ``epochs``, when
+        given, replaces the scaled epoch count.
+
+        Example:
+            >>> cfg = get_recipe("resnet_at_fmnist").finetune_config(epochs=4)
+            >>> cfg.epochs, cfg.warmup_epochs
+            (4, 0.0)
+        """
+        if epochs is not None and (
+            isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
+        ):
+            raise errors.InvalidArgumentError("epochs", epochs, "an integer >= 1")
+        changes = {
+            "learning_rate": self.train.learning_rate * FINETUNE_LR_FACTOR,
+            "warmup_epochs": 0.0,
+            **({"epochs": epochs} if epochs is not None else {}),
+            **changes,
+        }
+        return self.train_config(nb_epochs_rat, **changes)
 
 
 def get_recipe(name: str) -> Recipe:

@@ -283,7 +283,11 @@ def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]
 
 
 def _train(opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record) -> tuple[Any, bool]:
-    cfg = rec_cfg.train_config(opts.nb_epochs_rat, seed=opts.seed)
+    # Compressing a trained model is fine-tuning (see Recipe.finetune_config), unless the
+    # user set the learning rate.
+    fine_tune = bool(opts.model_path) and opts.learning_rate is None
+    make_config = rec_cfg.finetune_config if fine_tune else rec_cfg.train_config
+    cfg = make_config(opts.nb_epochs_rat, seed=opts.seed)
     changes = {
         k: v
         for k, v in {"batch_size": opts.batch_size, "learning_rate": opts.learning_rate}.items()
@@ -291,10 +295,7 @@ def _train(opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record) -> tuple[
     }
     cfg = cfg.replace(**changes) if changes else cfg
 
-    if opts.model_path and opts.learning_rate is None:
-        # Compressing a trained model is fine-tuning: the from-scratch peak rate and its
-        # warm-up would throw away much of what the model learned.
-        cfg = cfg.replace(learning_rate=cfg.learning_rate / 10, warmup_epochs=0.0)
+    if fine_tune:
         _say(
             f"fine-tuning a trained model: peak learning rate {cfg.learning_rate:g} (a tenth "
             "of the recipe's), no warm-up; --lrn_rate_init overrides"

@@ -79,11 +79,7 @@ def run() -> list[dict]:
     for name in _env_list("PFTF_CP_RECIPES", "resnet_at_fmnist,mobilenet_at_fmnist"):
         dense, _ = baseline_cache.train_or_load(name)
         acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
-        base_cfg = recipe.get_recipe(name).train
-        # Fine-tuning starts from trained weights: a tenth of the recipe's peak LR, no warm-up.
-        cfg = base_cfg.replace(
-            epochs=epochs, learning_rate=base_cfg.learning_rate / 10, warmup_epochs=0.0
-        )
+        cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
         dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
         dense_exp = tflite_verify.export_tflite(
             dense, dense_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]

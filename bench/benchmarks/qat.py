@@ -45,10 +45,7 @@ def run() -> list[dict]:
     for name in names:
         dense, _ = baseline_cache.train_or_load(name)
         acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
-        base_cfg = recipe.get_recipe(name).train
-        cfg = base_cfg.replace(
-            epochs=epochs, learning_rate=base_cfg.learning_rate / 10, warmup_epochs=0.0
-        )
+        cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
         float_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
         tflite_verify.export_tflite(
             dense, float_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]

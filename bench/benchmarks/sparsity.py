@@ -30,7 +30,8 @@ like with like). ``flops_ratio`` is 1: LiteRT densifies sparse kernels when it l
 Configuration (environment, since ``bench.run`` calls :func:`run` without arguments):
 ``PFTF_SPARSITY_EPOCHS`` (fine-tuning epochs, default 8), ``PFTF_SPARSITY_LR`` (peak
 learning rate, default 0.01), ``PFTF_SPARSITY_PRTL`` (ratio protocol of ``weight-sparse``,
-default ``heurist``). Pruned models are cached in ``bench/artifacts/sparsity`` and training
+default ``heurist``), ``PFTF_SPARSITY_RECIPES`` and ``PFTF_SPARSITY_TARGETS`` (comma lists,
+default all). Pruned models are cached in ``bench/artifacts/sparsity`` and training
 is resumable, so a killed run started again continues.
 
 Example:
@@ -119,6 +120,10 @@ class TFMOTDefaultRecipe(learner.Learner):
         return tfmot.sparsity.keras.strip_pruning(model)
 
 
+def _env_list(name: str, default: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
+
+
 def _settings() -> dict:
     return {
         "epochs": int(os.environ.get("PFTF_SPARSITY_EPOCHS", DEFAULT_EPOCHS)),
@@ -145,9 +150,7 @@ def prune_or_load(
         with open(path + ".json") as f:
             return keras.models.load_model(path, compile=False), json.load(f)
     # The recipe's optimiser, weight decay and augmentation; a fine-tuning length and LR.
-    cfg = recipe.get_recipe(name).train.replace(
-        epochs=epochs, learning_rate=lr, warmup_epochs=0.0, seed=0
-    )
+    cfg = recipe.get_recipe(name).finetune_config(epochs=epochs, learning_rate=lr, seed=0)
     common = {"checkpoint_dir": path + ".ckpt", "verbose": 2}
     if method == "weight-sparse":
         lrn = WeightSparseLearner(
@@ -211,15 +214,24 @@ def _nonzero_params_ratio(model: keras.Model) -> float:
 
 
 def run(
-    recipes: tuple[str, ...] = RECIPES,
-    sparsities: tuple[float, ...] = SPARSITIES,
+    recipes: tuple[str, ...] | None = None,
+    sparsities: tuple[float, ...] | None = None,
     methods: tuple[str, ...] = METHODS,
 ) -> list[dict]:
     """Prunes, exports, evaluates and times; one record per (model, method, sparsity, export).
 
+    ``recipes`` and ``sparsities`` default to ``PFTF_SPARSITY_RECIPES`` /
+    ``PFTF_SPARSITY_TARGETS`` (comma lists) when set, else to all of them.
+
     Example:
         >>> recs = run(recipes=("resnet_at_fmnist",), sparsities=(0.9,))  # doctest: +SKIP
     """
+    if recipes is None:
+        recipes = tuple(_env_list("PFTF_SPARSITY_RECIPES", ",".join(RECIPES)))
+    if sparsities is None:
+        sparsities = tuple(
+            float(v) for v in _env_list("PFTF_SPARSITY_TARGETS", ",".join(map(str, SPARSITIES)))
+        )
     settings = _settings()
     data = datasets.load_dataset("fmnist")
     rng = np.random.default_rng(0)
