@@ -205,6 +205,20 @@ flags.DEFINE_integer(
     "rounds (0: all groups in one round)",
 )
 flags.DEFINE_integer("cp_nb_iters_ft", 200, "channel: fine-tuning steps between rounds")
+flags.DEFINE_enum(
+    "cp_ratio_search",
+    "greedy",
+    ["greedy", "amc"],
+    "channel auto: per-group allocation by greedy sensitivity, or by the AMC DDPG agent "
+    "(He et al. 2018) over --cp_amc_episodes proxy evaluations",
+)
+flags.DEFINE_integer("cp_amc_episodes", 300, "channel auto with amc: search episodes")
+flags.DEFINE_enum(
+    "cp_amc_reward",
+    "error",
+    ["error", "error_log_flops", "error_log_params"],
+    "channel auto with amc: AMC's reward (-error, -error*log(FLOPs), -error*log(params))",
+)
 _CP_FLAGS = (
     "cp_prune_option",
     "cp_preserve_ratio",
@@ -217,6 +231,9 @@ _CP_FLAGS = (
     "cp_cost",
     "cp_list_group",
     "cp_nb_iters_ft",
+    "cp_ratio_search",
+    "cp_amc_episodes",
+    "cp_amc_reward",
 )
 #: The cp_* flags that dis-chn-pruned uses too; the others belong to channel only.
 _CP_SHARED_WITH_DCP = ("cp_preserve_ratio", "cp_prune_list", "cp_channel_round", "cp_exclude")
@@ -261,7 +278,30 @@ def channel_options() -> dict:
         "cp_cost": FLAGS.cp_cost,
         "cp_list_group": FLAGS.cp_list_group,
         "cp_nb_iters_ft": FLAGS.cp_nb_iters_ft,
+        "ratio_search": _ratio_search(),
     }
+
+
+def _ratio_search():
+    """The ``ratio_search`` of ``--cp_ratio_search`` (None: the learner's greedy default)."""
+    if FLAGS.cp_ratio_search == "greedy":
+        for name in ("cp_amc_episodes", "cp_amc_reward"):
+            if FLAGS[name].present:
+                raise errors.InvalidArgumentError(
+                    "cp_ratio_search", "greedy", f"amc when --{name} is given"
+                )
+        return None
+    if FLAGS.cp_cost != "flops":
+        # The agent's bounding enforces the FLOPs budget and its reward ranks accuracy; the
+        # latency table is used by the greedy allocation only.
+        raise errors.InvalidArgumentError(
+            "cp_cost", FLAGS.cp_cost, "flops with --cp_ratio_search amc"
+        )
+    from pocketflow_tf.learners.channel import amc_search
+
+    return amc_search.amc_ratio_search(
+        episodes=FLAGS.cp_amc_episodes, seed=FLAGS.seed, reward=FLAGS.cp_amc_reward, verbose=True
+    )
 
 
 # ---- end of channel-pruning block ----------------------------------------------------------

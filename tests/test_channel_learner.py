@@ -8,7 +8,13 @@ from ai_edge_litert.interpreter import Interpreter
 
 from pocketflow_tf import accounting, channel_graph, errors, tflite_export, training
 from pocketflow_tf.compat import keras
-from pocketflow_tf.learners.channel import ChannelPrunedLearner, allocation, lasso, latency_table
+from pocketflow_tf.learners.channel import (
+    ChannelPrunedLearner,
+    allocation,
+    amc_search,
+    lasso,
+    latency_table,
+)
 
 
 def small_resnet(seed=0):
@@ -207,9 +213,26 @@ def test_search_hook_is_used(images):
     assert thin.get_layer("a").filters == 8
 
 
+def test_amc_search_plans_the_pruning_within_the_flops_target(images):
+    # AMC (DDPG over the groups) through the learner's hook: every plan is bounded, so the
+    # pruned model meets the FLOPs target; the agent's episodes are recorded.
+    search = amc_search.amc_ratio_search(episodes=12, seed=0, warmup=4, hidden=(16, 16))
+    lrn = ChannelPrunedLearner(
+        cp_prune_option="auto", cp_preserve_ratio=0.6, ratio_search=search, cp_criterion="l1"
+    )
+    model = small_resnet()
+    labels = np.arange(len(images)) % 3
+    thin = lrn.prune(model, images, labels)
+    ratio = accounting.profile_model(thin).total_flops / accounting.profile_model(model).total_flops
+    assert ratio <= 0.6 + 1e-9
+    assert len(search.optimizer.history) == 12
+    assert lrn.report["flops_ratio"] == pytest.approx(ratio, abs=1e-3)
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [
+        ({"ratio_search": lambda p: {}}, "ratio_search"),  # only 'auto' plans counts
         ({"cp_preserve_ratio": 0.0}, "cp_preserve_ratio"),
         ({"cp_preserve_ratio": 1.2}, "cp_preserve_ratio"),
         ({"cp_uniform_preserve_ratio": -1}, "cp_uniform_preserve_ratio"),

@@ -180,6 +180,8 @@ def test_run_script_channel_learner_end_to_end(tmp_path):
         # A channel-only option is not silently dropped by the DCP learner either.
         (["--learner=dis-chn-pruned", "--cp_list_group=2"], "--cp_list_group"),
         (["--uql_weight_bits=8"], "--uql_weight_bits"),
+        # AMC settings without the AMC allocation would be silently unused.
+        (["--learner=channel", "--cp_amc_episodes=5"], "--cp_amc_episodes"),
     ],
 )
 def test_learner_specific_flags_need_their_learner(tmp_path, args, named):

@@ -133,6 +133,12 @@ class ChannelPrunedLearner(learner.Learner):
             raise errors.InvalidArgumentError(
                 "cp_cost", cp_cost, "'flops' unless cp_prune_option='auto' (it plans the counts)"
             )
+        if ratio_search is not None and cp_prune_option != "auto":
+            raise errors.InvalidArgumentError(
+                "ratio_search",
+                ratio_search,
+                "None unless cp_prune_option='auto' (it plans the counts)",
+            )
         if cp_criterion not in CRITERIA:
             raise errors.InvalidArgumentError("cp_criterion", cp_criterion, f"one of {CRITERIA}")
         allocation._check_ratio("cp_preserve_ratio", cp_preserve_ratio)
