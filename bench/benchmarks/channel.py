@@ -6,6 +6,11 @@ For each baseline and FLOPs keep ratio (0.5 and 0.4 by default):
   and least-squares refit, then distilled fine-tuning (teacher: the dense baseline);
 * ``channel-lasso-auto-latency``: the same, but the allocation spends the FLOPs budget where
   it saves the most LiteRT time (``cp_cost="latency"``, per-layer latencies measured here);
+* ``channel-lasso-amc``: the same, but the per-group counts are searched by the AMC agent
+  (DDPG with action bounding, ``PFTF_CP_AMC_EPISODES`` episodes, default 300) on the same
+  no-fine-tuning proxy;
+* ``channel-lasso-uniform``: LASSO selection with one channel ratio everywhere (what AMC
+  is compared with);
 * ``channel-l1-uniform``: the same FLOPs target with one channel ratio everywhere, L1-norm
   selection, the same fine-tuning (Li et al. 2017; like with like).
 
@@ -22,7 +27,7 @@ Environment knobs (for smoke runs): ``PFTF_CP_EPOCHS`` (fine-tune epochs, defaul
 Example:
     >>> from bench.benchmarks import channel
     >>> channel.METHODS
-    ('channel-lasso-auto', 'channel-lasso-auto-latency', 'channel-l1-uniform')
+    ('channel-lasso-auto', 'channel-lasso-auto-latency', 'channel-lasso-amc', 'channel-lasso-uniform', 'channel-l1-uniform')
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import time
 from bench import baselines as baseline_cache
 from bench import results_io
 from pocketflow_tf import accounting, datasets, distillation, latency, tflite_verify, training
-from pocketflow_tf.learners.channel import ChannelPrunedLearner
+from pocketflow_tf.learners.channel import ChannelPrunedLearner, amc_search
 from pocketflow_tf.nets import recipe
 
 COMMAND = "python -m bench.run channel"
@@ -43,22 +48,30 @@ def _env_list(name: str, default: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
 
 
-#: method -> (cp_prune_option, cp_criterion, cp_cost); everything else is shared, like with like.
+#: method -> (cp_prune_option, cp_criterion, cp_cost, allocation search); everything else is
+#: shared, like with like.
 _SETTINGS = {
-    "channel-lasso-auto": ("auto", "lasso", "flops"),
-    "channel-lasso-auto-latency": ("auto", "lasso", "latency"),
-    "channel-l1-uniform": ("uniform", "l1", "flops"),
+    "channel-lasso-auto": ("auto", "lasso", "flops", "greedy"),
+    "channel-lasso-auto-latency": ("auto", "lasso", "latency", "greedy"),
+    "channel-lasso-amc": ("auto", "lasso", "flops", "amc"),
+    "channel-lasso-uniform": ("uniform", "lasso", "flops", "greedy"),
+    "channel-l1-uniform": ("uniform", "l1", "flops", "greedy"),
 }
 
 
 def _learner(method: str, keep: float, cfg: training.TrainConfig) -> ChannelPrunedLearner:
-    option, criterion, cost = _SETTINGS[method]
+    option, criterion, cost, search = _SETTINGS[method]
+    ratio_search = None
+    if search == "amc":
+        episodes = int(os.environ.get("PFTF_CP_AMC_EPISODES", "300"))
+        ratio_search = amc_search.amc_ratio_search(episodes=episodes, seed=0, verbose=True)
     return ChannelPrunedLearner(
         cfg,
         cp_prune_option=option,
         cp_preserve_ratio=keep,
         cp_criterion=criterion,
         cp_cost=cost,
+        ratio_search=ratio_search,
         distillation=distillation.DistillationConfig(1.0, 2.0),
         verbose=2,
     )
