@@ -1,7 +1,8 @@
 """Ask/tell hyper-parameter optimisers and the resumable search loop (issue 6).
 
 Installed as ``pocketflow_tf.hp_optimizers``. ``space`` describes what is searched, ``base``
-holds the ask/tell contract and the registry of optimisers.
+holds the ask/tell contract and the registry of optimisers ("random", "tpe", "gp", "amc"),
+``search`` the resumable study loop.
 
 Example:
     >>> from pocketflow_tf.hp_optimizers import space
@@ -9,4 +10,13 @@ Example:
     ['x']
 """
 
-from pocketflow_tf.hp_optimizers import base, space  # noqa: F401
+# Importing registers the optimisers; optuna and keras-tuner load only when used.
+from pocketflow_tf.hp_optimizers import (  # noqa: F401
+    amc,  # "amc": DDPG in the AMC design
+    base,  # the ask/tell contract and the registry
+    gp,  # "gp": keras-tuner's Bayesian oracle
+    random_search,  # "random"
+    search,  # the resumable study loop
+    space,  # what is searched
+    tpe,  # "tpe": optuna
+)

@@ -48,7 +48,11 @@ class Float:
             raise errors.InvalidArgumentError(f"{self.name}.low", self.low, "> 0 when log=True")
 
     def contains(self, value: Any) -> bool:
-        return isinstance(value, int | float) and self.low <= float(value) <= self.high
+        return (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and self.low <= float(value) <= self.high
+        )
 
 
 @dataclasses.dataclass(frozen=True)

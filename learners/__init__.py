@@ -6,13 +6,15 @@ Example:
     >>> import pocketflow_tf.learners
     >>> from pocketflow_tf import learner
     >>> learner.available()
-    ['channel', 'dis-chn-pruned', 'full-prec', 'uniform', 'weight-sparse']
+    ['channel', 'dis-chn-pruned', 'full-prec', 'non-uniform', 'product-quant', 'uniform', 'weight-sparse']
 """
 
 from pocketflow_tf.learners import (
     channel,  # noqa: F401  (registers "channel")
     dcp,  # noqa: F401  (registers "dis-chn-pruned")
     full_prec,  # noqa: F401  (registers "full-prec")
+    non_uniform,  # noqa: F401  (registers "non-uniform")
+    product_quant,  # noqa: F401  (registers "product-quant")
     uniform_quant,  # noqa: F401  (registers "uniform")
     weight_sparse,  # noqa: F401  (registers "weight-sparse")
 )

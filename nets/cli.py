@@ -366,6 +366,80 @@ def uniform_quant_options() -> dict:
 # ---- end of uniform quantization block -----------------------------------------------------
 
 
+# ---- non-uniform quantization: weight clustering (issue 5) ----------------------------------
+flags.DEFINE_integer("nuql_weight_bits", 4, "non-uniform: 2**bits clusters per layer (1..8)")
+flags.DEFINE_enum(
+    "nuql_init_style",
+    "kmeans_plus_plus",
+    ["kmeans_plus_plus", "linear", "density", "random", "quantile", "uniform"],
+    "non-uniform: centroid initialisation (quantile = density, uniform = linear)",
+)
+flags.DEFINE_boolean(
+    "nuql_quantize_all_layers", False, "non-uniform: cluster the first and last layers too"
+)
+flags.DEFINE_boolean(
+    "nuql_int8", False, "non-uniform: cluster-preserving int8 QAT after clustering (int8 export)"
+)
+flags.DEFINE_integer("nuql_int8_epochs", 1, "non-uniform: epochs of the int8 phase")
+_NUQL_FLAGS = (
+    "nuql_weight_bits",
+    "nuql_init_style",
+    "nuql_quantize_all_layers",
+    "nuql_int8",
+    "nuql_int8_epochs",
+)
+
+
+def non_uniform_options() -> dict:
+    """The non-uniform learner's options from the ``nuql_*`` flags.
+
+    Example:
+        >>> non_uniform_options()  # doctest: +SKIP
+        {'nuql_weight_bits': 4, 'nuql_init_style': 'kmeans_plus_plus', ...}
+    """
+    if not _selected_owns("non-uniform", _NUQL_FLAGS):
+        return {}
+    return {name: FLAGS[name].value for name in _NUQL_FLAGS}
+
+
+# ---- product quantization (issue 5) ---------------------------------------------------------
+flags.DEFINE_integer("pq_codebook_size", 256, "product-quant: codewords per layer (power of 2)")
+flags.DEFINE_integer(
+    "pq_block_size_conv", None, "product-quant: sub-vector size of k x k convs (default k*k)"
+)
+flags.DEFINE_integer("pq_block_size_1x1", 4, "product-quant: sub-vector size of 1x1 convs/dense")
+flags.DEFINE_float(
+    "pq_target_ratio", None, "product-quant: pick the codebook size for this compression ratio"
+)
+flags.DEFINE_list("pq_exclude", [], "product-quant: layers kept in float32")
+flags.DEFINE_integer("pq_nb_iters_em", 30, "product-quant: EM iterations per layer")
+flags.DEFINE_integer("pq_nb_iters_layer", 50, "product-quant: codeword fine-tune steps per layer")
+_PQ_FLAGS = (
+    "pq_codebook_size",
+    "pq_block_size_conv",
+    "pq_block_size_1x1",
+    "pq_target_ratio",
+    "pq_exclude",
+    "pq_nb_iters_em",
+    "pq_nb_iters_layer",
+)
+
+
+def product_quant_options() -> dict:
+    """The product-quantization learner's options from the ``pq_*`` flags.
+
+    Example:
+        >>> product_quant_options()  # doctest: +SKIP
+        {'pq_codebook_size': 256, 'pq_block_size_conv': None, ...}
+    """
+    if not _selected_owns("product-quant", _PQ_FLAGS):
+        return {}
+    return {name: FLAGS[name].value for name in _PQ_FLAGS}
+
+
+# ---- end of product quantization block ------------------------------------------------------
+
+
 def build_options(recipe_name: str) -> dict:
     """The builder keyword arguments that the architecture flags select for a recipe.
 
@@ -415,6 +489,8 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
             **channel_options(),
             **dcp_options(),
             **uniform_quant_options(),
+            **non_uniform_options(),
+            **product_quant_options(),
         },
     )
 

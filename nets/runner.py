@@ -160,7 +160,7 @@ class RunOptions:
                 )
         # A quantization learner trains for one deployable form (a QAT model's "float"
         # export would be fake-quantised float, matching neither the Keras model nor int8).
-        deploy = getattr(cls, "deploy_modes", None)
+        deploy, ext = cls.deployment(**self.learner_options)
         if deploy and self.exec_mode == "train":
             if self.export_modes == DEFAULT_EXPORT_MODES:
                 self.export_modes = tuple(deploy)
@@ -170,7 +170,6 @@ class RunOptions:
                     ",".join(self.export_modes),
                     f"modes among {deploy} for learner '{cls.name}'",
                 )
-        ext = getattr(cls, "save_extension", ".keras")
         if self.num_verify < 200:
             raise errors.InvalidArgumentError("num_verify", self.num_verify, "an integer >= 200")
         if self.nb_train_samples is not None and self.nb_train_samples < 1:
@@ -342,8 +341,12 @@ def _train(opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record) -> tuple[
     record.add_metrics(train_wall_s=round(time.time() - start, 1), epochs=cfg.epochs)
     record.add_section("learner", lrn.get_config())  # again: now with what fit() decided
     report = getattr(lrn, "report", None)
+    if hasattr(report, "to_dict"):
+        report = report.to_dict()
     if report:  # what a compression learner did: per-group counts, FLOPs ratio, timings
         record.add_section("compression", report)
+    for kind, path in lrn.save_artifacts(os.path.splitext(opts.save_path)[0]).items():
+        record.add_artifact(kind, path)
     pruned = getattr(lrn, "pruned_model", None)
     if pruned is not None:
         acc = training.evaluate_accuracy(pruned, data.x_test, data.y_test)

@@ -36,8 +36,6 @@ _CANONICAL: dict[str, str] = {}
 #: PocketFlow learner names whose implementation is tracked by an open issue; asking for one
 #: gives a message saying so rather than a bare "unknown learner".
 PLANNED = {
-    "non-uniform": "issue 5 (quantization)",
-    "product-quant": "issue 5 (quantization)",
     "auto": "issue 6 (automated compression)",
 }
 
@@ -147,6 +145,25 @@ class Learner:
     """
 
     name: ClassVar[str] = "base"
+    #: ``.tflite`` modes that deploy what the learner trains (``None``: the run's defaults).
+    deploy_modes: ClassVar[tuple[str, ...] | None] = None
+    #: File extension the trained model is saved with (QAT models need ``".h5"``).
+    save_extension: ClassVar[str] = ".keras"
+
+    @classmethod
+    def deployment(cls, **learner_options: Any) -> tuple[tuple[str, ...] | None, str]:
+        """``(deploy_modes, save_extension)`` for these constructor options.
+
+        Run scripts choose export modes and the save path before the learner exists; a
+        learner whose deployable form depends on an option (e.g. an int8 phase) overrides
+        this.
+
+        Example:
+            >>> import pocketflow_tf.learners
+            >>> get_learner_class("uniform").deployment()
+            (('int8',), '.h5')
+        """
+        return cls.deploy_modes, cls.save_extension
 
     def __init__(
         self,
@@ -172,6 +189,21 @@ class Learner:
         self.steps_per_epoch: int | None = None
         self.total_steps: int | None = None
         self.train_data: tf.data.Dataset | None = None
+
+    def save_artifacts(self, prefix: str) -> dict[str, str]:
+        """Writes what the learner produced besides the Keras model (e.g. compact codes).
+
+        Args:
+            prefix: Path without extension; each file gets its own suffix.
+
+        Returns:
+            ``{kind: path}`` of the files written (none by default).
+
+        Example:
+            >>> Learner().save_artifacts("/tmp/model")
+            {}
+        """
+        return {}
 
     # -- the contract ------------------------------------------------------------------
     def prepare(self, model: keras.Model) -> keras.Model:

@@ -123,7 +123,7 @@ def test_run_script_reports_user_errors_without_traceback(tmp_path):
             sys.executable,
             os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
             "--learner",
-            "non-uniform",
+            "magic",
             "--save_path",
             str(tmp_path / "m.keras"),
         ],
@@ -132,7 +132,7 @@ def test_run_script_reports_user_errors_without_traceback(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 2
-    assert "error:" in proc.stderr and "non-uniform" in proc.stderr
+    assert "error:" in proc.stderr and "'magic'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []
 
