@@ -219,6 +219,12 @@ flags.DEFINE_enum(
     ["error", "error_log_flops", "error_log_params"],
     "channel auto with amc: AMC's reward (-error, -error*log(FLOPs), -error*log(params))",
 )
+flags.DEFINE_integer(
+    "cp_proxy_bn_batches",
+    0,
+    "channel auto: batches on which each scored plan's BatchNorm statistics are re-estimated "
+    "(0: off; recommended with --cp_ratio_search amc)",
+)
 _CP_FLAGS = (
     "cp_prune_option",
     "cp_preserve_ratio",
@@ -234,6 +240,7 @@ _CP_FLAGS = (
     "cp_ratio_search",
     "cp_amc_episodes",
     "cp_amc_reward",
+    "cp_proxy_bn_batches",
 )
 #: The cp_* flags that dis-chn-pruned uses too; the others belong to channel only.
 _CP_SHARED_WITH_DCP = ("cp_preserve_ratio", "cp_prune_list", "cp_channel_round", "cp_exclude")
@@ -278,6 +285,7 @@ def channel_options() -> dict:
         "cp_cost": FLAGS.cp_cost,
         "cp_list_group": FLAGS.cp_list_group,
         "cp_nb_iters_ft": FLAGS.cp_nb_iters_ft,
+        "cp_proxy_bn_batches": FLAGS.cp_proxy_bn_batches,
         "ratio_search": _ratio_search(),
     }
 

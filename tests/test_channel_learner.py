@@ -213,6 +213,29 @@ def test_search_hook_is_used(images):
     assert thin.get_layer("a").filters == 8
 
 
+def test_proxy_bn_reestimation_changes_scores_and_restores_the_probe(images):
+    labels = np.arange(len(images)) % 3
+    scores = {}
+    for batches in (0, 2):
+
+        def search(problem, batches=batches):
+            small = {k: c[0] for k, c in problem.choices.items()}
+            first = problem.evaluate(small)
+            problem.evaluate({k: c[-1] for k, c in problem.choices.items()})
+            assert problem.evaluate(small) == first  # every plan starts from the dense weights
+            scores[batches] = first
+            return small
+
+        ChannelPrunedLearner(
+            cp_prune_option="auto",
+            cp_preserve_ratio=0.9,
+            ratio_search=search,
+            cp_criterion="l1",
+            cp_proxy_bn_batches=batches,
+        ).prune(small_resnet(), images, labels)
+    assert scores[0] != scores[2]
+
+
 def test_amc_search_plans_the_pruning_within_the_flops_target(images):
     # AMC (DDPG over the groups) through the learner's hook: every plan is bounded, so the
     # pruned model meets the FLOPs target; the agent's episodes are recorded.
@@ -242,6 +265,7 @@ def test_amc_search_plans_the_pruning_within_the_flops_target(images):
         ({"cp_channel_round": 0}, "cp_channel_round"),
         ({"cp_list_group": -1}, "cp_list_group"),
         ({"cp_nb_iters_ft": 1.5}, "cp_nb_iters_ft"),
+        ({"cp_proxy_bn_batches": -1}, "cp_proxy_bn_batches"),
         ({"cp_cost": "energy", "cp_prune_option": "auto"}, "cp_cost"),
         ({"cp_cost": "latency"}, "cp_cost"),  # only 'auto' plans counts
     ],

@@ -5,7 +5,7 @@ import doctest
 import numpy as np
 import pytest
 
-from pocketflow_tf import channel_graph, qat, surgery
+from pocketflow_tf import batchnorm, channel_graph, qat, surgery
 from pocketflow_tf.hp_optimizers import amc, base, ddpg, gp, random_search, search, space, tpe
 from pocketflow_tf.learners.channel import allocation, amc_search, importance, lasso, latency_table
 from pocketflow_tf.learners.channel import learner as channel_learner
@@ -16,13 +16,6 @@ from pocketflow_tf.learners.non_uniform import plan as nu_plan
 from pocketflow_tf.learners.non_uniform import report as nu_report
 from pocketflow_tf.learners.non_uniform import storage as nu_storage
 from pocketflow_tf.learners.non_uniform import tflite_values as nu_tflite_values
-from pocketflow_tf.learners.product_quant import batchnorm as pq_batchnorm
-from pocketflow_tf.learners.product_quant import layers as pq_layers
-from pocketflow_tf.learners.product_quant import learner as pq_learner
-from pocketflow_tf.learners.product_quant import plan as pq_plan
-from pocketflow_tf.learners.product_quant import pq
-from pocketflow_tf.learners.product_quant import sampling as pq_sampling
-from pocketflow_tf.learners.product_quant import storage as pq_storage
 from pocketflow_tf.learners.uniform_quant import learner as uniform_learner
 
 
@@ -38,13 +31,7 @@ from pocketflow_tf.learners.uniform_quant import learner as uniform_learner
         channel_learner,
         qat,
         uniform_learner,
-        pq,
-        pq_plan,
-        pq_layers,
-        pq_sampling,
-        pq_batchnorm,
-        pq_storage,
-        pq_learner,
+        batchnorm,
         nu_options,
         nu_plan,
         nu_storage,

@@ -41,6 +41,7 @@ import numpy as np
 
 from pocketflow_tf import (
     accounting,
+    batchnorm,
     channel_graph,
     distillation,
     errors,
@@ -87,6 +88,11 @@ class ChannelPrunedLearner(learner.Learner):
             so later selections see a recovered network (PocketFlow's ``cp_list_group``).
             0: every group in one round.
         cp_nb_iters_ft: Fine-tuning steps between rounds.
+        cp_proxy_bn_batches: Batches of the ``auto`` calibration images on which each scored
+            plan's BatchNorm statistics are re-estimated before scoring (0: off). Pruning
+            many groups at once shifts every later BatchNorm's input; without this the
+            proxy of such a plan is near chance and cannot rank plans (EagleEye's adaptive
+            BN, Li et al. 2020). Costs one training-mode pass per batch per plan.
         ratio_search: Replaces the ``auto`` sensitivity allocation: a callable taking an
             :class:`allocation.AllocationProblem` and returning counts per group key (the
             hook for the search optimisers).
@@ -119,6 +125,7 @@ class ChannelPrunedLearner(learner.Learner):
         cp_cost: str = "flops",
         cp_list_group: int = 0,
         cp_nb_iters_ft: int = 200,
+        cp_proxy_bn_batches: int = 0,
         ratio_search: allocation.RatioSearch | None = None,
         **kwargs: Any,
     ):
@@ -158,6 +165,7 @@ class ChannelPrunedLearner(learner.Learner):
             ("cp_nb_eval", cp_nb_eval, 1),
             ("cp_list_group", cp_list_group, 0),
             ("cp_nb_iters_ft", cp_nb_iters_ft, 0),
+            ("cp_proxy_bn_batches", cp_proxy_bn_batches, 0),
         ):
             if not isinstance(value, int | np.integer) or value < low:
                 raise errors.InvalidArgumentError(arg, value, f"an integer >= {low}")
@@ -175,6 +183,7 @@ class ChannelPrunedLearner(learner.Learner):
         self.cp_cost = cp_cost
         self.cp_list_group = int(cp_list_group)
         self.cp_nb_iters_ft = int(cp_nb_iters_ft)
+        self.cp_proxy_bn_batches = int(cp_proxy_bn_batches)
         self.ratio_search = ratio_search
         self.pruned_model: keras.Model | None = None
         self.report: dict[str, Any] = {}
@@ -203,6 +212,7 @@ class ChannelPrunedLearner(learner.Learner):
             cp_cost=self.cp_cost,
             cp_list_group=self.cp_list_group,
             cp_nb_iters_ft=self.cp_nb_iters_ft,
+            cp_proxy_bn_batches=self.cp_proxy_bn_batches,
             ratio_search=None if self.ratio_search is None else repr(self.ratio_search),
         )
         return cfg
@@ -356,7 +366,8 @@ class ChannelPrunedLearner(learner.Learner):
         return search(problem)
 
     def _proxy_evaluator(self, model, graph, calib):
-        """Score of a plan: minus the cross-entropy of the L1-pruned model, no fine-tuning."""
+        """Score of a plan: minus the cross-entropy of the L1-pruned model, no fine-tuning
+        (BatchNorm statistics re-estimated first when ``cp_proxy_bn_batches`` > 0)."""
         x, y = calib
         if y is None:
             raise errors.InvalidArgumentError("y", None, "labels: the 'auto' option scores plans")
@@ -365,6 +376,7 @@ class ChannelPrunedLearner(learner.Learner):
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         probe = learner.copy_model(model)
         base = model.get_weights()
+        bn_data = tf.data.Dataset.from_tensor_slices(x).batch(128)
 
         def evaluate(counts):
             keep = {}
@@ -374,6 +386,8 @@ class ChannelPrunedLearner(learner.Learner):
                     keep[g.id] = importance.top_k(scores[g.id], k)
             probe.set_weights(base)
             surgery.mask_consumers(probe, graph, keep)  # same outputs as the thin model
+            if self.cp_proxy_bn_batches:
+                batchnorm.reestimate(probe, bn_data, self.cp_proxy_bn_batches)
             logits = probe.predict(x, batch_size=500, verbose=0)
             return -float(loss_fn(y, logits))
 

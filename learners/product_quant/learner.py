@@ -53,9 +53,9 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import distillation, errors, learner, model_io, training
+from pocketflow_tf import batchnorm, distillation, errors, learner, model_io, training
 from pocketflow_tf.compat import keras, tf
-from pocketflow_tf.learners.product_quant import batchnorm, layers, plan, pq, sampling, storage
+from pocketflow_tf.learners.product_quant import layers, plan, pq, sampling, storage
 
 _NOT_GIVEN = object()
 

@@ -1,4 +1,4 @@
-"""BatchNorm statistics re-estimation on training batches.
+"""BatchNorm statistics re-estimation on training batches (PQ's last step, the channel proxy).
 
 Quantized kernels change the distribution each BatchNorm sees; its moving statistics, last
 updated as a running average during fine-tuning (with weights that kept moving), no longer
