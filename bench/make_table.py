@@ -36,6 +36,8 @@ COLUMNS = (
     ("params_ratio", "params ×"),
     ("bytes", ".tflite B"),
     ("bytes_gzip", "gzip B"),
+    ("compressed_bytes", "compressed B"),
+    ("compression_ratio", "compression ×"),
     ("latency_ms", "latency ms"),
     ("latency_ratio", "latency ×"),
     ("wall_s", "wall s"),
@@ -57,8 +59,10 @@ def format_value(field: str, value) -> str:
         return f"{value:+.2f}"
     if field in ("flops_ratio", "params_ratio", "latency_ratio"):
         return f"{value:.3f}"
-    if field in ("params", "flops", "bytes", "bytes_gzip"):
+    if field in ("params", "flops", "bytes", "bytes_gzip", "compressed_bytes"):
         return f"{int(value):,}"
+    if field == "compression_ratio":
+        return f"{value:.1f}"
     if field == "latency_ms":
         return f"{value:.3f}"
     if field == "wall_s":

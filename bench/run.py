@@ -29,6 +29,7 @@ BENCHMARKS = {
     "sparsity": "bench.benchmarks.sparsity",
     "channel": "bench.benchmarks.channel",
     "qat": "bench.benchmarks.qat",
+    "codebooks": "bench.benchmarks.codebooks",
 }
 
 

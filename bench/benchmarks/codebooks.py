@@ -1,0 +1,153 @@
+"""Benchmark ``codebooks``: product quantization and weight clustering of ResNet-20.
+
+Both methods replace weights by shared values from a small codebook, so the compact storage
+(codes + codebooks + the few float parameters) is what shrinks; the deployable float
+``.tflite`` holds the decoded weights (LiteRT has no codebook kernels), which gzip well.
+
+* ``pq-k<k>``: :class:`ProductQuantLearner` ("And the Bit Goes Down"), ``k`` codewords per
+  layer, sub-vectors of 9 (3x3 convs) / 4 (1x1, dense), layer-wise EM on activations,
+  codeword fine-tuning, then ``PFTF_CB_EPOCHS`` epochs of global distilled fine-tuning and
+  BatchNorm re-estimation;
+* ``cluster-<n>``: :class:`NonUniformQuantLearner` (TFMOT weight clustering, ``n`` clusters
+  per layer, k-means++ init, first and last layer float), ``PFTF_CB_EPOCHS`` epochs of
+  distilled fine-tuning.
+
+Each record: Keras accuracy on the whole test split (and of the verified float ``.tflite``),
+the exact compressed bytes (``compressed_bytes``) and ``compression_ratio`` against float32
+parameters, raw and gzip ``.tflite`` bytes and the LiteRT latency ratio against the dense
+export (interleaved, one thread; about 1 by construction).
+
+Environment: ``PFTF_CB_METHODS`` (default ``pq-k32,pq-k64,cluster-16,cluster-8``),
+``PFTF_CB_EPOCHS`` (default 2), ``PFTF_CB_RECIPES`` (default ``resnet_at_fmnist``).
+
+Example:
+    >>> from bench.benchmarks import codebooks
+    >>> codebooks.parse_method("pq-k32"), codebooks.parse_method("cluster-8")
+    (('pq', 32), ('cluster', 8))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from bench import baselines as baseline_cache
+from bench import results_io
+from pocketflow_tf import (
+    accounting,
+    datasets,
+    distillation,
+    errors,
+    latency,
+    tflite_verify,
+    training,
+)
+from pocketflow_tf.learners.non_uniform import NonUniformQuantLearner
+from pocketflow_tf.learners.product_quant import ProductQuantLearner
+from pocketflow_tf.nets import recipe
+
+COMMAND = "python -m bench.run codebooks"
+DEFAULT_METHODS = "pq-k32,pq-k64,cluster-16,cluster-8"
+
+
+def parse_method(method: str) -> tuple[str, int]:
+    """``"pq-k32"`` -> ``("pq", 32)``; ``"cluster-16"`` -> ``("cluster", 16)``.
+
+    Example:
+        >>> parse_method("pq-32")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `PFTF_CB_METHODS`: 'pq-32'. Accepted: pq-k<codewords> or cluster-<clusters>, e.g. pq-k32, cluster-16.
+    """
+    kind, _, size = method.partition("-")
+    if kind == "pq" and size.startswith("k") and size[1:].isdigit():
+        return "pq", int(size[1:])
+    if kind == "cluster" and size.isdigit():
+        return "cluster", int(size)
+    raise errors.InvalidArgumentError(
+        "PFTF_CB_METHODS", method, "pq-k<codewords> or cluster-<clusters>, e.g. pq-k32, cluster-16"
+    )
+
+
+def _compress(kind: str, size: int, cfg: training.TrainConfig, dense, data):
+    """Fits one method; returns (model, compressed bytes, float32 bytes, learner)."""
+    dst = distillation.DistillationConfig(1.0, 2.0)
+    if kind == "pq":
+        lrn = ProductQuantLearner(cfg, pq_codebook_size=size, distillation=dst, verbose=2)
+        model = lrn.fit(dense, data.x_train, data.y_train)
+        return model, lrn.report["compressed_bytes"], lrn.report["float_bytes"], lrn
+    bits = int(math.log2(size))
+    if 2**bits != size:
+        raise errors.InvalidArgumentError("clusters", size, "a power of two (2**nuql_weight_bits)")
+    lrn = NonUniformQuantLearner(cfg, nuql_weight_bits=bits, distillation=dst, verbose=2)
+    model = lrn.fit(dense, data.x_train, data.y_train)
+    storage = lrn.report.storage
+    return model, storage.total_bytes, storage.float32_bytes, lrn
+
+
+def run() -> list[dict]:
+    """Compresses, exports, verifies, evaluates and times; one record per (model, method).
+
+    Example:
+        >>> recs = run()  # doctest: +SKIP
+    """
+    epochs = int(os.environ.get("PFTF_CB_EPOCHS", "2"))
+    methods = [m for m in os.environ.get("PFTF_CB_METHODS", DEFAULT_METHODS).split(",") if m]
+    parsed = [parse_method(m) for m in methods]  # bad names fail before any training
+    data = datasets.load_dataset("fmnist")
+    recs = []
+    for name in [n for n in os.environ.get("PFTF_CB_RECIPES", "resnet_at_fmnist").split(",") if n]:
+        dense, _ = baseline_cache.train_or_load(name)
+        acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+        cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
+        dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
+        dense_exp = tflite_verify.export_tflite(
+            dense, dense_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
+        )
+        for method, (kind, size) in zip(methods, parsed, strict=True):
+            start = time.time()
+            model, packed, float32, lrn = _compress(kind, size, cfg, dense, data)
+            wall = time.time() - start
+            acc = training.evaluate_accuracy(model, data.x_test, data.y_test)
+            path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}.float.tflite")
+            exp = tflite_verify.export_tflite(
+                model, path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
+            )
+            ratio = latency.interleaved_ratio(path, dense_path, rounds=30).latency_ratio
+            rec = results_io.make_record(
+                model=dense.name,
+                dataset="fmnist",
+                method=method,
+                setting=f"epochs={epochs}",
+                acc=round(acc, 4),
+                acc_baseline=round(acc_dense, 4),
+                flops_ratio=1.0,
+                params_ratio=round(
+                    accounting.profile_model(model).total_params
+                    / accounting.profile_model(dense).total_params,
+                    4,
+                ),
+                bytes=exp.bytes,
+                bytes_gzip=exp.bytes_gzip,
+                latency_ratio=round(ratio, 4),
+                wall_s=round(wall, 1),
+                command=f"PFTF_CB_METHODS={method} PFTF_CB_EPOCHS={epochs} {COMMAND}",
+                compressed_bytes=int(packed),
+                float32_bytes=int(float32),
+                compression_ratio=round(float32 / packed, 2),
+                dense_bytes=dense_exp.bytes,
+                dense_bytes_gzip=dense_exp.bytes_gzip,
+                epochs=epochs,
+            )
+            if kind == "pq":
+                lrn.save_compressed(
+                    os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}.pq.npz")
+                )
+            recs.append(rec)
+            print(
+                f"[bench] {name} {method}: acc {acc:.4f} (dense {acc_dense:.4f}), compressed "
+                f"{packed:,} B vs {float32:,} B float32 (x{rec['compression_ratio']}), "
+                f".tflite gzip {exp.bytes_gzip:,} B, {wall:.0f} s"
+            )
+    return recs
