@@ -6,10 +6,11 @@ Example:
     >>> import pocketflow_tf.learners
     >>> from pocketflow_tf import learner
     >>> learner.available()
-    ['channel', 'dis-chn-pruned', 'full-prec', 'non-uniform', 'product-quant', 'uniform', 'weight-sparse']
+    ['auto', 'channel', 'dis-chn-pruned', 'full-prec', 'non-uniform', 'product-quant', 'uniform', 'weight-sparse']
 """
 
 from pocketflow_tf.learners import (
+    auto,  # noqa: F401  (registers "auto")
     channel,  # noqa: F401  (registers "channel")
     dcp,  # noqa: F401  (registers "dis-chn-pruned")
     full_prec,  # noqa: F401  (registers "full-prec")

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -448,6 +449,54 @@ def product_quant_options() -> dict:
 # ---- end of product quantization block ------------------------------------------------------
 
 
+# ---- automated compression (issue 6) --------------------------------------------------------
+flags.DEFINE_string(
+    "auto_target", None, "auto: what to reach, e.g. '2x faster', 'int8,<=0.3x bytes', 'flops<=0.5'"
+)
+flags.DEFINE_string("auto_dir", None, "auto: study + report folder (default: <save dir>/auto)")
+flags.DEFINE_enum("auto_optimizer", "tpe", ["tpe", "gp", "random"], "auto: search optimiser")
+flags.DEFINE_integer("auto_max_trials", 20, "auto: trials of the search")
+flags.DEFINE_float("auto_max_wall_s", None, "auto: wall-time budget of the search (seconds)")
+flags.DEFINE_float("auto_holdout", 0.1, "auto: share of the training data held out for scoring")
+flags.DEFINE_integer("auto_proxy_steps", 200, "auto: fine-tuning steps of each trial")
+flags.DEFINE_enum(
+    "auto_int8_final", "auto", ["auto", "ptq", "qat"], "auto: how the final int8 model is made"
+)
+_AUTO_FLAGS = (
+    "auto_target",
+    "auto_dir",
+    "auto_optimizer",
+    "auto_max_trials",
+    "auto_max_wall_s",
+    "auto_holdout",
+    "auto_proxy_steps",
+    "auto_int8_final",
+)
+
+
+def auto_options() -> dict:
+    """The auto learner's options from the ``auto_*`` flags.
+
+    Example:
+        >>> auto_options()  # doctest: +SKIP
+        {'auto_target': '2x faster', 'auto_dir': 'models/resnet_at_fmnist/auto/auto', ...}
+    """
+    if not _selected_owns("auto", _AUTO_FLAGS):
+        return {}
+    if not FLAGS.auto_target:
+        raise errors.InvalidArgumentError(
+            "auto_target", FLAGS.auto_target, "a target, e.g. '2x faster' or 'int8,<=0.3x bytes'"
+        )
+    opts = {name: FLAGS[name].value for name in _AUTO_FLAGS}
+    if opts["auto_dir"] is None and FLAGS.save_path:
+        opts["auto_dir"] = os.path.join(os.path.dirname(os.path.abspath(FLAGS.save_path)), "auto")
+    opts["auto_seed"] = FLAGS.seed
+    return opts
+
+
+# ---- end of automated compression block -----------------------------------------------------
+
+
 def build_options(recipe_name: str) -> dict:
     """The builder keyword arguments that the architecture flags select for a recipe.
 
@@ -499,6 +548,7 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
             **uniform_quant_options(),
             **non_uniform_options(),
             **product_quant_options(),
+            **auto_options(),
         },
     )
 

@@ -180,6 +180,10 @@ class RunOptions:
             raise errors.InvalidArgumentError(
                 "model_path", None, "the model to evaluate (or --save_path of a finished run)"
             )
+        if cls.name == "auto" and self.exec_mode == "train" and not self.model_path:
+            raise errors.InvalidArgumentError(
+                "model_path", None, "the trained model that --learner auto compresses"
+            )
         for name in ("model_path", "teacher_path"):
             path = getattr(self, name)
             if path and not os.path.exists(path):
@@ -241,7 +245,7 @@ def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]
         data = data.subset(n_train=opts.nb_train_samples)
     _say(f"  train {len(data.y_train)}, test {len(data.y_test)}, input {data.input_shape}")
 
-    came_as_keras3 = False
+    came_as_keras3, lrn = False, None
     if opts.exec_mode == "eval":
         loaded = model_io.load_model_with_info(
             opts.model_path or opts.save_path, trust_unsafe=opts.trust_model
@@ -249,7 +253,7 @@ def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]
         model, came_as_keras3 = loaded.model, loaded.saved_by_keras3
         record.add_metrics(source_model=loaded.path)
     else:
-        model, came_as_keras3 = _train(opts, rec_cfg, data, record)
+        model, came_as_keras3, lrn = _train(opts, rec_cfg, data, record)
 
     _say("evaluating on the test split")
     acc = training.evaluate_accuracy(model, data.x_test, data.y_test)
@@ -266,10 +270,26 @@ def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]
     if opts.exec_mode == "train":
         # No Keras 3 copy of a QAT model: TFMOT's wrappers exist only in Keras 2.
         keras3_copy = came_as_keras3 and not qat.is_quantized(model)
-        saved = model_io.save_model(model, opts.save_path, keras3_copy=keras3_copy)
+        # A learner that exports and verifies its own deployable file (auto) says which
+        # file and which model format (a QAT result must be saved as .h5).
+        deployed = getattr(lrn, "tflite_path", None)
+        save_path = opts.save_path
+        if deployed:
+            save_path = os.path.splitext(save_path)[0] + lrn.save_extension
+        saved = model_io.save_model(model, save_path, keras3_copy=keras3_copy)
         for kind, path in saved.items():
             record.add_artifact(f"model_{kind}", path)
-        exports = _export_all(opts, model, data, out_dir, stem, record)
+        if deployed:
+            exports = {lrn.deploy_mode: deployed}
+            record.add_artifact(f"tflite_{lrn.deploy_mode}", deployed)
+            for kind, attr in (
+                ("auto_report_html", "html_path"),
+                ("auto_report_json", "report_path"),
+            ):
+                if getattr(lrn, attr, None):
+                    record.add_artifact(kind, getattr(lrn, attr))
+        else:
+            exports = _export_all(opts, model, data, out_dir, stem, record)
         if exports:
             _measure_latency(opts, exports, record)
 
@@ -281,7 +301,9 @@ def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]
     return result
 
 
-def _train(opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record) -> tuple[Any, bool]:
+def _train(
+    opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record
+) -> tuple[Any, bool, learner.Learner]:
     # Compressing a trained model is fine-tuning (see Recipe.finetune_config), unless the
     # user set the learning rate.
     fine_tune = bool(opts.model_path) and opts.learning_rate is None
@@ -356,7 +378,7 @@ def _train(opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record) -> tuple[
         record.add_section(
             "history", {k: [float(v) for v in vs] for k, vs in lrn.history.history.items()}
         )
-    return trained, came_as_keras3
+    return trained, came_as_keras3, lrn
 
 
 def _export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:

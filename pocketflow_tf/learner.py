@@ -35,9 +35,7 @@ _CANONICAL: dict[str, str] = {}
 
 #: PocketFlow learner names whose implementation is tracked by an open issue; asking for one
 #: gives a message saying so rather than a bare "unknown learner".
-PLANNED = {
-    "auto": "issue 6 (automated compression)",
-}
+PLANNED: dict[str, str] = {}
 
 
 def register(name: str, *aliases: str):

@@ -1,12 +1,21 @@
 """The docstring examples of the pruning, quantization and search modules run and stay true."""
 
 import doctest
+import importlib
 
 import numpy as np
 import pytest
 
+import pocketflow_tf
 from pocketflow_tf import batchnorm, channel_graph, qat, surgery
 from pocketflow_tf.hp_optimizers import amc, base, ddpg, gp, random_search, search, space, tpe
+from pocketflow_tf.learners.auto import candidate as auto_candidate
+from pocketflow_tf.learners.auto import learner as auto_learner
+from pocketflow_tf.learners.auto import planner as auto_planner
+from pocketflow_tf.learners.auto import proxy as auto_proxy
+from pocketflow_tf.learners.auto import report as auto_report
+from pocketflow_tf.learners.auto import splits as auto_splits
+from pocketflow_tf.learners.auto import target as auto_target
 from pocketflow_tf.learners.channel import allocation, amc_search, importance, lasso, latency_table
 from pocketflow_tf.learners.channel import learner as channel_learner
 from pocketflow_tf.learners.non_uniform import cqat as nu_cqat
@@ -18,10 +27,22 @@ from pocketflow_tf.learners.non_uniform import storage as nu_storage
 from pocketflow_tf.learners.non_uniform import tflite_values as nu_tflite_values
 from pocketflow_tf.learners.uniform_quant import learner as uniform_learner
 
+# The package re-exports the function compress(), which hides its module of the same name.
+auto_compress = importlib.import_module("pocketflow_tf.learners.auto.compress")
+
 
 @pytest.mark.parametrize(
     "module",
     [
+        pocketflow_tf,
+        auto_target,
+        auto_planner,
+        auto_splits,
+        auto_candidate,
+        auto_proxy,
+        auto_report,
+        auto_learner,
+        auto_compress,
         channel_graph,
         surgery,
         allocation,

@@ -1,0 +1,201 @@
+"""``compress(model, data, target=...)``: the Python entry point of automated compression.
+
+A thin front to :class:`~learner.AutoLearner`: it accepts training arrays or a
+:class:`pocketflow_tf.datasets.DataSplits`, a :class:`~target.Target` or a target string,
+runs the search and the final build in ``directory`` (rerunning continues the search), and
+returns a :class:`CompressResult`.
+
+The test split of a ``DataSplits`` is never shown to the search: it is evaluated once the
+final model is built, for the report only (``evaluate_test``).
+
+Example:
+    >>> from pocketflow_tf.learners.auto import compress
+    >>> res = compress(model, (x_train, y_train), "2x faster", "runs/auto")  # doctest: +SKIP
+    >>> res.met, res.tflite_path  # doctest: +SKIP
+    (True, 'runs/auto/final/model.float.tflite')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+from pocketflow_tf import datasets, distillation, errors, training
+from pocketflow_tf.compat import keras
+from pocketflow_tf.learners.auto.learner import DEFAULT_DISTILLATION, AutoLearner
+from pocketflow_tf.learners.auto.target import Target
+
+
+@dataclasses.dataclass
+class CompressResult:
+    """What :func:`compress` returns.
+
+    Attributes:
+        model: The final Keras model (float, or a QAT model when QAT won the int8 final).
+        tflite_path: Its verified deployable ``.tflite``.
+        report_path: ``<directory>/auto_report.json``.
+        html_path: ``<directory>/auto_report.html``.
+        met: Whether the final model meets the target (re-measured on held-out data).
+        pareto: The Pareto-optimal trials (accuracy x latency x bytes), as report rows.
+        report: The whole report (as in the JSON file).
+
+    Example:
+        >>> CompressResult(None, "m.tflite", "r.json", "r.html", False, []).met
+        False
+    """
+
+    model: keras.Model | None
+    tflite_path: str | None
+    report_path: str | None
+    html_path: str | None
+    met: bool
+    pareto: list[dict[str, Any]]
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        """The report's one-paragraph answer.
+
+        Example:
+            >>> CompressResult(None, None, None, None, True, [],
+            ...                {"answer": {"summary": "Target met"}}).summary
+            'Target met'
+        """
+        return (self.report.get("answer") or {}).get("summary", "")
+
+
+def compress(
+    model: keras.Model,
+    data: tuple[np.ndarray, np.ndarray] | datasets.DataSplits,
+    target: Target | str,
+    directory: str | os.PathLike,
+    *,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    train_config: training.TrainConfig | None = None,
+    optimizer: str = "tpe",
+    max_trials: int | None = 20,
+    max_wall_s: float | None = None,
+    proxy_steps: int = 200,
+    holdout: float = 0.1,
+    int8_final: str = "auto",
+    distill: distillation.DistillationConfig | None = DEFAULT_DISTILLATION,
+    evaluate_test: bool = True,
+    seed: int = 0,
+    verbose: int = 1,
+    **options: Any,
+) -> CompressResult:
+    """Compresses ``model`` to meet ``target``; see :class:`~learner.AutoLearner` for the steps.
+
+    Args:
+        model: The trained dense Keras model (tf-keras; never modified).
+        data: ``(x_train, y_train)`` arrays, or a ``DataSplits`` (its ``x_val`` is used as
+            the held-out split when set; its test split only for the final report).
+        target: E.g. ``"2x faster"``, ``"int8,<=0.3x bytes"``, ``"under 1 MB"``,
+            ``"flops<=0.5, drop<=0.5"`` or a :class:`~target.Target`.
+        directory: Work directory; rerunning with it continues the search.
+        x_val: Held-out images from the training distribution (default: ``holdout`` of the
+            training data). Never the test set.
+        y_val: Their labels.
+        train_config: The final fine-tune (default: 1 epoch, Adam at 1e-3, batch 64).
+        optimizer: ``"tpe"``, ``"random"`` or ``"gp"``.
+        max_trials: Trial budget (over every run of the directory).
+        max_wall_s: Search wall-clock budget in seconds (over every run).
+        proxy_steps: Distilled fine-tuning steps per trial.
+        holdout: Share of the training data held out when no ``x_val`` is given.
+        int8_final: ``"auto"``, ``"ptq"`` or ``"qat"`` (see ``AutoLearner``).
+        distill: Distillation of every fine-tune (``None``: off).
+        evaluate_test: With a ``DataSplits`` holding a test split: report the dense and final
+            accuracy on it after the search (never used to choose).
+        seed: Seed of the split, the search and the builds.
+        verbose: 0 silent, 1 progress lines, 2 Keras epochs too.
+        **options: Further ``AutoLearner`` options without their ``auto_`` prefix
+            (``proxy_calib_samples``, ``eval_samples``, ``latency_rounds``, ``qat_epochs``...).
+
+    Returns:
+        The :class:`CompressResult`.
+
+    Raises:
+        InvalidArgumentError: A bad argument, target or data, or a directory holding
+            another study; raised before any work.
+
+    Example:
+        >>> compress(None, ([], []), "2x faster", "/tmp/x")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'NoneType'. Accepted: a keras.Model of the framework's Keras (tf-keras).
+    """
+    if not isinstance(model, keras.Model):
+        raise errors.InvalidArgumentError(
+            "model", type(model).__name__, "a keras.Model of the framework's Keras (tf-keras)"
+        )
+    x, y, xv, yv, x_test, y_test = _unpack(data, x_val, y_val)
+    cfg = train_config or training.TrainConfig(
+        epochs=1, batch_size=64, learning_rate=1e-3, optimizer="adam", weight_decay=0.0, seed=seed
+    )
+    unknown = sorted(set(options) - set(_PASS_THROUGH))
+    if unknown:
+        raise errors.InvalidArgumentError(
+            "options", unknown, f"names among {sorted(_PASS_THROUGH)}"
+        )
+    lrn = AutoLearner(
+        cfg,
+        auto_target=target,
+        auto_dir=directory,
+        auto_optimizer=optimizer,
+        auto_max_trials=max_trials,
+        auto_max_wall_s=max_wall_s,
+        auto_proxy_steps=proxy_steps,
+        auto_holdout=holdout,
+        auto_int8_final=int8_final,
+        auto_seed=seed,
+        distillation=distill,
+        verbose=verbose,
+        **{f"auto_{k}": v for k, v in options.items()},
+    )
+    validation = (x_test, y_test) if evaluate_test and x_test is not None and len(x_test) else None
+    final = lrn.fit(model, x, y, x_val=xv, y_val=yv, validation_data=validation)
+    return CompressResult(
+        model=final,
+        tflite_path=lrn.tflite_path,
+        report_path=lrn.report_path,
+        html_path=lrn.html_path,
+        met=bool(lrn.met),
+        pareto=list(lrn.pareto),
+        report=lrn.report,
+    )
+
+
+#: AutoLearner options :func:`compress` passes through (without the ``auto_`` prefix).
+_PASS_THROUGH = (
+    "optimizer_kwargs",
+    "max_consecutive_failures",
+    "proxy_calib_samples",
+    "final_calib_samples",
+    "eval_samples",
+    "latency_rounds",
+    "final_latency_rounds",
+    "channel_round",
+    "qat_epochs",
+)
+
+
+def _unpack(data: Any, x_val: Any, y_val: Any):
+    """``(x, y, x_val, y_val, x_test, y_test)`` of the accepted ``data`` forms."""
+    if isinstance(data, datasets.DataSplits):
+        if x_val is None and data.x_val is not None:
+            x_val, y_val = data.x_val, data.y_val
+        return data.x_train, data.y_train, x_val, y_val, data.x_test, data.y_test
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return data[0], data[1], x_val, y_val, None, None
+    raise errors.InvalidArgumentError(
+        "data",
+        type(data).__name__,
+        "(x_train, y_train) arrays or a pocketflow_tf.datasets.DataSplits",
+    )
+
+
+__all__ = ["CompressResult", "compress"]

@@ -1,0 +1,870 @@
+"""``AutoLearner`` (``--learner auto``): given a target, search the method chain and its
+hyper-parameters, then build, verify and report the final model.
+
+``fit(model, x, y)``:
+
+1. checks every argument, the target, the optimiser and (on a rerun) that the work directory
+   holds a study of the same target, model, data and settings -- before any work;
+2. carves the held-out split from the training data (:mod:`splits`) and exports the dense
+   model's float ``.tflite``, the reference of every speed and size figure;
+3. plans the candidate chains and the search space (:mod:`planner`);
+4. runs a resumable :class:`~pocketflow_tf.hp_optimizers.search.Study` of cheap trials
+   (:mod:`proxy`) in ``<auto_dir>/study`` -- rerunning continues it;
+5. takes the best trial meeting the target, or, when none does, the closest trade-off (and
+   says what was missed and by how much);
+6. rebuilds that trial with the full fine-tuning budget (or reuses the build of an earlier
+   run for the same trial and settings), exports and verifies the deployable ``.tflite``,
+   re-measures it on the held-out data, and writes ``auto_report.json`` and
+   ``auto_report.html`` (:mod:`report`).
+
+The work directory holds ``auto_config.json`` (what a rerun must match), ``dense.float.tflite``
+(the reference), ``study/`` (the resumable search state), ``trials/seed-<n>/`` (each trial's
+``.tflite``), ``final/`` (the final Keras model, its verified ``.tflite`` and ``final.json``)
+and the two reports.
+
+Example:
+    >>> from pocketflow_tf.learners.auto.learner import AutoLearner
+    >>> AutoLearner(auto_target="2x faster", auto_dir="/tmp/auto").target.speedup
+    2.0
+    >>> AutoLearner(auto_target="2x faster", auto_dir="/tmp/auto",
+    ...             auto_optimizer="amc")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pocketflow_tf.errors.InvalidArgumentError: Invalid value for `auto_optimizer`: 'amc'. ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pocketflow_tf import (
+    accounting,
+    atomic_io,
+    distillation,
+    errors,
+    learner,
+    model_io,
+    training,
+)
+from pocketflow_tf.compat import keras, tf
+from pocketflow_tf.hp_optimizers import base, search
+from pocketflow_tf.learners.auto import candidate, planner, proxy, report, splits
+from pocketflow_tf.learners.auto.target import Target, Verdict, human_bytes
+
+#: Optimisers of the chain-level search and the modules registering them. AMC is left out on
+#: purpose: it searches per-layer keep ratios inside one pruning (``ChannelPrunedLearner``'s
+#: ``ratio_search`` hook), not chains and their hyper-parameters.
+OPTIMIZERS = {"tpe": "tpe", "random": "random_search", "gp": "gp"}
+INT8_FINAL = ("auto", "ptq", "qat")
+CONFIG_FILE = "auto_config.json"
+CONFIG_FORMAT = 1
+FINAL_FILE = "final.json"
+#: The Pareto front's objectives: held-out accuracy, latency and file size.
+PARETO = (("acc", "max"), ("latency_ratio", "min"), ("bytes", "min"))
+#: Default distillation of every fine-tune (the dense model teaches its compressed copy).
+DEFAULT_DISTILLATION = distillation.DistillationConfig()
+_UNSET: Any = object()
+
+
+@learner.register("auto", "auto-compress", "AutoLearner")
+class AutoLearner(learner.Learner):
+    """Automated compression for a target (see the module docstring).
+
+    Args:
+        train_config: The final fine-tune (epochs, batch, optimiser, base learning rate);
+            trials use its batch size, optimiser and rate (scaled by the searched
+            ``lr_factor``) for ``auto_proxy_steps`` steps.
+        auto_target: A :class:`~target.Target` or a string such as ``"2x faster"``,
+            ``"int8,<=0.3x bytes"``, ``"under 1 MB"``, ``"flops<=0.5, drop<=0.5"``.
+        auto_dir: Work directory (study state, trial files, final model, reports); rerunning
+            with the same directory continues the search. Default: ``<checkpoint_dir>.auto``
+            when a ``checkpoint_dir`` is given.
+        auto_optimizer: ``"tpe"`` (optuna, default), ``"random"`` or ``"gp"`` (keras-tuner).
+        auto_optimizer_kwargs: Extra arguments of the optimiser (e.g.
+            ``{"n_startup_trials": 4}`` for TPE).
+        auto_max_trials: Trial budget, counted over every run of the study.
+        auto_max_wall_s: Wall-clock budget of the search in seconds, over every run
+            (``None``: none); the final build comes on top.
+        auto_max_consecutive_failures: Stop after this many failed trials in a row.
+        auto_holdout: Share of the training data held out to rank candidates (stratified,
+            seeded); ignored when ``fit`` gets ``x_val``.
+        auto_proxy_steps: Distilled fine-tuning steps per trial.
+        auto_proxy_calib_samples: Training images channel selection samples per trial.
+        auto_final_calib_samples: The same for the final build.
+        auto_eval_samples: Training images the per-layer sensitivity analysis scores on.
+        auto_latency_rounds: Interleaved latency rounds per trial.
+        auto_final_latency_rounds: Interleaved latency rounds of the final model.
+        auto_channel_round: Channel counts are rounded to this multiple (SIMD grain).
+        auto_int8_final: How an int8 chain's final model is quantized: ``"ptq"``
+            (post-training), ``"qat"`` (quantization-aware fine-tune) or ``"auto"`` (both;
+            the one more accurate on the held-out data wins).
+        auto_qat_epochs: Epochs of the final QAT fine-tune.
+        auto_seed: Seed of the split, the study and the builds (default:
+            ``train_config.seed``).
+        distillation: Distillation of every fine-tune (default: on, weight 4, T 2;
+            ``None`` turns it off).
+        teacher: Teacher model (default: a frozen copy of the input model).
+        **kwargs: ``log_dir``, ``checkpoint_dir``, ``verbose`` (see :class:`learner.Learner`).
+
+    Attributes:
+        report: What was searched, chosen and built (also in ``auto_report.json``).
+        tflite_path: The verified deployable ``.tflite`` of the final model.
+        report_path: ``auto_report.json``.
+        html_path: ``auto_report.html``.
+        met: Whether the final model meets the target.
+        pareto: The Pareto-optimal trials (accuracy x latency x bytes), as report rows.
+        pruned_model: The final model after pruning, before fine-tuning (``None`` when the
+            chosen chain does not prune).
+        deploy_mode: ``"float"`` or ``"int8"``: the mode of ``tflite_path``.
+        save_extension: ``".h5"`` when the returned model is a QAT model, else ``".keras"``.
+
+    Example:
+        >>> AutoLearner(auto_target="faster please", auto_dir="/tmp/a")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `target`: 'faster please'. ...
+    """
+
+    name = "auto"
+    save_extension: ClassVar[str] = ".keras"
+
+    def __init__(
+        self,
+        train_config: training.TrainConfig | None = None,
+        *,
+        auto_target: Target | str,
+        auto_dir: str | os.PathLike | None = None,
+        auto_optimizer: str = "tpe",
+        auto_optimizer_kwargs: dict[str, Any] | None = None,
+        auto_max_trials: int | None = 20,
+        auto_max_wall_s: float | None = None,
+        auto_max_consecutive_failures: int | None = 5,
+        auto_holdout: float = 0.1,
+        auto_proxy_steps: int = 200,
+        auto_proxy_calib_samples: int = 256,
+        auto_final_calib_samples: int = 1000,
+        auto_eval_samples: int = 512,
+        auto_latency_rounds: int = 30,
+        auto_final_latency_rounds: int = 100,
+        auto_channel_round: int = 8,
+        auto_int8_final: str = "auto",
+        auto_qat_epochs: int = 1,
+        auto_seed: int | None = None,
+        distillation: distillation.DistillationConfig | None = _UNSET,
+        **kwargs: Any,
+    ):
+        dst = DEFAULT_DISTILLATION if distillation is _UNSET else distillation
+        super().__init__(train_config, distillation=dst, **kwargs)
+        self.target = Target.parse(auto_target)
+        if auto_optimizer not in OPTIMIZERS:
+            raise errors.InvalidArgumentError(
+                "auto_optimizer",
+                auto_optimizer,
+                f"one of {sorted(OPTIMIZERS)} (AMC searches per-layer ratios inside one "
+                "pruning: use ChannelPrunedLearner(ratio_search=amc.amc_ratio_search(...)))",
+            )
+        _import_optimizer(auto_optimizer)
+        if auto_int8_final not in INT8_FINAL:
+            raise errors.InvalidArgumentError(
+                "auto_int8_final", auto_int8_final, f"one of {INT8_FINAL}"
+            )
+        if auto_max_trials is None and auto_max_wall_s is None:
+            raise errors.InvalidArgumentError(
+                "auto_max_trials/auto_max_wall_s", (None, None), "at least one budget"
+            )
+        for name, value, low in (
+            ("auto_max_trials", auto_max_trials, 1),
+            ("auto_max_consecutive_failures", auto_max_consecutive_failures, 1),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < low
+            ):
+                raise errors.InvalidArgumentError(name, value, f"an integer >= {low} or None")
+        if auto_max_wall_s is not None and not (
+            isinstance(auto_max_wall_s, int | float) and auto_max_wall_s > 0
+        ):
+            raise errors.InvalidArgumentError(
+                "auto_max_wall_s", auto_max_wall_s, "seconds > 0 or None"
+            )
+        for name, value, low in (
+            ("auto_final_calib_samples", auto_final_calib_samples, 1),
+            ("auto_final_latency_rounds", auto_final_latency_rounds, 1),
+            ("auto_channel_round", auto_channel_round, 1),
+            ("auto_qat_epochs", auto_qat_epochs, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise errors.InvalidArgumentError(name, value, f"an integer >= {low}")
+        if isinstance(auto_holdout, bool) or not (
+            isinstance(auto_holdout, int | float) and 0 < auto_holdout <= 0.5
+        ):
+            raise errors.InvalidArgumentError("auto_holdout", auto_holdout, "a share in (0, 0.5]")
+        seed = self.train_config.seed if auto_seed is None else auto_seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise errors.InvalidArgumentError("auto_seed", seed, "an integer >= 0")
+        if auto_dir is None and self.checkpoint_dir:
+            auto_dir = os.fspath(self.checkpoint_dir).rstrip(os.sep) + ".auto"
+        if auto_dir is None:
+            raise errors.InvalidArgumentError(
+                "auto_dir", None, "a work directory (it holds the resumable study)"
+            )
+        self.auto_dir = os.fspath(auto_dir)
+        self.optimizer = auto_optimizer
+        self.optimizer_kwargs = dict(auto_optimizer_kwargs or {})
+        self.max_trials = auto_max_trials
+        self.max_wall_s = auto_max_wall_s
+        self.max_consecutive_failures = auto_max_consecutive_failures
+        self.holdout = float(auto_holdout)
+        self.proxy_config = proxy.ProxyConfig(
+            steps=auto_proxy_steps,
+            calib_samples=auto_proxy_calib_samples,
+            eval_samples=auto_eval_samples,
+            latency_rounds=auto_latency_rounds,
+        )
+        self.final_calib_samples = int(auto_final_calib_samples)
+        self.final_latency_rounds = int(auto_final_latency_rounds)
+        self.channel_round = int(auto_channel_round)
+        self.int8_final = auto_int8_final
+        self.qat_epochs = int(auto_qat_epochs)
+        self.seed = int(seed)
+        self.report: dict[str, Any] = {}
+        self.tflite_path: str | None = None
+        self.report_path: str | None = None
+        self.html_path: str | None = None
+        self.met: bool | None = None
+        self.pareto: list[dict[str, Any]] = []
+        self.pruned_model: keras.Model | None = None
+        self.deploy_mode: str | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        """Settings for run records.
+
+        Example:
+            >>> AutoLearner(auto_target="int8", auto_dir="/tmp/a").get_config()["auto_target"]
+            'int8; accuracy drop <= 1 pt'
+        """
+        cfg = super().get_config()
+        cfg.update(
+            auto_target=self.target.describe(),
+            auto_dir=self.auto_dir,
+            auto_optimizer=self.optimizer,
+            auto_optimizer_kwargs=self.optimizer_kwargs,
+            auto_max_trials=self.max_trials,
+            auto_max_wall_s=self.max_wall_s,
+            auto_max_consecutive_failures=self.max_consecutive_failures,
+            auto_holdout=self.holdout,
+            auto_proxy_steps=self.proxy_config.steps,
+            auto_proxy_calib_samples=self.proxy_config.calib_samples,
+            auto_final_calib_samples=self.final_calib_samples,
+            auto_eval_samples=self.proxy_config.eval_samples,
+            auto_latency_rounds=self.proxy_config.latency_rounds,
+            auto_final_latency_rounds=self.final_latency_rounds,
+            auto_channel_round=self.channel_round,
+            auto_int8_final=self.int8_final,
+            auto_qat_epochs=self.qat_epochs,
+            auto_seed=self.seed,
+        )
+        return cfg
+
+    # -- the search ------------------------------------------------------------------------
+
+    def fit(
+        self,
+        model: keras.Model,
+        x: np.ndarray | None = None,
+        y: np.ndarray | None = None,
+        *,
+        x_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+    ) -> keras.Model:
+        """Searches, builds and verifies the compressed model (see the module docstring).
+
+        Args:
+            model: The trained dense model (never modified).
+            x: Training images (arrays; the held-out split is carved from them).
+            y: Integer labels.
+            x_val: Optional held-out images from the *training* distribution to rank
+                candidates on (default: ``auto_holdout`` of ``x``). Never pass the test set.
+            y_val: Their labels.
+            epochs: Overrides ``train_config.epochs`` (final fine-tune).
+            batch_size: Overrides ``train_config.batch_size``.
+            validation_data: ``(x, y)`` evaluated *after* the final model is built, for the
+                report only: it never influences any choice (run scripts pass the test
+                split here).
+            callbacks: Extra Keras callbacks of the final fine-tune.
+
+        Returns:
+            The final Keras model (float; a QAT model when QAT won the int8 final, see
+            ``save_extension``). Its deployable file is :attr:`tflite_path`.
+
+        Raises:
+            InvalidArgumentError: Bad arguments, a target no chain serves on this model,
+                or a work directory holding another study -- all before any work.
+            PocketFlowError: When every trial failed (the report says why).
+
+        Example:
+            >>> lrn = AutoLearner(training.TrainConfig(epochs=2), auto_target="2x faster",
+            ...                   auto_dir="runs/auto", auto_max_trials=12)  # doctest: +SKIP
+            >>> small = lrn.fit(model, x_train, y_train)  # doctest: +SKIP
+            >>> lrn.met, lrn.tflite_path  # doctest: +SKIP
+            (True, 'runs/auto/final/model.float.tflite')
+        """
+        t_start = time.time()
+        if not isinstance(model, keras.Model):
+            raise errors.InvalidArgumentError(
+                "model", type(model).__name__, "a keras.Model of the framework's Keras (tf-keras)"
+            )
+        model_io.require_graph(model, "automated compression")
+        if isinstance(x, tf.data.Dataset):
+            raise errors.InvalidArgumentError(
+                "x",
+                "a tf.data.Dataset",
+                "arrays x and y (the auto learner carves its held-out split from them)",
+            )
+        cfg = self.train_config
+        if epochs is not None or batch_size is not None:
+            cfg = cfg.replace(epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)
+        data = splits.make_search_data(
+            x,
+            y,
+            x_val=x_val,
+            y_val=y_val,
+            holdout=self.holdout,
+            seed=self.seed,
+            calib_samples=max(
+                self.final_calib_samples,
+                self.proxy_config.calib_samples,
+                self.proxy_config.eval_samples,
+            ),
+        )
+        if validation_data is not None:
+            validation_data = tuple(np.asarray(a) for a in validation_data)
+        facts = planner.model_facts(model, channel_round=self.channel_round)
+        early = planner.plan(self.target, facts)  # raises now if no chain serves the target
+        try:  # the optimiser's own checks (e.g. its kwargs), before any work
+            base.get(self.optimizer)(early.space, seed=self.seed, **self.optimizer_kwargs)
+        except TypeError as e:
+            raise errors.InvalidArgumentError(
+                "auto_optimizer_kwargs",
+                self.optimizer_kwargs,
+                f"arguments {self.optimizer!r} takes ({e})",
+            ) from None
+        config = self._study_config(model, data, cfg)
+        self._check_stored_config(config)
+
+        # -- work starts here -------------------------------------------------------------
+        os.makedirs(self.auto_dir, exist_ok=True)
+        atomic_io.write_json(os.path.join(self.auto_dir, CONFIG_FILE), config)
+        teacher = self.teacher if self.teacher is not None else learner.copy_model(model)
+        reference = self._reference(model, data)
+        facts = dataclasses.replace(facts, dense_bytes=reference.bytes)
+        plan = planner.plan(self.target, facts)
+        self._say(f"target: {self.target.describe()}; chains {plan.chain_names}")
+        for note in plan.notes:
+            self._say(f"  plan: {note}")
+        cache = candidate.SensitivityCache()
+        objective = proxy.Proxy(
+            model,
+            teacher,
+            plan,
+            facts,
+            data,
+            reference,
+            self.target,
+            self.auto_dir,
+            cfg,
+            self.proxy_config,
+            distill=self.distillation,
+            cache=cache,
+            channel_round=self.channel_round,
+            prune_seed=self.seed,
+        )
+        max_trials = self.max_trials
+        if plan.size is not None:  # a finite space: no point asking twice for one point
+            max_trials = min(max_trials or plan.size, plan.size)
+        study = search.Study(
+            os.path.join(self.auto_dir, "study"),
+            plan.space,
+            objective,
+            optimizer=self.optimizer,
+            optimizer_kwargs=self.optimizer_kwargs,
+            seed=self.seed,
+            max_trials=max_trials,
+            max_wall_s=self.max_wall_s,
+            max_consecutive_failures=self.max_consecutive_failures,
+            verbose=self.verbose > 0,
+        )
+        result = study.run()
+        rows = [_trial_row(t) for t in result.trials]
+        front = [t.number for t in result.pareto_front(PARETO)]
+        self.pareto = [r for r in rows if r["number"] in front]
+        best = choose(result.trials)
+        self.report = {
+            "format": 1,
+            "target": self.target.to_dict(),
+            "target_text": self.target.describe(),
+            "plan": plan.to_dict(),
+            "data": data.describe(),
+            "dense": reference.to_dict(),
+            "search": {
+                "optimizer": self.optimizer,
+                "seed": self.seed,
+                "stop_reason": result.stop_reason,
+                "trials": len(rows),
+                "complete": sum(r["status"] == "complete" for r in rows),
+                "failed": sum(r["status"] == "failed" for r in rows),
+                "meeting_resources": sum(bool(r.get("meets_resources")) for r in rows),
+                "proxy": self.proxy_config.to_dict(),
+                "sensitivity_evaluations": cache.size,
+                "directory": result.directory,
+            },
+            "trials": rows,
+            "pareto": front,
+            "settings": self.get_config(),
+        }
+        if best is None:
+            errs = "; ".join(f"trial {r['number']}: {r['error']}" for r in rows if r["error"])
+            self._finish_report(
+                met=False,
+                summary=f"No trial completed, so there is no model to build. {errs}",
+                misses=[],
+                wall=time.time() - t_start,
+            )
+            raise errors.PocketFlowError(
+                f"automated compression: every trial failed ({errs}); see {self.report_path}"
+            )
+        chosen = _trial_row(best)
+        self.report["chosen"] = {
+            "trial": best.number,
+            "chain": best.params["chain"],
+            "summary": planner.CHAINS[best.params["chain"]].summary,
+            "params": planner.active_params(best.params),
+            "met_resources_in_search": bool(chosen.get("meets_resources")),
+            "proxy": chosen,
+        }
+        self._say(
+            f"chosen: trial {best.number} ({_params_text(planner.active_params(best.params))}), proxy acc "
+            f"{chosen['acc']:.4f}, {'meets' if chosen['meets_resources'] else 'MISSES'} the "
+            "resource goals; building the final model"
+        )
+        key = self._final_key(best.params, cfg)
+        try:
+            reused = self._load_final(key)
+            if reused is not None:
+                final_model, figures, final_info = reused
+                self._say(
+                    f"reusing the final model of trial {best.number} ({final_info['tflite']})"
+                )
+            else:
+                final_model, figures, final_info = self._build_final(
+                    model, teacher, best.params, data, reference, facts, cfg, cache, callbacks
+                )
+                final_info["trial"] = best.number
+                atomic_io.write_json(
+                    os.path.join(self.auto_dir, "final", FINAL_FILE),
+                    {"key": key, "figures": figures, "info": final_info},
+                )
+        except errors.PocketFlowError as e:
+            self._finish_report(
+                met=False,
+                summary=f"The final build of trial {best.number} failed: {e}",
+                misses=[],
+                wall=time.time() - t_start,
+            )
+            raise
+        verdict = self.target.check(figures)
+        self.met = verdict.met
+        self.report["final"] = {**final_info, "figures": figures, "verdict": verdict.to_dict()}
+        if validation_data is not None:
+            self.report["validation"] = self._validation_figures(model, reference, validation_data)
+        self._finish_report(
+            met=verdict.met,
+            summary=self._summary(verdict, figures, best, rows),
+            misses=[m.to_dict() for m in verdict.misses],
+            wall=time.time() - t_start,
+        )
+        self._say(self.report["answer"]["summary"])
+        self._say(f"report: {self.html_path}")
+        return final_model
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _study_config(
+        self, model: keras.Model, data: splits.SearchData, cfg: training.TrainConfig
+    ) -> dict[str, Any]:
+        """What must not change for a rerun to continue the stored study (budgets may)."""
+        return json.loads(
+            json.dumps(
+                {
+                    "format": CONFIG_FORMAT,
+                    "target": self.target.to_dict(),
+                    "model_sha256": candidate.model_fingerprint(model),
+                    "data_sha256": splits.fingerprint(
+                        data.x_train, data.y_train, data.x_hold, data.y_hold
+                    ),
+                    "seed": self.seed,
+                    "optimizer": self.optimizer,
+                    "proxy": {
+                        k: v for k, v in self.proxy_config.to_dict().items() if k != "keep_tflite"
+                    },
+                    "channel_round": self.channel_round,
+                    "fine_tune": {
+                        k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "seed")
+                    },
+                    "distillation": None
+                    if self.distillation is None
+                    else dataclasses.asdict(self.distillation),
+                },
+                default=str,
+            )
+        )
+
+    def _check_stored_config(self, config: dict[str, Any]) -> None:
+        path = os.path.join(self.auto_dir, CONFIG_FILE)
+        try:
+            with open(path) as f:
+                stored = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            raise errors.PocketFlowError(f"cannot read {path}: {e}") from e
+        for key, value in config.items():
+            if stored.get(key) != value:
+                shown = {
+                    "model_sha256": "the same model (weights and architecture)",
+                    "data_sha256": "the same training data and held-out split",
+                }
+                raise errors.InvalidArgumentError(
+                    key,
+                    value if key not in shown else f"sha256 {value[:12]}...",
+                    f"{shown.get(key, repr(stored.get(key)))}, as stored in {path}: a rerun "
+                    "continues the study it holds; use another auto_dir for a new search",
+                )
+
+    def _reference(self, model: keras.Model, data: splits.SearchData) -> proxy.Reference:
+        """Exports (or reuses) the dense float ``.tflite`` and measures the dense model."""
+        path = os.path.join(self.auto_dir, "dense.float.tflite")
+        info_path = os.path.join(self.auto_dir, "dense.json")
+        if os.path.exists(path) and os.path.exists(info_path):
+            with open(info_path) as f:
+                info = json.load(f)
+            if info.get("sha256") == atomic_io.sha256_file(path):
+                return proxy.Reference(**{**info["reference"], "tflite_path": path})
+        self._say("exporting the dense model's float .tflite (the reference)")
+        exported = candidate.export(model, "float", path, data, child_check=True)
+        prof = accounting.profile_model(model)
+        ref = proxy.Reference(
+            tflite_path=path,
+            bytes=exported.bytes,
+            bytes_gzip=exported.bytes_gzip,
+            acc=proxy.tflite_accuracy(path, data.x_hold, data.y_hold),
+            acc_keras=training.evaluate_accuracy(model, data.x_hold, data.y_hold),
+            flops=int(prof.total_flops),
+            params=int(prof.total_params),
+        )
+        atomic_io.write_json(info_path, {"sha256": exported.sha256, "reference": ref.to_dict()})
+        return ref
+
+    def _build_final(self, model, teacher, params, data, reference, facts, cfg, cache, callbacks):
+        """The chosen trial rebuilt with the full budget, exported, verified and measured."""
+        t0 = time.time()
+        chain = planner.CHAINS[params["chain"]]
+        folder = os.path.join(self.auto_dir, "final")
+        os.makedirs(folder, exist_ok=True)
+        cand = candidate.build(
+            model,
+            teacher,
+            params,
+            data,
+            train_config=cfg,
+            facts=facts,
+            steps=None,
+            calib_samples=self.final_calib_samples,
+            eval_samples=self.proxy_config.eval_samples,
+            channel_round=self.channel_round,
+            distill=self.distillation,
+            cache=cache,
+            prune_seed=self.seed,
+            seed=self.seed,
+            checkpoint_dir=os.path.join(folder, "ckpt") if chain.prunes else None,
+            callbacks=callbacks,
+            verbose=self._keras_verbose,
+        )
+        self.pruned_model = cand.pruned
+        if cand.history is not None:
+            self.history = keras.callbacks.History()
+            self.history.history = cand.history
+        options = []  # (name, keras model, export result); the best held-out accuracy wins
+        failures = []
+        if chain.int8:
+            plans = {"auto": ("ptq", "qat"), "ptq": ("ptq",), "qat": ("qat",)}[self.int8_final]
+            for how in plans:
+                try:
+                    keras_model = cand.model
+                    if how == "qat":
+                        self._say(f"quantization-aware fine-tune ({self.qat_epochs} epoch(s))")
+                        keras_model = candidate.qat_finetune(
+                            cand.model,
+                            teacher,
+                            data,
+                            train_config=cfg.replace(
+                                learning_rate=cfg.learning_rate
+                                * planner.active_params(params).get("lr_factor", 1.0)
+                            ),
+                            epochs=self.qat_epochs,
+                            distill=self.distillation,
+                            verbose=self._keras_verbose,
+                        )
+                    path = os.path.join(folder, f"model.{how}.int8.tflite")
+                    res = candidate.export(keras_model, "int8", path, data, child_check=True)
+                    acc = proxy.tflite_accuracy(path, data.x_hold, data.y_hold)
+                    options.append((how, keras_model, res, acc))
+                    self._say(f"int8 by {how.upper()}: held-out accuracy {acc:.4f}")
+                except errors.PocketFlowError as e:
+                    failures.append(f"{how}: {e}")
+                    self._say(f"int8 by {how.upper()} refused: {e}")
+            if not options:
+                raise errors.VerificationError(
+                    "no int8 export of the final model passed verification: " + "; ".join(failures)
+                )
+            # max keeps the first of equals: PTQ (listed first) wins ties -- the simpler model
+            how, final_model, exported, _ = max(options, key=lambda o: o[3])
+        else:
+            how = "float"
+            final_model = cand.model
+            path = os.path.join(folder, "model.float.tflite")
+            exported = candidate.export(final_model, "float", path, data, child_check=True)
+        is_qat = how == "qat"
+        self.save_extension = ".h5" if is_qat else ".keras"
+        model_path = os.path.join(folder, "model" + self.save_extension)
+        model_io.save_model(final_model, model_path)
+        self.tflite_path, self.deploy_mode = exported.path, chain.export_mode
+        self._say(f"measuring the final .tflite ({self.final_latency_rounds} latency rounds)")
+        figures = proxy.measure(
+            exported.path,
+            mode=chain.export_mode,
+            reference=reference,
+            data=data,
+            flops_ratio=cand.flops_ratio,
+            params_ratio=cand.params_ratio,
+            bytes_gzip=exported.bytes_gzip,
+            latency_rounds=self.final_latency_rounds,
+        )
+        figures["acc_keras"] = training.evaluate_accuracy(final_model, data.x_hold, data.y_hold)
+        info = {
+            "trial": None,
+            "chain": chain.name,
+            "params": planner.active_params(params),
+            "int8_method": how if chain.int8 else None,
+            "int8_options": {o[0]: o[3] for o in options},
+            "int8_refused": failures,
+            "tflite": exported.path,
+            "sha256": exported.sha256,
+            "verification": exported.report.to_dict(),
+            "model_path": model_path,
+            "groups": cand.groups,
+            "flops_keep_applied": cand.flops_keep_applied,
+            "epochs": cfg.epochs,
+            "wall_s": round(time.time() - t0, 1),
+        }
+        return final_model, figures, info
+
+    def _final_key(self, params: dict[str, Any], cfg: training.TrainConfig) -> dict[str, Any]:
+        """Everything the final build depends on beyond the study's own configuration."""
+        return json.loads(
+            json.dumps(
+                {
+                    "params": params,
+                    "train": cfg.to_dict(),
+                    "int8_final": self.int8_final,
+                    "qat_epochs": self.qat_epochs,
+                    "final_calib_samples": self.final_calib_samples,
+                    "eval_samples": self.proxy_config.eval_samples,
+                    "final_latency_rounds": self.final_latency_rounds,
+                    "config": self._stored_config_sha(),
+                },
+                default=str,
+            )
+        )
+
+    def _stored_config_sha(self) -> str:
+        return atomic_io.sha256_file(os.path.join(self.auto_dir, CONFIG_FILE))
+
+    def _load_final(self, key: dict[str, Any]):
+        """The final model a previous run built for the same trial and settings, if intact.
+
+        A rerun of a finished search (same budgets, or more trials that found nothing
+        better) then costs no fine-tuning; any doubt (other key, missing or changed file)
+        means a rebuild.
+        """
+        path = os.path.join(self.auto_dir, "final", FINAL_FILE)
+        try:
+            with open(path) as f:
+                stored = json.load(f)
+        except (OSError, ValueError):
+            return None
+        info = stored.get("info") or {}
+        if stored.get("key") != key or not os.path.exists(info.get("tflite", "")):
+            return None
+        if atomic_io.sha256_file(info["tflite"]) != info.get("sha256"):
+            return None
+        try:
+            final_model = model_io.load_model(info["model_path"])
+        except (errors.PocketFlowError, OSError, ValueError):
+            return None
+        self.tflite_path = info["tflite"]
+        self.deploy_mode = stored["figures"]["mode"]
+        self.save_extension = os.path.splitext(info["model_path"])[1]
+        self.pruned_model = None
+        return final_model, stored["figures"], info
+
+    def _validation_figures(self, model, reference, validation_data) -> dict[str, Any]:
+        """Reporting-only accuracy on ``validation_data`` (chosen already; changes nothing)."""
+        xv, yv = validation_data
+        if yv.ndim == 2:
+            yv = yv.argmax(axis=1)
+        return {
+            "note": "evaluated after every choice was made; never used by the search",
+            "n": len(yv),
+            "acc_dense": proxy.tflite_accuracy(reference.tflite_path, xv, yv),
+            "acc_final": proxy.tflite_accuracy(self.tflite_path, xv, yv),
+        }
+
+    def _summary(self, verdict: Verdict, f: dict, best, rows: list[dict]) -> str:
+        figures = (
+            f"{1 / f['latency_ratio']:.2f}x faster, FLOPs {f['flops_ratio']:.2f}x, "
+            f"{human_bytes(f['bytes'])} ({f['bytes_ratio']:.2f}x of dense float, "
+            f"{f['mode']}), held-out accuracy {f['acc']:.4f} vs {f['acc_dense']:.4f} dense "
+            f"({f['acc_drop']:+.2f} pt drop)"
+        )
+        if verdict.met:
+            return f"Target met ({self.target.describe()}): {figures}."
+        text = f"Target NOT met ({self.target.describe()}): {verdict.explain()}. Final model: {figures}."
+        complete = [r for r in rows if r["status"] == "complete"]
+        if not any(r.get("meets_resources") for r in complete):
+            text += (
+                f" No trial of {len(rows)} met the resource goals; trial {best.number} came "
+                f"closest ({best.metrics.get('missed') or 'see its row'})."
+            )
+        elif verdict.resource_misses:
+            text += (
+                f" Trial {best.number} met the resource goals in the search but the final "
+                "model, measured again, did not (a measurement near the limit: latency is "
+                "noisy; rerun with more trials or a margin)."
+            )
+        else:
+            text += (
+                " The resource goals are met; the accuracy floor is not: more fine-tuning "
+                "epochs, a larger max_acc_drop or a less aggressive target may get there."
+            )
+        if self.pareto:
+            text += " Best trade-offs (Pareto front of accuracy x latency x bytes): " + "; ".join(
+                f"#{r['number']} {r['chain']}: acc {r['acc']:.3f}, {r['speedup']:.2f}x faster, "
+                f"{human_bytes(r['bytes'])}"
+                for r in self.pareto
+            )
+        return text
+
+    def _finish_report(self, *, met: bool, summary: str, misses: list, wall: float) -> None:
+        self.met = met
+        self.report["answer"] = {"met": met, "summary": summary, "misses": misses}
+        self.report["wall_s"] = round(wall, 1)
+        self.report_path, self.html_path = report.write(self.report, self.auto_dir)
+        self.report["files"] = {"json": self.report_path, "html": self.html_path}
+
+    @property
+    def _keras_verbose(self) -> int:
+        # 1 is "progress lines" here: Keras's progress bar would flood logs; 2+ shows epochs.
+        return 2 if self.verbose >= 2 else 0
+
+    def _say(self, msg: str) -> None:
+        if self.verbose:
+            print(f"[auto] {msg}", flush=True)
+
+
+def choose(trials: list[search.StudyTrial]) -> search.StudyTrial | None:
+    """The trial to build: the highest score (see :func:`proxy.score`), so a trial meeting
+    the resource goals whenever one does; among equal scores the faster, then the smaller,
+    then the earlier one.
+
+    Example:
+        >>> t = [search.StudyTrial(0, {}, 0, "complete", 0.9, {"latency_ratio": 0.6}),
+        ...      search.StudyTrial(1, {}, 0, "complete", 0.9, {"latency_ratio": 0.4}),
+        ...      search.StudyTrial(2, {}, 0, "failed")]
+        >>> choose(t).number
+        1
+    """
+
+    def key(t: search.StudyTrial) -> tuple:
+        lat = t.metrics.get("latency_ratio")
+        size = t.metrics.get("bytes")
+        return (
+            t.value,
+            -(lat if isinstance(lat, int | float) else np.inf),
+            -(size if isinstance(size, int | float) else np.inf),
+            -t.number,
+        )
+
+    done = [t for t in trials if t.status == "complete" and t.value is not None]
+    return max(done, key=key, default=None)
+
+
+def _import_optimizer(name: str) -> None:
+    module = f"pocketflow_tf.hp_optimizers.{OPTIMIZERS[name]}"
+    try:
+        importlib.import_module(module)  # registers the optimiser
+    except ImportError as e:
+        raise errors.InvalidArgumentError(
+            "auto_optimizer", name, f"an optimiser whose module imports ({module}: {e})"
+        ) from e
+
+
+def _trial_row(t: search.StudyTrial) -> dict[str, Any]:
+    """One flat row of the per-trial table."""
+    m = t.metrics
+    row = {
+        "number": t.number,
+        "status": t.status,
+        "value": t.value,
+        "chain": t.params.get("chain"),
+        "params": planner.active_params(t.params),
+        "wall_s": None if t.wall_s is None else round(t.wall_s, 1),
+        "error": t.error,
+    }
+    for key in (
+        "acc",
+        "acc_drop",
+        "latency_ratio",
+        "speedup",
+        "bytes",
+        "bytes_ratio",
+        "flops_ratio",
+        "params_ratio",
+        "mode",
+        "meets_resources",
+        "meets_target",
+        "missed",
+        "counts",
+        "tflite",
+    ):
+        row[key] = m.get(key)
+    return row
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
+__all__ = ["INT8_FINAL", "OPTIMIZERS", "PARETO", "AutoLearner", "choose"]

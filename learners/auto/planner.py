@@ -1,0 +1,422 @@
+"""From a :class:`~target.Target` to candidate method chains and the space the search explores.
+
+The decisions are tables, read top to bottom:
+
+* :data:`CHAINS` -- the method chains this version can build, each a short recipe
+  (``prune``: channel pruning + distilled fine-tune, float ``.tflite``; ``int8``: full-integer
+  export; ``prune+int8``: both);
+* :data:`RULES` -- for every goal a target can set, the chains able to move it, with why.
+  The candidates are the chains allowed by *every* goal the target sets;
+* :data:`ESTIMATES` -- cheap, conservative reasons to drop a candidate that cannot reach a
+  goal on this model (e.g. int8 alone only shrinks a float file to ~0.28x), applied only while
+  another candidate remains: the search measures, the estimates only save it trials.
+
+The space (:mod:`pocketflow_tf.hp_optimizers.space`) then holds the chain and, when a chain
+prunes, the FLOPs keep ratio (range narrowed by the goals and by what the model can reach),
+the channel-selection criterion and the fine-tuning learning-rate factor.
+
+Example:
+    >>> from pocketflow_tf.learners.auto.target import Target
+    >>> p = plan(Target.parse("flops<=0.5"), ModelFacts(prunable=True, min_flops_keep=0.1))
+    >>> p.chain_names, p.space.names
+    (['prune', 'prune+int8'], ['chain', 'flops_keep', 'criterion', 'lr_factor'])
+    >>> p.space["flops_keep"].high
+    0.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from pocketflow_tf import channel_graph, errors
+from pocketflow_tf.compat import keras
+from pocketflow_tf.hp_optimizers import space as space_lib
+from pocketflow_tf.learners.auto.target import Target
+from pocketflow_tf.learners.channel import allocation
+
+#: Size of a full-integer int8 ``.tflite`` relative to its float32 file: weights go from 4
+#: bytes to 1 plus per-channel scales and the flatbuffer overhead (measured ~0.26-0.30 on
+#: the nets here; small models have relatively more overhead).
+INT8_BYTES_RATIO = 0.28
+
+#: Channel-selection criteria searched (``bn_gamma`` needs a BatchNorm after every pruned
+#: producer, which user models often lack; the learner falls back per group anyway).
+CRITERIA = ("lasso", "l1")
+
+#: Fine-tuning learning rate as a factor of the configured one, searched on a log scale:
+#: a pruned model restarts from good weights, so rates well below the training rate help.
+LR_FACTOR_RANGE = (0.1, 1.0)
+
+#: FLOPs keep ratios searched by default: below 0.1 a CNN rarely keeps its accuracy, above
+#: 0.9 pruning barely pays for its fine-tuning.
+DEFAULT_FLOPS_KEEP_RANGE = (0.1, 0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+    """A method chain the automated compression can build.
+
+    Attributes:
+        name: Its name in the search space and the reports.
+        prunes: Channel pruning (``ChannelPrunedLearner``, ``auto`` per-group counts) then a
+            distilled fine-tune.
+        int8: Ends with a full-integer int8 ``.tflite`` (PTQ in the per-trial proxy; PTQ or
+            QAT for the final model), else a float ``.tflite``.
+        summary: One line for people.
+
+    Example:
+        >>> CHAINS["prune+int8"].export_mode
+        'int8'
+    """
+
+    name: str
+    prunes: bool
+    int8: bool
+    summary: str
+
+    @property
+    def export_mode(self) -> str:
+        """The ``.tflite`` mode this chain deploys (``"int8"`` or ``"float"``).
+
+        Example:
+            >>> CHAINS["prune"].export_mode
+            'float'
+        """
+        return "int8" if self.int8 else "float"
+
+
+#: Every chain this version builds, in the order they are listed to the search.
+CHAINS: dict[str, Chain] = {
+    c.name: c
+    for c in (
+        Chain("prune", True, False, "channel pruning + distilled fine-tune, float .tflite"),
+        Chain("int8", False, True, "full-integer int8 .tflite of the dense model"),
+        Chain(
+            "prune+int8",
+            True,
+            True,
+            "channel pruning + distilled fine-tune, then full-integer int8 .tflite",
+        ),
+    )
+}
+
+#: Goal -> (chains able to reach it, why). A target's candidates are the chains every one of
+#: its goals allows.
+RULES: dict[str, tuple[tuple[str, ...], str]] = {
+    "speedup": (
+        ("prune", "int8", "prune+int8"),
+        "fewer channels and int8 kernels both cut LiteRT latency (measured, not assumed)",
+    ),
+    "flops_ratio": (
+        ("prune", "prune+int8"),
+        "only removing channels removes FLOPs; int8 keeps every multiply-accumulate",
+    ),
+    "max_bytes": (
+        ("int8", "prune", "prune+int8"),
+        f"int8 stores ~{INT8_BYTES_RATIO}x of the float bytes; pruning removes weights",
+    ),
+    "bytes_ratio": (
+        ("int8", "prune", "prune+int8"),
+        f"int8 stores ~{INT8_BYTES_RATIO}x of the float bytes; pruning removes weights",
+    ),
+    "int8": (("int8", "prune+int8"), "an int8 deployment: every chain must end in int8"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFacts:
+    """What the planner needs to know about the dense model.
+
+    Attributes:
+        prunable: Whether the model has a prunable channel group.
+        min_flops_keep: The smallest FLOPs keep ratio channel pruning reaches on it (every
+            prunable group at its smallest rounded count).
+        dense_bytes: Its float ``.tflite`` size (``None``: unknown; size estimates are skipped).
+        blocked: Why groups are blocked, for the notes when nothing is prunable.
+
+    Example:
+        >>> ModelFacts(prunable=False, min_flops_keep=1.0).prunable
+        False
+    """
+
+    prunable: bool
+    min_flops_keep: float
+    dense_bytes: int | None = None
+    blocked: str = ""
+
+
+def model_facts(
+    model: keras.Model, *, channel_round: int = 8, dense_bytes: int | None = None
+) -> ModelFacts:
+    """Reads :class:`ModelFacts` off a Keras model (no data, no training).
+
+    Args:
+        model: The dense model.
+        channel_round: The channel rounding pruning will use.
+        dense_bytes: Its float ``.tflite`` size, when already exported.
+
+    Example:
+        >>> from pocketflow_tf.compat import keras
+        >>> inp = keras.Input((8, 8, 1))
+        >>> x = keras.layers.Conv2D(16, 3, name="c1")(inp)
+        >>> x = keras.layers.GlobalAveragePooling2D()(x)
+        >>> f = model_facts(keras.Model(inp, keras.layers.Dense(2)(x)))
+        >>> f.prunable, round(f.min_flops_keep, 2)
+        (True, 0.5)
+    """
+    graph = channel_graph.build(model)
+    groups = graph.prunable_groups()
+    if not groups:
+        blocked = "; ".join(f"{g.producers or g.id}: {g.blockers}" for g in graph.groups)
+        return ModelFacts(False, 1.0, dense_bytes, blocked)
+    fm = allocation.FlopsModel.build(model, graph)
+    smallest = {
+        allocation.key_of(g): allocation.round_count(1, g.size, channel_round) for g in groups
+    }
+    return ModelFacts(True, fm.flops(smallest) / fm.dense_flops, dense_bytes)
+
+
+def _int8_alone_too_big(target: Target, facts: ModelFacts) -> str | None:
+    ratio = INT8_BYTES_RATIO * 0.9  # 10 % of margin: the estimate only drops clear cases
+    if target.bytes_ratio is not None and ratio > target.bytes_ratio:
+        return f"int8 alone gives ~{INT8_BYTES_RATIO}x of the float bytes > {target.bytes_ratio:g}x"
+    if target.max_bytes is not None and facts.dense_bytes:
+        if ratio * facts.dense_bytes > target.max_bytes:
+            return (
+                f"int8 alone gives ~{INT8_BYTES_RATIO * facts.dense_bytes:.0f} B "
+                f"> {target.max_bytes} B"
+            )
+    return None
+
+
+def _model_not_prunable(target: Target, facts: ModelFacts) -> str | None:
+    if facts.prunable:
+        return None
+    return f"the model has no prunable channel group ({facts.blocked or 'none found'})"
+
+
+#: Chain -> checks ``(target, facts) -> reason | None``; a reason drops the chain as long as
+#: another candidate remains (a non-prunable model drops pruning chains unconditionally).
+ESTIMATES: dict[str, tuple[Callable[[Target, ModelFacts], str | None], ...]] = {
+    "prune": (_model_not_prunable,),
+    "int8": (_int8_alone_too_big,),
+    "prune+int8": (_model_not_prunable,),
+}
+
+
+@dataclasses.dataclass
+class Plan:
+    """The candidate chains and the search space for one target and model.
+
+    Attributes:
+        target: The target planned for.
+        chains: Candidate chains, in :data:`CHAINS` order.
+        space: The search space (always holds ``chain``; pruning parameters when a chain
+            prunes).
+        flops_keep_range: The searched FLOPs keep range (``None`` when nothing prunes).
+        notes: Why each chain was kept or dropped, and how ranges were narrowed.
+
+    Example:
+        >>> from pocketflow_tf.learners.auto.target import Target
+        >>> p = plan(Target.parse("int8"), ModelFacts(True, 0.1))
+        >>> p.chain_names, p.size
+        (['int8', 'prune+int8'], None)
+    """
+
+    target: Target
+    chains: list[Chain]
+    space: space_lib.SearchSpace
+    flops_keep_range: tuple[float, float] | None
+    notes: list[str]
+
+    @property
+    def chain_names(self) -> list[str]:
+        """The candidate chains' names.
+
+        Example:
+            >>> from pocketflow_tf.learners.auto.target import Target
+            >>> plan(Target(flops_ratio=0.5), ModelFacts(True, 0.1)).chain_names
+            ['prune', 'prune+int8']
+        """
+        return [c.name for c in self.chains]
+
+    @property
+    def size(self) -> int | None:
+        """Number of distinct points when every parameter is a choice, else ``None``.
+
+        Example:
+            >>> from pocketflow_tf.learners.auto.target import Target
+            >>> plan(Target(int8=True), ModelFacts(False, 1.0)).size
+            1
+        """
+        if not all(isinstance(p, space_lib.Choice) for p in self.space.params):
+            return None
+        return len(list(itertools.product(*(p.values for p in self.space.params))))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for reports.
+
+        Example:
+            >>> from pocketflow_tf.learners.auto.target import Target
+            >>> plan(Target(int8=True), ModelFacts(False, 1.0)).to_dict()["space"]
+            [{'kind': 'choice', 'name': 'chain', 'values': ['int8']}]
+        """
+        return {
+            "target": self.target.to_dict(),
+            "chains": [dataclasses.asdict(c) for c in self.chains],
+            "space": self.space.to_config(),
+            "flops_keep_range": self.flops_keep_range,
+            "notes": list(self.notes),
+        }
+
+
+def active_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a point's chain uses (pruning ones only when the chain prunes).
+
+    The space is flat -- every trial carries every parameter -- so reports show only those
+    that shaped the trial.
+
+    Example:
+        >>> active_params({"chain": "int8", "flops_keep": 0.3, "criterion": "l1"})
+        {'chain': 'int8'}
+    """
+    chain = CHAINS[params["chain"]]
+    return {k: v for k, v in params.items() if k == "chain" or chain.prunes}
+
+
+def candidate_chains(target: Target, facts: ModelFacts) -> tuple[list[Chain], list[str]]:
+    """The chains every goal of ``target`` allows, less those the estimates rule out.
+
+    Raises:
+        InvalidArgumentError: When no chain can serve the target on this model (e.g. a FLOPs
+            goal for a model with nothing prunable).
+
+    Example:
+        >>> from pocketflow_tf.learners.auto.target import Target
+        >>> chains, notes = candidate_chains(Target.parse("<=0.2x bytes"), ModelFacts(True, 0.1))
+        >>> [c.name for c in chains]
+        ['prune', 'prune+int8']
+    """
+    names = list(CHAINS)
+    notes = []
+    for goal in target.resource_goals():
+        allowed, why = RULES[goal]
+        names = [n for n in names if n in allowed]
+        notes.append(f"{goal}: {', '.join(allowed)} ({why})")
+    for name in list(names):
+        for estimate in ESTIMATES[name]:
+            reason = estimate(target, facts)
+            hard = estimate is _model_not_prunable
+            if reason and (hard or len(names) > 1):
+                names.remove(name)
+                notes.append(f"dropped {name}: {reason}")
+                break
+    if not names:
+        raise errors.InvalidArgumentError(
+            "target",
+            target.describe(),
+            "a target some chain can serve on this model: "
+            + (
+                f"channel pruning is impossible ({facts.blocked or 'no prunable group'}) and "
+                "FLOPs can only fall by pruning"
+                if not facts.prunable
+                else "see the planner's RULES"
+            ),
+        )
+    return [CHAINS[n] for n in names], notes
+
+
+def flops_keep_range(
+    target: Target, facts: ModelFacts, chains: list[Chain]
+) -> tuple[tuple[float, float], list[str]]:
+    """The FLOPs keep ratios worth searching, and why.
+
+    * the top is at most the FLOPs goal (keeping more cannot meet it);
+    * for a speed goal, pruning alone must cut FLOPs at least as much as latency (measured
+      speed-ups trail FLOPs cuts, DESIGN.md section 4), so the top is ``1/speedup``; when
+      an int8 chain is a candidate it shares the work and the top is ``2/speedup``;
+    * the bottom is what the model can reach (rounded channel counts).
+
+    An unreachable goal (top below the bottom) keeps a small range at the bottom: those
+    trials then measure how close the model gets, for the report.
+
+    Example:
+        >>> from pocketflow_tf.learners.auto.target import Target
+        >>> flops_keep_range(Target(speedup=4), ModelFacts(True, 0.05), [CHAINS["prune"]])[0]
+        (0.1, 0.25)
+    """
+    low, high = DEFAULT_FLOPS_KEEP_RANGE
+    notes = []
+    if target.flops_ratio is not None:
+        high = min(high, target.flops_ratio)
+    if target.speedup is not None:
+        share = 2.0 if any(c.int8 for c in chains) else 1.0
+        high = min(high, share / target.speedup)
+        notes.append(
+            f"speed-up {target.speedup:g}x: FLOPs keep searched up to {share:g}/"
+            f"{target.speedup:g}" + (" (an int8 chain shares the speed-up)" if share > 1 else "")
+        )
+    floor = facts.min_flops_keep * 1.001  # the planner's rounding must not go below it
+    low = max(min(low, high * 0.5), floor)
+    if high <= low:
+        notes.append(
+            f"the goals need FLOPs keep <= {high:.3g}, but this model reaches {floor:.3g} at "
+            "best (channel counts rounded): searching just above what it reaches"
+        )
+        high = min(1.0, max(low * 1.5, low + 0.05))
+    return (round(low, 6), round(high, 6)), notes
+
+
+def plan(target: Target, facts: ModelFacts) -> Plan:
+    """Turns a target into candidate chains and a search space.
+
+    Args:
+        target: The target.
+        facts: What the model allows (:func:`model_facts`).
+
+    Returns:
+        The :class:`Plan`.
+
+    Raises:
+        InvalidArgumentError: When no chain can serve the target on this model.
+
+    Example:
+        >>> from pocketflow_tf.learners.auto.target import Target
+        >>> p = plan(Target.parse("2x faster"), ModelFacts(True, 0.05))
+        >>> p.chain_names
+        ['prune', 'int8', 'prune+int8']
+        >>> p.space["flops_keep"].low, p.space["flops_keep"].high
+        (0.1, 0.9)
+    """
+    chains, notes = candidate_chains(target, facts)
+    params: list[Any] = [space_lib.Choice("chain", [c.name for c in chains])]
+    keep = None
+    if any(c.prunes for c in chains):
+        keep, range_notes = flops_keep_range(target, facts, chains)
+        notes += range_notes
+        params += [
+            space_lib.Float("flops_keep", *keep),
+            space_lib.Choice("criterion", CRITERIA),
+            space_lib.Float("lr_factor", *LR_FACTOR_RANGE, log=True),
+        ]
+    return Plan(target, chains, space_lib.SearchSpace(params), keep, notes)
+
+
+__all__ = [
+    "CHAINS",
+    "CRITERIA",
+    "ESTIMATES",
+    "INT8_BYTES_RATIO",
+    "RULES",
+    "Chain",
+    "active_params",
+    "ModelFacts",
+    "Plan",
+    "candidate_chains",
+    "flops_keep_range",
+    "model_facts",
+    "plan",
+]
