@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
 import sys
 import time
@@ -280,14 +281,8 @@ def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]
         for kind, path in saved.items():
             record.add_artifact(f"model_{kind}", path)
         if deployed:
-            exports = {lrn.deploy_mode: deployed}
-            record.add_artifact(f"tflite_{lrn.deploy_mode}", deployed)
-            for kind, attr in (
-                ("auto_report_html", "html_path"),
-                ("auto_report_json", "report_path"),
-            ):
-                if getattr(lrn, attr, None):
-                    record.add_artifact(kind, getattr(lrn, attr))
+            exports = _record_deployed(lrn, data, record)
+            opts = dataclasses.replace(opts, export_modes=tuple(exports))  # for the summary
         else:
             exports = _export_all(opts, model, data, out_dir, stem, record)
         if exports:
@@ -437,6 +432,32 @@ def _export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
     return exports
 
 
+def _record_deployed(lrn, data, record) -> dict[str, str]:
+    """Records the ``.tflite`` a learner exported and verified itself (auto), evaluated on
+    the test split here like any export, and its reports; returns ``{mode: path}``."""
+    mode, path = lrn.deploy_mode, lrn.tflite_path
+    _say(f"the learner exported and verified {path}; evaluating it on the test split")
+    logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
+    with open(path, "rb") as f:
+        raw = f.read()
+    record.add_artifact(f"tflite_{mode}", path)
+    record.add_metrics(
+        **{
+            f"tflite_{mode}_bytes": len(raw),
+            f"tflite_{mode}_bytes_gzip": len(gzip.compress(raw)),
+            f"tflite_{mode}_acc": float(np.mean(np.argmax(logits, -1) == data.y_test)),
+        }
+    )
+    final = (getattr(lrn, "report", None) or {}).get("final", {}).get("figures", {})
+    if final.get("speedup"):
+        # Measured by the learner against the dense model's float export (interleaved).
+        record.add_metrics(**{f"speedup_{mode}_vs_float": final["speedup"]})
+    for kind, attr in (("auto_report_html", "html_path"), ("auto_report_json", "report_path")):
+        if getattr(lrn, attr, None):
+            record.add_artifact(kind, getattr(lrn, attr))
+    return {mode: path}
+
+
 def _measure_latency(opts, exports: dict[str, str], record) -> None:
     _say("measuring LiteRT latency (1 thread, batch 1, medians)")
     for mode, path in exports.items():
@@ -444,7 +465,7 @@ def _measure_latency(opts, exports: dict[str, str], record) -> None:
         record.add_metrics(**{f"latency_{mode}_ms": stats.median_ms})
     ref = exports.get("float")
     for mode, path in exports.items():
-        if ref is None or mode == "float":
+        if ref is None or mode == "float" or f"speedup_{mode}_vs_float" in record.metrics:
             continue
         ratio = latency.interleaved_ratio(path, ref, rounds=max(5, opts.latency_runs // 10))
         record.add_metrics(**{f"speedup_{mode}_vs_float": ratio.speedup})

@@ -5,9 +5,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from pocketflow_tf import accounting, atomic_io, errors, tflite_verify
+from pocketflow_tf import accounting, atomic_io, datasets, errors, tflite_verify
 from pocketflow_tf.nets import recipe, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,3 +200,49 @@ def test_learner_specific_flags_need_their_learner(tmp_path, args, named):
     assert proc.returncode == 2
     assert named in proc.stderr and "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+@needs_fmnist
+def test_auto_learner_run_records_its_own_verified_tflite(tmp_path):
+    # --learner auto exports and verifies its deployable file itself; the runner records it,
+    # evaluates it on the test split and reports the learner's measured speed-up.
+    baseline = os.path.join(ROOT, "bench", "artifacts", "convnet_at_fmnist_e15_s0.keras")
+    opts = runner.RunOptions(
+        "convnet_at_fmnist",
+        learner="auto",
+        model_path=baseline,
+        nb_epochs_rat=0.07,
+        nb_train_samples=1024,
+        save_path=str(tmp_path / "m" / "model.keras"),
+        latency_runs=20,
+        verbose=0,
+        learner_options={
+            "auto_target": "int8",
+            "auto_max_trials": 1,
+            "auto_proxy_steps": 5,
+            "auto_int8_final": "ptq",
+            "auto_dir": str(tmp_path / "m" / "auto"),
+        },
+    )
+    rec = runner.run(opts)
+    m, arts = rec["metrics"], rec["artifacts"]
+    assert set(arts) >= {"tflite_int8", "auto_report_html", "auto_report_json", "model_keras"}
+    assert "tflite_float" not in arts  # the target asked for int8 only
+    assert os.path.getsize(arts["tflite_int8"]["path"]) == m["tflite_int8_bytes"]
+    # The recorded accuracy is the file's own on the whole test split (recomputed here).
+    data = datasets.load_dataset("fmnist")
+    logits = tflite_verify.TFLiteRunner(arts["tflite_int8"]["path"]).predict(data.x_test, 100)
+    assert m["tflite_int8_acc"] == pytest.approx(np.mean(np.argmax(logits, -1) == data.y_test))
+    assert m["speedup_int8_vs_float"] > 0 and m["latency_int8_ms"] > 0
+    assert rec["sections"]["compression"]["answer"]["summary"]  # met or not, it says why
+
+
+def test_auto_learner_needs_a_trained_model(tmp_path):
+    with pytest.raises(errors.InvalidArgumentError) as e:
+        runner.RunOptions(
+            "convnet_at_fmnist",
+            learner="auto",
+            save_path=str(tmp_path / "x.keras"),
+            learner_options={"auto_target": "2x faster"},
+        )
+    assert e.value.name == "model_path"
