@@ -21,13 +21,15 @@ def test_train_export_eval(tmp_path):
     save = str(tmp_path / "m" / "model.keras")
     opts = runner.RunOptions(
         "convnet_at_fmnist",
+        # From the committed trained baseline: int8 verification (>= 95 % top-1 agreement)
+        # of a model trained for one short epoch from scratch (~78 % accurate, many near
+        # ties) passed or failed with thread-order noise.
+        model_path=os.path.join(ROOT, "bench", "artifacts", "convnet_at_fmnist_e15_s0.keras"),
         nb_epochs_rat=0.07,
         nb_train_samples=8192,
         batch_size=32,  # enough steps for BatchNorm moving statistics to settle
         save_path=save,
         log_dir=str(tmp_path / "logs"),
-        # int8 is refused past a 1-pt accuracy drop; on 200 samples that is 3 images, which
-        # thread-order noise in one short epoch can reach. 1000 samples keep it meaningful.
         num_verify=1000,
         latency_runs=20,
         verbose=0,
@@ -35,7 +37,7 @@ def test_train_export_eval(tmp_path):
     rec = runner.run(opts)
     m = rec["metrics"]
     assert m["epochs"] == 1
-    assert m["test_acc"] > 0.5  # 10 classes: one short epoch on real images is far above chance
+    assert m["test_acc"] > 0.85  # fine-tuned from a 91 % baseline
     assert m["params"] > 0 and m["flops"] > m["params"]
     for mode in ("float", "int8"):
         art = rec["artifacts"][f"tflite_{mode}"]
