@@ -169,8 +169,13 @@ def keras_kernel_sparsity(model: keras.Model) -> list[KernelSparsity]:
     ]
 
 
-def _to_tflite_layout(class_name: str, short: str, value: np.ndarray) -> np.ndarray | None:
-    """A Keras kernel rearranged the way the TFLite converter stores it (None if unknown)."""
+def to_tflite_layout(class_name: str, short: str, value: np.ndarray) -> np.ndarray | None:
+    """A Keras kernel rearranged the way the TFLite converter stores it (None if unknown).
+
+    Example:
+        >>> to_tflite_layout("Dense", "kernel", np.zeros((4, 2))).shape  # (out, in)
+        (2, 4)
+    """
     if short == "depthwise_kernel" and value.ndim == 4:  # (H, W, C, M) -> (1, H, W, C*M)
         h, w, c, m = value.shape
         return value.reshape(1, h, w, c * m)
@@ -274,7 +279,16 @@ def _read_model(model_content: bytes | str | os.PathLike) -> Interpreter:
     )
 
 
-def _tflite_kernels(model_content: bytes | str | os.PathLike) -> list[_TFLiteKernel]:
+def tflite_kernels(model_content: bytes | str | os.PathLike) -> list[_TFLiteKernel]:
+    """The kernel tensors of a ``.tflite`` (input 1 of each conv / fully-connected op),
+    decoded to dense arrays when stored sparse.
+
+    Example:
+        >>> from pocketflow_tf import tflite_export
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> [k.dense.shape for k in tflite_kernels(tflite_export.convert(m))]
+        [(2, 4)]
+    """
     interp = _read_model(model_content)
     if not hasattr(interp, "_get_ops_details"):
         raise errors.UnsupportedModelError(
@@ -344,7 +358,7 @@ def tflite_kernel_sparsity(model_content: bytes | str | os.PathLike) -> list[Ker
         >>> tflite_kernel_sparsity(tflite_export.convert(m))[0].shape
         (2, 4)
     """
-    return [k.stats for k in _tflite_kernels(model_content)]
+    return [k.stats for k in tflite_kernels(model_content)]
 
 
 # -- pairing ---------------------------------------------------------------------------------
@@ -399,6 +413,39 @@ class KernelComparison:
         }
 
 
+def match_kernels(refs: list[np.ndarray | None], t_kernels: list) -> dict[int, int]:
+    """Pairs Keras kernels (in TFLite layout) with the file's kernel tensors.
+
+    Greedy, best first, on per-channel-normalised magnitudes: invariant to BatchNorm folding
+    and per-channel quantization, which rescale each output channel. ``None`` refs and
+    shape mismatches are never paired.
+
+    Returns:
+        ``{index in refs: index in t_kernels}``.
+
+    Example:
+        >>> match_kernels([None], [])
+        {}
+    """
+    pairs = []
+    for i, ref in enumerate(refs):
+        if ref is None:
+            continue
+        for j, t in enumerate(t_kernels):
+            if tuple(t.dense.shape) != tuple(ref.shape):
+                continue
+            a = _channel_normalised(ref, t.channel_axis)
+            b = _channel_normalised(t.dense, t.channel_axis)
+            pairs.append((float(np.mean(np.abs(a - b))), i, j))
+    matched: dict[int, int] = {}
+    used: set[int] = set()
+    for _, i, j in sorted(pairs):
+        if i not in matched and j not in used:
+            matched[i] = j
+            used.add(j)
+    return matched
+
+
 def compare(model: keras.Model, model_content: bytes | str | os.PathLike) -> list[KernelComparison]:
     """Pairs each Keras kernel with the TFLite tensor it was converted to.
 
@@ -423,24 +470,9 @@ def compare(model: keras.Model, model_content: bytes | str | os.PathLike) -> lis
         [0.0]
     """
     k_kernels = _keras_kernels(model)
-    t_kernels = _tflite_kernels(model_content)
-    pairs = []
-    for i, (_, cls, short, value) in enumerate(k_kernels):
-        ref = _to_tflite_layout(cls, short, value)
-        if ref is None:
-            continue
-        for j, t in enumerate(t_kernels):
-            if tuple(t.dense.shape) != tuple(ref.shape):
-                continue
-            a = _channel_normalised(ref, t.channel_axis)
-            b = _channel_normalised(t.dense, t.channel_axis)
-            pairs.append((float(np.mean(np.abs(a - b))), i, j))
-    matched: dict[int, int] = {}
-    used: set[int] = set()
-    for _, i, j in sorted(pairs):
-        if i not in matched and j not in used:
-            matched[i] = j
-            used.add(j)
+    t_kernels = tflite_kernels(model_content)
+    refs = [to_tflite_layout(cls, short, value) for _, cls, short, value in k_kernels]
+    matched = match_kernels(refs, t_kernels)
     keras_stats = keras_kernel_sparsity(model)
     return [
         KernelComparison(ks, t_kernels[matched[i]].stats if i in matched else None)

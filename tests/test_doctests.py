@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pocketflow_tf
-from pocketflow_tf import batchnorm, channel_graph, qat, surgery
+from pocketflow_tf import batchnorm, channel_graph, qat, sparsity, surgery
 from pocketflow_tf.hp_optimizers import amc, base, ddpg, gp, random_search, search, space, tpe
 from pocketflow_tf.learners.auto import candidate as auto_candidate
 from pocketflow_tf.learners.auto import learner as auto_learner
@@ -53,6 +53,7 @@ auto_compress = importlib.import_module("pocketflow_tf.learners.auto.compress")
         qat,
         uniform_learner,
         batchnorm,
+        sparsity,
         nu_options,
         nu_plan,
         nu_storage,

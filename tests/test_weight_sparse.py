@@ -360,8 +360,8 @@ def test_sparse_tflite_keeps_every_pruned_kernel_at_target(pruned, ws_data, tmp_
 
 def test_decoded_sparse_tensors_equal_the_dense_export(pruned, ws_data):
     x, _ = ws_data
-    dense = sparsity._tflite_kernels(tflite_export.convert(pruned, "int8", representative_data=x))
-    packed = sparsity._tflite_kernels(
+    dense = sparsity.tflite_kernels(tflite_export.convert(pruned, "int8", representative_data=x))
+    packed = sparsity.tflite_kernels(
         tflite_export.convert(pruned, "int8", representative_data=x, sparse=True)
     )
     assert any(k.stats.stored_sparse for k in packed)

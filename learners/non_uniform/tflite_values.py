@@ -202,29 +202,14 @@ def tflite_kernel_values(
     layers = _layers_by_path(model)
     # Core helpers: the file's kernel tensors (input 1 of CONV_2D / FULLY_CONNECTED / ...,
     # decoded if stored sparse) and the Keras -> TFLite layout; see pocketflow_tf.sparsity.
-    t_kernels = sparsity._tflite_kernels(model_content)
+    t_kernels = sparsity.tflite_kernels(model_content)
     wanted = []
     for lp in plan.clustered:
         for short in lp.weights:
             value = _weight_value(*layers[lp.name], short) if lp.name in layers else None
-            ref = None if value is None else sparsity._to_tflite_layout(lp.class_name, short, value)
+            ref = None if value is None else sparsity.to_tflite_layout(lp.class_name, short, value)
             wanted.append((f"{lp.name}/{short}", ref))
-    # Greedy pairing, best first, on per-channel-normalised magnitudes: invariant to BN
-    # folding and per-channel quantization, which rescale each output channel.
-    pairs = []
-    for i, (_, ref) in enumerate(wanted):
-        for j, t in enumerate(t_kernels):
-            if ref is None or tuple(t.dense.shape) != tuple(ref.shape):
-                continue
-            a = sparsity._channel_normalised(ref, t.channel_axis)
-            b = sparsity._channel_normalised(t.dense, t.channel_axis)
-            pairs.append((float(np.mean(np.abs(a - b))), i, j))
-    matched: dict[int, int] = {}
-    used: set[int] = set()
-    for _, i, j in sorted(pairs):
-        if i not in matched and j not in used:
-            matched[i] = j
-            used.add(j)
+    matched = sparsity.match_kernels([ref for _, ref in wanted], t_kernels)
     out = []
     for i, (name, ref) in enumerate(wanted):
         if i not in matched:
