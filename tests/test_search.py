@@ -367,7 +367,9 @@ def test_hard_crash_leaves_a_running_trial_that_is_rerun(tmp_path):
 
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
     """Kill a running study again and again, then check it matches an uninterrupted run."""
-    n_trials, sleep_s, n_kills = 20, 0.03, 12
+    # Trials long enough (20 x 0.15 s) that a fast idle machine cannot finish the study
+    # inside the kill schedule (with 0.03 s, CI's idle run finished after 3 kills).
+    n_trials, sleep_s, n_kills = 20, 0.15, 12
     t_start = time.monotonic()
     ref_log = tmp_path / "ref.log"
     subprocess.run(
