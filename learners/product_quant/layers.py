@@ -108,6 +108,22 @@ class _PQMixin:
             trainable=False,
         )
 
+    def _build_bias(self, units: int) -> None:
+        # The parent's bias, created as Conv2D/Dense.build would (their build is bypassed
+        # because it would create the kernel variable).
+        self.bias = (
+            self.add_weight(
+                name="bias",
+                shape=(units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                trainable=True,
+            )
+            if self.use_bias
+            else None
+        )
+
     @property
     def kernel(self) -> tf.Tensor:
         # Read by the parent's call(): the layer computes exactly Conv2D/Dense on the decoded
@@ -146,18 +162,7 @@ class PQConv2D(_PQMixin, keras.layers.Conv2D):
         cin = self._get_input_channel(input_shape)
         self.compute_output_shape(input_shape)
         self._build_codebook(self.kernel_size + (cin // self.groups, self.filters))
-        self.bias = (
-            self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                trainable=True,
-            )
-            if self.use_bias
-            else None
-        )
+        self._build_bias(self.filters)
         self.input_spec = keras.layers.InputSpec(
             min_ndim=self.rank + 2, axes={self._get_channel_axis(): cin}
         )
@@ -199,18 +204,7 @@ class PQDense(_PQMixin, keras.layers.Dense):
         last_dim = int(input_shape[-1])
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: last_dim})
         self._build_codebook((last_dim, self.units))
-        self.bias = (
-            self.add_weight(
-                name="bias",
-                shape=(self.units,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                trainable=True,
-            )
-            if self.use_bias
-            else None
-        )
+        self._build_bias(self.units)
         keras.layers.Layer.build(self, input_shape)
 
     def get_config(self) -> dict[str, Any]:
