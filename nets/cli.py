@@ -19,9 +19,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 
-from pocketflow_tf import errors
+from pocketflow_tf import distributed, errors
 from pocketflow_tf.nets import runner
 
 FLAGS = flags.FLAGS
@@ -65,6 +65,13 @@ flags.DEFINE_float("lrn_rate_init", None, "override the recipe's peak learning r
 flags.DEFINE_integer("nb_train_samples", None, "train on the first N samples (smoke runs)")
 flags.DEFINE_integer("latency_runs", 200, "timed LiteRT invocations per latency figure")
 flags.DEFINE_integer("verbose", 2, "0 silent, 1 progress bar, 2 one line per epoch")
+flags.DEFINE_integer(
+    "ecq_bits",
+    0,
+    "with run_local.sh -n 2 or more: exchange gradients quantized to 2, 4 or 8 bits with "
+    "error feedback (ECQ-SGD); 0 exchanges float32",
+)
+flags.DEFINE_integer("ecq_bucket_size", 512, "ECQ-SGD: gradient values sharing one scale")
 
 
 def _selected_learner() -> str | None:
@@ -541,6 +548,8 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
         nb_train_samples=FLAGS.nb_train_samples,
         latency_runs=FLAGS.latency_runs,
         verbose=FLAGS.verbose,
+        ecq_bits=FLAGS.ecq_bits,
+        ecq_bucket_size=FLAGS.ecq_bucket_size,
         learner_options={
             **weight_sparse_options(),
             **channel_options(),
@@ -565,8 +574,13 @@ def main(recipe_name: str) -> None:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         import pocketflow_tf.learners  # noqa: F401  (registers every learner)
 
+        # absl's default INFO level prints TensorFlow's internal chatter (collectives,
+        # savers) line by line; warnings and errors still show.
+        logging.set_verbosity(logging.WARNING)
         try:
-            runner.run(options_from_flags(recipe_name), command=list(sys.argv))
+            # First: tf.distribute configures its collectives before TF runs anything.
+            backend = distributed.from_environment()
+            runner.run(options_from_flags(recipe_name), command=list(sys.argv), backend=backend)
         except errors.PocketFlowError as e:
             # A user error: the message names the flag and value; a traceback adds nothing.
             print(f"error: {e}", file=sys.stderr)

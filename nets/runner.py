@@ -24,8 +24,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
+import io
 import os
 import sys
 import time
@@ -37,6 +39,8 @@ from pocketflow_tf import (
     accounting,
     datasets,
     distillation,
+    distributed,
+    ecq,
     errors,
     latency,
     learner,
@@ -109,6 +113,9 @@ class RunOptions:
         nb_train_samples: Train on the first N training samples only (smoke runs).
         latency_runs: Timed invocations per latency measurement.
         verbose: Keras verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+        ecq_bits: With two or more workers, exchange gradients quantized to this many
+            bits with error feedback (ECQ-SGD: 2, 4 or 8; 0 = float32 all-reduce).
+        ecq_bucket_size: Gradient values sharing one scale in ECQ-SGD.
 
     Example:
         >>> RunOptions("resnet_at_fmnist", exec_mode="serve")
@@ -141,6 +148,8 @@ class RunOptions:
     nb_train_samples: int | None = None
     latency_runs: int = 200
     verbose: int = 2
+    ecq_bits: int = 0
+    ecq_bucket_size: int = 512
 
     def __post_init__(self):
         # Every check runs here, before any data is read or any file is written.
@@ -198,6 +207,7 @@ class RunOptions:
             )
         # The distillation settings validate themselves (weight >= 0, temperature > 0).
         distillation.DistillationConfig(self.loss_w_dst, self.tempr_dst)
+        self.ecq_config()  # likewise the gradient codec
         if self.save_path is None:
             self.save_path = os.path.join("models", self.recipe, self.learner, "model" + ext)
         elif self.exec_mode == "train" and not self.save_path.lower().endswith(ext):
@@ -207,6 +217,17 @@ class RunOptions:
                 )
         if self.log_dir is None:
             self.log_dir = os.path.join("logs", self.recipe, self.learner)
+
+    def ecq_config(self) -> ecq.ECQConfig | None:
+        """The ECQ-SGD codec these options ask for (``None``: float32 exchange).
+
+        Example:
+            >>> RunOptions("convnet_at_fmnist", ecq_bits=4).ecq_config().bits
+            4
+        """
+        if self.ecq_bits == 0:
+            return None
+        return ecq.ECQConfig(bits=self.ecq_bits, bucket_size=self.ecq_bucket_size)
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-ready dict (written into the run record).
@@ -222,29 +243,69 @@ def _say(msg: str) -> None:
     print(f"[pocketflow-tf] {msg}", flush=True)
 
 
-def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]:
+def run(
+    opts: RunOptions,
+    *,
+    command: list[str] | None = None,
+    backend: distributed.Backend | None = None,
+) -> dict[str, Any]:
     """Runs one job (see the module docstring) and returns its record as a dict.
 
     Args:
         opts: What to run.
         command: The command line, written into the record so the run can be reproduced.
+        backend: The workers training together (default: this process alone). Every
+            worker trains; the chief alone evaluates, saves, exports and writes the
+            record, which it then hands to the others in memory.
 
     Returns:
-        The run record (``metrics``, ``artifacts``, ``config``, ``versions``...).
+        The run record (``metrics``, ``artifacts``, ``config``, ``versions``...), the same
+        on every worker.
 
     Example:
         >>> rec = run(RunOptions("convnet_at_fmnist", nb_train_samples=512))  # doctest: +SKIP
     """
-    rec_cfg = recipe_lib.get_recipe(opts.recipe)
-    record = records.RunRecord(f"{opts.exec_mode}:{opts.learner}", opts.to_dict(), command=command)
-    out_dir = os.path.dirname(os.path.abspath(opts.save_path))
-    stem = os.path.splitext(os.path.basename(opts.save_path))[0]
+    backend = backend or distributed.Backend()
+    if backend.size > 1 and opts.exec_mode != "train":
+        raise errors.InvalidArgumentError(
+            "workers",
+            backend.size,
+            f"1 with --exec_mode {opts.exec_mode} (only training is shared)",
+        )
+    if opts.ecq_bits and backend.size < 2:
+        raise errors.InvalidArgumentError(
+            "ecq_bits",
+            opts.ecq_bits,
+            "0 in a single-worker run (start two workers: run_local.sh -n 2)",
+        )
+    if backend.is_chief:
+        return backend.broadcast_object(_run(opts, command, backend))
+    # The other workers train, then wait for the chief's record; their progress lines
+    # would only repeat the chief's.
+    with contextlib.redirect_stdout(io.StringIO()):
+        _train(opts, recipe_lib.get_recipe(opts.recipe), _load_data(opts), None, backend)
+    return backend.broadcast_object(None)
 
+
+def _load_data(opts: RunOptions):
+    rec_cfg = recipe_lib.get_recipe(opts.recipe)
     _say(f"loading data set '{rec_cfg.dataset}'")
     data = datasets.load_dataset(rec_cfg.dataset, opts.data_dir)
     if opts.nb_train_samples:
         data = data.subset(n_train=opts.nb_train_samples)
     _say(f"  train {len(data.y_train)}, test {len(data.y_test)}, input {data.input_shape}")
+    return data
+
+
+def _run(opts: RunOptions, command, backend: distributed.Backend) -> dict[str, Any]:
+    rec_cfg = recipe_lib.get_recipe(opts.recipe)
+    record = records.RunRecord(f"{opts.exec_mode}:{opts.learner}", opts.to_dict(), command=command)
+    out_dir = os.path.dirname(os.path.abspath(opts.save_path))
+    stem = os.path.splitext(os.path.basename(opts.save_path))[0]
+
+    data = _load_data(opts)
+    if backend.size > 1:
+        record.add_section("distributed", backend.describe())
 
     came_as_keras3, lrn = False, None
     if opts.exec_mode == "eval":
@@ -254,7 +315,9 @@ def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]
         model, came_as_keras3 = loaded.model, loaded.saved_by_keras3
         record.add_metrics(source_model=loaded.path)
     else:
-        model, came_as_keras3, lrn = _train(opts, rec_cfg, data, record)
+        model, came_as_keras3, lrn = _train(opts, rec_cfg, data, record, backend)
+        if backend.size > 1:  # now with the bytes the gradient exchange sent
+            record.add_section("distributed", backend.describe())
 
     _say("evaluating on the test split")
     acc = training.evaluate_accuracy(model, data.x_test, data.y_test)
@@ -297,8 +360,9 @@ def run(opts: RunOptions, *, command: list[str] | None = None) -> dict[str, Any]
 
 
 def _train(
-    opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record
+    opts: RunOptions, rec_cfg: recipe_lib.Recipe, data, record, backend: distributed.Backend
 ) -> tuple[Any, bool, learner.Learner]:
+    # `record` is None on the workers other than the chief: they train and write nothing.
     # Compressing a trained model is fine-tuning (see Recipe.finetune_config), unless the
     # user set the learning rate.
     fine_tune = bool(opts.model_path) and opts.learning_rate is None
@@ -345,17 +409,31 @@ def _train(
         log_dir=opts.log_dir,
         checkpoint_dir=opts.save_path + ".ckpt",
         verbose=opts.verbose,
+        backend=backend,
+        ecq=opts.ecq_config(),
         **opts.learner_options,
     )
+    if record is None:
+        lrn.fit(model, data.x_train, data.y_train, validation_data=(data.x_test, data.y_test))
+        return None, came_as_keras3, lrn
     record.add_section("learner", lrn.get_config())
+    workers = (
+        f" on {backend.size} workers ({backend.name}, global batch {cfg.batch_size * backend.size}, "
+        f"learning rate x{backend.size})"
+        if backend.size > 1
+        else ""
+    )
     _say(
-        f"training {model.name} with learner '{cls.name}' for {cfg.epochs} epoch(s) "
+        f"training {model.name} with learner '{cls.name}' for {cfg.epochs} epoch(s){workers} "
         f"(nb_epochs_rat={opts.nb_epochs_rat}; 1.0 is the full recipe of "
         f"{rec_cfg.train.epochs} epochs); TensorBoard logs in {opts.log_dir}"
     )
     start = time.time()
     trained = lrn.fit(model, data.x_train, data.y_train, validation_data=(data.x_test, data.y_test))
     record.add_metrics(train_wall_s=round(time.time() - start, 1), epochs=cfg.epochs)
+    if lrn.train_seconds:
+        samples = lrn.total_steps * cfg.batch_size * backend.size
+        record.add_metrics(train_samples_per_s=round(samples / sum(lrn.train_seconds), 1))
     record.add_section("learner", lrn.get_config())  # again: now with what fit() decided
     report = getattr(lrn, "report", None)
     if hasattr(report, "to_dict"):

@@ -21,13 +21,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pocketflow_tf import distillation, errors, training
+from pocketflow_tf import distillation, distributed, ecq, errors, training
 from pocketflow_tf.compat import keras, tf
 
 _REGISTRY: dict[str, type[Learner]] = {}
@@ -132,6 +134,11 @@ class Learner:
         checkpoint_dir: Folder for per-epoch backups; a run killed mid-way and started
             again with the same folder resumes from its last finished epoch.
         verbose: Keras verbosity (0, 1 or 2).
+        backend: The workers this process trains with (default: one process alone; see
+            :mod:`pocketflow_tf.distributed`). ``train_config.batch_size`` is then the batch
+            of one worker and the learning rate is scaled by the number of workers.
+        ecq: Exchange gradients quantized with error feedback (ECQ-SGD) instead of in
+            float32; only with two or more workers.
 
     Attributes:
         steps_per_epoch: Training batches per epoch of the current :meth:`fit`, set before
@@ -140,6 +147,8 @@ class Learner:
         total_steps: ``steps_per_epoch * epochs`` of the current :meth:`fit`.
         train_data: The batched training ``tf.data.Dataset`` of the current :meth:`fit`, set
             before :meth:`prepare` (for learners that also train while preparing).
+        train_seconds: Wall seconds of each epoch's training part (validation excluded)
+            in the last :meth:`fit`.
 
     Example:
         >>> import numpy as np
@@ -157,6 +166,8 @@ class Learner:
     deploy_modes: ClassVar[tuple[str, ...] | None] = None
     #: File extension the trained model is saved with (QAT models need ``".h5"``).
     save_extension: ClassVar[str] = ".keras"
+    #: Why the learner trains in one process only (``None``: it runs on several workers).
+    single_worker_reason: ClassVar[str | None] = None
 
     @classmethod
     def deployment(cls, **learner_options: Any) -> tuple[tuple[str, ...] | None, str]:
@@ -182,6 +193,8 @@ class Learner:
         log_dir: str | None = None,
         checkpoint_dir: str | None = None,
         verbose: int = 2,
+        backend: distributed.Backend | None = None,
+        ecq: ecq.ECQConfig | None = None,
     ):
         self.train_config = train_config or training.TrainConfig()
         if not isinstance(self.train_config, training.TrainConfig):
@@ -193,7 +206,20 @@ class Learner:
         self.log_dir = log_dir
         self.checkpoint_dir = checkpoint_dir
         self.verbose = verbose
+        self.backend = backend or distributed.Backend()
+        self.ecq = ecq
+        if self.backend.size > 1 and self.single_worker_reason:
+            raise errors.InvalidArgumentError(
+                "workers",
+                self.backend.size,
+                f"1 for learner '{self.name}' ({self.single_worker_reason})",
+            )
+        if ecq is not None and self.backend.size < 2:
+            raise errors.InvalidArgumentError(
+                "ecq", ecq, "None when training in one process (nothing is exchanged)"
+            )
         self.history: keras.callbacks.History | None = None
+        self.train_seconds: list[float] = []
         self.steps_per_epoch: int | None = None
         self.total_steps: int | None = None
         self.train_data: tf.data.Dataset | None = None
@@ -221,6 +247,11 @@ class Learner:
     def callbacks(self) -> list[keras.callbacks.Callback]:
         """Callbacks the method needs during training (default: none)."""
         return []
+
+    def object_scope(self) -> contextlib.AbstractContextManager:
+        """Scope in which the prepared model's custom layers can be rebuilt from config
+        (TFMOT wrappers need theirs); used to move it into a multi-worker scope."""
+        return contextlib.nullcontext()
 
     def finalize(self, model: keras.Model) -> keras.Model:
         """Returns the deployable model after training (default: ``model`` itself)."""
@@ -273,6 +304,8 @@ class Learner:
         cfg = self.train_config
         if epochs is not None or batch_size is not None:
             cfg = cfg.replace(epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)
+        backend = self.backend
+        cfg = backend.scale_config(cfg)
         keras.utils.set_random_seed(cfg.seed)
         train_ds, steps = self._train_dataset(x, y, cfg)
         val_ds = self._val_dataset(validation_data, cfg)
@@ -280,26 +313,54 @@ class Learner:
         # Known before prepare(): learners that plan in steps (pruning schedules) read them.
         self.steps_per_epoch, self.total_steps = steps, steps * cfg.epochs
         self.train_data = train_ds
+        # prepare() runs in plain eager mode on every worker (same data, same seeds); what
+        # it built then moves into the backend's scope and takes the chief's weights.
         student = self.prepare(model)
-        train_model = student
-        if self.distillation is not None:
-            teacher = self.teacher if self.teacher is not None else copy_model(model)
-            helper = distillation.DistillationHelper(teacher, self.distillation)
-            train_model = helper.wrap(student)
-        train_model.compile(
-            optimizer=training.build_optimizer(cfg, steps),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
-        )
+        with backend.scope():
+            student = self._adopt(student)
+            train_model = student
+            if self.distillation is not None:
+                if self.teacher is not None:
+                    teacher = self._adopt(self.teacher)
+                else:  # a frozen copy: the user's model is never modified
+                    teacher = self._adopt(model, copy=True)
+                helper = distillation.DistillationHelper(teacher, self.distillation)
+                train_model = helper.wrap(student)
+            optimizer = backend.wrap_optimizer(training.build_optimizer(cfg, steps), self.ecq)
+            train_model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
+            )
+        backend.broadcast_weights(student)
         self.history = train_model.fit(
             train_ds,
             epochs=cfg.epochs,
+            steps_per_epoch=steps if backend.size > 1 else None,
             validation_data=val_ds,
             callbacks=self._all_callbacks(callbacks),
-            verbose=self.verbose,
+            verbose=self.verbose if backend.is_chief else 0,
         )
-        self._remove_backups()
-        return self.finalize(student)
+        # Every worker has finished writing its last backup before the chief removes them
+        # (tf.distribute's non-chief workers save to temporary folders inside it).
+        backend.barrier()
+        if backend.is_chief:
+            self._remove_backups()
+        final = self.finalize(student)
+        if backend.size > 1:
+            # Out of the strategy's scope again: evaluation and export then run in this
+            # process alone, without waiting for the other workers.
+            with self.object_scope():
+                final = copy_model(final)
+        return final
+
+    def _adopt(self, model: keras.Model, *, copy: bool = False) -> keras.Model:
+        """``model`` rebuilt inside the active ``tf.distribute`` scope (always a copy
+        there); elsewhere ``model`` itself, or a copy when ``copy``."""
+        if isinstance(self.backend, distributed.TFBackend):
+            with self.object_scope():
+                return copy_model(model)
+        return copy_model(model) if copy else model
 
     def _remove_backups(self) -> None:
         # Training finished: the per-epoch backup is spent. BackupAndRestore empties its
@@ -311,25 +372,29 @@ class Learner:
             os.rmdir(self.checkpoint_dir)
 
     def _all_callbacks(self, extra):
-        cbs = list(self.callbacks()) + list(extra or [])
+        self.train_seconds = []
+        cbs = [_EpochTimer(self.train_seconds)]
+        cbs += self.backend.callbacks() + list(self.callbacks()) + list(extra or [])
         if self.checkpoint_dir:
             # BackupAndRestore saves at each epoch end and restores on a restart, which makes
             # long runs resumable after a kill; it deletes its backup once training completes.
-            cbs.append(
-                keras.callbacks.BackupAndRestore(os.path.join(self.checkpoint_dir, "backup"))
-            )
-        if self.log_dir:
+            cbs.append(self.backend.backup_callback(os.path.join(self.checkpoint_dir, "backup")))
+        if self.log_dir and self.backend.is_chief:
             cbs.append(keras.callbacks.TensorBoard(self.log_dir, profile_batch=0))
         return cbs
 
-    @staticmethod
-    def _train_dataset(x, y, cfg):
+    def _train_dataset(self, x, y, cfg):
         if isinstance(x, tf.data.Dataset):
             if y is not None:
                 raise errors.InvalidArgumentError(
                     "y", "an array", "None when x is a tf.data.Dataset (it yields (x, y))"
                 )
             steps = int(x.cardinality())
+            if self.backend.size > 1:
+                ds = self.backend.distribute_dataset(x)
+                if isinstance(self.backend, distributed.HorovodBackend):
+                    steps = steps // self.backend.size
+                return ds, max(1, steps)
             return x, steps if steps > 0 else 1000
         if x is None or y is None:
             raise errors.InvalidArgumentError(
@@ -337,19 +402,39 @@ class Learner:
                 None if x is None else "arrays without y",
                 "arrays x and y, or a tf.data.Dataset",
             )
-        ds = training.make_dataset(
-            np.asarray(x),
-            np.asarray(y),
-            cfg.batch_size,
-            training=True,
-            augmentation=cfg.augmentation,
-            seed=cfg.seed,
-        )
-        return ds, int(np.ceil(len(x) / cfg.batch_size))
+        return self.backend.train_dataset(np.asarray(x), np.asarray(y), cfg)
 
-    @staticmethod
-    def _val_dataset(validation_data, cfg):
-        if validation_data is None or isinstance(validation_data, tf.data.Dataset):
-            return validation_data
-        xv, yv = validation_data
-        return training.make_dataset(np.asarray(xv), np.asarray(yv), max(cfg.batch_size, 256))
+    def _val_dataset(self, validation_data, cfg):
+        if validation_data is None:
+            return None
+        if isinstance(validation_data, tf.data.Dataset):
+            ds = validation_data
+        else:
+            xv, yv = validation_data
+            ds = training.make_dataset(np.asarray(xv), np.asarray(yv), max(cfg.batch_size, 256))
+        if isinstance(self.backend, distributed.TFBackend):
+            ds = self.backend.distribute_dataset(ds)
+        return ds
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Appends each epoch's training wall time (up to validation) to ``seconds``."""
+
+    def __init__(self, seconds: list[float]):
+        super().__init__()
+        self.seconds = seconds
+        self._start: float | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def _stop(self):
+        if self._start is not None:
+            self.seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def on_test_begin(self, logs=None):
+        self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop()

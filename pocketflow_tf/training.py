@@ -133,6 +133,8 @@ def make_dataset(
     training: bool = False,
     augmentation: Augmentation | None = None,
     seed: int = 0,
+    drop_remainder: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Builds a batched tf.data pipeline over in-memory arrays.
 
@@ -146,6 +148,10 @@ def make_dataset(
         training: Shuffle and augment when True.
         augmentation: Augmentation to apply when training.
         seed: Seed of shuffling and augmentation.
+        drop_remainder: Drop a short last batch (multi-worker training needs every worker
+            to run the same number of steps).
+        shard: ``(index, count)``: keep this worker's 1/count of the data (equal shares:
+            the ``len(x) % count`` last samples are left out).
 
     Example:
         >>> import numpy as np
@@ -161,8 +167,17 @@ def make_dataset(
         )
     tensors = (x,) if y is None else (x, y)
     ds = tf.data.Dataset.from_tensor_slices(tensors)
+    n = len(x)
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise errors.InvalidArgumentError(
+                "shard", shard, "(index, count) with 0 <= index < count"
+            )
+        n = len(x) // count
+        ds = ds.take(n * count).shard(count, index)
     if training:
-        ds = ds.shuffle(min(len(x), 60000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(min(n, 60000), seed=seed, reshuffle_each_iteration=True)
         if augmentation is not None and augmentation.enabled:
             # One seeded random stream zipped to the elements: each image gets its own
             # stateless seed, the same for a given seed and epoch, new at every epoch, and
@@ -171,7 +186,7 @@ def make_dataset(
             ds = tf.data.Dataset.zip((ds, seeds))
             aug = _augment_fn(augmentation, tuple(x.shape[1:]))
             ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 def _augment_fn(aug: Augmentation, shape: tuple[int, ...]):

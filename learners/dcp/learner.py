@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -89,6 +89,11 @@ class DisChnPrunedLearner(learner.Learner):
         ...
         pocketflow_tf.errors.InvalidArgumentError: Invalid value for `cp_preserve_ratio`: 1.5. Accepted: a FLOPs keep ratio in (0, 1].
     """
+
+    single_worker_reason: ClassVar[str | None] = (
+        "its auxiliary-classifier training and greedy channel selection run their own loops, "
+        "not yet shared between workers"
+    )
 
     def __init__(
         self,

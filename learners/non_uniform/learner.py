@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -115,6 +115,9 @@ class NonUniformQuantLearner(learner.Learner):
     """
 
     name = "non-uniform"
+    single_worker_reason: ClassVar[str | None] = (
+        "TFMOT's clustering wrappers are not yet verified under tf.distribute or Horovod"
+    )
 
     def __init__(
         self,

@@ -49,7 +49,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -109,6 +109,9 @@ class ProductQuantLearner(learner.Learner):
     """
 
     name = "product-quant"
+    single_worker_reason: ClassVar[str | None] = (
+        "its codebook learning and codeword fine-tuning run their own training loops, not yet shared between workers"
+    )
 
     def __init__(
         self,

@@ -100,6 +100,10 @@ class UniformQuantLearner(learner.Learner):
         )
         return cfg
 
+    def object_scope(self):
+        """TFMOT's quantization wrappers, for rebuilding the prepared model elsewhere."""
+        return qat.quantize_scope()
+
     def prepare(self, model: keras.Model) -> keras.Model:
         """The QAT copy of ``model`` (same weights, fake-quantised).
 

@@ -372,6 +372,10 @@ class WeightSparseLearner(learner.Learner):
 
         return keras.models.clone_model(work, clone_function=wrap)
 
+    def object_scope(self):
+        """TFMOT's pruning wrappers, for rebuilding the prepared model elsewhere."""
+        return tfmot.sparsity.keras.prune_scope()
+
     def callbacks(self) -> list[keras.callbacks.Callback]:
         """TFMOT's ``UpdatePruningStep`` (required), plus ``PruningSummaries`` with a log_dir.
 

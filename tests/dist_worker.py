@@ -1,0 +1,93 @@
+"""One worker of the multi-worker tests; started N times by the launcher, never by pytest.
+
+Usage: ``python tests/dist_worker.py OUT_DIR SCENARIO``
+
+* ``learners``: on real Fashion-MNIST (1024 training images), trains a small seeded
+  convnet with ``full-prec``, ``full-prec`` with ECQ-SGD (4 bits), ``weight-sparse`` and
+  ``uniform`` (QAT), each for a few epochs;
+* ``resume``: ``full-prec`` for 4 epochs with per-epoch backups in ``OUT_DIR/ckpt``; when
+  ``OUT_DIR/kill-me`` exists, worker 1 deletes it and kills itself with SIGKILL as the
+  third epoch starts.
+
+Each worker writes ``OUT_DIR/<name>.rank<r>.npz`` (final weights, loss curve, backend
+facts) so the test can compare the ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+
+from pocketflow_tf import datasets, distributed, ecq, training
+from pocketflow_tf.compat import keras
+
+
+def main(out_dir: str, scenario: str) -> None:
+    backend = distributed.from_environment()  # first, before TensorFlow runs anything
+    import pocketflow_tf.learners  # noqa: F401  (registers the learners)
+    from pocketflow_tf import learner
+
+    data = datasets.load_fashion_mnist().subset(n_train=1024, n_test=256)
+    os.makedirs(out_dir, exist_ok=True)
+
+    def build():
+        keras.utils.set_random_seed(0)
+        inp = keras.Input(data.input_shape)
+        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(inp)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inp, keras.layers.Dense(10)(x))
+
+    def fit(name, learner_name, epochs, callbacks=(), **options):
+        cfg = training.TrainConfig(epochs=epochs, batch_size=32, learning_rate=0.05)
+        lrn = learner.get_learner_class(learner_name)(cfg, backend=backend, verbose=0, **options)
+        model = lrn.fit(
+            build(),
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_test, data.y_test),
+            callbacks=list(callbacks),
+        )
+        np.savez(
+            os.path.join(out_dir, f"{name}.rank{backend.rank}.npz"),
+            *model.get_weights(),
+            loss=np.array(lrn.history.history["loss"]),
+            info=json.dumps({**backend.describe(), "steps_per_epoch": lrn.steps_per_epoch}),
+        )
+        backend.codec = None  # the next learner starts without the previous codec
+
+    if scenario == "learners":
+        fit("full-prec", "full-prec", 3)
+        fit("ecq", "full-prec", 3, ecq=ecq.ECQConfig(bits=4, bucket_size=128))
+        fit("weight-sparse", "weight-sparse", 2, ws_prune_ratio=0.5)
+        fit("uniform", "uniform", 2)
+    elif scenario == "resume":
+        marker = os.path.join(out_dir, "kill-me")
+
+        class KillAtThirdEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2 and backend.rank == 1 and os.path.exists(marker):
+                    os.remove(marker)
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        fit(
+            "resume",
+            "full-prec",
+            4,
+            callbacks=[KillAtThirdEpoch()],
+            checkpoint_dir=os.path.join(out_dir, "ckpt"),
+        )
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

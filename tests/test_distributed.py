@@ -1,0 +1,218 @@
+"""Multi-worker training: the ECQ-SGD codec, data sharding, backends, the launcher, and
+real two-worker runs (tf.distribute processes on loopback) of several learners."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pocketflow_tf import distributed, ecq, errors, launcher, learner, training
+from pocketflow_tf.compat import keras, tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "dist_worker.py")
+
+
+# -- the codec -----------------------------------------------------------------------------
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_packed_codes_decode_to_exactly_what_the_sender_accounted_for(bits):
+    cfg = ecq.ECQConfig(bits=bits, bucket_size=16)
+    values = tf.constant(np.random.default_rng(bits).normal(size=(7, 11)).astype("float32"))
+    words, scales, sent = ecq.quantize(values, cfg)
+    assert words.dtype == tf.int32 and int(words.shape[0]) == -(-77 // (32 // bits))
+    assert int(scales.shape[0]) == -(-77 // 16)
+    decoded = ecq.dequantize(words, scales, 77, cfg).numpy().reshape(7, 11)
+    np.testing.assert_array_equal(decoded, sent.numpy())
+    # At most half a quantization step from the input, per bucket.
+    step = np.repeat(scales.numpy(), 16)[:77].reshape(7, 11)
+    assert np.all(np.abs(decoded - values.numpy()) <= step / 2 + 1e-6)
+    # Levels used: 2**bits - 1 at most (the codes fit their bit field).
+    assert len(np.unique(np.round(decoded / np.where(step > 0, step, 1)))) <= 2**bits - 1
+
+
+def test_error_feedback_carries_what_quantization_lost_into_the_next_steps():
+    codec = ecq.GradientCodec(ecq.ECQConfig(bits=2, bucket_size=8), num_workers=1)
+    var = tf.Variable(tf.zeros((5, 6)))
+    codec.build([var])
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=(5, 6)).astype("float32") for _ in range(30)]
+    sent = [codec.exchange([tf.constant(g)], lambda t: t)[0].numpy() for g in grads]
+    error = codec.errors[0].numpy()
+    assert np.abs(error).max() > 0.01  # 2-bit codes lose a lot at every step...
+    # ...and none of it is dropped: what was sent plus what is still owed is the sum.
+    np.testing.assert_allclose(np.sum(sent, 0) + error, np.sum(grads, 0), atol=1e-4)
+    # Without the feedback the loss accumulates: plain 2-bit rounding drifts further.
+    plain = sum(ecq.quantize(tf.constant(g), codec.config)[2].numpy() for g in grads)
+    assert np.abs(plain - np.sum(grads, 0)).max() > 2 * np.abs(error).max()
+
+
+def test_payload_is_at_least_4x_smaller_than_float32_from_4_bits():
+    n = 10_000
+    assert ecq.payload_bytes(n, None) == 40_000
+    assert ecq.payload_bytes(n, ecq.ECQConfig(bits=4)) == 4 * 1250 + 4 * 20
+    for bits in (2, 4):
+        assert ecq.payload_bytes(n, None) / ecq.payload_bytes(n, ecq.ECQConfig(bits=bits)) >= 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"bits": 3}, "ecq_bits"), ({"bucket_size": 1}, "ecq_bucket_size"), ({"beta": 0}, "ecq_beta")],
+)
+def test_codec_settings_are_checked(kwargs, name):
+    with pytest.raises(errors.InvalidArgumentError, match=name):
+        ecq.ECQConfig(**kwargs)
+
+
+def test_wrapped_optimizer_keeps_its_class_and_settings():
+    codec = ecq.GradientCodec(ecq.ECQConfig(), num_workers=1)
+    opt = ecq.wrap_optimizer(keras.optimizers.SGD(0.3, momentum=0.9), codec, lambda t: t)
+    assert isinstance(opt, keras.optimizers.SGD)
+    assert opt.get_config()["momentum"] == 0.9
+    var = tf.Variable([1.0, -1.0])
+    opt.apply_gradients([(tf.constant([0.5, 0.25]), var)])
+    assert codec.errors is not None and codec.bytes_per_step == 8
+
+
+# -- data, backends, launcher --------------------------------------------------------------
+def test_shards_are_equal_and_disjoint():
+    x = np.arange(11, dtype="float32").reshape(11, 1, 1, 1)
+    got = []
+    for index in range(2):
+        ds = training.make_dataset(x, None, 2, training=True, shard=(index, 2), drop_remainder=True)
+        got.append(sorted(float(v) for b in ds for v in b[0].numpy().ravel()))
+    assert len(got[0]) == len(got[1]) == 4  # 5 each, then the short batch is dropped
+    assert not set(got[0]) & set(got[1])
+    with pytest.raises(errors.InvalidArgumentError, match="shard"):
+        training.make_dataset(x, None, 2, shard=(2, 2))
+
+
+def test_backend_comes_from_the_environment():
+    assert distributed.from_environment({}).name == "single"
+    one = launcher.tf_config([1234], 0)
+    assert distributed.from_environment({"TF_CONFIG": one}).name == "single"
+    with pytest.raises(errors.InvalidArgumentError, match="TF_CONFIG"):
+        distributed.from_environment({"TF_CONFIG": "{"})
+
+
+def test_learners_refuse_what_they_cannot_do_before_any_work():
+    import pocketflow_tf.learners  # noqa: F401
+
+    with pytest.raises(errors.InvalidArgumentError, match="ecq"):
+        learner.get_learner_class("full-prec")(ecq=ecq.ECQConfig())
+    two = distributed.Backend()
+    two.size = 2  # a stand-in: the refusal happens in the constructor, before training
+    with pytest.raises(errors.InvalidArgumentError, match="workers.*product-quant"):
+        learner.get_learner_class("product-quant")(backend=two)
+    with pytest.raises(errors.InvalidArgumentError, match="backend"):
+        launcher.resolve_backend("mpi")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["-n", "0"], "invalid value for -n: '0'"), (["--backend", "mpi"], "--backend: 'mpi'")],
+)
+def test_run_local_checks_its_arguments(args, message):
+    proc = subprocess.run(
+        [os.path.join(ROOT, "run_local.sh"), *args, "nets/convnet_at_fmnist_run.py"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+# -- real workers --------------------------------------------------------------------------
+def _launch(out_dir, scenario, grace_s=15.0):
+    out = io.StringIO()
+    start = time.monotonic()
+    rc = launcher.launch_tf(
+        [sys.executable, WORKER, str(out_dir), scenario], 2, grace_s=grace_s, out=out
+    )
+    return rc, out.getvalue(), time.monotonic() - start
+
+
+def _load(out_dir, name):
+    ranks = [np.load(os.path.join(out_dir, f"{name}.rank{r}.npz")) for r in (0, 1)]
+    weights = [[z[k] for k in z.files if k.startswith("arr_")] for z in ranks]
+    return weights, ranks[0]["loss"], json.loads(str(ranks[0]["info"]))
+
+
+def test_two_workers_train_full_prec_ecq_pruning_and_qat_with_identical_weights(tmp_path):
+    rc, log, _ = _launch(tmp_path, "learners")
+    assert rc == 0, log[-3000:]
+    for name in ("full-prec", "ecq", "weight-sparse", "uniform"):
+        (w0, w1), loss, info = _load(tmp_path, name)
+        assert info["backend"] == "tf" and info["workers"] == 2
+        assert info["steps_per_epoch"] == 1024 // (32 * 2)  # each worker: half the batches
+        for a, b in zip(w0, w1, strict=True):
+            np.testing.assert_array_equal(a, b)  # one model, not two
+        assert loss[-1] < loss[0], (name, loss)
+    (w, _), _, info = _load(tmp_path, "ecq")
+    assert info["ecq"]["float_bytes_per_step"] / info["ecq"]["bytes_per_step"] >= 4
+    (w, _), _, _ = _load(tmp_path, "weight-sparse")
+    second_conv = [a for a in w if a.ndim == 4][1]
+    assert abs(float(np.mean(second_conv == 0)) - 0.5) < 0.01
+
+
+def test_a_killed_worker_ends_the_job_quickly_and_the_rerun_resumes(tmp_path):
+    (tmp_path / "kill-me").write_text("")
+    rc, log, took = _launch(tmp_path, "resume", grace_s=10.0)
+    assert rc != 0
+    assert "worker 1" in log and "killed by signal SIGKILL" in log and "Rerun" in log
+    assert took < 150, took  # bounded: no waiting on the dead peer
+    assert not (tmp_path / "resume.rank0.npz").exists()
+    assert (tmp_path / "ckpt" / "backup").is_dir()  # two finished epochs are kept
+
+    rc, log, _ = _launch(tmp_path, "resume")
+    assert rc == 0, log[-3000:]
+    (w0, w1), loss, _ = _load(tmp_path, "resume")
+    assert len(loss) == 2  # epochs 3 and 4 only: it went on from the backup
+    for a, b in zip(w0, w1, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not (tmp_path / "ckpt").exists()  # spent backups are removed
+
+
+def test_run_script_on_two_workers_writes_one_set_of_artifacts(tmp_path):
+    save = tmp_path / "out" / "model.keras"
+    proc = subprocess.run(
+        [
+            os.path.join(ROOT, "run_local.sh"),
+            "-n",
+            "2",
+            "--backend",
+            "tf",
+            "nets/convnet_at_fmnist_run.py",
+            "--nb_train_samples=1024",
+            "--nb_epochs_rat=0.07",
+            "--export_modes=float",
+            "--num_verify=200",
+            "--latency_runs=10",
+            "--ecq_bits=4",
+            f"--save_path={save}",
+            f"--log_dir={tmp_path / 'logs'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("== convnet_at_fmnist / full-prec (train) ==") == 1  # chief only
+    files = sorted(p.name for p in save.parent.iterdir())
+    assert files == [
+        "model.float.tflite",
+        "model.float.tflite.sha256",
+        "model.keras",
+        "model.train.record.json",
+        "model.train.report.md",
+    ], files
+    record = json.loads((save.parent / "model.train.record.json").read_text())
+    dist = record["sections"]["distributed"]
+    assert dist["workers"] == 2 and dist["backend"] == "tf"
+    assert dist["ecq"]["float_bytes_per_step"] >= 4 * dist["ecq"]["bytes_per_step"]
+    assert record["metrics"]["train_samples_per_s"] > 0
