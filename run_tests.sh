@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Runs the test suite on a fresh or prepared machine:
-#   ./run_tests.sh            (everything but the `slow` benchmark-lane cases)
-#   ./run_tests.sh -m slow    (extra pytest arguments are passed through)
+#   ./run_tests.sh            (everything but the `slow` benchmark-lane cases, then the
+#                              Horovod lane: tests/test_horovod.py on the TF 2.15 stack that
+#                              tools/horovod_lane.sh prepares; compiling Horovod takes about
+#                              5 minutes the first time)
+#   ./run_tests.sh -m slow    (extra pytest arguments are passed through; main stack only)
+# PFTF_SKIP_HOROVOD_LANE=1 leaves the lane out (local iterations; CI always runs it).
 set -euo pipefail
 cd "$(dirname "$0")"
 source tools/bootstrap.sh requirements-dev.txt
 export TF_CPP_MIN_LOG_LEVEL=2
-if [ "$#" -eq 0 ]; then
-  set -- -m "not slow"
+if [ "$#" -gt 0 ]; then
+  exec "$PFTF_VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
 fi
-exec "$PFTF_VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$PFTF_VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not slow"
+if [ "${PFTF_SKIP_HOROVOD_LANE:-0}" = "1" ]; then
+  echo "[run_tests] Horovod lane skipped (PFTF_SKIP_HOROVOD_LANE=1)" >&2
+  exit 0
+fi
+exec tools/horovod_lane.sh -m pytest -q -p no:cacheprovider tests/test_horovod.py

@@ -258,8 +258,15 @@ class HorovodBackend(Backend):
     """Horovod ranks (``horovodrun --gloo``); Horovod builds only against TF <= 2.15.
 
     Every rank reads its own shard of the data at the per-worker batch; gradients are
-    averaged by ``hvd.DistributedOptimizer`` or exchanged quantized (ECQ-SGD, through
-    ``hvd.allgather``); the chief's variables are broadcast when training starts.
+    averaged with Horovod's all-reduce (or exchanged quantized, ECQ-SGD, through its
+    all-gather) in the optimiser's aggregation step; the chief's weights are broadcast
+    before training; BatchNorm statistics and the logged metrics are averaged over the
+    ranks at each epoch end, so every rank ends with the same model.
+
+    Only ``horovod.tensorflow`` is used, not ``horovod.tensorflow.keras``: the latter
+    imports the standalone ``keras`` 2.15 package, whose layer classes then replace
+    tf-keras's when TFMOT rebuilds a model from its config (quantization-aware training
+    fails with "Layer ... supplied to wrapper is not a supported layer type").
 
     Example:
         >>> HorovodBackend.name
@@ -271,7 +278,7 @@ class HorovodBackend(Backend):
     def __init__(self):
         super().__init__()
         try:
-            import horovod.tensorflow.keras as hvd
+            import horovod.tensorflow as hvd
         except ImportError as exc:  # pragma: no cover - depends on the installed stack
             raise errors.InvalidArgumentError(
                 "backend",
@@ -300,19 +307,20 @@ class HorovodBackend(Backend):
         return dataset.shard(self.size, self.rank)
 
     def wrap_optimizer(self, optimizer, ecq_config=None):
-        if ecq_config is None:
-            return self.hvd.DistributedOptimizer(optimizer)
-        self.codec = ecq.GradientCodec(ecq_config, self.size)
-        return ecq.wrap_optimizer(optimizer, self.codec, self.gather)
+        if ecq_config is not None:
+            self.codec = ecq.GradientCodec(ecq_config, self.size)
+            return ecq.wrap_optimizer(optimizer, self.codec, self.gather)
+
+        def mean(grads, variables):
+            return self.hvd.grouped_allreduce(list(grads), op=self.hvd.Average)
+
+        return ecq.with_aggregation(optimizer, mean, "Horovod")
 
     def gather(self, tensor):
         return self.hvd.allgather(tensor)
 
     def callbacks(self):
-        return [
-            self.hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-            self.hvd.callbacks.MetricAverageCallback(),
-        ]
+        return [_AverageOverRanks(self.hvd)]
 
     def backup_callback(self, path):
         if self.is_chief:
@@ -321,6 +329,27 @@ class HorovodBackend(Backend):
 
     def broadcast_object(self, obj):
         return self.hvd.broadcast_object(obj, root_rank=0)
+
+
+class _AverageOverRanks(keras.callbacks.Callback):
+    """At each epoch end: the mean over ranks of every non-trainable float variable
+    (BatchNorm moving statistics, which each rank updates from its own shard) and of
+    the logged metrics (so the chief reports the whole data set's loss)."""
+
+    def __init__(self, hvd):
+        super().__init__()
+        self.hvd = hvd
+
+    def on_epoch_end(self, epoch, logs=None):
+        for var in self.model.non_trainable_variables:
+            if var.dtype.is_floating:
+                var.assign(self.hvd.allreduce(var.read_value(), op=self.hvd.Average))
+        if logs:
+            keys = sorted(k for k, v in logs.items() if isinstance(v, float | np.floating))
+            values = self.hvd.allreduce(
+                tf.constant([float(logs[k]) for k in keys], tf.float64), op=self.hvd.Average
+            )
+            logs.update(zip(keys, values.numpy().tolist(), strict=True))
 
 
 class _RestoreOnly(keras.callbacks.BackupAndRestore):

@@ -243,15 +243,45 @@ class GradientCodec:
         return out
 
 
-def wrap_optimizer(
-    optimizer: keras.optimizers.Optimizer, codec: GradientCodec, gather: Gather
+def with_aggregation(
+    optimizer: keras.optimizers.Optimizer,
+    aggregate: Callable[[list[tf.Tensor], list[tf.Variable]], list[tf.Tensor]],
+    prefix: str,
 ) -> keras.optimizers.Optimizer:
-    """A copy of ``optimizer`` whose gradient aggregation is the quantized exchange.
+    """A copy of ``optimizer`` whose gradient aggregation step is ``aggregate``.
 
     Keras 2's optimiser calls ``aggregate_gradients`` with the local gradients before it
     applies them (under ``tf.distribute`` that is where the all-reduce happens); the copy
     is of a subclass that replaces this one step, so learning-rate schedules, weight decay
     and slot variables behave exactly as in the original class.
+
+    Args:
+        optimizer: A Keras 2 optimiser (not yet used).
+        aggregate: ``(local gradients, variables) -> gradients to apply``, the same on
+            every worker.
+        prefix: Prepended to the class name (shows in logs and records).
+
+    Example:
+        >>> opt = with_aggregation(keras.optimizers.SGD(0.1), lambda g, v: g, "Mean")
+        >>> type(opt).__name__, isinstance(opt, keras.optimizers.SGD)
+        ('MeanSGD', True)
+    """
+    base = type(optimizer)
+
+    def aggregate_gradients(self, grads_and_vars):
+        grads_and_vars = list(grads_and_vars)
+        variables = [v for _, v in grads_and_vars]
+        new = aggregate([g for g, _ in grads_and_vars], variables)
+        return list(zip(new, variables, strict=True))
+
+    cls = type(f"{prefix}{base.__name__}", (base,), {"aggregate_gradients": aggregate_gradients})
+    return cls.from_config(optimizer.get_config())
+
+
+def wrap_optimizer(
+    optimizer: keras.optimizers.Optimizer, codec: GradientCodec, gather: Gather
+) -> keras.optimizers.Optimizer:
+    """A copy of ``optimizer`` that exchanges gradients through ``codec``.
 
     Args:
         optimizer: A Keras 2 optimiser (not yet used).
@@ -264,18 +294,13 @@ def wrap_optimizer(
         >>> type(opt).__name__, isinstance(opt, keras.optimizers.SGD)
         ('ECQSGD', True)
     """
-    base = type(optimizer)
 
-    def aggregate_gradients(self, grads_and_vars):
-        grads_and_vars = list(grads_and_vars)
-        variables = [v for _, v in grads_and_vars]
+    def aggregate(grads, variables):
         with tf.init_scope():  # accumulators are created once, outside the step function
             codec.build(variables)
-        new = codec.exchange([g for g, _ in grads_and_vars], gather)
-        return list(zip(new, variables, strict=True))
+        return codec.exchange(grads, gather)
 
-    cls = type(f"ECQ{base.__name__}", (base,), {"aggregate_gradients": aggregate_gradients})
-    wrapped = cls.from_config(optimizer.get_config())
+    wrapped = with_aggregation(optimizer, aggregate, "ECQ")
     wrapped.ecq_codec = codec
     return wrapped
 
@@ -286,5 +311,6 @@ __all__ = [
     "dequantize",
     "payload_bytes",
     "quantize",
+    "with_aggregation",
     "wrap_optimizer",
 ]

@@ -226,6 +226,50 @@ def horovod_command(command: Sequence[str], workers: int) -> list[str]:
     ]
 
 
+def launch_horovod(command: Sequence[str], workers: int, *, out=None) -> int:
+    """Runs ``command`` on ``workers`` Horovod ranks through ``horovodrun --gloo``.
+
+    ``horovodrun`` itself ends every rank when one fails; this adds how to resume.
+
+    Args:
+        command: The program and its arguments.
+        workers: Number of ranks (>= 1).
+        out: Where the ranks' output goes (default: stdout).
+
+    Returns:
+        ``horovodrun``'s exit status.
+
+    Example:
+        >>> launch_horovod(["python", "run.py"], 0)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `workers`: 0. Accepted: an integer >= 1.
+    """
+    if not isinstance(workers, int) or workers < 1:
+        raise errors.InvalidArgumentError("workers", workers, "an integer >= 1")
+    out = out or sys.stdout
+    full = horovod_command(command, workers)
+    out.write(f"[launcher] {' '.join(full)}\n")
+    start = time.monotonic()
+    proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pump = threading.Thread(target=_pump, args=(proc.stdout, "", out), daemon=True)
+    pump.start()
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        _stop([proc], 0.0)
+        raise
+    pump.join(timeout=5.0)
+    if code != 0:
+        out.write(
+            f"[launcher] horovodrun {_describe_exit(code)} after {time.monotonic() - start:.0f} s "
+            "(a rank failed: see its output above; horovodrun stopped the others). Rerun the "
+            "same command to resume from the last finished epoch.\n"
+        )
+        out.flush()
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m pocketflow_tf.launcher -n 2 [--backend tf] -- cmd ...``."""
     parser = argparse.ArgumentParser(
@@ -245,9 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend = resolve_backend(args.backend)
     except errors.InvalidArgumentError as exc:
         parser.error(str(exc))
-    if backend == "horovod" and args.workers > 1:
-        print(f"[launcher] {' '.join(horovod_command(command, args.workers))}", flush=True)
-        return subprocess.call(horovod_command(command, args.workers))
+    if backend == "horovod":
+        return launch_horovod(command, args.workers)
     return launch_tf(command, args.workers, grace_s=args.grace_s)
 
 

@@ -10,20 +10,44 @@ Usage: ``python tests/dist_worker.py OUT_DIR SCENARIO``
   third epoch starts.
 
 Each worker writes ``OUT_DIR/<name>.rank<r>.npz`` (final weights, loss curve, backend
-facts) so the test can compare the ranks.
+facts) so the test can compare the ranks: :func:`launch` and :func:`load` are the tests'
+side of it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
-from pocketflow_tf import datasets, distributed, ecq, training
+from pocketflow_tf import datasets, distributed, ecq, launcher, training
 from pocketflow_tf.compat import keras
+
+
+def launch(backend: str, out_dir, scenario: str, grace_s: float = 15.0):
+    """Runs ``scenario`` on two workers of ``backend``: ``(status, output, seconds)``."""
+    command = [sys.executable, os.path.abspath(__file__), str(out_dir), scenario]
+    start = time.monotonic()
+    out = io.StringIO()
+    if backend == "tf":
+        rc = launcher.launch_tf(command, 2, grace_s=grace_s, out=out)
+    else:
+        rc = launcher.launch_horovod(command, 2, out=out)
+    return rc, out.getvalue(), time.monotonic() - start
+
+
+def load(out_dir, name: str):
+    """``([rank-0 weights, rank-1 weights], rank-0 loss curve, rank-0 backend facts)``."""
+    import numpy as np
+
+    ranks = [np.load(os.path.join(out_dir, f"{name}.rank{r}.npz")) for r in (0, 1)]
+    weights = [[z[k] for k in z.files if k.startswith("arr_")] for z in ranks]
+    return weights, ranks[0]["loss"], json.loads(str(ranks[0]["info"]))
 
 
 def main(out_dir: str, scenario: str) -> None:

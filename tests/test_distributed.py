@@ -1,13 +1,11 @@
 """Multi-worker training: the ECQ-SGD codec, data sharding, backends, the launcher, and
 real two-worker runs (tf.distribute processes on loopback) of several learners."""
 
-import io
 import json
 import os
 import subprocess
-import sys
-import time
 
+import dist_worker
 import numpy as np
 import pytest
 
@@ -15,7 +13,6 @@ from pocketflow_tf import distributed, ecq, errors, launcher, learner, training
 from pocketflow_tf.compat import keras, tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(ROOT, "tests", "dist_worker.py")
 
 
 # -- the codec -----------------------------------------------------------------------------
@@ -127,57 +124,45 @@ def test_run_local_checks_its_arguments(args, message):
 
 
 # -- real workers --------------------------------------------------------------------------
-def _launch(out_dir, scenario, grace_s=15.0):
-    out = io.StringIO()
-    start = time.monotonic()
-    rc = launcher.launch_tf(
-        [sys.executable, WORKER, str(out_dir), scenario], 2, grace_s=grace_s, out=out
-    )
-    return rc, out.getvalue(), time.monotonic() - start
-
-
-def _load(out_dir, name):
-    ranks = [np.load(os.path.join(out_dir, f"{name}.rank{r}.npz")) for r in (0, 1)]
-    weights = [[z[k] for k in z.files if k.startswith("arr_")] for z in ranks]
-    return weights, ranks[0]["loss"], json.loads(str(ranks[0]["info"]))
-
-
-def test_two_workers_train_full_prec_ecq_pruning_and_qat_with_identical_weights(tmp_path):
-    rc, log, _ = _launch(tmp_path, "learners")
+# These checks run for both backends: here with tf.distribute, and in the Horovod lane
+# (tests/test_horovod.py, TF 2.15 stack) with horovodrun.
+def check_learners_on_two_workers(backend, out_dir):
+    rc, log, _ = dist_worker.launch(backend, out_dir, "learners")
     assert rc == 0, log[-3000:]
     for name in ("full-prec", "ecq", "weight-sparse", "uniform"):
-        (w0, w1), loss, info = _load(tmp_path, name)
-        assert info["backend"] == "tf" and info["workers"] == 2
+        (w0, w1), loss, info = dist_worker.load(out_dir, name)
+        assert info["backend"] == backend and info["workers"] == 2
         assert info["steps_per_epoch"] == 1024 // (32 * 2)  # each worker: half the batches
         for a, b in zip(w0, w1, strict=True):
             np.testing.assert_array_equal(a, b)  # one model, not two
         assert loss[-1] < loss[0], (name, loss)
-    (w, _), _, info = _load(tmp_path, "ecq")
+    _, _, info = dist_worker.load(out_dir, "ecq")
     assert info["ecq"]["float_bytes_per_step"] / info["ecq"]["bytes_per_step"] >= 4
-    (w, _), _, _ = _load(tmp_path, "weight-sparse")
+    (w, _), _, _ = dist_worker.load(out_dir, "weight-sparse")
     second_conv = [a for a in w if a.ndim == 4][1]
     assert abs(float(np.mean(second_conv == 0)) - 0.5) < 0.01
 
 
-def test_a_killed_worker_ends_the_job_quickly_and_the_rerun_resumes(tmp_path):
-    (tmp_path / "kill-me").write_text("")
-    rc, log, took = _launch(tmp_path, "resume", grace_s=10.0)
+def check_kill_and_resume(backend, out_dir):
+    (out_dir / "kill-me").write_text("")
+    rc, failed_log, took = dist_worker.launch(backend, out_dir, "resume", grace_s=10.0)
     assert rc != 0
-    assert "worker 1" in log and "killed by signal SIGKILL" in log and "Rerun" in log
+    assert "Rerun the same command to resume" in failed_log, failed_log[-3000:]
     assert took < 150, took  # bounded: no waiting on the dead peer
-    assert not (tmp_path / "resume.rank0.npz").exists()
-    assert (tmp_path / "ckpt" / "backup").is_dir()  # two finished epochs are kept
+    assert not (out_dir / "resume.rank0.npz").exists()
+    assert (out_dir / "ckpt" / "backup").is_dir()  # two finished epochs are kept
 
-    rc, log, _ = _launch(tmp_path, "resume")
+    rc, log, _ = dist_worker.launch(backend, out_dir, "resume")
     assert rc == 0, log[-3000:]
-    (w0, w1), loss, _ = _load(tmp_path, "resume")
+    (w0, w1), loss, _ = dist_worker.load(out_dir, "resume")
     assert len(loss) == 2  # epochs 3 and 4 only: it went on from the backup
     for a, b in zip(w0, w1, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert not (tmp_path / "ckpt").exists()  # spent backups are removed
+    assert not (out_dir / "ckpt").exists()  # spent backups are removed
+    return failed_log
 
 
-def test_run_script_on_two_workers_writes_one_set_of_artifacts(tmp_path):
+def check_run_script(backend, tmp_path):
     save = tmp_path / "out" / "model.keras"
     proc = subprocess.run(
         [
@@ -185,7 +170,7 @@ def test_run_script_on_two_workers_writes_one_set_of_artifacts(tmp_path):
             "-n",
             "2",
             "--backend",
-            "tf",
+            backend,
             "nets/convnet_at_fmnist_run.py",
             "--nb_train_samples=1024",
             "--nb_epochs_rat=0.07",
@@ -198,7 +183,7 @@ def test_run_script_on_two_workers_writes_one_set_of_artifacts(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -213,6 +198,19 @@ def test_run_script_on_two_workers_writes_one_set_of_artifacts(tmp_path):
     ], files
     record = json.loads((save.parent / "model.train.record.json").read_text())
     dist = record["sections"]["distributed"]
-    assert dist["workers"] == 2 and dist["backend"] == "tf"
+    assert dist["workers"] == 2 and dist["backend"] == backend
     assert dist["ecq"]["float_bytes_per_step"] >= 4 * dist["ecq"]["bytes_per_step"]
     assert record["metrics"]["train_samples_per_s"] > 0
+
+
+def test_two_workers_train_full_prec_ecq_pruning_and_qat_with_identical_weights(tmp_path):
+    check_learners_on_two_workers("tf", tmp_path)
+
+
+def test_a_killed_worker_ends_the_job_quickly_and_the_rerun_resumes(tmp_path):
+    log = check_kill_and_resume("tf", tmp_path)
+    assert "worker 1" in log and "killed by signal SIGKILL" in log
+
+
+def test_run_script_on_two_workers_writes_one_set_of_artifacts(tmp_path):
+    check_run_script("tf", tmp_path)

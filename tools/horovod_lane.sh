@@ -11,7 +11,7 @@
 # Then runs its arguments, if any, with the lane's python (PFTF_HVD_VENV exported, the
 # venv's bin first on PATH so `horovodrun` resolves):
 #   tools/horovod_lane.sh                              (prepare only)
-#   tools/horovod_lane.sh -m pytest tests/distributed -q
+#   tools/horovod_lane.sh -m pytest tests/test_horovod.py -q
 #   tools/horovod_lane.sh -c 'import horovod.tensorflow as hvd; hvd.init(); print(hvd.size())'
 set -euo pipefail
 PFTF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,12 +23,17 @@ _hvd_spec="horovod==0.28.1"
 _hvd_env=(HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1
           HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1)
 _py="$PFTF_HVD_VENV/bin/python"
+# Every Keras here is tf-keras (the standalone keras package is removed below); TensorFlow
+# 2.15 resolves tf.keras to it only with this set, also for code importing TF before
+# pocketflow_tf (horovod.tensorflow does).
+export TF_USE_LEGACY_KERAS=1
 
 _log() { echo "[horovod_lane] $*" >&2; }
 # pocketflow-tf's metadata requires the main (TF 2.21) stack, so pip lists it as a conflict
 # here on every install: expected in this lane, and filtered out.
 _pip() { (cd "$PFTF_ROOT" && "$_py" -m pip --disable-pip-version-check "$@" 2>&1 \
-            | grep -v -e '^WARNING: Location' -e '^pocketflow-tf .* requires ' || true); }
+            | grep -v -e '^WARNING: Location' -e '^pocketflow-tf .* requires ' \
+                     -e '^tensorflow .* requires keras' || true); }
 
 if [ ! -x "$_py" ]; then
   _log "creating virtual environment $PFTF_HVD_VENV"
@@ -42,6 +47,10 @@ if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
   # The build tools first (pinned in $_req), so the same pip resolves the rest.
   _pip install -q $(grep -E '^(pip|setuptools|wheel)==' "$PFTF_ROOT/$_req")
   _pip install -q -r "$_req"
+  # TensorFlow 2.15 depends on the standalone keras 2.15 package; remove it so that every
+  # Keras class comes from tf-keras (see the note in $_req). pip reports the missing
+  # dependency; nothing in this lane imports it.
+  _pip uninstall -q -y keras
   "$_py" -c "import tensorflow, tensorflow_model_optimization" \
     || { _log "the TensorFlow 2.15 stack did not install; see the pip output above"; exit 1; }
   # Horovod's extension is compiled against the installed TensorFlow's ABI: rebuild when

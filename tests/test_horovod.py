@@ -1,0 +1,31 @@
+"""The Horovod lane: the real-worker checks of test_distributed.py run with horovodrun.
+
+Horovod builds only against TensorFlow <= 2.15, so these tests run in the environment that
+``tools/horovod_lane.sh`` prepares (``run_tests.sh`` calls it after the main suite). There
+they must run: the lane exports ``PFTF_HVD_VENV``, and a missing Horovod is then a failure,
+not a skip. In the main (TF 2.21) environment they are skipped.
+"""
+
+import os
+
+import pytest
+
+if os.environ.get("PFTF_HVD_VENV"):
+    import horovod.tensorflow  # noqa: F401  (the lane without Horovod is broken: fail)
+else:
+    pytest.importorskip("horovod.tensorflow", reason="Horovod lane only (tools/horovod_lane.sh)")
+
+import test_distributed as checks  # noqa: E402
+
+
+def test_two_ranks_train_full_prec_ecq_pruning_and_qat_with_identical_weights(tmp_path):
+    checks.check_learners_on_two_workers("horovod", tmp_path)
+
+
+def test_a_killed_rank_ends_the_job_quickly_and_the_rerun_resumes(tmp_path):
+    log = checks.check_kill_and_resume("horovod", tmp_path)
+    assert "horovodrun exited with status" in log
+
+
+def test_run_script_on_two_ranks_writes_one_set_of_artifacts(tmp_path):
+    checks.check_run_script("horovod", tmp_path)
