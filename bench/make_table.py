@@ -40,6 +40,9 @@ COLUMNS = (
     ("compression_ratio", "compression ×"),
     ("latency_ms", "latency ms"),
     ("latency_ratio", "latency ×"),
+    ("samples_per_s", "train img/s"),
+    ("bytes_per_step", "grad B/step"),
+    ("exchange_ratio", "grad bytes ÷"),
     ("wall_s", "wall s"),
 )
 
@@ -59,13 +62,13 @@ def format_value(field: str, value) -> str:
         return f"{value:+.2f}"
     if field in ("flops_ratio", "params_ratio", "latency_ratio"):
         return f"{value:.3f}"
-    if field in ("params", "flops", "bytes", "bytes_gzip", "compressed_bytes"):
+    if field in ("params", "flops", "bytes", "bytes_gzip", "compressed_bytes", "bytes_per_step"):
         return f"{int(value):,}"
-    if field == "compression_ratio":
+    if field in ("compression_ratio", "exchange_ratio"):
         return f"{value:.1f}"
     if field == "latency_ms":
         return f"{value:.3f}"
-    if field == "wall_s":
+    if field in ("wall_s", "samples_per_s"):
         return f"{value:.0f}"
     return str(value)
 

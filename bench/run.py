@@ -30,6 +30,7 @@ BENCHMARKS = {
     "channel": "bench.benchmarks.channel",
     "qat": "bench.benchmarks.qat",
     "codebooks": "bench.benchmarks.codebooks",
+    "distributed": "bench.benchmarks.distributed",
 }
 
 

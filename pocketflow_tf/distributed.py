@@ -59,6 +59,8 @@ class Backend:
         self.rank = 0
         self.size = 1
         self.codec: ecq.GradientCodec | None = None
+        #: Gradient values exchanged per step (set when a learner compiles its model).
+        self.exchanged_values = 0
 
     @property
     def is_chief(self) -> bool:
@@ -73,6 +75,12 @@ class Backend:
             1
         """
         out: dict[str, Any] = {"backend": self.name, "workers": self.size, "rank": self.rank}
+        if self.size > 1 and self.exchanged_values:
+            # Gradient bytes one worker sends per step: float32 values, or ECQ's payload.
+            out["float_bytes_per_step"] = ecq.payload_bytes(self.exchanged_values, None)
+            out["bytes_per_step"] = (
+                self.codec.bytes_per_step if self.codec else out["float_bytes_per_step"]
+            )
         if self.codec is not None:
             out["ecq"] = {
                 "bits": self.codec.config.bits,

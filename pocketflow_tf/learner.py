@@ -333,6 +333,9 @@ class Learner:
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
             )
         backend.broadcast_weights(student)
+        backend.exchanged_values = sum(
+            int(np.prod(v.shape)) for v in train_model.trainable_variables
+        )
         self.history = train_model.fit(
             train_ds,
             epochs=cfg.epochs,
