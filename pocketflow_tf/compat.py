@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 
 # tf-keras must be selected before TensorFlow is imported, or TF 2.16+ binds tf.keras to
-# Keras 3. TF 2.15 ignores the variable (its tf.keras already is Keras 2).
+# Keras 3. TF 2.15 (the Horovod lane) also honours it and binds tf.keras to tf-keras 2.15,
+# which TFMOT 0.8.0 requires there (it sets the variable itself).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

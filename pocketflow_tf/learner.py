@@ -168,6 +168,9 @@ class Learner:
     save_extension: ClassVar[str] = ".keras"
     #: Why the learner trains in one process only (``None``: it runs on several workers).
     single_worker_reason: ClassVar[str | None] = None
+    #: With several workers, :meth:`prepare` runs on the chief only and the prepared model
+    #: is sent to the others (for preparations that search, e.g. pruning plans).
+    prepare_on_chief: ClassVar[bool] = False
 
     @classmethod
     def deployment(cls, **learner_options: Any) -> tuple[tuple[str, ...] | None, str]:
@@ -313,9 +316,9 @@ class Learner:
         # Known before prepare(): learners that plan in steps (pruning schedules) read them.
         self.steps_per_epoch, self.total_steps = steps, steps * cfg.epochs
         self.train_data = train_ds
-        # prepare() runs in plain eager mode on every worker (same data, same seeds); what
-        # it built then moves into the backend's scope and takes the chief's weights.
-        student = self.prepare(model)
+        # prepare() runs in plain eager mode, outside any strategy; what it built then moves
+        # into the backend's scope and takes the chief's weights.
+        student = self._prepare_on_workers(model)
         with backend.scope():
             student = self._adopt(student)
             train_model = student
@@ -356,6 +359,24 @@ class Learner:
             with self.object_scope():
                 final = copy_model(final)
         return final
+
+    def _prepare_on_workers(self, model: keras.Model) -> keras.Model:
+        """:meth:`prepare` on every worker (cheap, deterministic preparations), or, when
+        :attr:`prepare_on_chief` is set (searches), on the chief alone, which hands the
+        prepared architecture and weights to the others in memory."""
+        backend = self.backend
+        if backend.size == 1 or not self.prepare_on_chief:
+            return self.prepare(model)
+        prepared = self.prepare(model) if backend.is_chief else None
+        shared = backend.broadcast_object(
+            None if prepared is None else (prepared.to_json(), prepared.get_weights())
+        )
+        if prepared is not None:
+            return prepared
+        with self.object_scope():
+            rebuilt = keras.models.model_from_json(shared[0])
+        rebuilt.set_weights(shared[1])
+        return rebuilt
 
     def _adopt(self, model: keras.Model, *, copy: bool = False) -> keras.Model:
         """``model`` rebuilt inside the active ``tf.distribute`` scope (always a copy

@@ -3,8 +3,9 @@
 Usage: ``python tests/dist_worker.py OUT_DIR SCENARIO``
 
 * ``learners``: on real Fashion-MNIST (1024 training images), trains a small seeded
-  convnet with ``full-prec``, ``full-prec`` with ECQ-SGD (4 bits), ``weight-sparse`` and
-  ``uniform`` (QAT), each for a few epochs;
+  convnet with ``full-prec``, ``full-prec`` with ECQ-SGD (4 bits), ``weight-sparse``,
+  ``uniform`` (QAT) and ``channel`` (L1 channel pruning, chosen on the chief), each for a
+  few epochs;
 * ``resume``: ``full-prec`` for 4 epochs with per-epoch backups in ``OUT_DIR/ckpt``; when
   ``OUT_DIR/kill-me`` exists, worker 1 deletes it and kills itself with SIGKILL as the
   third epoch starts.
@@ -93,6 +94,7 @@ def main(out_dir: str, scenario: str) -> None:
         fit("ecq", "full-prec", 3, ecq=ecq.ECQConfig(bits=4, bucket_size=128))
         fit("weight-sparse", "weight-sparse", 2, ws_prune_ratio=0.5)
         fit("uniform", "uniform", 2)
+        fit("channel", "channel", 2, cp_uniform_preserve_ratio=0.5, cp_criterion="l1")
     elif scenario == "resume":
         marker = os.path.join(out_dir, "kill-me")
 

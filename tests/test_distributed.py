@@ -129,7 +129,7 @@ def test_run_local_checks_its_arguments(args, message):
 def check_learners_on_two_workers(backend, out_dir):
     rc, log, _ = dist_worker.launch(backend, out_dir, "learners")
     assert rc == 0, log[-3000:]
-    for name in ("full-prec", "ecq", "weight-sparse", "uniform"):
+    for name in ("full-prec", "ecq", "weight-sparse", "uniform", "channel"):
         (w0, w1), loss, info = dist_worker.load(out_dir, name)
         assert info["backend"] == backend and info["workers"] == 2
         assert info["steps_per_epoch"] == 1024 // (32 * 2)  # each worker: half the batches
@@ -141,6 +141,8 @@ def check_learners_on_two_workers(backend, out_dir):
     (w, _), _, _ = dist_worker.load(out_dir, "weight-sparse")
     second_conv = [a for a in w if a.ndim == 4][1]
     assert abs(float(np.mean(second_conv == 0)) - 0.5) < 0.01
+    (w, _), _, _ = dist_worker.load(out_dir, "channel")
+    assert [a.shape[-1] for a in w if a.ndim == 4] == [4, 8]  # half the channels, removed
 
 
 def check_kill_and_resume(backend, out_dir):

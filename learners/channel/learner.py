@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -106,6 +106,8 @@ class ChannelPrunedLearner(learner.Learner):
     """
 
     name = "channel"
+    # The channel selection (and an auto plan's search) runs once, on the chief.
+    prepare_on_chief: ClassVar[bool] = True
 
     def __init__(
         self,
