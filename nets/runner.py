@@ -375,10 +375,14 @@ def _train(
     }
     cfg = cfg.replace(**changes) if changes else cfg
 
+    cls = learner.get_learner_class(opts.learner)
     if fine_tune:
+        scale = cls.finetune_lr_scale
+        cfg = cfg.replace(learning_rate=cfg.learning_rate * scale)
+        extra = f" x {scale:g} for learner '{cls.name}'" if scale != 1 else ""
         _say(
             f"fine-tuning a trained model: peak learning rate {cfg.learning_rate:g} (a tenth "
-            "of the recipe's), no warm-up; --lrn_rate_init overrides"
+            f"of the recipe's{extra}), no warm-up; --lrn_rate_init overrides"
         )
     came_as_keras3 = False
     if opts.model_path:
@@ -401,7 +405,6 @@ def _train(
         if opts.teacher_path:
             teacher = model_io.load_model(opts.teacher_path, trust_unsafe=opts.trust_model)
 
-    cls = learner.get_learner_class(opts.learner)
     lrn = cls(
         cfg,
         distillation=dst,

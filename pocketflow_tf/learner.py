@@ -171,6 +171,10 @@ class Learner:
     #: With several workers, :meth:`prepare` runs on the chief only and the prepared model
     #: is sent to the others (for preparations that search, e.g. pruning plans).
     prepare_on_chief: ClassVar[bool] = False
+    #: Factor on the fine-tuning learning rate that run scripts and benchmarks apply when
+    #: this learner compresses a trained model (methods that tolerate less than plain
+    #: fine-tuning set it below 1).
+    finetune_lr_scale: ClassVar[float] = 1.0
 
     @classmethod
     def deployment(cls, **learner_options: Any) -> tuple[tuple[str, ...] | None, str]:

@@ -248,3 +248,24 @@ def test_auto_learner_needs_a_trained_model(tmp_path):
             learner_options={"auto_target": "2x faster"},
         )
     assert e.value.name == "model_path"
+
+
+def test_fine_tuning_learning_rate_follows_the_learner(tmp_path):
+    # Weight clustering collapses at the plain fine-tune rate; its learner asks for a tenth.
+    baseline = os.path.join(ROOT, "bench", "artifacts", "convnet_at_fmnist_e15_s0.keras")
+    rec = runner.run(
+        runner.RunOptions(
+            "convnet_at_fmnist",
+            learner="non-uniform",
+            model_path=baseline,
+            nb_epochs_rat=0.07,
+            nb_train_samples=512,
+            export_modes=(),
+            save_path=str(tmp_path / "m" / "model.keras"),
+            log_dir=str(tmp_path / "logs"),
+            verbose=0,
+        )
+    )
+    plain = recipe.get_recipe("convnet_at_fmnist").finetune_config(0.07).learning_rate
+    assert rec["sections"]["learner"]["train"]["learning_rate"] == pytest.approx(plain * 0.1)
+    assert rec["metrics"]["test_acc"] > 0.8  # clustered from a 91 % baseline, not collapsed

@@ -80,10 +80,7 @@ def _compress(kind: str, size: int, cfg: training.TrainConfig, dense, data):
     bits = int(math.log2(size))
     if 2**bits != size:
         raise errors.InvalidArgumentError("clusters", size, "a power of two (2**nuql_weight_bits)")
-    # Clustered training at the usual fine-tune LR (0.02, SGD) collapsed ResNet-20 within an
-    # epoch (measured 2026-11-30: 41 % with and 18 % without weight decay, against 95.3 %
-    # at 0.002 on 2000 test images), so clustering fine-tunes at a tenth of it.
-    cfg = cfg.replace(learning_rate=cfg.learning_rate / 10)
+    cfg = cfg.replace(learning_rate=cfg.learning_rate * NonUniformQuantLearner.finetune_lr_scale)
     lrn = NonUniformQuantLearner(cfg, nuql_weight_bits=bits, distillation=dst, verbose=2)
     model = lrn.fit(dense, data.x_train, data.y_train)
     storage = lrn.report.storage
