@@ -54,6 +54,8 @@ class Backend:
     """
 
     name = "single"
+    #: Whether the trained model must be built inside :meth:`scope` (tf.distribute).
+    uses_strategy_scope = False
 
     def __init__(self):
         self.rank = 0
@@ -168,45 +170,26 @@ class Backend:
             self.broadcast_object(None)
 
 
-class TFBackend(Backend):
-    """``tf.distribute.MultiWorkerMirroredStrategy`` workers described by ``TF_CONFIG``.
+class StrategyBackend(Backend):
+    """Replicas of a ``tf.distribute`` strategy: the trained model lives in its scope.
 
-    Must be created before TensorFlow runs any operation in the process (collective ops
-    are configured at start-up). Each worker runs one replica; Keras splits each global
-    batch between them (``AutoShardPolicy.DATA``: every worker reads the same seeded
-    order and keeps its part) and all-reduces the gradients, or exchanges them quantized
-    when ECQ-SGD is on.
-
-    Example:
-        >>> TFBackend.name
-        'tf'
+    Keras cuts each global batch (``batch_size * size``) into replica batches and
+    all-reduces the gradients inside the optimiser, or exchanges them quantized when
+    ECQ-SGD is on (an all-gather in the replica context).
     """
 
-    name = "tf"
+    uses_strategy_scope = True
 
-    def __init__(self, tf_config: Mapping[str, Any]):
+    def __init__(self, strategy: tf.distribute.Strategy, rank: int, size: int):
         super().__init__()
-        workers = tf_config.get("cluster", {}).get("worker", [])
-        task = tf_config.get("task", {})
-        if len(workers) < 2 or task.get("type") != "worker":
-            raise errors.InvalidArgumentError(
-                "TF_CONFIG",
-                json.dumps(dict(tf_config)),
-                "a cluster of >= 2 workers and a task of type 'worker'",
-            )
-        self.rank, self.size = int(task.get("index", 0)), len(workers)
-        options = tf.distribute.experimental.CommunicationOptions(
-            implementation=tf.distribute.experimental.CommunicationImplementation.RING
-        )
-        self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-        self._reduce = None
+        self.strategy, self.rank, self.size = strategy, rank, size
 
     def scope(self):
         return self.strategy.scope()
 
     def train_dataset(self, x, y, config):
-        # The global batch is cut in `size` replica batches by Keras; every worker must
-        # produce the same sequence, which the seeded shuffle and augmentation guarantee.
+        # Every worker must produce the same sequence of global batches (Keras keeps each
+        # worker's part), which the seeded shuffle and augmentation guarantee.
         global_batch = config.batch_size * self.size
         ds = training.make_dataset(
             x,
@@ -234,6 +217,56 @@ class TFBackend(Backend):
 
     def gather(self, tensor):
         return tf.distribute.get_replica_context().all_gather(tensor, axis=0)
+
+
+class MirroredBackend(StrategyBackend):
+    """Several devices of one process (``tf.distribute.MirroredStrategy``), e.g. GPUs.
+
+    Args:
+        devices: Device names (default: every GPU TensorFlow sees).
+
+    Example:
+        >>> MirroredBackend.name
+        'mirrored'
+    """
+
+    name = "mirrored"
+
+    def __init__(self, devices: list[str] | None = None):
+        strategy = tf.distribute.MirroredStrategy(devices)
+        super().__init__(strategy, 0, strategy.num_replicas_in_sync)
+
+
+class TFBackend(StrategyBackend):
+    """``tf.distribute.MultiWorkerMirroredStrategy`` workers described by ``TF_CONFIG``.
+
+    Must be created before TensorFlow runs any operation in the process (collective ops
+    are configured at start-up). Each worker runs one replica; Keras splits each global
+    batch between them (``AutoShardPolicy.DATA``: every worker reads the same seeded
+    order and keeps its part).
+
+    Example:
+        >>> TFBackend.name
+        'tf'
+    """
+
+    name = "tf"
+
+    def __init__(self, tf_config: Mapping[str, Any]):
+        workers = tf_config.get("cluster", {}).get("worker", [])
+        task = tf_config.get("task", {})
+        if len(workers) < 2 or task.get("type") != "worker":
+            raise errors.InvalidArgumentError(
+                "TF_CONFIG",
+                json.dumps(dict(tf_config)),
+                "a cluster of >= 2 workers and a task of type 'worker'",
+            )
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING
+        )
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        super().__init__(strategy, int(task.get("index", 0)), len(workers))
+        self._reduce = None
 
     def _all_reduce_sum(self, array: np.ndarray) -> np.ndarray:
         if self._reduce is None:
@@ -378,7 +411,8 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Backend:
     """The backend the launcher started this process for.
 
     ``HOROVOD_RANK`` (set by ``horovodrun``) selects Horovod; a ``TF_CONFIG`` naming two
-    or more workers selects ``tf.distribute``; otherwise the process trains alone.
+    or more workers selects ``tf.distribute``; otherwise a process that sees several GPUs
+    mirrors the model on all of them, and one without trains alone.
 
     Args:
         environ: The environment to read (default ``os.environ``).
@@ -404,7 +438,17 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Backend:
             ) from None
         if len(tf_config.get("cluster", {}).get("worker", [])) > 1:
             return TFBackend(tf_config)
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return MirroredBackend()
     return Backend()
 
 
-__all__ = ["BACKENDS", "Backend", "HorovodBackend", "TFBackend", "from_environment"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "HorovodBackend",
+    "MirroredBackend",
+    "StrategyBackend",
+    "TFBackend",
+    "from_environment",
+]

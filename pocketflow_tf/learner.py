@@ -385,7 +385,7 @@ class Learner:
     def _adopt(self, model: keras.Model, *, copy: bool = False) -> keras.Model:
         """``model`` rebuilt inside the active ``tf.distribute`` scope (always a copy
         there); elsewhere ``model`` itself, or a copy when ``copy``."""
-        if isinstance(self.backend, distributed.TFBackend):
+        if self.backend.uses_strategy_scope:
             with self.object_scope():
                 return copy_model(model)
         return copy_model(model) if copy else model
@@ -440,7 +440,7 @@ class Learner:
         else:
             xv, yv = validation_data
             ds = training.make_dataset(np.asarray(xv), np.asarray(yv), max(cfg.batch_size, 256))
-        if isinstance(self.backend, distributed.TFBackend):
+        if self.backend.uses_strategy_scope:
             ds = self.backend.distribute_dataset(ds)
         return ds
 

@@ -4,6 +4,7 @@ real two-worker runs (tf.distribute processes on loopback) of several learners."
 import json
 import os
 import subprocess
+import sys
 
 import dist_worker
 import numpy as np
@@ -121,6 +122,46 @@ def test_run_local_checks_its_arguments(args, message):
         timeout=60,
     )
     assert proc.returncode == 2 and message in proc.stderr
+
+
+MIRRORED_SCRIPT = """
+import json, sys
+from pocketflow_tf.compat import tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+import pocketflow_tf.learners
+from pocketflow_tf import distributed, ecq, learner, training
+from pocketflow_tf.compat import keras
+backend = distributed.MirroredBackend(["/cpu:0", "/cpu:1"])
+rng = np.random.default_rng(0)
+y = rng.integers(0, 2, 512)
+x = (rng.random((512, 8, 8, 1)) * 0.3 + y[:, None, None, None] * 0.5).astype("float32")
+keras.utils.set_random_seed(0)
+model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+                          keras.layers.Flatten(), keras.layers.Dense(2)])
+lrn = learner.get_learner_class("full-prec")(
+    training.TrainConfig(epochs=3, batch_size=16, learning_rate=0.05), backend=backend,
+    ecq=ecq.ECQConfig(bits=4, bucket_size=64) if sys.argv[1] == "ecq" else None, verbose=0)
+out = lrn.fit(model, x, y)
+print(json.dumps({"loss": lrn.history.history["loss"], "steps": lrn.steps_per_epoch,
+                  "size": backend.size, "in_scope": out.distribute_strategy is backend.strategy,
+                  "ecq": backend.describe().get("ecq")}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["float", "ecq"])
+def test_mirrored_backend_trains_on_two_devices_of_one_process(mode):
+    # Two logical CPU devices stand in for two GPUs: the same MirroredStrategy code path.
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, mode], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["size"] == 2 and got["steps"] == 512 // (16 * 2)
+    assert got["loss"][-1] < got["loss"][0]
+    assert not got["in_scope"]  # handed back outside the strategy, for plain evaluation
+    assert (got["ecq"] is not None) == (mode == "ecq")
 
 
 # -- real workers --------------------------------------------------------------------------
