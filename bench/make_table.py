@@ -42,6 +42,7 @@ COLUMNS = (
     ("latency_ratio", "latency ×"),
     ("samples_per_s", "train img/s"),
     ("bytes_per_step", "grad B/step"),
+    ("lo_bytes_per_step", "loopback B/step"),
     ("exchange_ratio", "grad bytes ÷"),
     ("wall_s", "wall s"),
 )
@@ -62,7 +63,15 @@ def format_value(field: str, value) -> str:
         return f"{value:+.2f}"
     if field in ("flops_ratio", "params_ratio", "latency_ratio"):
         return f"{value:.3f}"
-    if field in ("params", "flops", "bytes", "bytes_gzip", "compressed_bytes", "bytes_per_step"):
+    if field in (
+        "params",
+        "flops",
+        "bytes",
+        "bytes_gzip",
+        "compressed_bytes",
+        "bytes_per_step",
+        "lo_bytes_per_step",
+    ):
         return f"{int(value):,}"
     if field in ("compression_ratio", "exchange_ratio"):
         return f"{value:.1f}"

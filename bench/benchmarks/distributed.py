@@ -8,7 +8,11 @@ the full 60k training images, no export), and reads the run record it writes:
 * ``samples_per_s``: training images per second over all workers (validation excluded);
   on a 2-core machine two workers share the same two cores, so expect little gain;
 * ``bytes_per_step``: gradient bytes one worker sends per step (float32 all-reduce, or
-  the packed codes and scales of ECQ-SGD); ``exchange_ratio``: float32 bytes / sent bytes.
+  the packed codes and scales of ECQ-SGD); ``exchange_ratio``: float32 bytes / sent bytes;
+* ``lo_bytes_per_step``: what the loopback interface actually carried during the run
+  (``/proc/net/dev``, all workers, both directions, every protocol overhead and the
+  validation passes included) per training step; run the benchmark on an otherwise idle
+  machine, since other loopback traffic counts too.
 
 Configurations: ``1`` (one process), ``<backend>-2`` (two workers, float32 exchange) and
 ``<backend>-2-ecq<bits>`` (two workers, ECQ-SGD). Horovod runs in the TF 2.15 lane
@@ -65,6 +69,24 @@ def parse_config(config: str) -> tuple[str, int, int]:
     return parts[0], int(parts[1]), bits
 
 
+def loopback_bytes() -> int | None:
+    """Bytes received so far on the loopback interface (``None`` where unreadable).
+
+    Example:
+        >>> isinstance(loopback_bytes(), (int, type(None)))
+        True
+    """
+    try:
+        with open("/proc/net/dev") as f:
+            for line in f:
+                name, _, counters = line.partition(":")
+                if name.strip() == "lo":
+                    return int(counters.split()[0])
+    except OSError:
+        return None
+    return None
+
+
 def _command(backend: str, workers: int, bits: int, epochs: int, save: str) -> list[str]:
     full = recipe.get_recipe("convnet_at_fmnist").train.epochs
     cmd = [os.path.join(ROOT, "run_local.sh")]
@@ -97,9 +119,9 @@ def run() -> list[dict]:
             save = os.path.join(tmp, "model.keras")
             cmd = _command(backend, workers, bits, epochs, save)
             print(f"[bench] distributed {config}: {' '.join(cmd)}", flush=True)
-            start = time.time()
+            start, lo_start = time.time(), loopback_bytes()
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            wall = time.time() - start
+            wall, lo_end = time.time() - start, loopback_bytes()
             if proc.returncode != 0:
                 raise RuntimeError(
                     f"{config} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
@@ -110,6 +132,12 @@ def run() -> list[dict]:
         metrics, sections = record["metrics"], record["sections"]
         dist = sections.get("distributed", {})
         history = sections.get("history", {})
+        batch = sections["learner"]["train"]["batch_size"]
+        # Steps per epoch on the 60k Fashion-MNIST training images (the short last batch is
+        # dropped with several workers, and counted with one).
+        per_epoch = 60000 // (batch * workers) if workers > 1 else -(-60000 // batch)
+        steps = metrics["epochs"] * per_epoch
+        lo = None if lo_start is None or lo_end is None else (lo_end - lo_start) / steps
         rec = results_io.make_record(
             model="convnet",
             dataset="fmnist",
@@ -129,6 +157,8 @@ def run() -> list[dict]:
                 if dist.get("bytes_per_step")
                 else None
             ),
+            lo_bytes_per_step=None if lo is None or workers == 1 else round(lo),
+            steps=steps,
             curve_val_acc=[round(v, 4) for v in history.get("val_acc", [])],
             curve_loss=[round(v, 4) for v in history.get("loss", [])],
             epochs=epochs,
