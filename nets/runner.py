@@ -272,6 +272,11 @@ def run(
             backend.size,
             f"1 with --exec_mode {opts.exec_mode} (only training is shared)",
         )
+    reason = learner.get_learner_class(opts.learner).single_worker_reason
+    if backend.size > 1 and reason:
+        raise errors.InvalidArgumentError(
+            "workers", backend.size, f"1 for learner '{opts.learner}' ({reason})"
+        )
     if opts.ecq_bits and backend.size < 2:
         raise errors.InvalidArgumentError(
             "ecq_bits",

@@ -12,6 +12,7 @@ import pytest
 
 from pocketflow_tf import distributed, ecq, errors, launcher, learner, training
 from pocketflow_tf.compat import keras, tf
+from pocketflow_tf.nets import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,6 +109,17 @@ def test_learners_refuse_what_they_cannot_do_before_any_work():
         learner.get_learner_class("product-quant")(backend=two)
     with pytest.raises(errors.InvalidArgumentError, match="backend"):
         launcher.resolve_backend("mpi")
+    # The run script refuses before it loads any data.
+    opts = runner.RunOptions(
+        "convnet_at_fmnist",
+        learner="product-quant",
+        model_path=os.path.join(ROOT, "bench", "artifacts", "convnet_at_fmnist_e15_s0.keras"),
+        data_dir="/nonexistent",
+    )
+    with pytest.raises(errors.InvalidArgumentError, match="workers.*product-quant"):
+        runner.run(opts, backend=two)
+    with pytest.raises(errors.InvalidArgumentError, match="ecq_bits"):
+        runner.run(runner.RunOptions("convnet_at_fmnist", ecq_bits=4, data_dir="/nonexistent"))
 
 
 @pytest.mark.parametrize(
