@@ -18,7 +18,9 @@ if [ ! -x "$PFTF_VENV/bin/python" ]; then
   _log "creating virtual environment $PFTF_VENV"
   python3 -m venv "$PFTF_VENV"
 fi
-_stamp="$PFTF_VENV/.pftf-installed"
+# One stamp per requirements file: run_local.sh (requirements.txt) and run_tests.sh
+# (requirements-dev.txt) alternating must not reinstall each other's set every time.
+_stamp="$PFTF_VENV/.pftf-installed-$(basename "$_req")"
 _want="$(cat "$PFTF_ROOT/$_req" "$PFTF_ROOT/requirements.txt" "$PFTF_ROOT/constraints.txt" "$PFTF_ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
   _log "installing pinned dependencies ($_req)"
@@ -31,13 +33,5 @@ if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
   echo "$_want" > "$_stamp"
 fi
 
-if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz >/dev/null 2>&1; then
-  if [ "$(id -u)" = "0" ]; then
-    _log "installing Debian's dataset-fashion-mnist"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
-      || { _log "apt-get install dataset-fashion-mnist failed"; exit 1; }
-  else
-    _log "Fashion-MNIST is missing: run 'sudo apt-get install -y dataset-fashion-mnist' or pass --data_dir"
-  fi
-fi
+"$PFTF_ROOT/tools/fashion_mnist.sh"
 export PFTF_ROOT PFTF_VENV

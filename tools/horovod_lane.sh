@@ -73,15 +73,7 @@ if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
   echo "$_want" > "$_stamp"
 fi
 
-if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz >/dev/null 2>&1; then
-  if [ "$(id -u)" = "0" ]; then
-    _log "installing Debian's dataset-fashion-mnist"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
-      || { _log "apt-get install dataset-fashion-mnist failed"; exit 1; }
-  else
-    _log "Fashion-MNIST is missing: run 'sudo apt-get install -y dataset-fashion-mnist' or pass --data_dir"
-  fi
-fi
+"$PFTF_ROOT/tools/fashion_mnist.sh"
 
 export PFTF_ROOT PFTF_HVD_VENV
 export PATH="$PFTF_HVD_VENV/bin:$PATH"
