@@ -212,7 +212,9 @@ class StrategyBackend(Backend):
     def wrap_optimizer(self, optimizer, ecq_config=None):
         if ecq_config is None:
             return optimizer  # the strategy all-reduces inside the optimiser
-        self.codec = ecq.GradientCodec(ecq_config, self.size)
+        # Keras divides each replica's loss by the number of replicas under a strategy:
+        # the replicas' gradients add up to the global batch's (what the all-reduce does).
+        self.codec = ecq.GradientCodec(ecq_config, self.size, average=False)
         return ecq.wrap_optimizer(optimizer, self.codec, self.gather)
 
     def gather(self, tensor):

@@ -173,6 +173,9 @@ class GradientCodec:
     Args:
         config: The codec settings.
         num_workers: Workers taking part in the exchange.
+        average: Return the workers' mean (each gradient is its worker's own batch mean,
+            as with Horovod) rather than their sum (``tf.distribute`` already divides each
+            replica's loss by the number of replicas, so its gradients add up).
 
     Example:
         >>> codec = GradientCodec(ECQConfig(bits=4, bucket_size=8), num_workers=1)
@@ -183,9 +186,10 @@ class GradientCodec:
         (8, 12)
     """
 
-    def __init__(self, config: ECQConfig, num_workers: int):
+    def __init__(self, config: ECQConfig, num_workers: int, *, average: bool = True):
         self.config = config
         self.num_workers = int(num_workers)
+        self.average = average
         self.errors: list[tf.Variable] | None = None
         self.bytes_per_step = 0
         self.float_bytes_per_step = 0
@@ -213,7 +217,7 @@ class GradientCodec:
         self.float_bytes_per_step = sum(payload_bytes(n, None) for n in sizes)
 
     def exchange(self, grads: Sequence[tf.Tensor], gather: Gather) -> list[tf.Tensor]:
-        """Quantizes ``grads`` with error feedback and returns the workers' mean.
+        """Quantizes ``grads`` with error feedback; returns the workers' mean (or sum).
 
         Args:
             grads: This worker's gradients, one per variable given to :meth:`build`.
@@ -238,8 +242,10 @@ class GradientCodec:
             decoded = [
                 dequantize(all_words[w], all_scales[w], n, cfg) for w in range(self.num_workers)
             ]
-            mean = tf.add_n(decoded) / float(self.num_workers)
-            out.append(tf.cast(tf.reshape(mean, grad.shape), grad.dtype))
+            total = tf.add_n(decoded)
+            if self.average:
+                total = total / float(self.num_workers)
+            out.append(tf.cast(tf.reshape(total, grad.shape), grad.dtype))
         return out
 
 

@@ -3,7 +3,8 @@
 Usage: ``python tests/dist_worker.py OUT_DIR SCENARIO``
 
 * ``learners``: on real Fashion-MNIST (1024 training images), trains a small seeded
-  convnet with ``full-prec``, ``full-prec`` with ECQ-SGD (4 bits), ``weight-sparse``,
+  convnet for one epoch with float and with 8-bit ECQ-SGD exchange, then with
+  ``full-prec``, ``full-prec`` with ECQ-SGD (4 bits), ``weight-sparse``,
   ``uniform`` (QAT) and ``channel`` (L1 channel pruning, chosen on the chief), each for a
   few epochs;
 * ``resume``: ``full-prec`` for 4 epochs with per-epoch backups in ``OUT_DIR/ckpt``; when
@@ -40,6 +41,22 @@ def launch(backend: str, out_dir, scenario: str, grace_s: float = 15.0):
     else:
         rc = launcher.launch_horovod(command, 2, out=out)
     return rc, out.getvalue(), time.monotonic() - start
+
+
+def update_gap(out_dir, reference: str, other: str) -> tuple[float, float]:
+    """``(|reference - initial|, |other - reference|)`` over the kernels of rank 0's two
+    runs (same seed, same initial weights)."""
+    import numpy as np
+
+    ref, oth = (np.load(os.path.join(out_dir, f"{n}.rank0.npz")) for n in (reference, other))
+    keys = [k for k in ref.files if k.startswith("arr_") and ref[k].ndim > 1]
+
+    def flat(z, names):
+        return np.concatenate([z[n].ravel() for n in names])
+
+    start = flat(ref, [k.replace("arr_", "init_") for k in keys])
+    a, b = flat(ref, keys), flat(oth, keys)
+    return float(np.linalg.norm(a - start)), float(np.linalg.norm(b - a))
 
 
 def load(out_dir, name: str):
@@ -84,12 +101,16 @@ def main(out_dir: str, scenario: str) -> None:
         np.savez(
             os.path.join(out_dir, f"{name}.rank{backend.rank}.npz"),
             *model.get_weights(),
+            **{f"init_{i}": w for i, w in enumerate(build().get_weights())},
             loss=np.array(lrn.history.history["loss"]),
             info=json.dumps({**backend.describe(), "steps_per_epoch": lrn.steps_per_epoch}),
         )
         backend.codec = None  # the next learner starts without the previous codec
 
     if scenario == "learners":
+        # One epoch each of float and 8-bit exchange: nearly the same update (scaling check).
+        fit("float-1", "full-prec", 1)
+        fit("ecq8-1", "full-prec", 1, ecq=ecq.ECQConfig(bits=8, bucket_size=64))
         fit("full-prec", "full-prec", 3)
         fit("ecq", "full-prec", 3, ecq=ecq.ECQConfig(bits=4, bucket_size=128))
         fit("weight-sparse", "weight-sparse", 2, ws_prune_ratio=0.5)
