@@ -44,6 +44,7 @@ COLUMNS = (
     ("bytes_per_step", "grad B/step"),
     ("lo_bytes_per_step", "loopback B/step"),
     ("exchange_ratio", "grad bytes ÷"),
+    ("curve_val_acc", "test acc per epoch (%)"),
     ("wall_s", "wall s"),
 )
 
@@ -77,6 +78,8 @@ def format_value(field: str, value) -> str:
         return f"{value:.1f}"
     if field == "latency_ms":
         return f"{value:.3f}"
+    if field == "curve_val_acc":
+        return " / ".join(f"{100 * v:.1f}" for v in value)
     if field in ("wall_s", "samples_per_s"):
         return f"{value:.0f}"
     return str(value)
