@@ -273,16 +273,23 @@ def run(
             f"1 with --exec_mode {opts.exec_mode} (only training is shared)",
         )
     reason = learner.get_learner_class(opts.learner).single_worker_reason
-    if backend.size > 1 and reason:
-        raise errors.InvalidArgumentError(
-            "workers", backend.size, f"1 for learner '{opts.learner}' ({reason})"
-        )
-    if opts.ecq_bits and backend.size < 2:
+    alone = backend.size > 1 and reason
+    if opts.ecq_bits and (backend.size < 2 or alone):
         raise errors.InvalidArgumentError(
             "ecq_bits",
             opts.ecq_bits,
-            "0 in a single-worker run (start two workers: run_local.sh -n 2)",
+            "0 in a single-worker run (start two workers, run_local.sh -n 2, with a learner "
+            "that trains on several)",
         )
+    if alone:
+        # The documented fallback: the chief runs the whole job in its own process.
+        if backend.is_chief:
+            _say(
+                f"learner '{opts.learner}' trains in one process ({reason}): the chief "
+                f"runs it alone, the other {backend.size - 1} worker(s) wait for its record"
+            )
+            return backend.broadcast_object(_run(opts, command, distributed.Backend()))
+        return backend.broadcast_object(None)
     if backend.is_chief:
         return backend.broadcast_object(_run(opts, command, backend))
     # The other workers train, then wait for the chief's record; their progress lines

@@ -167,6 +167,7 @@ class Learner:
     #: File extension the trained model is saved with (QAT models need ``".h5"``).
     save_extension: ClassVar[str] = ".keras"
     #: Why the learner trains in one process only (``None``: it runs on several workers).
+    #: Given several workers it refuses; run scripts then let the chief train alone.
     single_worker_reason: ClassVar[str | None] = None
     #: With several workers, :meth:`prepare` runs on the chief only and the prepared model
     #: is sent to the others (for preparations that search, e.g. pruning plans).

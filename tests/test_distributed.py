@@ -115,9 +115,10 @@ def test_learners_refuse_what_they_cannot_do_before_any_work():
         learner="product-quant",
         model_path=os.path.join(ROOT, "bench", "artifacts", "convnet_at_fmnist_e15_s0.keras"),
         data_dir="/nonexistent",
+        ecq_bits=4,
     )
-    with pytest.raises(errors.InvalidArgumentError, match="workers.*product-quant"):
-        runner.run(opts, backend=two)
+    with pytest.raises(errors.InvalidArgumentError, match="ecq_bits"):
+        runner.run(opts, backend=two)  # a learner training alone exchanges nothing
     with pytest.raises(errors.InvalidArgumentError, match="ecq_bits"):
         runner.run(runner.RunOptions("convnet_at_fmnist", ecq_bits=4, data_dir="/nonexistent"))
 
@@ -274,3 +275,33 @@ def test_a_killed_worker_ends_the_job_quickly_and_the_rerun_resumes(tmp_path):
 
 def test_run_script_on_two_workers_writes_one_set_of_artifacts(tmp_path):
     check_run_script("tf", tmp_path)
+
+
+def test_single_worker_learner_runs_on_the_chief_alone_under_two_workers(tmp_path):
+    save = tmp_path / "out" / "model.keras"
+    proc = subprocess.run(
+        [
+            os.path.join(ROOT, "run_local.sh"),
+            "-n",
+            "2",
+            "--backend",
+            "tf",
+            "nets/convnet_at_fmnist_run.py",
+            "--learner=non-uniform",
+            "--model_path=bench/artifacts/convnet_at_fmnist_e15_s0.keras",
+            "--nb_train_samples=512",
+            "--nb_epochs_rat=0.07",
+            "--export_modes=",
+            f"--save_path={save}",
+            f"--log_dir={tmp_path / 'logs'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "the chief runs it alone, the other 1 worker(s) wait" in proc.stdout
+    record = json.loads((save.parent / "model.train.record.json").read_text())
+    assert "distributed" not in record["sections"]  # trained in one process
+    assert record["metrics"]["test_acc"] > 0.8

@@ -134,7 +134,7 @@ class AutoLearner(learner.Learner):
 
     name = "auto"
     single_worker_reason: ClassVar[str | None] = (
-        "its search trains and records many trials in one study folder; start it with -n 1"
+        "its search trains and records many trials in one study folder"
     )
     save_extension: ClassVar[str] = ".keras"
 
