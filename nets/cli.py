@@ -72,6 +72,13 @@ flags.DEFINE_integer(
     "error feedback (ECQ-SGD); 0 exchanges float32",
 )
 flags.DEFINE_integer("ecq_bucket_size", 512, "ECQ-SGD: gradient values sharing one scale")
+flags.DEFINE_string(
+    "baseline_path",
+    None,
+    "--learner auto without --model_path: the trained baseline to compress, reused when a "
+    "finished run left it there, else trained first (default "
+    "models/<recipe>/full-prec/model.keras)",
+)
 
 
 def _selected_learner() -> str | None:
@@ -550,6 +557,7 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
         verbose=FLAGS.verbose,
         ecq_bits=FLAGS.ecq_bits,
         ecq_bucket_size=FLAGS.ecq_bucket_size,
+        baseline_path=FLAGS.baseline_path,
         learner_options={
             **weight_sparse_options(),
             **channel_options(),

@@ -116,6 +116,10 @@ class RunOptions:
         ecq_bits: With two or more workers, exchange gradients quantized to this many
             bits with error feedback (ECQ-SGD: 2, 4 or 8; 0 = float32 all-reduce).
         ecq_bucket_size: Gradient values sharing one scale in ECQ-SGD.
+        baseline_path: ``--learner auto`` without ``model_path``: the trained model it
+            compresses, reused when a finished run left it there, else trained first with
+            ``full-prec`` (same recipe and ``nb_epochs_rat``). Default
+            ``models/<recipe>/full-prec/model.keras``, where a ``full-prec`` run saves.
 
     Example:
         >>> RunOptions("resnet_at_fmnist", exec_mode="serve")
@@ -150,6 +154,7 @@ class RunOptions:
     verbose: int = 2
     ecq_bits: int = 0
     ecq_bucket_size: int = 512
+    baseline_path: str | None = None
 
     def __post_init__(self):
         # Every check runs here, before any data is read or any file is written.
@@ -190,9 +195,11 @@ class RunOptions:
             raise errors.InvalidArgumentError(
                 "model_path", None, "the model to evaluate (or --save_path of a finished run)"
             )
-        if cls.name == "auto" and self.exec_mode == "train" and not self.model_path:
+        if self.baseline_path is None:
+            self.baseline_path = self._default_baseline()
+        if cls.name != "auto" and self.baseline_path != self._default_baseline():
             raise errors.InvalidArgumentError(
-                "model_path", None, "the trained model that --learner auto compresses"
+                "baseline_path", self.baseline_path, "unset unless --learner auto"
             )
         for name in ("model_path", "teacher_path"):
             path = getattr(self, name)
@@ -217,6 +224,9 @@ class RunOptions:
                 )
         if self.log_dir is None:
             self.log_dir = os.path.join("logs", self.recipe, self.learner)
+
+    def _default_baseline(self) -> str:
+        return os.path.join("models", self.recipe, "full-prec", "model.keras")
 
     def ecq_config(self) -> ecq.ECQConfig | None:
         """The ECQ-SGD codec these options ask for (``None``: float32 exchange).
@@ -309,7 +319,42 @@ def _load_data(opts: RunOptions):
     return data
 
 
+def _baseline_for_auto(opts: RunOptions, command, backend: distributed.Backend) -> str:
+    """The trained model ``--learner auto`` compresses: reused, or trained now."""
+    path = opts.baseline_path
+    record = os.path.splitext(path)[0] + ".train.record.json"
+    if os.path.exists(path) and os.path.exists(record):  # the record ends a finished run
+        _say(f"compressing the trained baseline {path} (delete it to train a new one)")
+        return path
+    _say(
+        f"no trained baseline at {path}: training one first with learner 'full-prec' "
+        f"(nb_epochs_rat={opts.nb_epochs_rat}), then compressing it"
+    )
+    base = RunOptions(
+        opts.recipe,
+        learner="full-prec",
+        nb_epochs_rat=opts.nb_epochs_rat,
+        data_dir=opts.data_dir,
+        save_path=path,
+        export_modes=("float",),
+        num_verify=opts.num_verify,
+        build_options=opts.build_options,
+        seed=opts.seed,
+        batch_size=opts.batch_size,
+        learning_rate=opts.learning_rate,
+        nb_train_samples=opts.nb_train_samples,
+        latency_runs=opts.latency_runs,
+        verbose=opts.verbose,
+    )
+    _run(base, command, backend)
+    return path
+
+
 def _run(opts: RunOptions, command, backend: distributed.Backend) -> dict[str, Any]:
+    if learner.get_learner_class(opts.learner).name == "auto" and not opts.model_path:
+        if opts.exec_mode == "train":
+            baseline = _baseline_for_auto(opts, command, backend)
+            opts = dataclasses.replace(opts, model_path=baseline)
     rec_cfg = recipe_lib.get_recipe(opts.recipe)
     record = records.RunRecord(f"{opts.exec_mode}:{opts.learner}", opts.to_dict(), command=command)
     out_dir = os.path.dirname(os.path.abspath(opts.save_path))

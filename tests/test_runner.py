@@ -239,15 +239,39 @@ def test_auto_learner_run_records_its_own_verified_tflite(tmp_path):
     assert rec["sections"]["compression"]["answer"]["summary"]  # met or not, it says why
 
 
-def test_auto_learner_needs_a_trained_model(tmp_path):
-    with pytest.raises(errors.InvalidArgumentError) as e:
-        runner.RunOptions(
-            "convnet_at_fmnist",
-            learner="auto",
-            save_path=str(tmp_path / "x.keras"),
-            learner_options={"auto_target": "2x faster"},
-        )
-    assert e.value.name == "model_path"
+def test_auto_learner_trains_its_baseline_first_then_reuses_it(tmp_path, capsys):
+    base = tmp_path / "base" / "model.keras"
+    opts = dict(
+        learner="auto",
+        baseline_path=str(base),
+        nb_epochs_rat=0.07,
+        nb_train_samples=1024,
+        latency_runs=10,
+        num_verify=200,
+        verbose=0,
+        learner_options={
+            "auto_target": "int8",
+            "auto_max_trials": 1,
+            "auto_proxy_steps": 5,
+            "auto_int8_final": "ptq",
+        },
+    )
+    first = runner.run(
+        runner.RunOptions("convnet_at_fmnist", save_path=str(tmp_path / "a" / "m.keras"), **opts)
+    )
+    out = capsys.readouterr().out
+    assert f"no trained baseline at {base}: training one first" in out
+    assert base.exists() and (tmp_path / "base" / "model.train.record.json").exists()
+    assert first["config"]["model_path"] == str(base)
+    assert "tflite_int8" in first["artifacts"]
+
+    again = runner.run(
+        runner.RunOptions("convnet_at_fmnist", save_path=str(tmp_path / "b" / "m.keras"), **opts)
+    )
+    assert f"compressing the trained baseline {base}" in capsys.readouterr().out
+    assert again["config"]["model_path"] == str(base)
+    with pytest.raises(errors.InvalidArgumentError, match="baseline_path"):
+        runner.RunOptions("convnet_at_fmnist", baseline_path=str(base))  # auto only
 
 
 def test_fine_tuning_learning_rate_follows_the_learner(tmp_path):
