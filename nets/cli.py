@@ -488,11 +488,11 @@ _AUTO_FLAGS = (
 )
 
 
-def auto_options() -> dict:
+def auto_options(recipe_name: str) -> dict:
     """The auto learner's options from the ``auto_*`` flags.
 
     Example:
-        >>> auto_options()  # doctest: +SKIP
+        >>> auto_options("resnet_at_fmnist")  # doctest: +SKIP
         {'auto_target': '2x faster', 'auto_dir': 'models/resnet_at_fmnist/auto/auto', ...}
     """
     if not _selected_owns("auto", _AUTO_FLAGS):
@@ -502,8 +502,15 @@ def auto_options() -> dict:
             "auto_target", FLAGS.auto_target, "a target, e.g. '2x faster' or 'int8,<=0.3x bytes'"
         )
     opts = {name: FLAGS[name].value for name in _AUTO_FLAGS}
-    if opts["auto_dir"] is None and FLAGS.save_path:
-        opts["auto_dir"] = os.path.join(os.path.dirname(os.path.abspath(FLAGS.save_path)), "auto")
+    if opts["auto_dir"] is None:
+        # Beside the saved model (default models/<recipe>/<learner>/): its study, report
+        # and final .tflite are what the run hands back.
+        out_dir = (
+            os.path.dirname(os.path.abspath(FLAGS.save_path))
+            if FLAGS.save_path
+            else os.path.join("models", recipe_name, FLAGS.learner)
+        )
+        opts["auto_dir"] = os.path.join(out_dir, "auto")
     opts["auto_seed"] = FLAGS.seed
     return opts
 
@@ -565,7 +572,7 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
             **uniform_quant_options(),
             **non_uniform_options(),
             **product_quant_options(),
-            **auto_options(),
+            **auto_options(recipe_name),
         },
     )
 
