@@ -204,6 +204,15 @@ def test_learner_specific_flags_need_their_learner(tmp_path, args, named):
     assert os.listdir(tmp_path) == []
 
 
+#: The smallest --learner auto run: an int8 target, one 5-step trial, int8 by PTQ.
+TINY_AUTO = {
+    "auto_target": "int8",
+    "auto_max_trials": 1,
+    "auto_proxy_steps": 5,
+    "auto_int8_final": "ptq",
+}
+
+
 @needs_fmnist
 def test_auto_learner_run_records_its_own_verified_tflite(tmp_path):
     # --learner auto exports and verifies its deployable file itself; the runner records it,
@@ -218,13 +227,7 @@ def test_auto_learner_run_records_its_own_verified_tflite(tmp_path):
         save_path=str(tmp_path / "m" / "model.keras"),
         latency_runs=20,
         verbose=0,
-        learner_options={
-            "auto_target": "int8",
-            "auto_max_trials": 1,
-            "auto_proxy_steps": 5,
-            "auto_int8_final": "ptq",
-            "auto_dir": str(tmp_path / "m" / "auto"),
-        },
+        learner_options={**TINY_AUTO, "auto_dir": str(tmp_path / "m" / "auto")},
     )
     rec = runner.run(opts)
     m, arts = rec["metrics"], rec["artifacts"]
@@ -249,12 +252,7 @@ def test_auto_learner_trains_its_baseline_first_then_reuses_it(tmp_path, capsys)
         latency_runs=10,
         num_verify=200,
         verbose=0,
-        learner_options={
-            "auto_target": "int8",
-            "auto_max_trials": 1,
-            "auto_proxy_steps": 5,
-            "auto_int8_final": "ptq",
-        },
+        learner_options=TINY_AUTO,
     )
     first = runner.run(
         runner.RunOptions("convnet_at_fmnist", save_path=str(tmp_path / "a" / "m.keras"), **opts)
