@@ -38,9 +38,6 @@ import numpy as np
 from pocketflow_tf import ecq, errors, training
 from pocketflow_tf.compat import keras, tf
 
-#: Multi-worker backends by name.
-BACKENDS = ("tf", "horovod")
-
 
 class Backend:
     """One process training alone (the default); the base of the multi-worker backends.
@@ -131,6 +128,10 @@ class Backend:
     def distribute_dataset(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
         """A user-given batched dataset made this worker's share (identity here)."""
         return dataset
+
+    def worker_steps(self, batches: int) -> int:
+        """Steps per epoch of this worker over a user-given dataset of ``batches``."""
+        return batches
 
     def wrap_optimizer(
         self, optimizer: keras.optimizers.Optimizer, ecq_config: ecq.ECQConfig | None = None
@@ -349,6 +350,9 @@ class HorovodBackend(Backend):
     def distribute_dataset(self, dataset):
         return dataset.shard(self.size, self.rank)
 
+    def worker_steps(self, batches):
+        return batches // self.size  # each rank reads every size-th batch
+
     def wrap_optimizer(self, optimizer, ecq_config=None):
         if ecq_config is not None:
             self.codec = ecq.GradientCodec(ecq_config, self.size)
@@ -446,7 +450,6 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Backend:
 
 
 __all__ = [
-    "BACKENDS",
     "Backend",
     "HorovodBackend",
     "MirroredBackend",

@@ -421,9 +421,7 @@ class Learner:
             steps = int(x.cardinality())
             if self.backend.size > 1:
                 ds = self.backend.distribute_dataset(x)
-                if isinstance(self.backend, distributed.HorovodBackend):
-                    steps = steps // self.backend.size
-                return ds, max(1, steps)
+                return ds, max(1, self.backend.worker_steps(steps))
             return x, steps if steps > 0 else 1000
         if x is None or y is None:
             raise errors.InvalidArgumentError(
