@@ -369,9 +369,27 @@ def dcp_options() -> dict:
 
 
 # ---- uniform quantization (issue 5) ---------------------------------------------------------
-flags.DEFINE_integer("uql_weight_bits", 8, "uniform: weight bit-width (8 in this version)")
-flags.DEFINE_integer("uql_activation_bits", 8, "uniform: activation bit-width (8 in this version)")
-_UQL_FLAGS = ("uql_weight_bits", "uql_activation_bits")
+flags.DEFINE_integer("uql_weight_bits", 8, "uniform: weight bits of every quantized layer (2..8)")
+flags.DEFINE_integer("uql_activation_bits", 8, "uniform: activation bits (8: LiteRT computes in int8)")
+flags.DEFINE_float(
+    "uql_equivalent_bits",
+    None,
+    "uniform: mixed precision, per-layer weight bits averaging at most this (weighted by "
+    "weights), allocated by measured sensitivity",
+)
+flags.DEFINE_integer("uql_w_bit_min", 2, "uniform: mixed precision, fewest bits of one layer")
+flags.DEFINE_integer("uql_w_bit_max", 8, "uniform: mixed precision, most bits of one layer")
+flags.DEFINE_integer(
+    "uql_calib_samples", 1024, "uniform: mixed precision, training images for the sensitivities"
+)
+_UQL_FLAGS = (
+    "uql_weight_bits",
+    "uql_activation_bits",
+    "uql_equivalent_bits",
+    "uql_w_bit_min",
+    "uql_w_bit_max",
+    "uql_calib_samples",
+)
 
 
 def uniform_quant_options() -> dict:
@@ -379,7 +397,7 @@ def uniform_quant_options() -> dict:
 
     Example:
         >>> uniform_quant_options()  # doctest: +SKIP
-        {'uql_weight_bits': 8, 'uql_activation_bits': 8}
+        {'uql_weight_bits': 8, 'uql_activation_bits': 8, 'uql_equivalent_bits': None, ...}
     """
     if not _selected_owns("uniform", _UQL_FLAGS):
         return {}

@@ -247,6 +247,26 @@ class Learner:
         """
         return {}
 
+    def sample_inputs(self, n: int) -> np.ndarray | None:
+        """Up to ``n`` training inputs of the current :meth:`fit` (``None`` outside it).
+
+        For preparations that calibrate on in-domain data (sensitivities, int8 ranges).
+
+        Example:
+            >>> Learner().sample_inputs(8) is None
+            True
+        """
+        if self.train_data is None:
+            return None
+        xs, have = [], 0
+        for batch in self.train_data:
+            xb = batch[0] if isinstance(batch, tuple | list) else batch
+            xs.append(np.asarray(xb, np.float32))
+            have += len(xs[-1])
+            if have >= n:
+                break
+        return np.concatenate(xs)[:n] if xs else None
+
     # -- the contract ------------------------------------------------------------------
     def prepare(self, model: keras.Model) -> keras.Model:
         """Returns the trainable model (default: a copy of ``model``)."""

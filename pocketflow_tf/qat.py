@@ -9,6 +9,13 @@ user models with a few layers TFMOT does not know:
   converter quantises their output at the next quantised layer, with calibration data).
 * ``BatchNormalization`` is not in TFMOT's registry but *is* handled by its layout
   transforms (folded into the preceding convolution), so it keeps the default annotation.
+* Lower weight bit-widths per layer (``weight_bits``, mixed precision) are set *after*
+  TFMOT's transforms: annotating a convolution with a custom config would make TFMOT skip
+  its Conv-BatchNorm-ReLU transforms (``_has_custom_quantize_config``) and quantize the
+  convolution's output before BatchNorm. The weight quantizer keeps TFMOT's form
+  (per-channel symmetric narrow-range for convolutions, per-tensor for Dense) with fewer
+  levels: ``2**b - 1``. Activations stay 8-bit, so the int8 ``.tflite`` runs as usual and
+  keeps at most ``2**b - 1`` distinct values per output channel of such a kernel.
 
 TFMOT caveat (0.8.1, checked here): a QAT model saved as ``.keras`` does not load again (its
 ``QuantizeLayer`` stores 3 variables and expects 5); ``.h5`` round-trips exactly inside
@@ -28,18 +35,22 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-    default_8bit_quantize_registry,
+    default_8bit_quantize_registry as _registry,
 )
 
 from pocketflow_tf import errors
 from pocketflow_tf.compat import keras
 
 _qk = tfmot.quantization.keras
+
+#: Weight bit-widths a layer can be fake-quantized to (symmetric narrow range: 1 bit would
+#: leave the single level 0).
+WEIGHT_BITS = tuple(range(2, 9))
 
 #: Layers TFMOT's registry does not list but its layout transforms fold away.
 _FOLDED_BY_TRANSFORMS = ("BatchNormalization",)
@@ -72,15 +83,72 @@ class NoOpQuantizeConfig(_qk.QuantizeConfig):
         return {}
 
 
+def _with_weight_bits(config: Any, weight_bits: int) -> None:
+    if isinstance(weight_bits, bool) or weight_bits not in WEIGHT_BITS:
+        raise errors.InvalidArgumentError("weight_bits", weight_bits, "an integer in 2..8")
+    config.weight_bits = int(weight_bits)
+    config.weight_quantizer.num_bits = int(weight_bits)
+
+
+class BitsQuantizeConfig(_registry.Default8BitQuantizeConfig):
+    """TFMOT's Dense config with ``weight_bits`` (2..8) per-tensor weight quantization.
+
+    Example:
+        >>> BitsQuantizeConfig(["kernel"], ["activation"], False, weight_bits=4).get_config()
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'weight_attrs': ['kernel'], 'activation_attrs': ['activation'],
+         'quantize_output': False, 'weight_bits': 4}
+    """
+
+    def __init__(self, weight_attrs, activation_attrs, quantize_output, weight_bits: int = 8):
+        super().__init__(weight_attrs, activation_attrs, quantize_output)
+        _with_weight_bits(self, weight_bits)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "weight_bits": self.weight_bits}
+
+
+class BitsConvQuantizeConfig(_registry.Default8BitConvQuantizeConfig):
+    """TFMOT's Conv2D/DepthwiseConv2D config with ``weight_bits`` (2..8) per-channel weights.
+
+    Example:
+        >>> BitsConvQuantizeConfig(["kernel"], ["activation"], False, 3).weight_quantizer.num_bits
+        3
+    """
+
+    def __init__(self, weight_attrs, activation_attrs, quantize_output, weight_bits: int = 8):
+        super().__init__(weight_attrs, activation_attrs, quantize_output)
+        _with_weight_bits(self, weight_bits)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "weight_bits": self.weight_bits}
+
+
+#: TFMOT config class name -> the class that adds ``weight_bits`` to it.
+_BITS_CONFIGS = {
+    "Default8BitQuantizeConfig": BitsQuantizeConfig,
+    "Default8BitConvQuantizeConfig": BitsConvQuantizeConfig,
+    "BitsQuantizeConfig": BitsQuantizeConfig,
+    "BitsConvQuantizeConfig": BitsConvQuantizeConfig,
+}
+
+
 @contextlib.contextmanager
 def quantize_scope() -> Iterator[None]:
-    """Where QAT models (TFMOT wrappers, :class:`NoOpQuantizeConfig`) can be deserialised.
+    """Where QAT models (TFMOT wrappers, :class:`NoOpQuantizeConfig`, the ``weight_bits``
+    configs) can be deserialised.
 
     Example:
         >>> with quantize_scope():
         ...     pass
     """
-    with _qk.quantize_scope({"NoOpQuantizeConfig": NoOpQuantizeConfig}):
+    with _qk.quantize_scope(
+        {
+            "NoOpQuantizeConfig": NoOpQuantizeConfig,
+            "BitsQuantizeConfig": BitsQuantizeConfig,
+            "BitsConvQuantizeConfig": BitsConvQuantizeConfig,
+        }
+    ):
         yield
 
 
@@ -94,7 +162,62 @@ def is_quantized(model: keras.Model) -> bool:
     return any(".quantization." in type(layer).__module__ for layer in model.layers)
 
 
-def quantize_model(model: keras.Model, scheme: Any = None) -> keras.Model:
+def registry_config(layer: keras.layers.Layer) -> Any:
+    """TFMOT's 8-bit quantize config for ``layer`` (``None`` if its registry has none).
+
+    Example:
+        >>> type(registry_config(keras.layers.Dense(2))).__name__
+        'Default8BitQuantizeConfig'
+    """
+    registry = _registry.Default8BitQuantizeRegistry()
+    return registry.get_quantize_config(layer) if registry.supports(layer) else None
+
+
+def quantized_weight_layers(model: keras.Model) -> list[str]:
+    """Names of the layers whose weights TFMOT's 8-bit scheme fake-quantizes (in order).
+
+    These are the layers a ``weight_bits`` map of :func:`quantize_model` can name; the rest
+    (e.g. ``Rescaling``, or a layer type TFMOT does not know) run in float during QAT.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Rescaling(2.0),
+        ...                       keras.layers.Conv2D(2, 3, name="c"), keras.layers.Flatten(),
+        ...                       keras.layers.Dense(2, name="fc")])
+        >>> quantized_weight_layers(m)
+        ['c', 'fc']
+    """
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        config = registry_config(layer)
+        if type(config).__name__ in _BITS_CONFIGS and config.get_weights_and_quantizers(layer):
+            out.append(layer.name)
+    return out
+
+
+def weight_bits_of(model: keras.Model) -> dict[str, int]:
+    """``{layer name: weight bits}`` of the fake-quantized layers of a QAT model.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")])
+        >>> weight_bits_of(quantize_model(m, weight_bits={"fc": 3}))
+        {'fc': 3}
+    """
+    out = {}
+    for layer in model.layers:
+        config = getattr(layer, "quantize_config", None)
+        inner = getattr(layer, "layer", None)
+        if inner is None or type(config).__name__ not in _BITS_CONFIGS:
+            continue
+        if config.weight_attrs:
+            out[inner.name] = int(getattr(config, "weight_bits", 8))
+    return out
+
+
+def quantize_model(
+    model: keras.Model, scheme: Any = None, weight_bits: Mapping[str, int] | None = None
+) -> keras.Model:
     """A QAT copy of ``model`` (same weights) with 8-bit fake quantization.
 
     Train it with ``compile``/``fit`` (or a learner), then convert it with
@@ -104,12 +227,16 @@ def quantize_model(model: keras.Model, scheme: Any = None) -> keras.Model:
         model: A functional or Sequential model without other TFMOT wrappers.
         scheme: A TFMOT quantize scheme (default: ``Default8BitQuantizeScheme``; e.g.
             ``Default8BitPrunePreserveQuantizeScheme`` to keep pruned zeros).
+        weight_bits: ``{layer name: bits}`` (2..8) for layers whose weights are fake-quantized
+            to fewer levels (see :func:`quantized_weight_layers`); the others keep 8 bits.
 
     Returns:
         The quantize-wrapped model (the input model is not modified).
 
     Raises:
         UnsupportedModelError: For subclassed models and models that are already QAT models.
+        InvalidArgumentError: For ``weight_bits`` naming a layer whose weights are not
+            quantized, or bits outside 2..8.
 
     Example:
         >>> qat = quantize_model(trained)  # doctest: +SKIP
@@ -123,7 +250,7 @@ def quantize_model(model: keras.Model, scheme: Any = None) -> keras.Model:
         raise errors.UnsupportedModelError(
             f"model {model.name!r} already holds TFMOT wrappers; quantize the plain model"
         )
-    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    registry = _registry.Default8BitQuantizeRegistry()
 
     def annotate(layer):
         fresh = layer.__class__.from_config(layer.get_config())
@@ -133,12 +260,69 @@ def quantize_model(model: keras.Model, scheme: Any = None) -> keras.Model:
         config = None if known else NoOpQuantizeConfig()
         return _qk.quantize_annotate_layer(fresh, quantize_config=config)
 
+    bits = dict(weight_bits or {})
+    if bits:
+        quantizable = quantized_weight_layers(model)
+        unknown = sorted(set(bits) - set(quantizable))
+        if unknown:
+            raise errors.InvalidArgumentError(
+                "weight_bits",
+                {k: bits[k] for k in unknown},
+                f"layers whose weights are quantized: {quantizable}",
+            )
+        for name, b in bits.items():
+            if isinstance(b, bool) or b not in WEIGHT_BITS:
+                raise errors.InvalidArgumentError(f"weight_bits[{name!r}]", b, "an integer in 2..8")
     annotated = keras.models.clone_model(model, clone_function=annotate)
     annotated.set_weights(model.get_weights())
     with quantize_scope():
         if scheme is None:
-            return _qk.quantize_apply(annotated)
-        return _qk.quantize_apply(annotated, scheme)
+            q = _qk.quantize_apply(annotated)
+        else:
+            q = _qk.quantize_apply(annotated, scheme)
+        return _set_weight_bits(q, bits) if bits else q
 
 
-__all__ = ["NoOpQuantizeConfig", "is_quantized", "quantize_model", "quantize_scope"]
+def _set_weight_bits(q: keras.Model, bits: Mapping[str, int]) -> keras.Model:
+    """Clones the QAT model ``q`` with the ``weight_bits`` configs swapped in (same weights).
+
+    Going through the layer configs (rather than mutating built quantizers) keeps the
+    bit-widths in what ``save``/``load`` and the multi-worker rebuild see.
+    """
+    seen = set()
+
+    def clone(layer):
+        config = layer.get_config()
+        inner = getattr(layer, "layer", None)
+        qc = config.get("quantize_config")
+        if inner is not None and inner.name in bits and isinstance(qc, dict):
+            cls = _BITS_CONFIGS.get(qc.get("class_name"))
+            if cls is not None and qc["config"].get("weight_attrs"):
+                config["quantize_config"] = {
+                    "class_name": cls.__name__,
+                    "config": {**qc["config"], "weight_bits": int(bits[inner.name])},
+                }
+                seen.add(inner.name)
+        return layer.__class__.from_config(config)
+
+    rebuilt = keras.models.clone_model(q, clone_function=clone)
+    if seen != set(bits):  # a layer TFMOT's scheme did not wrap with a weight quantizer
+        raise errors.UnsupportedModelError(
+            f"weight_bits for {sorted(set(bits) - seen)}: TFMOT did not quantize their weights"
+        )
+    rebuilt.set_weights(q.get_weights())
+    return rebuilt
+
+
+__all__ = [
+    "WEIGHT_BITS",
+    "BitsConvQuantizeConfig",
+    "BitsQuantizeConfig",
+    "NoOpQuantizeConfig",
+    "is_quantized",
+    "quantize_model",
+    "quantize_scope",
+    "quantized_weight_layers",
+    "registry_config",
+    "weight_bits_of",
+]

@@ -25,7 +25,9 @@ from pocketflow_tf.learners.non_uniform import plan as nu_plan
 from pocketflow_tf.learners.non_uniform import report as nu_report
 from pocketflow_tf.learners.non_uniform import storage as nu_storage
 from pocketflow_tf.learners.non_uniform import tflite_values as nu_tflite_values
+from pocketflow_tf.learners.uniform_quant import bits as uniform_bits
 from pocketflow_tf.learners.uniform_quant import learner as uniform_learner
+from pocketflow_tf.learners.uniform_quant import storage as uniform_storage
 
 # The package re-exports the function compress(), which hides its module of the same name.
 auto_compress = importlib.import_module("pocketflow_tf.learners.auto.compress")
@@ -52,6 +54,8 @@ auto_compress = importlib.import_module("pocketflow_tf.learners.auto.compress")
         channel_learner,
         qat,
         uniform_learner,
+        uniform_bits,
+        uniform_storage,
         batchnorm,
         sparsity,
         nu_options,

@@ -1,5 +1,7 @@
-"""Uniform int8 QAT: the QAT model, its full-integer export, saving, options, the run script."""
+"""Uniform QAT: the QAT model, its full-integer export, saving, options, the run script;
+lower and mixed weight precision: the bit grid, sensitivities, the allocation, the file check."""
 
+import itertools
 import os
 
 import numpy as np
@@ -9,6 +11,8 @@ from ai_edge_litert.interpreter import Interpreter
 from pocketflow_tf import errors, model_io, qat, tflite_export, tflite_verify, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
+from pocketflow_tf.learners.uniform_quant import bits as bits_lib
+from pocketflow_tf.learners.uniform_quant import storage as storage_lib
 from pocketflow_tf.nets import runner
 
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
@@ -102,16 +106,223 @@ def test_subclassed_or_already_quantized_models_are_refused(trained):
 @pytest.mark.parametrize(
     "kwargs, name, says",
     [
-        ({"uql_weight_bits": 0}, "uql_weight_bits", "1..8"),
-        ({"uql_weight_bits": 9}, "uql_weight_bits", "1..8"),
-        ({"uql_activation_bits": True}, "uql_activation_bits", "1..8"),
-        ({"uql_weight_bits": 4}, "uql_weight_bits", "planned"),
+        ({"uql_weight_bits": 0}, "uql_weight_bits", "2..8"),
+        ({"uql_weight_bits": 1}, "uql_weight_bits", "only the level 0"),
+        ({"uql_weight_bits": 9}, "uql_weight_bits", "2..8"),
+        ({"uql_weight_bits": 4.0}, "uql_weight_bits", "2..8"),
+        ({"uql_activation_bits": True}, "uql_activation_bits", "8"),
+        ({"uql_activation_bits": 4}, "uql_activation_bits", "int8"),
+        ({"uql_equivalent_bits": 1.5}, "uql_equivalent_bits", r"\[2, 8\]"),
+        ({"uql_equivalent_bits": 3, "uql_w_bit_min": 4}, "uql_equivalent_bits", r"\[4, 8\]"),
+        ({"uql_equivalent_bits": 7, "uql_w_bit_max": 6}, "uql_equivalent_bits", r"\[2, 6\]"),
+        ({"uql_equivalent_bits": float("nan")}, "uql_equivalent_bits", "number"),
+        ({"uql_w_bit_min": 6, "uql_w_bit_max": 4}, "uql_w_bit_min", "at most"),
+        ({"uql_calib_samples": 0}, "uql_calib_samples", "positive"),
+        ({"bits_search": lambda *a: {}}, "bits_search", "uql_equivalent_bits"),
+        ({"uql_equivalent_bits": 4, "bits_search": 3}, "bits_search", "callable"),
     ],
 )
 def test_bad_bit_widths_are_refused(kwargs, name, says):
     with pytest.raises(errors.InvalidArgumentError, match=says) as e:
         UniformQuantLearner(**kwargs)
     assert e.value.name == name
+
+
+def test_weight_bits_quantize_model_saves_and_the_int8_file_keeps_the_levels(
+    trained, tiny_data, tmp_path
+):
+    x, y = tiny_data
+    want = {"c1": 2, "c2": 3, "logits": 4}
+    assert qat.quantized_weight_layers(trained) == ["c1", "c2", "logits"]
+    q = qat.quantize_model(trained, weight_bits=want)
+    assert qat.weight_bits_of(q) == want
+    q.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    q.fit(x, y, epochs=1, batch_size=32, verbose=0)
+
+    # Saved and loaded, the bit-widths and the outputs stay.
+    model_io.save_model(q, tmp_path / "q.h5")
+    back = model_io.load_model(tmp_path / "q.h5")
+    assert qat.weight_bits_of(back) == want
+    np.testing.assert_array_equal(back.predict(x[:16], verbose=0), q.predict(x[:16], verbose=0))
+
+    # In the int8 file each kernel keeps at most 2**b - 1 values per output channel (BatchNorm
+    # folded into c1), and an 8-bit kernel is not held to a 2-bit bound: the check can fail.
+    buf = tflite_export.convert(q, "int8", representative_data=x)
+    levels = {lv.name: lv for lv in storage_lib.tflite_levels(q, buf, want)}
+    assert all(lv.within_limit for lv in levels.values()), levels
+    assert levels["c1"].max_per_channel <= 3 and levels["c2"].max_per_channel <= 7
+    eight = qat.quantize_model(trained)
+    buf8 = tflite_export.convert(eight, "int8", representative_data=x)
+    (lv8,) = storage_lib.tflite_levels(eight, buf8, {"c2": 2})
+    assert lv8.tensor is not None and not lv8.within_limit and lv8.max_per_channel > 3
+
+    # The Keras QAT model still predicts the file: within a few output steps (the converter
+    # puts b-bit levels on the int8 grid, e.g. 3-bit level 1 -> 42 of 127, not 42.33).
+    buf = tflite_export.convert(q, "int8", representative_data=x, int8_io=True)
+    step = Interpreter(model_content=buf).get_output_details()[0]["quantization"][0]
+    got = tflite_verify.TFLiteRunner(buf).predict(x[:200])
+    want = q.predict(x[:200], verbose=0)
+    assert np.abs(got - want).max() <= 4 * step, (np.abs(got - want).max(), step)
+    assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= 0.95
+
+
+def test_weight_bits_for_layers_without_quantized_weights_are_refused(trained):
+    with pytest.raises(errors.InvalidArgumentError, match="c1") as e:
+        qat.quantize_model(trained, weight_bits={"bn1": 4})
+    assert e.value.name == "weight_bits"
+    with pytest.raises(errors.InvalidArgumentError, match="2..8") as e:
+        qat.quantize_model(trained, weight_bits={"c1": 1})
+    assert e.value.name == "weight_bits['c1']"
+
+
+@pytest.mark.parametrize("b", [2, 3, 4, 8])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_fake_quantize_is_a_symmetric_grid_of_2_to_the_b_minus_1_levels(b, per_channel):
+    w = np.random.default_rng(b).normal(size=(3, 3, 4, 6)).astype(np.float32)
+    q = bits_lib.fake_quantize(w, b, per_channel)
+    qmax = 2 ** (b - 1) - 1
+    groups = [q[..., c] for c in range(6)] if per_channel else [q]
+    originals = [w[..., c] for c in range(6)] if per_channel else [w]
+    for g, o in zip(groups, originals, strict=True):
+        scale = np.abs(o).max() / qmax
+        k = g / scale
+        np.testing.assert_allclose(k, np.round(k), atol=1e-3)  # on the grid
+        assert np.abs(np.round(k)).max() == qmax  # the largest weight sets the range
+        assert np.unique(np.round(k)).size <= 2 * qmax + 1
+        assert np.abs(g - o).max() <= scale / 2 + 1e-6  # nearest level
+
+
+def test_allocate_finds_the_best_allocation_within_the_budget():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        layers = [
+            bits_lib.LayerInfo(f"l{i}", "Conv2D", int(n))
+            for i, n in enumerate(rng.integers(10, 1000, 4))
+        ]
+        widths = [2, 3, 4, 6, 8]
+        table = {
+            ly.name: {
+                b: float(v)
+                for b, v in zip(widths, np.sort(rng.random(5))[::-1] * rng.random(), strict=True)
+            }
+            for ly in layers
+        }
+        budget = float(rng.uniform(2.5, 7.0))
+        got = bits_lib.allocate(layers, table, budget)
+        best = min(
+            (
+                sum(table[ly.name][b] for ly, b in zip(layers, combo, strict=True)),
+                combo,
+            )
+            for combo in itertools.product(widths, repeat=4)
+            if bits_lib.average_bits(
+                layers, dict(zip([ly.name for ly in layers], combo, strict=True))
+            )
+            <= budget
+        )
+        assert bits_lib.average_bits(layers, got) <= budget + 1e-9
+        assert sum(table[n][b] for n, b in got.items()) == pytest.approx(best[0], abs=1e-9)
+
+
+def test_sensitivity_falls_with_more_bits_and_the_weights_are_restored(trained, tiny_data):
+    x, _ = tiny_data
+    before = [w.copy() for w in trained.get_weights()]
+    infos = bits_lib.layer_infos(trained)
+    assert [(i.name, i.n_weights, i.channels, i.per_channel) for i in infos] == [
+        ("c1", 72, 8, True),
+        ("c2", 576, 8, True),
+        ("logits", 32 * 4, 4, False),
+    ]
+    table = bits_lib.measure_sensitivity(trained, x, infos, [2, 4, 8])
+    for name, row in table.items():
+        assert row[2] > row[4] > row[8] >= 0.0, (name, row)
+        assert row[8] < 1e-3
+    assert all(np.array_equal(a, b) for a, b in zip(before, trained.get_weights(), strict=True))
+
+
+def test_storage_report_counts_packed_codes_scales_and_the_rest(trained):
+    infos = bits_lib.layer_infos(trained)
+    rep = storage_lib.storage_report(trained, infos, {"c1": 2, "c2": 3, "logits": 8})
+    rows = {r.name: r for r in rep.layers}
+    assert (rows["c1"].code_bytes, rows["c1"].scale_bytes) == (18, 32)  # 72 x 2 bits, 8 scales
+    assert (rows["c2"].code_bytes, rows["logits"].code_bytes) == (216, 128)
+    assert rows["logits"].scale_bytes == 4  # Dense: one scale per kernel
+    params = trained.count_params()  # BatchNorm moving statistics included
+    assert rep.float_bytes == 4 * params
+    assert rep.other_bytes == 4 * (params - 72 - 576 - 128)
+    assert rep.total_bytes == 18 + 216 + 128 + 32 + 32 + 4 + rep.other_bytes
+    assert rep.average_bits == pytest.approx((72 * 2 + 576 * 3 + 128 * 8) / 776)
+
+
+def test_mixed_precision_fit_meets_the_budget_and_reports(trained, tiny_data):
+    x, y = tiny_data
+    cfg = training.TrainConfig(epochs=1, batch_size=32, learning_rate=0.005)
+    lrn = UniformQuantLearner(cfg, uql_equivalent_bits=4.0, uql_calib_samples=128, verbose=0)
+    out = lrn.fit(trained, x, y)
+    rep = lrn.report
+    infos = bits_lib.layer_infos(trained)
+    assert rep["allocation"] == "sensitivity" and set(lrn.weight_bits) == {"c1", "c2", "logits"}
+    assert bits_lib.average_bits(infos, lrn.weight_bits) <= 4.0
+    assert qat.weight_bits_of(out) == lrn.weight_bits
+    assert rep["storage"]["average_bits"] <= 4.0
+    assert rep["storage"]["total_bytes"] < rep["storage"]["int8_bytes"]
+    assert all(set(row["sensitivity"]) == set(range(2, 9)) for row in rep["layers"])
+    low = {n for n, b in lrn.weight_bits.items() if b < 8}
+    assert {lv["name"] for lv in rep["tflite_int8_levels"]} == low
+    assert all(lv["within_limit"] for lv in rep["tflite_int8_levels"])
+    # A fifth of the weights' bits kept the float model's accuracy on this task.
+    acc_float = training.evaluate_accuracy(trained, x, y)
+    assert training.evaluate_accuracy(out, x, y) >= acc_float - 0.05
+
+
+def test_bits_search_hook_is_used_and_held_to_the_budget(trained, tiny_data):
+    x, y = tiny_data
+    cfg = training.TrainConfig(epochs=1, batch_size=32)
+    seen = []
+
+    def search(layers, budget, lo, hi):
+        seen.append(([ly.name for ly in layers], budget, lo, hi))
+        return {"c1": 8, "c2": 3, "logits": 3}
+
+    lrn = UniformQuantLearner(cfg, uql_equivalent_bits=3.5, bits_search=search, verbose=0)
+    out = lrn.fit(trained, x, y)
+    assert seen == [(["c1", "c2", "logits"], 3.5, 2, 8)]
+    assert qat.weight_bits_of(out) == {"c1": 8, "c2": 3, "logits": 3}
+    assert lrn.report["allocation"] == "search"
+
+    greedy = UniformQuantLearner(
+        cfg, uql_equivalent_bits=3.0, bits_search=lambda *a: {"c1": 8, "c2": 8, "logits": 8}
+    )
+    with pytest.raises(errors.InvalidArgumentError, match="averaging <= 3.0") as e:
+        greedy.fit(trained, x, y)
+    assert e.value.name == "bits_search result"
+    assert greedy.history is None  # refused before training
+
+
+def test_layers_tfmot_cannot_quantize_are_stated_and_run_in_float(tiny_data, caplog):
+    x, y = tiny_data
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 1))
+    h = L.Conv2D(4, 3, name="c")(inp)
+    h = L.LayerNormalization(name="ln")(h)
+    out = L.Dense(4, name="fc")(L.Flatten()(h))
+    m = keras.Model(inp, out)
+    lrn = UniformQuantLearner(
+        training.TrainConfig(epochs=1, batch_size=32), uql_weight_bits=4, verbose=0
+    )
+    with caplog.at_level("WARNING"):
+        q = lrn.fit(m, x, y)
+    assert "kept in float" in caplog.text and "ln" in caplog.text
+    assert lrn.report["float_layers"] == ["ln"]
+    assert qat.weight_bits_of(q) == {"c": 4, "fc": 4}
+
+
+def test_a_model_with_nothing_to_quantize_is_refused_before_training(tiny_data):
+    x, y = tiny_data
+    m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.GlobalAveragePooling2D()])
+    with pytest.raises(errors.UnsupportedModelError, match="nothing to quantize"):
+        UniformQuantLearner(training.TrainConfig(epochs=1, batch_size=32)).fit(m, x, y)
 
 
 @pytest.mark.parametrize(

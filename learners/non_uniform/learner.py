@@ -47,7 +47,6 @@ import os
 import warnings
 from typing import Any, ClassVar
 
-import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from pocketflow_tf import errors, learner, tflite_export
@@ -295,7 +294,7 @@ class NonUniformQuantLearner(learner.Learner):
         return stripped
 
     def _finalize_int8(self, model: keras.Model) -> keras.Model:
-        sample = self._sample_inputs(32)
+        sample = self.sample_inputs(32)
         deploy = cqat.to_default_qat(model, self.clustered_model, check_inputs=sample)
         if self.report is not None:
             self.report.qat_kernels = tflite_values.keras_kernel_values(deploy, self.plan)
@@ -330,7 +329,7 @@ class NonUniformQuantLearner(learner.Learner):
     def _file_report(
         self, model: keras.Model, mode: str, baseline: keras.Model | None = None
     ) -> report_lib.FileReport | None:
-        calib = self._sample_inputs(_CALIBRATION_SAMPLES) if mode == "int8" else None
+        calib = self.sample_inputs(_CALIBRATION_SAMPLES) if mode == "int8" else None
         content = tflite_export.convert(model, mode, representative_data=calib)
         raw, gz = tflite_export.tflite_size(content)
         kernels = tflite_values.tflite_kernel_values(model, content, self.plan)
@@ -338,19 +337,6 @@ class NonUniformQuantLearner(learner.Learner):
         if baseline is not None:
             base_raw, base_gz = tflite_export.tflite_size(tflite_export.convert(baseline, mode))
         return report_lib.FileReport(mode, raw, gz, kernels, base_raw, base_gz)
-
-    def _sample_inputs(self, n: int) -> np.ndarray | None:
-        """Up to ``n`` training inputs of the current fit (``None`` outside :meth:`fit`)."""
-        if self.train_data is None:
-            return None
-        xs, have = [], 0
-        for batch in self.train_data:
-            xb = batch[0] if isinstance(batch, tuple | list) else batch
-            xs.append(np.asarray(xb, np.float32))
-            have += len(xs[-1])
-            if have >= n:
-                break
-        return np.concatenate(xs)[:n] if xs else None
 
     def get_config(self) -> dict[str, Any]:
         """Settings (and, after a run, the plan) for run records.

@@ -1,17 +1,30 @@
-"""Uniform int8 quantization-aware training to a full-integer ``.tflite`` (``uniform``).
+"""Uniform quantization-aware training to a full-integer ``.tflite`` (``uniform``), with
+per-layer mixed weight precision.
 
 Starts from the given trained model (PocketFlow's uniform learner trained from scratch
 unless told otherwise), wraps it for QAT with TFMOT's default 8-bit scheme
-(:func:`pocketflow_tf.qat.quantize_model`: per-channel symmetric int8 weights, per-tensor
+(:func:`pocketflow_tf.qat.quantize_model`: per-channel symmetric weights, per-tensor
 asymmetric int8 activations, BatchNorm folded into its convolution), fine-tunes it --
 distilled from the float model when distillation is on -- and returns the QAT model. Its
 deployable form is the ``"int8"`` export (:func:`pocketflow_tf.tflite_verify.export_tflite`),
-which the run scripts make and verify; the fake-quantised Keras model predicts what that
+which the run scripts make and verify; the fake-quantized Keras model predicts what that
 file will compute. Post-training int8 (the same export of the float model, no training) is
 the cheap baseline.
 
-Only 8 bits are in this version: lower and mixed bit-widths (``uql_equivalent_bits``) are
-planned for the same issue and are refused with a clear message until then.
+Weights can take fewer bits than 8, per layer:
+
+* ``uql_weight_bits=b``: every quantized kernel on a ``b``-bit grid (uniform low precision);
+* ``uql_equivalent_bits=B``: mixed precision, each layer between ``uql_w_bit_min`` and
+  ``uql_w_bit_max`` bits, the weight-weighted average at most ``B``. The allocation is
+  sensitivity-based by default (:mod:`~pocketflow_tf.learners.uniform_quant.bits`: measured
+  per layer and bit-width on training images, then an exact knapsack), or given by a
+  ``bits_search`` hook (a search with issue 6's optimisers).
+
+Activations stay 8-bit: the file is an ordinary int8 model whose ``b``-bit kernels hold at
+most ``2**b - 1`` values per output channel, checked in the file after training
+(:attr:`UniformQuantLearner.report`), and the bit-packed storage is reported
+(:mod:`~pocketflow_tf.learners.uniform_quant.storage`). Layers with weights that TFMOT
+cannot quantize run in float and are named in a warning and the report.
 
 Example:
     >>> import numpy as np
@@ -27,35 +40,57 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, ClassVar
 
-from pocketflow_tf import errors, learner, model_io, qat
+from pocketflow_tf import errors, learner, model_io, qat, tflite_export
 from pocketflow_tf.compat import keras
+from pocketflow_tf.learners.uniform_quant import bits as bits_lib
+from pocketflow_tf.learners.uniform_quant import storage as storage_lib
 
-#: Bit-widths this version trains; the rest of 1..8 is planned (mixed precision).
-SUPPORTED_BITS = (8,)
+logger = logging.getLogger(__name__)
+
+#: Calibration images the sensitivities are measured on (from the training data).
+DEFAULT_CALIB_SAMPLES = 1024
+#: Layers with weights that are not quantized on purpose: folded into a convolution.
+_FOLDED = ("BatchNormalization",)
 
 
 @learner.register("uniform", "uniform-quant", "UniformQuantLearner")
 class UniformQuantLearner(learner.Learner):
-    """Int8 quantization-aware fine-tuning of a trained model.
+    """Quantization-aware fine-tuning of a trained model: int8, or fewer weight bits.
 
     Args:
         train_config: Fine-tuning settings (see :class:`learner.Learner`); QAT starts from
             trained weights, so a tenth of the from-scratch learning rate is typical.
-        uql_weight_bits: Weight bit-width (8 in this version).
-        uql_activation_bits: Activation bit-width (8 in this version).
+        uql_weight_bits: Weight bit-width of every quantized layer (2..8) when
+            ``uql_equivalent_bits`` is not given.
+        uql_activation_bits: Activation bit-width; 8 (LiteRT computes in int8).
+        uql_equivalent_bits: Mixed precision: the largest weighted average bit-width of
+            the kernels, in ``[uql_w_bit_min, uql_w_bit_max]`` (``None``: off).
+        uql_w_bit_min: Fewest bits of one layer under mixed precision (2..8).
+        uql_w_bit_max: Most bits of one layer under mixed precision (2..8).
+        uql_calib_samples: Training images the sensitivities are measured on.
+        uql_report_tflite: After training, convert to int8 once and check in the file that
+            each kernel keeps its ``2**b - 1`` levels (only when some layer has < 8 bits).
+        bits_search: Mixed precision: ``(layers, budget, bit_min, bit_max) -> {layer: bits}``
+            replacing the sensitivity-based default (see
+            :mod:`~pocketflow_tf.learners.uniform_quant.bits`).
         **kwargs: Passed to :class:`learner.Learner` (distillation, teacher, log_dir, ...).
 
     Attributes:
         deploy_modes: The ``.tflite`` modes that deploy what this learner trains.
         save_extension: QAT models are saved as ``.h5`` (see :mod:`pocketflow_tf.qat`).
+        weight_bits: After :meth:`prepare`: ``{layer: bits}`` of every quantized kernel.
+        report: After :meth:`fit`: bit-widths, sensitivities, bit-packed storage, the file
+            check and the layers kept in float (a dict for run records).
 
     Example:
         >>> UniformQuantLearner(uql_weight_bits=12)
         Traceback (most recent call last):
         ...
-        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `uql_weight_bits`: 12. Accepted: an integer in 1..8.
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `uql_weight_bits`: 12. Accepted: an integer in 2..8 (symmetric 1-bit weights would keep only the level 0).
     """
 
     name = "uniform"
@@ -68,24 +103,62 @@ class UniformQuantLearner(learner.Learner):
         *,
         uql_weight_bits: int = 8,
         uql_activation_bits: int = 8,
+        uql_equivalent_bits: float | None = None,
+        uql_w_bit_min: int = 2,
+        uql_w_bit_max: int = 8,
+        uql_calib_samples: int = DEFAULT_CALIB_SAMPLES,
+        uql_report_tflite: bool = True,
+        bits_search: bits_lib.BitsSearch | None = None,
         **kwargs: Any,
     ):
         super().__init__(train_config, **kwargs)
-        for arg, bits in (
-            ("uql_weight_bits", uql_weight_bits),
-            ("uql_activation_bits", uql_activation_bits),
+        self.uql_weight_bits = bits_lib.check_bits("uql_weight_bits", uql_weight_bits)
+        if isinstance(uql_activation_bits, bool) or uql_activation_bits != 8:
+            raise errors.InvalidArgumentError(
+                "uql_activation_bits",
+                uql_activation_bits,
+                "8 (the int8 .tflite computes activations in 8 bits; lower weight bits are "
+                "uql_weight_bits / uql_equivalent_bits)",
+            )
+        self.uql_activation_bits = 8
+        self.uql_w_bit_min = bits_lib.check_bits("uql_w_bit_min", uql_w_bit_min)
+        self.uql_w_bit_max = bits_lib.check_bits("uql_w_bit_max", uql_w_bit_max)
+        if self.uql_w_bit_min > self.uql_w_bit_max:
+            raise errors.InvalidArgumentError(
+                "uql_w_bit_min", uql_w_bit_min, f"at most uql_w_bit_max ({uql_w_bit_max})"
+            )
+        self.uql_equivalent_bits = (
+            None
+            if uql_equivalent_bits is None
+            else bits_lib.check_budget(uql_equivalent_bits, self.uql_w_bit_min, self.uql_w_bit_max)
+        )
+        if isinstance(uql_calib_samples, bool) or not (
+            isinstance(uql_calib_samples, int) and uql_calib_samples >= 1
         ):
-            if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-                raise errors.InvalidArgumentError(arg, bits, "an integer in 1..8")
-            if bits not in SUPPORTED_BITS:
-                raise errors.InvalidArgumentError(
-                    arg,
-                    bits,
-                    f"one of {SUPPORTED_BITS} in this version (bit-widths below 8 and mixed "
-                    "precision are planned: issue 5)",
-                )
-        self.uql_weight_bits = uql_weight_bits
-        self.uql_activation_bits = uql_activation_bits
+            raise errors.InvalidArgumentError(
+                "uql_calib_samples", uql_calib_samples, "a positive integer"
+            )
+        self.uql_calib_samples = uql_calib_samples
+        self.uql_report_tflite = bool(uql_report_tflite)
+        if bits_search is not None and not callable(bits_search):
+            raise errors.InvalidArgumentError(
+                "bits_search", bits_search, "a callable (layers, budget, bit_min, bit_max)"
+            )
+        if bits_search is not None and self.uql_equivalent_bits is None:
+            raise errors.InvalidArgumentError(
+                "bits_search", bits_search, "None unless uql_equivalent_bits is given"
+            )
+        self.bits_search = bits_search
+        # The sensitivities depend on each worker's data shard: with several workers the
+        # chief allocates and the others receive its prepared model.
+        self.prepare_on_chief = self.uql_equivalent_bits is not None
+        self.weight_bits: dict[str, int] | None = None
+        self.report: dict[str, Any] | None = None
+
+    @property
+    def mixed(self) -> bool:
+        """Whether bit-widths are allocated per layer (``uql_equivalent_bits`` given)."""
+        return self.uql_equivalent_bits is not None
 
     def get_config(self) -> dict[str, Any]:
         """Settings for run records.
@@ -96,7 +169,13 @@ class UniformQuantLearner(learner.Learner):
         """
         cfg = super().get_config()
         cfg.update(
-            uql_weight_bits=self.uql_weight_bits, uql_activation_bits=self.uql_activation_bits
+            uql_weight_bits=self.uql_weight_bits,
+            uql_activation_bits=self.uql_activation_bits,
+            uql_equivalent_bits=self.uql_equivalent_bits,
+            uql_w_bit_min=self.uql_w_bit_min,
+            uql_w_bit_max=self.uql_w_bit_max,
+            uql_calib_samples=self.uql_calib_samples,
+            bits_search=None if self.bits_search is None else repr(self.bits_search),
         )
         return cfg
 
@@ -105,11 +184,102 @@ class UniformQuantLearner(learner.Learner):
         return qat.quantize_scope()
 
     def prepare(self, model: keras.Model) -> keras.Model:
-        """The QAT copy of ``model`` (same weights, fake-quantised).
+        """Allocates the weight bits and returns the QAT copy of ``model`` (same weights).
 
         Example:
             >>> UniformQuantLearner().prepare.__name__
             'prepare'
         """
         model_io.require_graph(model, "quantization-aware training")
-        return qat.quantize_model(model)
+        infos = bits_lib.layer_infos(model)
+        if not infos:
+            raise errors.UnsupportedModelError(
+                f"model {model.name!r} has no layer whose weights TFMOT quantizes (Conv2D, "
+                "DepthwiseConv2D, Dense); nothing to quantize"
+            )
+        # Stated, not refused: such layers run in float in QAT and the converter gives them
+        # float kernels in the int8 file (hybrid). BatchNorm folds into its convolution.
+        in_float = [
+            layer.name
+            for layer in model.layers
+            if layer.weights
+            and qat.registry_config(layer) is None
+            and type(layer).__name__ not in _FOLDED
+        ]
+        if in_float:
+            logger.warning(
+                "uniform: layers kept in float (TFMOT has no quantize config for them): %s",
+                ", ".join(in_float),
+            )
+        start = time.time()
+        table = None
+        if not self.mixed:
+            bits = {i.name: self.uql_weight_bits for i in infos}
+            allocation = "uniform"
+        elif self.bits_search is not None:
+            bits = bits_lib.check_allocation(
+                infos,
+                self.bits_search(
+                    infos, self.uql_equivalent_bits, self.uql_w_bit_min, self.uql_w_bit_max
+                ),
+                self.uql_equivalent_bits,
+                self.uql_w_bit_min,
+                self.uql_w_bit_max,
+            )
+            allocation = "search"
+        else:
+            x = self.sample_inputs(self.uql_calib_samples)
+            if x is None:
+                raise errors.InvalidArgumentError(
+                    "fit data", None, "training data: mixed precision measures sensitivities on it"
+                )
+            widths = range(self.uql_w_bit_min, self.uql_w_bit_max + 1)
+            table = bits_lib.measure_sensitivity(model, x, infos, list(widths))
+            bits = bits_lib.allocate(infos, table, self.uql_equivalent_bits)
+            allocation = "sensitivity"
+        self.weight_bits = bits
+        self.report = {
+            "allocation": allocation,
+            "allocation_s": round(time.time() - start, 2),
+            "budget_bits": self.uql_equivalent_bits,
+            "layers": [
+                {
+                    **info.to_dict(),
+                    "bits": bits[info.name],
+                    "sensitivity": None if table is None else table[info.name],
+                }
+                for info in infos
+            ],
+            "float_layers": in_float,
+            "storage": storage_lib.storage_report(model, infos, bits).to_dict(),
+        }
+        if allocation != "uniform":
+            logger.info(
+                "uniform: %s allocation, average %.3f bits: %s",
+                allocation,
+                self.report["storage"]["average_bits"],
+                bits,
+            )
+        return qat.quantize_model(model, weight_bits={n: b for n, b in bits.items() if b != 8})
+
+    def finalize(self, model: keras.Model) -> keras.Model:
+        """Checks the kernels' levels in one int8 conversion (when some layer has < 8 bits).
+
+        Example:
+            >>> UniformQuantLearner().finalize.__name__
+            'finalize'
+        """
+        low = {n: b for n, b in (self.weight_bits or {}).items() if b < 8}
+        calib = self.sample_inputs(256) if low and self.uql_report_tflite else None
+        if calib is not None and self.report is not None:
+            content = tflite_export.convert(model, "int8", representative_data=calib)
+            levels = storage_lib.tflite_levels(model, content, low)
+            self.report["tflite_int8_levels"] = [lv.to_dict() for lv in levels]
+            bad = [
+                f"{lv.name} ({lv.max_per_channel} > {2**lv.bits - 1})"
+                for lv in levels
+                if not lv.within_limit
+            ]
+            if bad:
+                logger.warning("uniform: int8 kernels with more levels than their bits: %s", bad)
+        return model
