@@ -38,6 +38,7 @@ COLUMNS = (
     ("bytes_gzip", "gzip B"),
     ("compressed_bytes", "compressed B"),
     ("compression_ratio", "compression ×"),
+    ("average_bits", "avg weight bits"),
     ("latency_ms", "latency ms"),
     ("latency_ratio", "latency ×"),
     ("samples_per_s", "train img/s"),
@@ -78,6 +79,8 @@ def format_value(field: str, value) -> str:
         return f"{value:.1f}"
     if field == "latency_ms":
         return f"{value:.3f}"
+    if field == "average_bits":
+        return f"{value:.2f}"
     if field == "curve_val_acc":
         return " / ".join(f"{100 * v:.1f}" for v in value)
     if field in ("wall_s", "samples_per_s"):

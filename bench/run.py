@@ -29,6 +29,7 @@ BENCHMARKS = {
     "sparsity": "bench.benchmarks.sparsity",
     "channel": "bench.benchmarks.channel",
     "qat": "bench.benchmarks.qat",
+    "mixed": "bench.benchmarks.mixed",
     "codebooks": "bench.benchmarks.codebooks",
     "distributed": "bench.benchmarks.distributed",
 }

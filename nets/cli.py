@@ -370,7 +370,9 @@ def dcp_options() -> dict:
 
 # ---- uniform quantization (issue 5) ---------------------------------------------------------
 flags.DEFINE_integer("uql_weight_bits", 8, "uniform: weight bits of every quantized layer (2..8)")
-flags.DEFINE_integer("uql_activation_bits", 8, "uniform: activation bits (8: LiteRT computes in int8)")
+flags.DEFINE_integer(
+    "uql_activation_bits", 8, "uniform: activation bits (8: LiteRT computes in int8)"
+)
 flags.DEFINE_float(
     "uql_equivalent_bits",
     None,
@@ -382,6 +384,14 @@ flags.DEFINE_integer("uql_w_bit_max", 8, "uniform: mixed precision, most bits of
 flags.DEFINE_integer(
     "uql_calib_samples", 1024, "uniform: mixed precision, training images for the sensitivities"
 )
+flags.DEFINE_enum(
+    "uql_bits_search",
+    "sensitivity",
+    ["sensitivity", "tpe", "gp", "random"],
+    "uniform: mixed precision, the summed per-layer sensitivities (solved exactly) or an "
+    "optimiser scoring whole allocations from there",
+)
+flags.DEFINE_integer("uql_search_trials", 40, "uniform: mixed precision, allocations searched")
 _UQL_FLAGS = (
     "uql_weight_bits",
     "uql_activation_bits",
@@ -389,6 +399,8 @@ _UQL_FLAGS = (
     "uql_w_bit_min",
     "uql_w_bit_max",
     "uql_calib_samples",
+    "uql_bits_search",
+    "uql_search_trials",
 )
 
 

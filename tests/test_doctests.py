@@ -26,6 +26,7 @@ from pocketflow_tf.learners.non_uniform import report as nu_report
 from pocketflow_tf.learners.non_uniform import storage as nu_storage
 from pocketflow_tf.learners.non_uniform import tflite_values as nu_tflite_values
 from pocketflow_tf.learners.uniform_quant import bits as uniform_bits
+from pocketflow_tf.learners.uniform_quant import bits_search as uniform_bits_search
 from pocketflow_tf.learners.uniform_quant import learner as uniform_learner
 from pocketflow_tf.learners.uniform_quant import storage as uniform_storage
 
@@ -55,6 +56,7 @@ auto_compress = importlib.import_module("pocketflow_tf.learners.auto.compress")
         qat,
         uniform_learner,
         uniform_bits,
+        uniform_bits_search,
         uniform_storage,
         batchnorm,
         sparsity,

@@ -10,7 +10,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from pocketflow_tf import errors, model_io, qat, tflite_export, tflite_verify, training
 from pocketflow_tf.compat import keras
-from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
+from pocketflow_tf.learners.uniform_quant import UniformQuantLearner, bits_search
 from pocketflow_tf.learners.uniform_quant import bits as bits_lib
 from pocketflow_tf.learners.uniform_quant import storage as storage_lib
 from pocketflow_tf.nets import runner
@@ -120,6 +120,8 @@ def test_subclassed_or_already_quantized_models_are_refused(trained):
         ({"uql_calib_samples": 0}, "uql_calib_samples", "positive"),
         ({"bits_search": lambda *a: {}}, "bits_search", "uql_equivalent_bits"),
         ({"uql_equivalent_bits": 4, "bits_search": 3}, "bits_search", "callable"),
+        ({"uql_bits_search": "bogus"}, "uql_bits_search", "tpe"),
+        ({"uql_search_trials": 0}, "uql_search_trials", "positive"),
     ],
 )
 def test_bad_bit_widths_are_refused(kwargs, name, says):
@@ -297,6 +299,55 @@ def test_bits_search_hook_is_used_and_held_to_the_budget(trained, tiny_data):
         greedy.fit(trained, x, y)
     assert e.value.name == "bits_search result"
     assert greedy.history is None  # refused before training
+
+
+def test_budget_bounding_always_fits_and_only_lowers_bits():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        layers = [
+            bits_lib.LayerInfo(f"l{i}", "Conv2D", int(n))
+            for i, n in enumerate(rng.integers(1, 500, 5))
+        ]
+        want = {ly.name: int(b) for ly, b in zip(layers, rng.integers(2, 9, 5), strict=True)}
+        budget = float(rng.uniform(2.0, 8.0))
+        got = bits_search.bound_to_budget(layers, want, budget, 2)
+        assert bits_lib.average_bits(layers, got) <= budget + 1e-9
+        assert all(2 <= got[n] <= want[n] for n in want)
+        if bits_lib.average_bits(layers, want) <= budget:
+            assert got == want
+
+
+def test_optimiser_search_scores_whole_allocations_and_never_loses_to_its_start(trained, tiny_data):
+    x, y = tiny_data
+    infos = bits_lib.layer_infos(trained)
+    before = [w.copy() for w in trained.get_weights()]
+    start = {"c1": 8, "c2": 3, "logits": 4}  # averages 3.63 bits
+    res = bits_search.search_bits(
+        trained, x[:128], infos, 4.0, 2, 8, optimizer="random", trials=6, start=start
+    )
+    assert len(res.trials) == 7 and res.trials[0]["bits"] == start
+    assert res.start_kl == pytest.approx(bits_search.joint_kl(trained, x[:128], infos, start))
+    assert res.kl == min(t["kl"] for t in res.trials) <= res.start_kl
+    assert all(bits_lib.average_bits(infos, t["bits"]) <= 4.0 + 1e-9 for t in res.trials)
+    assert all(np.array_equal(a, b) for a, b in zip(before, trained.get_weights(), strict=True))
+    # Fewer bits everywhere cannot be closer to the float model than 8 bits everywhere.
+    all8 = bits_search.joint_kl(trained, x[:128], infos, dict.fromkeys(start, 8))
+    all2 = bits_search.joint_kl(trained, x[:128], infos, dict.fromkeys(start, 2))
+    assert all8 < 1e-3 < all2
+
+    cfg = training.TrainConfig(epochs=1, batch_size=32)
+    lrn = UniformQuantLearner(
+        cfg,
+        uql_equivalent_bits=4.0,
+        uql_bits_search="tpe",
+        uql_search_trials=4,
+        uql_calib_samples=128,
+        verbose=0,
+    )
+    out = lrn.fit(trained, x, y)
+    assert lrn.report["allocation"] == "tpe" and len(lrn.report["search"]["trials"]) == 5
+    assert lrn.report["search"]["kl"] <= lrn.report["search"]["start_kl"]
+    assert qat.weight_bits_of(out) == lrn.weight_bits
 
 
 def test_layers_tfmot_cannot_quantize_are_stated_and_run_in_float(tiny_data, caplog):

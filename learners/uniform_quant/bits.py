@@ -127,7 +127,7 @@ def layer_infos(model: keras.Model) -> list[LayerInfo]:
     out = []
     for name in qat.quantized_weight_layers(model):
         layer = model.get_layer(name)
-        kernel = _kernel(layer)
+        kernel = kernel_variable(layer)
         out.append(
             LayerInfo(
                 name,
@@ -231,26 +231,42 @@ def measure_sensitivity(
         >>> table = measure_sensitivity(model, x, layer_infos(model), [2, 4, 8])  # doctest: +SKIP
     """
 
-    def probs() -> np.ndarray:
-        logits = model.predict(x, batch_size=batch_size, verbose=0)
-        return tf.nn.log_softmax(logits.astype(np.float64)).numpy()
-
-    ref = probs()
+    ref = log_probs(model, x, batch_size)
     table: dict[str, dict[int, float]] = {}
     for info in layers:
-        variable = _kernel(model.get_layer(info.name))
+        variable = kernel_variable(model.get_layer(info.name))
         original = variable.numpy()
         row = {}
         try:
             for b in bit_widths:
                 variable.assign(fake_quantize(original, b, info.per_channel))
-                logq = probs()
-                kl = np.sum(np.exp(ref) * (ref - logq), axis=-1)
-                row[int(b)] = float(max(np.mean(kl), 0.0))
+                row[int(b)] = mean_kl(ref, log_probs(model, x, batch_size))
         finally:
             variable.assign(original)
         table[info.name] = row
     return table
+
+
+def log_probs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Log-softmax of the model's logits on ``x`` (float64).
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        >>> np.exp(log_probs(m, np.zeros((1, 2), np.float32))).round(3).tolist()
+        [[0.333, 0.333, 0.333]]
+    """
+    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    return tf.nn.log_softmax(logits.astype(np.float64)).numpy()
+
+
+def mean_kl(ref: np.ndarray, logq: np.ndarray) -> float:
+    """Mean KL(p || q) in nats from log-probabilities (clipped at 0 against round-off).
+
+    Example:
+        >>> mean_kl(np.log([[0.5, 0.5]]), np.log([[0.5, 0.5]]))
+        0.0
+    """
+    return float(max(np.mean(np.sum(np.exp(ref) * (ref - logq), axis=-1)), 0.0))
 
 
 def allocate(
@@ -305,7 +321,14 @@ def allocate(
     return {layers[i].name: int(b) for (i, b), v in zip(choices, result.x, strict=True) if v > 0.5}
 
 
-def _kernel(layer: keras.layers.Layer) -> tf.Variable:
+def kernel_variable(layer: keras.layers.Layer) -> tf.Variable:
+    """The one kernel variable QAT quantizes in ``layer``.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
+        >>> kernel_variable(m.get_layer("fc")).shape
+        TensorShape([3, 2])
+    """
     config = qat.registry_config(layer)
     weights = config.get_weights_and_quantizers(layer)
     if len(weights) != 1:  # Conv2D / DepthwiseConv2D / Dense: one kernel each
@@ -329,6 +352,9 @@ __all__ = [
     "check_budget",
     "check_bits",
     "fake_quantize",
+    "kernel_variable",
     "layer_infos",
+    "log_probs",
+    "mean_kl",
     "measure_sensitivity",
 ]

@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 from pocketflow_tf import errors, learner, model_io, qat, tflite_export
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.uniform_quant import bits as bits_lib
+from pocketflow_tf.learners.uniform_quant import bits_search as search_lib
 from pocketflow_tf.learners.uniform_quant import storage as storage_lib
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ class UniformQuantLearner(learner.Learner):
         uql_w_bit_min: Fewest bits of one layer under mixed precision (2..8).
         uql_w_bit_max: Most bits of one layer under mixed precision (2..8).
         uql_calib_samples: Training images the sensitivities are measured on.
+        uql_bits_search: Mixed precision: ``"sensitivity"`` (the summed one-layer
+            sensitivities, solved exactly), or an optimiser (``"tpe"``, ``"gp"``,
+            ``"random"``) searching whole allocations from there (see
+            :mod:`~pocketflow_tf.learners.uniform_quant.bits_search`).
+        uql_search_trials: Allocations the optimiser scores.
         uql_report_tflite: After training, convert to int8 once and check in the file that
             each kernel keeps its ``2**b - 1`` levels (only when some layer has < 8 bits).
         bits_search: Mixed precision: ``(layers, budget, bit_min, bit_max) -> {layer: bits}``
@@ -108,6 +114,8 @@ class UniformQuantLearner(learner.Learner):
         uql_w_bit_max: int = 8,
         uql_calib_samples: int = DEFAULT_CALIB_SAMPLES,
         uql_report_tflite: bool = True,
+        uql_bits_search: str = "sensitivity",
+        uql_search_trials: int = 40,
         bits_search: bits_lib.BitsSearch | None = None,
         **kwargs: Any,
     ):
@@ -140,6 +148,19 @@ class UniformQuantLearner(learner.Learner):
             )
         self.uql_calib_samples = uql_calib_samples
         self.uql_report_tflite = bool(uql_report_tflite)
+        searches = ("sensitivity", *search_lib.OPTIMIZERS)
+        if uql_bits_search not in searches:
+            raise errors.InvalidArgumentError(
+                "uql_bits_search", uql_bits_search, f"one of {searches}"
+            )
+        if isinstance(uql_search_trials, bool) or not (
+            isinstance(uql_search_trials, int) and uql_search_trials >= 1
+        ):
+            raise errors.InvalidArgumentError(
+                "uql_search_trials", uql_search_trials, "a positive integer"
+            )
+        self.uql_bits_search = uql_bits_search
+        self.uql_search_trials = uql_search_trials
         if bits_search is not None and not callable(bits_search):
             raise errors.InvalidArgumentError(
                 "bits_search", bits_search, "a callable (layers, budget, bit_min, bit_max)"
@@ -175,6 +196,8 @@ class UniformQuantLearner(learner.Learner):
             uql_w_bit_min=self.uql_w_bit_min,
             uql_w_bit_max=self.uql_w_bit_max,
             uql_calib_samples=self.uql_calib_samples,
+            uql_bits_search=self.uql_bits_search,
+            uql_search_trials=self.uql_search_trials,
             bits_search=None if self.bits_search is None else repr(self.bits_search),
         )
         return cfg
@@ -212,7 +235,7 @@ class UniformQuantLearner(learner.Learner):
                 ", ".join(in_float),
             )
         start = time.time()
-        table = None
+        table = search_report = None
         if not self.mixed:
             bits = {i.name: self.uql_weight_bits for i in infos}
             allocation = "uniform"
@@ -234,9 +257,29 @@ class UniformQuantLearner(learner.Learner):
                     "fit data", None, "training data: mixed precision measures sensitivities on it"
                 )
             widths = range(self.uql_w_bit_min, self.uql_w_bit_max + 1)
+            if self.verbose:
+                print(
+                    f"[uniform] measuring sensitivities: {len(infos)} layers x {len(widths)} "
+                    f"bit-widths on {len(x)} training images"
+                )
             table = bits_lib.measure_sensitivity(model, x, infos, list(widths))
             bits = bits_lib.allocate(infos, table, self.uql_equivalent_bits)
             allocation = "sensitivity"
+            if self.uql_bits_search != "sensitivity":
+                found = search_lib.search_bits(
+                    model,
+                    x,
+                    infos,
+                    self.uql_equivalent_bits,
+                    self.uql_w_bit_min,
+                    self.uql_w_bit_max,
+                    optimizer=self.uql_bits_search,
+                    trials=self.uql_search_trials,
+                    seed=self.train_config.seed,
+                    start=bits,
+                )
+                bits, allocation = found.bits, self.uql_bits_search
+                search_report = {"kl": found.kl, "start_kl": found.start_kl, "trials": found.trials}
         self.weight_bits = bits
         self.report = {
             "allocation": allocation,
@@ -251,14 +294,15 @@ class UniformQuantLearner(learner.Learner):
                 for info in infos
             ],
             "float_layers": in_float,
+            "search": search_report,
             "storage": storage_lib.storage_report(model, infos, bits).to_dict(),
         }
-        if allocation != "uniform":
-            logger.info(
-                "uniform: %s allocation, average %.3f bits: %s",
-                allocation,
-                self.report["storage"]["average_bits"],
-                bits,
+        if self.verbose:
+            st = self.report["storage"]
+            print(
+                f"[uniform] {allocation} weight bits, average {st['average_bits']:.3f} "
+                f"({self.report['allocation_s']} s): {bits}; bit-packed {st['total_bytes']:,} B "
+                f"(float32 {st['float_bytes']:,} B, all 8-bit {st['int8_bytes']:,} B)"
             )
         return qat.quantize_model(model, weight_bits={n: b for n, b in bits.items() if b != 8})
 

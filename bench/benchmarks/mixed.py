@@ -1,0 +1,121 @@
+"""Benchmark ``mixed``: mixed-precision weights vs uniform low-bit weights, by QAT (``uniform``).
+
+For each setting of ``PFTF_MP_SETTINGS`` (default ``mixed-4,uniform-4,mixed-3,uniform-3``):
+``mixed-B`` fine-tunes with ``uql_equivalent_bits=B`` (per-layer bits 2..8 allocated by
+measured sensitivity on 1,024 training images), ``uniform-B`` with ``uql_weight_bits=B`` on
+every layer. Both fine-tune the trained ResNet-20 for ``PFTF_MP_EPOCHS`` epochs (default 2;
+a tenth of the recipe's peak learning rate, distilled from the float model), activations
+8-bit. The int8 ``.tflite`` is verified against the QAT model, evaluated on the whole test
+split through LiteRT, checked to keep ``2**b - 1`` levels per output channel of each
+``b``-bit kernel, and timed against the float export (interleaved, one thread, batch 1).
+``compressed_bytes`` is the bit-packed storage (codes + float32 scales + float32 rest).
+
+Example:
+    >>> from bench.benchmarks import mixed
+    >>> mixed.COMMAND
+    'python -m bench.run mixed'
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from bench import baselines as baseline_cache
+from bench import results_io
+from pocketflow_tf import datasets, distillation, latency, tflite_verify, training
+from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
+from pocketflow_tf.nets import recipe
+
+COMMAND = "python -m bench.run mixed"
+RECIPE = "resnet_at_fmnist"
+
+
+def _options(setting: str) -> dict:
+    kind, _, bits = setting.partition("-")
+    if kind == "mixed":
+        return {"uql_equivalent_bits": float(bits)}
+    if kind == "uniform":
+        return {"uql_weight_bits": int(bits)}
+    raise SystemExit(f"PFTF_MP_SETTINGS: unknown setting {setting!r}; use mixed-B or uniform-B")
+
+
+def run() -> list[dict]:
+    """Fine-tunes, exports, verifies, evaluates and times each setting; one record each.
+
+    Example:
+        >>> recs = run()  # doctest: +SKIP
+    """
+    epochs = int(os.environ.get("PFTF_MP_EPOCHS", "2"))
+    settings = os.environ.get("PFTF_MP_SETTINGS", "mixed-4,uniform-4,mixed-3,uniform-3")
+    data = datasets.load_dataset("fmnist")
+    rng = np.random.default_rng(0)
+    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    dense, _ = baseline_cache.train_or_load(RECIPE)
+    acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+    float_path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.float.tflite")
+    tflite_verify.export_tflite(
+        dense, float_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
+    )
+    recs = []
+    for setting in [s for s in settings.split(",") if s]:
+        cfg = recipe.get_recipe(RECIPE).finetune_config(epochs=epochs)
+        start = time.time()
+        lrn = UniformQuantLearner(
+            cfg,
+            distillation=distillation.DistillationConfig(1.0, 2.0),
+            verbose=2,
+            **_options(setting),
+        )
+        qat_model = lrn.fit(dense, data.x_train, data.y_train)
+        wall = time.time() - start
+        acc_keras = training.evaluate_accuracy(qat_model, data.x_test, data.y_test)
+        path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.{setting}.int8.tflite")
+        exp = tflite_verify.export_tflite(
+            qat_model,
+            path,
+            mode="int8",
+            x_verify=data.x_test[:1000],
+            y_verify=data.y_test[:1000],
+            representative_data=rep,
+        )
+        logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
+        acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
+        ratio = latency.interleaved_ratio(path, float_path, rounds=30).latency_ratio
+        storage = lrn.report["storage"]
+        levels = lrn.report.get("tflite_int8_levels", [])
+        recs.append(
+            results_io.make_record(
+                model=dense.name,
+                dataset="fmnist",
+                method=f"qat-{setting.split('-')[0]}",
+                setting=f"avg_bits={setting.split('-')[1]},epochs={epochs}",
+                acc=round(acc, 4),
+                acc_baseline=round(acc_dense, 4),
+                flops_ratio=1.0,
+                params_ratio=1.0,
+                bytes=exp.bytes,
+                bytes_gzip=exp.bytes_gzip,
+                latency_ratio=round(ratio, 4),
+                wall_s=round(wall, 1),
+                command=COMMAND,
+                compressed_bytes=storage["total_bytes"],
+                compression_ratio=round(storage["float_bytes"] / storage["total_bytes"], 2),
+                average_bits=storage["average_bits"],
+                acc_keras_qat=round(acc_keras, 4),
+                bits={row["name"]: row["bits"] for row in lrn.report["layers"]},
+                levels_within_limit=all(lv["within_limit"] for lv in levels),
+                allocation_s=lrn.report["allocation_s"],
+                epochs=epochs,
+            )
+        )
+        print(
+            f"[bench] {setting}: acc {acc:.4f} (QAT Keras {acc_keras:.4f}, float "
+            f"{acc_dense:.4f}), avg {storage['average_bits']:.3f} bits, packed "
+            f"{storage['total_bytes']} B (float {storage['float_bytes']} B), levels ok "
+            f"{recs[-1]['levels_within_limit']}, latency ratio {ratio:.3f}, {wall:.0f} s",
+            flush=True,
+        )
+    return recs
