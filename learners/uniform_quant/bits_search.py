@@ -13,7 +13,7 @@ Example:
     >>> from pocketflow_tf.learners.uniform_quant import bits as bits_lib
     >>> layers = [bits_lib.LayerInfo("a", "Conv2D", 100), bits_lib.LayerInfo("b", "Dense", 300)]
     >>> bound_to_budget(layers, {"a": 8, "b": 8}, budget=4.0, bit_min=2)
-    {'a': 8, 'b': 3}
+    {'a': 4, 'b': 4}
 """
 
 from __future__ import annotations
