@@ -30,6 +30,7 @@ BENCHMARKS = {
     "channel": "bench.benchmarks.channel",
     "qat": "bench.benchmarks.qat",
     "mixed": "bench.benchmarks.mixed",
+    "auto": "bench.benchmarks.auto",
     "codebooks": "bench.benchmarks.codebooks",
     "distributed": "bench.benchmarks.distributed",
 }

@@ -8,8 +8,8 @@ The default allocation is sensitivity-based (in the spirit of HAWQ, with a measu
 than Hessian-estimated sensitivity):
 
 1. :func:`measure_sensitivity` fake-quantizes one layer at a time to each bit-width, exactly
-   as QAT will (TFMOT's per-channel symmetric narrow-range grid for convolutions, per-tensor
-   for Dense), and measures the KL divergence of the model's predictions from the float
+   as QAT will (:func:`pocketflow_tf.qat.low_bit_weights` levels on TFMOT's 8-bit grid,
+   per output channel for convolutions, per tensor for Dense), and measures the KL divergence of the model's predictions from the float
    model's on calibration images from the *training* data;
 2. :func:`allocate` picks one bit-width per layer minimising the summed sensitivity under the
    budget: a multiple-choice knapsack, solved exactly as a small integer program with
@@ -183,27 +183,25 @@ def check_allocation(
 
 
 def fake_quantize(kernel: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
-    """``kernel`` on QAT's symmetric narrow-range ``bits`` grid (TFMOT's LastValueQuantizer).
-
-    Uses TensorFlow's own fake-quant ops, the ones the QAT wrappers call, so the measured
-    sensitivity is that of the grid training will see.
+    """``kernel`` as QAT will see it at ``bits``: :func:`pocketflow_tf.qat.low_bit_weights`
+    levels, then TFMOT's 8-bit grid (TensorFlow's own fake-quant op, as in the wrappers).
 
     Example:
         >>> w = np.array([[-1.0, 0.2], [0.5, 0.9]], np.float32)
-        >>> fake_quantize(w, 2, per_channel=False).tolist()
-        [[-1.0, 0.0], [1.0, 1.0]]
+        >>> (fake_quantize(w, 2, per_channel=False) * 127).round().tolist()
+        [[-127.0, 0.0], [0.0, 127.0]]
     """
-    w = tf.constant(kernel, tf.float32)
+    w = qat.low_bit_weights(kernel, bits, per_channel)
     if per_channel:
         flat = tf.reshape(w, (-1, w.shape[-1]))
         rng = tf.reduce_max(tf.abs(flat), axis=0)
         out = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-            flat, -rng, rng, num_bits=bits, narrow_range=True
+            flat, -rng, rng, num_bits=8, narrow_range=True
         )
         return tf.reshape(out, w.shape).numpy()
     rng = tf.reduce_max(tf.abs(w))
     return tf.quantization.fake_quant_with_min_max_vars(
-        w, -rng, rng, num_bits=bits, narrow_range=True
+        w, -rng, rng, num_bits=8, narrow_range=True
     ).numpy()
 
 
