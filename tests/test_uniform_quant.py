@@ -204,13 +204,15 @@ def test_low_bit_weights_are_2_to_the_b_minus_1_levels_on_the_int8_grid(b, per_c
     np.testing.assert_allclose(tape.gradient(loss, x).numpy(), 3.0)
 
 
+def _random_layers(rng, count, low, high):
+    sizes = rng.integers(low, high, count)
+    return [bits_lib.LayerInfo(f"l{i}", "Conv2D", int(n)) for i, n in enumerate(sizes)]
+
+
 def test_allocate_finds_the_best_allocation_within_the_budget():
     rng = np.random.default_rng(0)
     for _ in range(20):
-        layers = [
-            bits_lib.LayerInfo(f"l{i}", "Conv2D", int(n))
-            for i, n in enumerate(rng.integers(10, 1000, 4))
-        ]
+        layers = _random_layers(rng, 4, 10, 1000)
         widths = [2, 3, 4, 6, 8]
         table = {
             ly.name: {
@@ -314,10 +316,7 @@ def test_bits_search_hook_is_used_and_held_to_the_budget(trained, tiny_data):
 def test_budget_bounding_always_fits_and_only_lowers_bits():
     rng = np.random.default_rng(1)
     for _ in range(50):
-        layers = [
-            bits_lib.LayerInfo(f"l{i}", "Conv2D", int(n))
-            for i, n in enumerate(rng.integers(1, 500, 5))
-        ]
+        layers = _random_layers(rng, 5, 1, 500)
         want = {ly.name: int(b) for ly, b in zip(layers, rng.integers(2, 9, 5), strict=True)}
         budget = float(rng.uniform(2.0, 8.0))
         got = bits_search.bound_to_budget(layers, want, budget, 2)

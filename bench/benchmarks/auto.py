@@ -25,19 +25,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
-import time
 
 from bench import baselines as baseline_cache
-from bench import results_io
+from bench import results_io, scripts
 from pocketflow_tf import datasets, training
 from pocketflow_tf.nets import recipe
 
 COMMAND = "python -m bench.run auto"
 DEFAULT_TARGETS = "2x faster,drop<=0.5;int8,<=0.3x bytes,drop<=0.5"
 RECIPE = "resnet_at_fmnist"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = scripts.ROOT
 
 
 def run() -> list[dict]:
@@ -67,17 +65,7 @@ def run() -> list[dict]:
                 f"--save_path={save}",
                 f"--log_dir={os.path.join(tmp, 'logs')}",
             ]
-            print(f"[bench] auto {text!r}: {' '.join(cmd)}", flush=True)
-            start = time.time()
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            wall = time.time() - start
-            if proc.returncode != 0:
-                raise RuntimeError(
-                    f"{text!r} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
-                    f"\n{proc.stderr[-3000:]}"
-                )
-            with open(os.path.join(tmp, "model.train.record.json")) as f:
-                record = json.load(f)
+            record, wall = scripts.run_recorded(cmd, f"auto {text!r}", tmp)
         metrics, rep = record["metrics"], record["sections"]["compression"]
         final = rep["final"]
         figures, mode = final["figures"], final["figures"]["mode"]

@@ -31,17 +31,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
-import time
 
-from bench import results_io
+from bench import results_io, scripts
 from pocketflow_tf import errors
 from pocketflow_tf.nets import recipe
 
 COMMAND = "python -m bench.run distributed"
 DEFAULT_CONFIGS = "1,tf-2,tf-2-ecq4,horovod-2,horovod-2-ecq4"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = scripts.ROOT
 
 
 def parse_config(config: str) -> tuple[str, int, int]:
@@ -118,17 +116,9 @@ def run() -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="pftf-dist-") as tmp:
             save = os.path.join(tmp, "model.keras")
             cmd = _command(backend, workers, bits, epochs, save)
-            print(f"[bench] distributed {config}: {' '.join(cmd)}", flush=True)
-            start, lo_start = time.time(), loopback_bytes()
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            wall, lo_end = time.time() - start, loopback_bytes()
-            if proc.returncode != 0:
-                raise RuntimeError(
-                    f"{config} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
-                    f"\n{proc.stderr[-3000:]}"
-                )
-            with open(os.path.join(tmp, "model.train.record.json")) as f:
-                record = json.load(f)
+            lo_start = loopback_bytes()
+            record, wall = scripts.run_recorded(cmd, f"distributed {config}", tmp)
+            lo_end = loopback_bytes()
         metrics, sections = record["metrics"], record["sections"]
         dist = sections.get("distributed", {})
         history = sections.get("history", {})

@@ -29,6 +29,7 @@ import numpy as np
 
 from bench import baselines as baseline_cache
 from bench import results_io
+from bench.benchmarks import qat as qat_bench
 from pocketflow_tf import datasets, distillation, latency, tflite_verify, training
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
 from pocketflow_tf.nets import recipe
@@ -99,17 +100,7 @@ def run() -> list[dict]:
         wall = time.time() - start
         acc_keras = training.evaluate_accuracy(qat_model, data.x_test, data.y_test)
         path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.{setting}.int8.tflite")
-        exp = tflite_verify.export_tflite(
-            qat_model,
-            path,
-            mode="int8",
-            x_verify=data.x_test[:1000],
-            y_verify=data.y_test[:1000],
-            representative_data=rep,
-        )
-        logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
-        acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
-        ratio = latency.interleaved_ratio(path, float_path, rounds=30).latency_ratio
+        exp, acc, ratio = qat_bench.score_int8(qat_model, path, data, rep, float_path, rounds=30)
         storage = lrn.report["storage"]
         levels = lrn.report.get("tflite_int8_levels", [])
         recs.append(

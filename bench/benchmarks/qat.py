@@ -30,6 +30,27 @@ from pocketflow_tf.nets import recipe
 COMMAND = "python -m bench.run qat"
 
 
+def score_int8(qat_model, path: str, data, rep, float_path: str, rounds: int = 60):
+    """Exports ``qat_model`` to a verified int8 ``path``; returns ``(export, test acc, latency
+    ratio vs float_path)`` (accuracy through LiteRT on the whole test split).
+
+    Example:
+        >>> exp, acc, ratio = score_int8(qat_model, "m.int8.tflite", data, rep, "f.tflite")  # doctest: +SKIP
+    """
+    exp = tflite_verify.export_tflite(
+        qat_model,
+        path,
+        mode="int8",
+        x_verify=data.x_test[:1000],
+        y_verify=data.y_test[:1000],
+        representative_data=rep,
+    )
+    logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
+    acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
+    ratio = latency.interleaved_ratio(path, float_path, rounds=rounds).latency_ratio
+    return exp, acc, ratio
+
+
 def run() -> list[dict]:
     """QAT-fine-tunes, exports, verifies, evaluates and times; one record per model.
 
@@ -58,17 +79,7 @@ def run() -> list[dict]:
         wall = time.time() - start
         acc_keras = training.evaluate_accuracy(qat_model, data.x_test, data.y_test)
         path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.qat-int8.int8.tflite")
-        exp = tflite_verify.export_tflite(
-            qat_model,
-            path,
-            mode="int8",
-            x_verify=data.x_test[:1000],
-            y_verify=data.y_test[:1000],
-            representative_data=rep,
-        )
-        logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
-        acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
-        ratio = latency.interleaved_ratio(path, float_path, rounds=60).latency_ratio
+        exp, acc, ratio = score_int8(qat_model, path, data, rep, float_path)
         recs.append(
             results_io.make_record(
                 model=dense.name,
