@@ -10,8 +10,13 @@ split through LiteRT, checked to keep ``2**b - 1`` levels per output channel of 
 ``b``-bit kernel, and timed against the float export (interleaved, one thread, batch 1).
 ``compressed_bytes`` is the bit-packed storage (codes + float32 scales + float32 rest).
 
-``PFTF_MP_RETIME=1`` re-times the files of the recorded settings instead (nothing trained):
-for latencies measured while something else loaded the machine.
+``acc_pruned`` ("before fine-tune") is the float model with only its weights put on the
+setting's levels (:func:`~pocketflow_tf.learners.uniform_quant.bits.fake_quantize`, the QAT
+grid; activations float): how much the allocation alone keeps, before QAT recovers it.
+
+``PFTF_MP_RETIME=1`` re-measures the recorded settings instead (nothing trained): the
+latency of their saved files (for latencies timed while something else loaded the machine)
+and ``acc_pruned`` from the recorded bits.
 
 Example:
     >>> from bench.benchmarks import mixed
@@ -30,8 +35,9 @@ import numpy as np
 from bench import baselines as baseline_cache
 from bench import results_io
 from bench.benchmarks import qat as qat_bench
-from pocketflow_tf import datasets, distillation, latency, tflite_verify, training
+from pocketflow_tf import datasets, distillation, latency, learner, tflite_verify, training
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
+from pocketflow_tf.learners.uniform_quant import bits as bits_lib
 from pocketflow_tf.nets import recipe
 
 COMMAND = "python -m bench.run mixed"
@@ -47,8 +53,22 @@ def _options(setting: str) -> dict:
     raise SystemExit(f"PFTF_MP_SETTINGS: unknown setting {setting!r}; use mixed-B or uniform-B")
 
 
+def weights_only_accuracy(dense, bits: dict[str, int], x, y) -> float:
+    """Accuracy of ``dense`` with only its kernels on the ``bits`` levels (no fine-tuning).
+
+    Example:
+        >>> weights_only_accuracy(dense, {"conv2d": 4}, x, y)  # doctest: +SKIP
+    """
+    model = learner.copy_model(dense)
+    for info in bits_lib.layer_infos(model):
+        variable = bits_lib.kernel_variable(model.get_layer(info.name))
+        variable.assign(bits_lib.fake_quantize(variable.numpy(), bits[info.name], info.per_channel))
+    return training.evaluate_accuracy(model, x, y)
+
+
 def retime(rounds: int = 60) -> list[dict]:
-    """The recorded settings with ``latency_ratio`` measured again from their saved files.
+    """The recorded settings with ``latency_ratio`` measured again from their saved files
+    and ``acc_pruned`` from their recorded bits.
 
     Example:
         >>> recs = retime()  # doctest: +SKIP
@@ -56,13 +76,21 @@ def retime(rounds: int = 60) -> list[dict]:
     with open(os.path.join(results_io.RESULTS, "mixed.json")) as f:
         recs = json.load(f)["records"]
     float_path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.float.tflite")
+    dense, _ = baseline_cache.train_or_load(RECIPE)
+    data = datasets.load_dataset("fmnist")
     for rec in recs:
+        rec["acc_pruned"] = round(
+            weights_only_accuracy(dense, rec["bits"], data.x_test, data.y_test), 4
+        )
         # "qat-mixed" + "avg_bits=4,epochs=2" -> the file of setting "mixed-4".
         bits = rec["setting"].split(",")[0].split("=")[1]
         setting = f"{rec['method'].removeprefix('qat-')}-{bits}"
         path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.{setting}.int8.tflite")
         ratio = latency.interleaved_ratio(path, float_path, rounds=rounds).latency_ratio
-        print(f"[bench] {setting}: latency ratio {rec['latency_ratio']} -> {ratio:.4f}")
+        print(
+            f"[bench] {setting}: latency ratio {rec['latency_ratio']} -> {ratio:.4f}, "
+            f"weights-only {rec['acc_pruned']:.4f}"
+        )
         rec["latency_ratio"] = round(ratio, 4)
     return recs
 
@@ -122,6 +150,9 @@ def run() -> list[dict]:
                 compression_ratio=round(storage["float_bytes"] / storage["total_bytes"], 2),
                 average_bits=storage["average_bits"],
                 acc_keras_qat=round(acc_keras, 4),
+                acc_pruned=round(
+                    weights_only_accuracy(dense, lrn.weight_bits, data.x_test, data.y_test), 4
+                ),
                 bits={row["name"]: row["bits"] for row in lrn.report["layers"]},
                 levels_within_limit=all(lv["within_limit"] for lv in levels),
                 allocation_s=lrn.report["allocation_s"],
