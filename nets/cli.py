@@ -238,7 +238,14 @@ flags.DEFINE_integer(
     "cp_proxy_bn_batches",
     0,
     "channel auto: batches on which each scored plan's BatchNorm statistics are re-estimated "
-    "(0: off; recommended with --cp_ratio_search amc)",
+    "(0: off)",
+)
+flags.DEFINE_enum(
+    "cp_proxy",
+    "mask",
+    ["mask", "refit"],
+    "channel auto: how a scored plan is built -- dropped channels zeroed (mask), or also "
+    "every reader refitted by least squares to the dense output (refit, AMC's proxy)",
 )
 _CP_FLAGS = (
     "cp_prune_option",
@@ -256,6 +263,7 @@ _CP_FLAGS = (
     "cp_amc_episodes",
     "cp_amc_reward",
     "cp_proxy_bn_batches",
+    "cp_proxy",
 )
 #: The cp_* flags that dis-chn-pruned uses too; the others belong to channel only.
 _CP_SHARED_WITH_DCP = ("cp_preserve_ratio", "cp_prune_list", "cp_channel_round", "cp_exclude")
@@ -301,6 +309,7 @@ def channel_options() -> dict:
         "cp_list_group": FLAGS.cp_list_group,
         "cp_nb_iters_ft": FLAGS.cp_nb_iters_ft,
         "cp_proxy_bn_batches": FLAGS.cp_proxy_bn_batches,
+        "cp_proxy": FLAGS.cp_proxy,
         "ratio_search": _ratio_search(),
     }
 

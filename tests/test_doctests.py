@@ -16,7 +16,14 @@ from pocketflow_tf.learners.auto import proxy as auto_proxy
 from pocketflow_tf.learners.auto import report as auto_report
 from pocketflow_tf.learners.auto import splits as auto_splits
 from pocketflow_tf.learners.auto import target as auto_target
-from pocketflow_tf.learners.channel import allocation, amc_search, importance, lasso, latency_table
+from pocketflow_tf.learners.channel import (
+    allocation,
+    amc_search,
+    importance,
+    lasso,
+    latency_table,
+    refit_proxy,
+)
 from pocketflow_tf.learners.channel import learner as channel_learner
 from pocketflow_tf.learners.non_uniform import cqat as nu_cqat
 from pocketflow_tf.learners.non_uniform import learner as nu_learner
@@ -52,6 +59,7 @@ auto_compress = importlib.import_module("pocketflow_tf.learners.auto.compress")
         importance,
         lasso,
         latency_table,
+        refit_proxy,
         channel_learner,
         qat,
         uniform_learner,

@@ -99,6 +99,20 @@ def _patches(layer: keras.layers.Layer, x: np.ndarray, flat_repeat: int) -> np.n
     return p.reshape(n, ho * wo, kh * kw, x.shape[-1])
 
 
+def flat_repeat(graph, layer_name: str) -> int:
+    """How often a ``Flatten`` repeats each channel in ``layer_name``'s input (1 otherwise).
+
+    Example:
+        >>> from pocketflow_tf import channel_graph
+        >>> m = keras.Sequential([keras.Input((2, 2, 3)), keras.layers.Conv2D(4, 1, name="c"),
+        ...                       keras.layers.Flatten(), keras.layers.Dense(2, name="d")])
+        >>> flat_repeat(channel_graph.build(m), "d")
+        4
+    """
+    segs = graph.layers[layer_name].inputs[0]
+    return segs[0].repeat if len(segs) == 1 else 1
+
+
 def _kernel3(layer: keras.layers.Layer, kernel: np.ndarray, flat_repeat: int) -> np.ndarray:
     if type(layer).__name__ == "Dense" and flat_repeat > 1:
         return kernel.reshape(flat_repeat, kernel.shape[0] // flat_repeat, kernel.shape[1])

@@ -50,11 +50,18 @@ from pocketflow_tf import (
     training,
 )
 from pocketflow_tf.compat import keras, tf
-from pocketflow_tf.learners.channel import allocation, importance, lasso, latency_table
+from pocketflow_tf.learners.channel import (
+    allocation,
+    importance,
+    lasso,
+    latency_table,
+    refit_proxy,
+)
 
 PRUNE_OPTIONS = ("uniform", "list", "auto")
 CRITERIA = ("lasso", "l1", "bn_gamma")
 COSTS = ("flops", "latency")
+PROXIES = ("mask", "refit")
 
 
 @learner.register("channel", "channel-pruned", "ChannelPrunedLearner", "cp")
@@ -93,6 +100,11 @@ class ChannelPrunedLearner(learner.Learner):
             many groups at once shifts every later BatchNorm's input; without this the
             proxy of such a plan is near chance and cannot rank plans (EagleEye's adaptive
             BN, Li et al. 2020). Costs one training-mode pass per batch per plan.
+        cp_proxy: How ``auto`` builds a scored plan: ``"mask"`` zeroes the dropped channels
+            (L1 selection); ``"refit"`` also refits every reader of a pruned group by least
+            squares to the dense model's output, from Gram matrices sampled once
+            (:mod:`refit_proxy`, AMC's episode proxy; about as cheap, and it ranks plans
+            that prune many groups at once, where ``"mask"`` is near chance).
         ratio_search: Replaces the ``auto`` sensitivity allocation: a callable taking an
             :class:`allocation.AllocationProblem` and returning counts per group key (the
             hook for the search optimisers).
@@ -128,6 +140,7 @@ class ChannelPrunedLearner(learner.Learner):
         cp_list_group: int = 0,
         cp_nb_iters_ft: int = 200,
         cp_proxy_bn_batches: int = 0,
+        cp_proxy: str = "mask",
         ratio_search: allocation.RatioSearch | None = None,
         **kwargs: Any,
     ):
@@ -148,6 +161,8 @@ class ChannelPrunedLearner(learner.Learner):
                 ratio_search,
                 "None unless cp_prune_option='auto' (it plans the counts)",
             )
+        if cp_proxy not in PROXIES:
+            raise errors.InvalidArgumentError("cp_proxy", cp_proxy, f"one of {PROXIES}")
         if cp_criterion not in CRITERIA:
             raise errors.InvalidArgumentError("cp_criterion", cp_criterion, f"one of {CRITERIA}")
         allocation._check_ratio("cp_preserve_ratio", cp_preserve_ratio)
@@ -186,6 +201,7 @@ class ChannelPrunedLearner(learner.Learner):
         self.cp_list_group = int(cp_list_group)
         self.cp_nb_iters_ft = int(cp_nb_iters_ft)
         self.cp_proxy_bn_batches = int(cp_proxy_bn_batches)
+        self.cp_proxy = cp_proxy
         self.ratio_search = ratio_search
         self.pruned_model: keras.Model | None = None
         self.report: dict[str, Any] = {}
@@ -215,6 +231,7 @@ class ChannelPrunedLearner(learner.Learner):
             cp_list_group=self.cp_list_group,
             cp_nb_iters_ft=self.cp_nb_iters_ft,
             cp_proxy_bn_batches=self.cp_proxy_bn_batches,
+            cp_proxy=self.cp_proxy,
             ratio_search=None if self.ratio_search is None else repr(self.ratio_search),
         )
         return cfg
@@ -369,7 +386,8 @@ class ChannelPrunedLearner(learner.Learner):
 
     def _proxy_evaluator(self, model, graph, calib):
         """Score of a plan: minus the cross-entropy of the L1-pruned model, no fine-tuning
-        (BatchNorm statistics re-estimated first when ``cp_proxy_bn_batches`` > 0)."""
+        (readers refitted with ``cp_proxy="refit"``; BatchNorm statistics re-estimated first
+        when ``cp_proxy_bn_batches`` > 0)."""
         x, y = calib
         if y is None:
             raise errors.InvalidArgumentError("y", None, "labels: the 'auto' option scores plans")
@@ -379,6 +397,15 @@ class ChannelPrunedLearner(learner.Learner):
         probe = learner.copy_model(model)
         base = model.get_weights()
         bn_data = tf.data.Dataset.from_tensor_slices(x).batch(128)
+        refit = None
+        if self.cp_proxy == "refit":
+            refit = refit_proxy.RefitProxy(
+                model,
+                graph,
+                calib[0][: self.cp_nb_samples],
+                points=self.cp_nb_points,
+                seed=self.train_config.seed,
+            )
 
         def evaluate(counts):
             keep = {}
@@ -387,7 +414,10 @@ class ChannelPrunedLearner(learner.Learner):
                 if k < g.size:
                     keep[g.id] = importance.top_k(scores[g.id], k)
             probe.set_weights(base)
-            surgery.mask_consumers(probe, graph, keep)  # same outputs as the thin model
+            if refit is None:
+                surgery.mask_consumers(probe, graph, keep)  # same outputs as the thin model
+            else:
+                refit.apply(probe, keep)
             if self.cp_proxy_bn_batches:
                 batchnorm.reestimate(probe, bn_data, self.cp_proxy_bn_batches)
             logits = probe.predict(x, batch_size=500, verbose=0)
@@ -472,7 +502,7 @@ class ChannelPrunedLearner(learner.Learner):
                     consumers,
                     images,
                     out_cols,
-                    {n: _flat_repeat(graph, n) for n in consumers},
+                    {n: lasso.flat_repeat(graph, n) for n in consumers},
                     self.cp_nb_points,
                     seed=self.train_config.seed + step,
                 )
@@ -507,7 +537,7 @@ class ChannelPrunedLearner(learner.Learner):
     def _write_refit(current, graph, masks, sample, out_cols):
         layer = current.get_layer(sample.name)
         in_mask = surgery.segment_mask(graph, masks, graph.layers[sample.name].inputs[0])
-        repeat = _flat_repeat(graph, sample.name)
+        repeat = lasso.flat_repeat(graph, sample.name)
         if repeat > 1:  # Flatten -> Dense: the mask repeats once per pixel
             in_mask = in_mask[: len(in_mask) // repeat]
         keep_pos = np.flatnonzero(in_mask)
@@ -574,8 +604,3 @@ def _group_positions(graph, layer_name, gid) -> np.ndarray:
             out.append(off + np.arange(s.size))
         off += s.width
     return np.concatenate(out)
-
-
-def _flat_repeat(graph, layer_name) -> int:
-    segs = graph.layers[layer_name].inputs[0]
-    return segs[0].repeat if len(segs) == 1 else 1
