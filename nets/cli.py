@@ -242,10 +242,11 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_enum(
     "cp_proxy",
-    "mask",
+    "refit",
     ["mask", "refit"],
-    "channel auto: how a scored plan is built -- dropped channels zeroed (mask), or also "
-    "every reader refitted by least squares to the dense output (refit, AMC's proxy)",
+    "channel auto: how a scored plan is built -- every reader of a pruned group refitted by "
+    "least squares to the dense output (refit, AMC's proxy), or dropped channels only zeroed "
+    "(mask)",
 )
 _CP_FLAGS = (
     "cp_prune_option",

@@ -8,8 +8,8 @@ For each baseline and FLOPs keep ratio (0.5 and 0.4 by default):
   it saves the most LiteRT time (``cp_cost="latency"``, per-layer latencies measured here);
 * ``channel-lasso-amc``: the same, but the per-group counts are searched by the AMC agent
   (DDPG with action bounding, ``PFTF_CP_AMC_EPISODES`` episodes, default 300), each episode
-  scored by AMC's own no-fine-tuning proxy: L1 selection with every reader refitted by least
-  squares (``cp_proxy="refit"``);
+  scored by the same no-fine-tuning proxy (AMC's own: L1 selection with every reader refitted
+  by least squares, ``cp_proxy="refit"``);
 * ``channel-lasso-uniform``: LASSO selection with one channel ratio everywhere (what AMC
   is compared with);
 * ``channel-l1-uniform``: the same FLOPs target with one channel ratio everywhere, L1-norm
@@ -68,10 +68,6 @@ def _learner(method: str, keep: float, cfg: training.TrainConfig) -> ChannelPrun
         ratio_search = amc_search.amc_ratio_search(episodes=episodes, seed=0, verbose=True)
     return ChannelPrunedLearner(
         cfg,
-        # Masked plans score near chance once many groups are pruned together (measured:
-        # cross-entropy ~log 10 for every AMC episode at 0.5x), which leaves an agent nothing
-        # to learn from; the refit proxy ranks them (see learners/channel/refit_proxy.py).
-        cp_proxy="refit" if search == "amc" else "mask",
         cp_prune_option=option,
         cp_preserve_ratio=keep,
         cp_criterion=criterion,
