@@ -401,6 +401,8 @@ class ChannelPrunedLearner(learner.Learner):
         bn_data = tf.data.Dataset.from_tensor_slices(x).batch(128)
         refit = None
         if self.cp_proxy == "refit":
+            # The Gram matrices come from the selection images, which overlap the scored
+            # ones; with ~10 rows per fitted weight the fit cannot favour one plan by memorising.
             refit = refit_proxy.RefitProxy(
                 model,
                 graph,
