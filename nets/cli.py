@@ -213,6 +213,12 @@ flags.DEFINE_enum(
     "channel auto: spend the FLOPs budget where it saves the most FLOPs, or the most LiteRT "
     "time (per-layer latencies measured on this machine)",
 )
+flags.DEFINE_float(
+    "cp_latency_keep",
+    None,
+    "channel auto with --cp_cost latency: also prune until the predicted LiteRT latency is "
+    "at most this fraction of the dense model's (0.5: 2x faster)",
+)
 flags.DEFINE_integer(
     "cp_list_group",
     0,
@@ -258,6 +264,7 @@ _CP_FLAGS = (
     "cp_nb_samples",
     "cp_exclude",
     "cp_cost",
+    "cp_latency_keep",
     "cp_list_group",
     "cp_nb_iters_ft",
     "cp_ratio_search",
@@ -307,6 +314,7 @@ def channel_options() -> dict:
         "cp_nb_samples": FLAGS.cp_nb_samples,
         "cp_exclude": FLAGS.cp_exclude,
         "cp_cost": FLAGS.cp_cost,
+        "cp_latency_keep": FLAGS.cp_latency_keep,
         "cp_list_group": FLAGS.cp_list_group,
         "cp_nb_iters_ft": FLAGS.cp_nb_iters_ft,
         "cp_proxy_bn_batches": FLAGS.cp_proxy_bn_batches,

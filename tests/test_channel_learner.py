@@ -15,27 +15,7 @@ from pocketflow_tf.learners.channel import (
     lasso,
     latency_table,
 )
-
-
-def small_resnet(seed=0):
-    """Stem -> one residual block -> GAP -> logits on 12x12x1: residual and plain groups."""
-    keras.utils.set_random_seed(seed)
-    L = keras.layers
-    inp = keras.Input((12, 12, 1))
-    x = L.Rescaling(2.0, offset=-1.0, name="normalize")(inp)
-    x = L.Conv2D(16, 3, padding="same", use_bias=False, name="stem")(x)
-    x = L.BatchNormalization(name="stem_bn")(x)
-    x = L.ReLU()(x)
-    y = L.Conv2D(16, 3, padding="same", use_bias=False, name="a")(x)
-    y = L.BatchNormalization(name="a_bn")(y)
-    y = L.ReLU()(y)
-    y = L.Conv2D(16, 3, padding="same", use_bias=False, name="b")(y)
-    y = L.BatchNormalization(name="b_bn")(y)
-    x = L.ReLU()(L.Add(name="merge")([x, y]))
-    x = L.Conv2D(16, 3, strides=2, padding="same", name="c")(x)
-    x = L.ReLU()(x)
-    x = L.GlobalAveragePooling2D()(x)
-    return keras.Model(inp, L.Dense(4, name="logits")(x))
+from tests.tiny_models import small_resnet
 
 
 @pytest.fixture
@@ -198,6 +178,44 @@ def test_latency_cost_steers_the_allocation():
     assert by_flops["c"] > 4, by_flops
 
 
+def test_latency_target_prunes_past_the_flops_target():
+    model = small_resnet()
+    fm = allocation.FlopsModel.build(model)
+    choices = allocation.choices_for(fm.graph, 4)
+
+    def latency_ms(counts):  # a table in which time is channels of 'a' plus 'c'
+        return float(counts.get("a", 16) + counts.get("c", 16))
+
+    def solve(latency_keep):
+        problem = allocation.AllocationProblem(
+            fm,
+            0.95,
+            4,
+            choices,
+            # 'c' costs accuracy, the more per channel the more it loses
+            evaluate=lambda counts: -((16 - counts.get("c", 16)) ** 2),
+            latency_ms=latency_ms,
+            latency_keep=latency_keep,
+        )
+        return allocation.greedy_sensitivity(problem)
+
+    flops_only = solve(None)
+    assert fm.flops(flops_only) <= 0.95 * fm.dense_flops
+    assert latency_ms(flops_only) > 0.5 * 32  # the FLOPs target alone stops early
+    both = solve(0.5)
+    assert latency_ms(both) <= 0.5 * 32
+    # 'a' is free, so it goes first, to its smallest count, before 'c' pays the rest, one
+    # step: a bigger move of 'c' costs more per millisecond.
+    assert both == {**both, "a": 4, "c": 12}
+    with pytest.raises(errors.InvalidArgumentError) as e:
+        solve(0.1)  # even 4 + 4 channels is 0.25 of the dense time
+    assert e.value.name == "cp_latency_keep" and "0.250" in str(e.value)
+    with pytest.raises(errors.InvalidArgumentError, match="latency_keep"):
+        allocation.greedy_sensitivity(
+            allocation.AllocationProblem(fm, 0.9, 4, choices, lambda c: 0.0, latency_keep=0.5)
+        )
+
+
 def test_search_hook_is_used(images):
     seen = {}
 
@@ -268,6 +286,20 @@ def test_amc_search_plans_the_pruning_within_the_flops_target(images):
         ({"cp_proxy_bn_batches": -1}, "cp_proxy_bn_batches"),
         ({"cp_cost": "energy", "cp_prune_option": "auto"}, "cp_cost"),
         ({"cp_cost": "latency"}, "cp_cost"),  # only 'auto' plans counts
+        ({"cp_prune_option": "auto", "cp_latency_keep": 0.5}, "cp_latency_keep"),  # flops cost
+        (
+            {"cp_prune_option": "auto", "cp_cost": "latency", "cp_latency_keep": 0.0},
+            "cp_latency_keep",
+        ),
+        (
+            {
+                "cp_prune_option": "auto",
+                "cp_cost": "latency",
+                "cp_latency_keep": 0.5,
+                "ratio_search": lambda p: {},
+            },
+            "cp_latency_keep",
+        ),
     ],
 )
 def test_bad_options_are_refused_at_construction(kwargs, name):

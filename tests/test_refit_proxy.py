@@ -6,7 +6,7 @@ import pytest
 from pocketflow_tf import channel_graph, errors, surgery
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.channel import ChannelPrunedLearner, refit_proxy
-from tests.test_channel_learner import small_resnet
+from tests.tiny_models import small_resnet
 
 
 def _redundant_model(flatten: bool):

@@ -6,6 +6,9 @@ For each baseline and FLOPs keep ratio (0.5 and 0.4 by default):
   and least-squares refit, then distilled fine-tuning (teacher: the dense baseline);
 * ``channel-lasso-auto-latency``: the same, but the allocation spends the FLOPs budget where
   it saves the most LiteRT time (``cp_cost="latency"``, per-layer latencies measured here);
+* ``channel-lasso-auto-2x``: the latency-cost allocation, going on past the FLOPs target
+  until the table predicts at most 0.49 of the dense latency (``cp_latency_keep``; 0.49
+  leaves room for the table's error, so the measured speed-up is 2x or more);
 * ``channel-lasso-amc``: the same, but the per-group counts are searched by the AMC agent
   (DDPG with action bounding, ``PFTF_CP_AMC_EPISODES`` episodes, default 300), each episode
   scored by the same no-fine-tuning proxy (AMC's own: L1 selection with every reader refitted
@@ -28,7 +31,7 @@ Environment knobs (for smoke runs): ``PFTF_CP_EPOCHS`` (fine-tune epochs, defaul
 Example:
     >>> from bench.benchmarks import channel
     >>> channel.METHODS
-    ('channel-lasso-auto', 'channel-lasso-auto-latency', 'channel-lasso-amc', 'channel-lasso-uniform', 'channel-l1-uniform')
+    ('channel-lasso-auto', 'channel-lasso-auto-latency', 'channel-lasso-auto-2x', 'channel-lasso-amc', 'channel-lasso-uniform', 'channel-l1-uniform')
 """
 
 from __future__ import annotations
@@ -49,19 +52,20 @@ def _env_list(name: str, default: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
 
 
-#: method -> (cp_prune_option, cp_criterion, cp_cost, allocation search); everything else is
-#: shared, like with like.
+#: method -> (cp_prune_option, cp_criterion, cp_cost, allocation search, cp_latency_keep);
+#: everything else is shared, like with like.
 _SETTINGS = {
-    "channel-lasso-auto": ("auto", "lasso", "flops", "greedy"),
-    "channel-lasso-auto-latency": ("auto", "lasso", "latency", "greedy"),
-    "channel-lasso-amc": ("auto", "lasso", "flops", "amc"),
-    "channel-lasso-uniform": ("uniform", "lasso", "flops", "greedy"),
-    "channel-l1-uniform": ("uniform", "l1", "flops", "greedy"),
+    "channel-lasso-auto": ("auto", "lasso", "flops", "greedy", None),
+    "channel-lasso-auto-latency": ("auto", "lasso", "latency", "greedy", None),
+    "channel-lasso-auto-2x": ("auto", "lasso", "latency", "greedy", 0.49),
+    "channel-lasso-amc": ("auto", "lasso", "flops", "amc", None),
+    "channel-lasso-uniform": ("uniform", "lasso", "flops", "greedy", None),
+    "channel-l1-uniform": ("uniform", "l1", "flops", "greedy", None),
 }
 
 
 def _learner(method: str, keep: float, cfg: training.TrainConfig) -> ChannelPrunedLearner:
-    option, criterion, cost, search = _SETTINGS[method]
+    option, criterion, cost, search, latency_keep = _SETTINGS[method]
     ratio_search = None
     if search == "amc":
         episodes = int(os.environ.get("PFTF_CP_AMC_EPISODES", "300"))
@@ -72,6 +76,7 @@ def _learner(method: str, keep: float, cfg: training.TrainConfig) -> ChannelPrun
         cp_preserve_ratio=keep,
         cp_criterion=criterion,
         cp_cost=cost,
+        cp_latency_keep=latency_keep,
         ratio_search=ratio_search,
         distillation=distillation.DistillationConfig(1.0, 2.0),
         verbose=2,
@@ -135,6 +140,7 @@ def run() -> list[dict]:
                     dense_bytes=dense_exp.bytes,
                     prune_wall_s=lrn.report["prune_wall_s"],
                     proxy=lrn.cp_proxy if lrn.cp_prune_option == "auto" else None,
+                    latency_keep=lrn.cp_latency_keep,
                     predicted_latency_ratio=lrn.report.get("latency_table", {}).get(
                         "predicted_latency_ratio"
                     ),

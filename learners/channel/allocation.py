@@ -209,6 +209,10 @@ class AllocationProblem:
         latency_ms: Optional ``counts -> predicted latency``: when given, the allocation
             spends its FLOPs budget where it saves the most *time* (see
             :mod:`latency_table`); the FLOPs target stays the stopping rule.
+        latency_keep: Optional predicted-latency keep ratio (needs ``latency_ms``): the
+            allocation also goes on until ``latency_ms(counts)`` is at most this fraction
+            of the dense model's. FLOPs track time poorly on SIMD CPUs, so a FLOPs target
+            alone does not promise a speed-up.
 
     Example:
         >>> AllocationProblem.__name__
@@ -221,6 +225,7 @@ class AllocationProblem:
     choices: dict[str, list[int]]
     evaluate: Callable[[Mapping[str, int]], float]
     latency_ms: Callable[[Mapping[str, int]], float] | None = None
+    latency_keep: float | None = None
 
 
 def choices_for(graph: channel_graph.ChannelGraph, multiple: int = 8) -> dict[str, list[int]]:
@@ -245,7 +250,8 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
     Each group's sensitivity is measured alone (the model pruned in that group only, at every
     allowed count), then channels are taken away one rounding step at a time from the group
     whose next step costs the least score per FLOP saved -- per millisecond saved when the
-    problem has a latency model -- until the FLOPs target is met.
+    problem has a latency model -- until the FLOPs target is met (and the predicted latency
+    target, when the problem has one).
     Assuming the groups' losses add up is what makes this cheap (one evaluation per group and
     count); the search optimisers of issue 6 replace it through
     ``ChannelPrunedLearner(ratio_search=...)``.
@@ -269,29 +275,57 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
     counts = dict(full)
     target = problem.flops_keep * fm.dense_flops
     current = fm.flops(counts)
-    while current > target:
+    lat_target = None
+    if problem.latency_keep is not None:
+        if problem.latency_ms is None:
+            raise errors.InvalidArgumentError(
+                "latency_keep", problem.latency_keep, "None when the problem has no latency_ms"
+            )
+        lat_target = problem.latency_keep * problem.latency_ms(full)
+
+    def unmet(counts, flops):
+        if flops > target:
+            return True
+        return lat_target is not None and problem.latency_ms(counts) > lat_target
+
+    while unmet(counts, current):
         best, best_cost = None, np.inf
         for key, options in problem.choices.items():
             i = options.index(counts[key])
-            if i == 0:
-                continue
-            nxt = {**counts, key: options[i - 1]}
-            saved = current - fm.flops(nxt)
-            if saved <= 0:
-                continue
-            if problem.latency_ms is not None:
-                # Time saved; a step the table sees as free (timer noise, a SIMD tile not
-                # crossed) stays possible but ranks after every step that saves time.
-                saved = max(problem.latency_ms(counts) - problem.latency_ms(nxt), 0.0)
-                saved += 1e-9 * (current - fm.flops(nxt)) / fm.dense_flops
-            cost = (loss[key][options[i - 1]] - loss[key][counts[key]] + 1e-6) / saved
-            if cost < best_cost:
-                best, best_cost = nxt, cost
+            # FLOPs fall with every step; time falls in SIMD tiles (16 output channels of
+            # f32 on AVX-512), so one step may save nothing where two save a whole tile.
+            # With a latency model every smaller count is a candidate move (nearest first,
+            # so a tie goes to the smaller move).
+            moves = range(i - 1, -1, -1) if problem.latency_ms is not None else range(i - 1, i)
+            for j in moves:
+                if j < 0:
+                    continue
+                nxt = {**counts, key: options[j]}
+                saved = current - fm.flops(nxt)
+                if saved <= 0:
+                    continue
+                if problem.latency_ms is not None:
+                    # Time saved; a move the table sees as free (timer noise, a tile not
+                    # crossed) stays possible but ranks after every move that saves time.
+                    saved = max(problem.latency_ms(counts) - problem.latency_ms(nxt), 0.0)
+                    saved += 1e-9 * (current - fm.flops(nxt)) / fm.dense_flops
+                cost = (loss[key][options[j]] - loss[key][counts[key]] + 1e-6) / saved
+                if cost < best_cost:
+                    best, best_cost = nxt, cost
         if best is None:
+            if current > target:
+                raise errors.InvalidArgumentError(
+                    "cp_preserve_ratio",
+                    problem.flops_keep,
+                    f"a FLOPs keep ratio >= {current / fm.dense_flops:.3f} (the smallest "
+                    "reachable)",
+                )
             raise errors.InvalidArgumentError(
-                "cp_preserve_ratio",
-                problem.flops_keep,
-                f"a FLOPs keep ratio >= {current / fm.dense_flops:.3f} (the smallest reachable)",
+                "cp_latency_keep",
+                problem.latency_keep,
+                f"a predicted latency keep ratio >= "
+                f"{problem.latency_ms(counts) / problem.latency_ms(full):.3f} (the smallest "
+                "reachable)",
             )
         counts, current = best, fm.flops(best)
     return counts

@@ -35,6 +35,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
 
+from pocketflow_tf import surgery
 from pocketflow_tf.compat import keras, tf
 
 
@@ -119,6 +120,55 @@ def _kernel3(layer: keras.layers.Layer, kernel: np.ndarray, flat_repeat: int) ->
     return kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])
 
 
+def consumer_in_mask(graph, masks, layer_name: str) -> np.ndarray:
+    """Which input channels of ``layer_name``'s kernel (its ``C`` axis) ``masks`` keep.
+
+    Example:
+        >>> from pocketflow_tf import channel_graph
+        >>> m = keras.Sequential([keras.Input((2, 2, 3)), keras.layers.Conv2D(4, 1, name="c"),
+        ...                       keras.layers.Flatten(), keras.layers.Dense(2, name="d")])
+        >>> g = channel_graph.build(m)
+        >>> gid = g.prunable_groups()[0].id
+        >>> consumer_in_mask(g, {gid: np.array([True, False, True, True])}, "d").tolist()
+        [True, False, True, True]
+    """
+    in_mask = surgery.segment_mask(graph, masks, graph.layers[layer_name].inputs[0])
+    repeat = flat_repeat(graph, layer_name)
+    if repeat > 1:  # Flatten -> Dense: the mask repeats once per pixel
+        in_mask = in_mask[: len(in_mask) // repeat]
+    return in_mask
+
+
+def sample_index(rng: np.random.Generator, images: int, positions: int, points: int):
+    """Index picking ``min(points, positions)`` distinct positions of each image's patches.
+
+    ``patches[index]`` of ``(images, positions, P, C)`` patches is
+    ``(images, min(points, positions), P, C)``.
+
+    Example:
+        >>> p = np.zeros((3, 10, 9, 4))
+        >>> p[sample_index(np.random.default_rng(0), 3, 10, 4)].shape
+        (3, 4, 9, 4)
+    """
+    k = min(points, positions)
+    idx = np.stack([rng.choice(positions, k, replace=False) for _ in range(images)])
+    return np.arange(images)[:, None], idx
+
+
+def ridge_solve(gram: np.ndarray, rhs: np.ndarray, ridge: float) -> np.ndarray:
+    """Solves ``(G + ridge * mean(diag G) * I) w = rhs``: least squares from normal equations.
+
+    The ridge is relative to the data scale: it stabilises the solve when kept channels are
+    collinear without biasing the fit visibly.
+
+    Example:
+        >>> ridge_solve(np.eye(2) * 4.0, np.array([4.0, 8.0]), 0.0).tolist()
+        [1.0, 2.0]
+    """
+    gram = gram + np.eye(len(gram)) * ridge * np.trace(gram) / max(len(gram), 1)
+    return np.linalg.solve(gram, rhs)
+
+
 def sample_consumers(
     current: keras.Model,
     original: keras.Model,
@@ -161,12 +211,9 @@ def sample_consumers(
             layer = current.get_layer(n)
             pc = _patches(layer, np.asarray(a), flat_repeat[n])
             po = _patches(layer, np.asarray(b), flat_repeat[n])
-            positions = pc.shape[1]
-            k = min(points_per_image, positions)
-            idx = np.stack([rng.choice(positions, k, replace=False) for _ in range(len(batch))])
-            rows = np.arange(len(batch))[:, None]
-            acc[n][0].append(pc[rows, idx].reshape(-1, pc.shape[2], pc.shape[3]))
-            acc[n][1].append(po[rows, idx].reshape(-1, po.shape[2], po.shape[3]))
+            sel = sample_index(rng, len(batch), pc.shape[1], points_per_image)
+            acc[n][0].append(pc[sel].reshape(-1, pc.shape[2], pc.shape[3]))
+            acc[n][1].append(po[sel].reshape(-1, po.shape[2], po.shape[3]))
     samples = []
     for n in names:
         cur_layer, org_layer = current.get_layer(n), original.get_layer(n)
@@ -292,10 +339,7 @@ def refit(
     a = p.reshape(n, -1).astype(np.float64)
     if sample.bias is not None:
         a = np.concatenate([a, np.ones((n, 1))], axis=1)
-    ata = a.T @ a
-    # Ridge relative to the data scale: stabilises the solve without biasing it visibly.
-    ata += np.eye(len(ata)) * ridge * np.trace(ata) / len(ata)
-    w = np.linalg.solve(ata, a.T @ sample.target.astype(np.float64))
+    w = ridge_solve(a.T @ a, a.T @ sample.target.astype(np.float64), ridge)
     bias = None
     if sample.bias is not None:
         w, bias = w[:-1], w[-1].astype(np.float32)

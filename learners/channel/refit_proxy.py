@@ -86,8 +86,8 @@ class RefitProxy:
         for g in graph.prunable_groups():
             names += [n for n in g.consumers if lasso.supports(model.get_layer(n))]
         names = list(dict.fromkeys(names))
-        self.consumers: dict[str, np.ndarray] = {n: None for n in names}
         self._repeat = {n: lasso.flat_repeat(graph, n) for n in names}
+        self.consumers: dict[str, np.ndarray] = {}
         if not names:
             return
         rng = np.random.default_rng(seed)
@@ -98,14 +98,13 @@ class RefitProxy:
                 feats = [feats]
             for n, f in zip(names, feats, strict=True):
                 p = lasso._patches(model.get_layer(n), np.asarray(f), self._repeat[n])
-                k = min(points, p.shape[1])
-                idx = np.stack([rng.choice(p.shape[1], k, replace=False) for _ in range(len(p))])
-                rows = p[np.arange(len(p))[:, None], idx].reshape(len(p) * k, -1)
+                rows = p[lasso.sample_index(rng, len(p), p.shape[1], points)]
+                rows = rows.reshape(-1, p.shape[2] * p.shape[3])
                 if model.get_layer(n).use_bias:
                     rows = np.concatenate([rows, np.ones((len(rows), 1), rows.dtype)], axis=1)
                 rows = rows.astype(np.float64)
                 gram = rows.T @ rows
-                self.consumers[n] = gram if self.consumers[n] is None else self.consumers[n] + gram
+                self.consumers[n] = self.consumers[n] + gram if n in self.consumers else gram
 
     def apply(self, probe: keras.Model, keep: Mapping[int, Sequence[int] | np.ndarray]) -> None:
         """Masks ``probe`` (a copy of the dense model) to ``keep`` and refits its consumers.
@@ -121,10 +120,8 @@ class RefitProxy:
         surgery.mask_consumers(probe, self.graph, keep)
         masks = surgery.keep_masks(self.graph, keep)
         for name, gram in self.consumers.items():
-            in_mask = surgery.segment_mask(self.graph, masks, self.graph.layers[name].inputs[0])
+            in_mask = lasso.consumer_in_mask(self.graph, masks, name)
             repeat = self._repeat[name]
-            if repeat > 1:  # Flatten -> Dense: the mask repeats once per pixel
-                in_mask = in_mask[: len(in_mask) // repeat]
             if in_mask.all():
                 continue
             layer = self.model.get_layer(name)
@@ -136,9 +133,7 @@ class RefitProxy:
             rows = np.flatnonzero(np.tile(in_mask, k3.shape[0]))
             if layer.use_bias:
                 rows = np.append(rows, len(full) - 1)
-            sub = gram[np.ix_(rows, rows)]
-            sub = sub + np.eye(len(rows)) * self.ridge * np.trace(sub) / max(len(rows), 1)
-            solved = np.linalg.solve(sub, gram[rows] @ full)
+            solved = lasso.ridge_solve(gram[np.ix_(rows, rows)], gram[rows] @ full, self.ridge)
             new = np.zeros_like(full)
             new[rows] = solved
             out = probe.get_layer(name).get_weights()
