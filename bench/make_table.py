@@ -46,6 +46,8 @@ COLUMNS = (
     ("lo_bytes_per_step", "loopback B/step"),
     ("exchange_ratio", "grad bytes ÷"),
     ("curve_val_acc", "test acc per epoch (%)"),
+    ("best_score", "best proxy score"),
+    ("trials_to_random_best", "trials to random's best, per seed"),
     ("wall_s", "wall s"),
 )
 
@@ -81,6 +83,10 @@ def format_value(field: str, value) -> str:
         return f"{value:.3f}"
     if field == "average_bits":
         return f"{value:.2f}"
+    if field == "best_score":
+        return f"{value:.4f}"
+    if field == "trials_to_random_best":
+        return " / ".join("–" if v is None else str(v) for v in value)
     if field == "curve_val_acc":
         return " / ".join(f"{100 * v:.1f}" for v in value)
     if field in ("wall_s", "samples_per_s"):

@@ -33,6 +33,7 @@ BENCHMARKS = {
     "auto": "bench.benchmarks.auto",
     "codebooks": "bench.benchmarks.codebooks",
     "distributed": "bench.benchmarks.distributed",
+    "search": "bench.benchmarks.search",
 }
 
 

@@ -229,9 +229,13 @@ flags.DEFINE_integer("cp_nb_iters_ft", 200, "channel: fine-tuning steps between 
 flags.DEFINE_enum(
     "cp_ratio_search",
     "greedy",
-    ["greedy", "amc"],
-    "channel auto: per-group allocation by greedy sensitivity, or by the AMC DDPG agent "
-    "(He et al. 2018) over --cp_amc_episodes proxy evaluations",
+    ["greedy", "amc", "tpe", "gp", "random"],
+    "channel auto: per-group allocation by greedy sensitivity, by the AMC DDPG agent "
+    "(He et al. 2018) over --cp_amc_episodes proxy evaluations, or by TPE / GP / random "
+    "search over --cp_search_trials",
+)
+flags.DEFINE_integer(
+    "cp_search_trials", 100, "channel auto with tpe/gp/random: plans proposed (proxy scores)"
 )
 flags.DEFINE_integer("cp_amc_episodes", 300, "channel auto with amc: search episodes")
 flags.DEFINE_enum(
@@ -270,6 +274,7 @@ _CP_FLAGS = (
     "cp_ratio_search",
     "cp_amc_episodes",
     "cp_amc_reward",
+    "cp_search_trials",
     "cp_proxy_bn_batches",
     "cp_proxy",
 )
@@ -325,23 +330,34 @@ def channel_options() -> dict:
 
 def _ratio_search():
     """The ``ratio_search`` of ``--cp_ratio_search`` (None: the learner's greedy default)."""
-    if FLAGS.cp_ratio_search == "greedy":
-        for name in ("cp_amc_episodes", "cp_amc_reward"):
-            if FLAGS[name].present:
-                raise errors.InvalidArgumentError(
-                    "cp_ratio_search", "greedy", f"amc when --{name} is given"
-                )
+    how = FLAGS.cp_ratio_search
+    owners = {"cp_amc_episodes": "amc", "cp_amc_reward": "amc", "cp_search_trials": "tpe|gp|random"}
+    for name, owner in owners.items():
+        if FLAGS[name].present and how not in owner.split("|"):
+            raise errors.InvalidArgumentError(
+                "cp_ratio_search", how, f"{owner} when --{name} is given"
+            )
+    if how == "greedy":
         return None
     if FLAGS.cp_cost != "flops":
-        # The agent's bounding enforces the FLOPs budget and its reward ranks accuracy; the
+        # A search's bounding enforces the FLOPs budget and its score ranks accuracy; the
         # latency table is used by the greedy allocation only.
         raise errors.InvalidArgumentError(
-            "cp_cost", FLAGS.cp_cost, "flops with --cp_ratio_search amc"
+            "cp_cost", FLAGS.cp_cost, f"flops with --cp_ratio_search {how}"
         )
-    from pocketflow_tf.learners.channel import amc_search
+    if how == "amc":
+        from pocketflow_tf.learners.channel import amc_search
 
-    return amc_search.amc_ratio_search(
-        episodes=FLAGS.cp_amc_episodes, seed=FLAGS.seed, reward=FLAGS.cp_amc_reward, verbose=True
+        return amc_search.amc_ratio_search(
+            episodes=FLAGS.cp_amc_episodes,
+            seed=FLAGS.seed,
+            reward=FLAGS.cp_amc_reward,
+            verbose=True,
+        )
+    from pocketflow_tf.learners.channel import optimizer_search
+
+    return optimizer_search.optimizer_ratio_search(
+        how, trials=FLAGS.cp_search_trials, seed=FLAGS.seed, verbose=True
     )
 
 

@@ -65,3 +65,16 @@ def test_readme_update_keeps_the_rest(tmp_path, monkeypatch):
 
 def test_known_benchmarks():
     assert set(run.BENCHMARKS) >= {"baselines", "ptq"}
+
+
+def test_search_columns():
+    assert make_table.format_value("trials_to_random_best", [12, None, 3]) == "12 / – / 3"
+    assert make_table.format_value("best_score", -0.30412) == "-0.3041"
+    assert "search" in run.BENCHMARKS
+
+
+def test_first_reaching():
+    from bench.benchmarks import search
+
+    assert search.first_reaching([-2.0, -1.5, -1.5, -1.0], -1.5) == 2
+    assert search.first_reaching([-2.0], -1.0) is None

@@ -22,6 +22,7 @@ from pocketflow_tf.learners.channel import (
     importance,
     lasso,
     latency_table,
+    optimizer_search,
     refit_proxy,
 )
 from pocketflow_tf.learners.channel import learner as channel_learner
@@ -60,6 +61,7 @@ auto_compress = importlib.import_module("pocketflow_tf.learners.auto.compress")
         lasso,
         latency_table,
         refit_proxy,
+        optimizer_search,
         channel_learner,
         qat,
         uniform_learner,

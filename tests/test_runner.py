@@ -141,7 +141,12 @@ def test_run_script_reports_user_errors_without_traceback(tmp_path):
 
 
 @needs_fmnist
-def test_run_script_channel_learner_end_to_end(tmp_path):
+@pytest.mark.parametrize(
+    "allocation",
+    [[], ["--cp_prune_option=auto", "--cp_ratio_search=random", "--cp_search_trials=3"]],
+    ids=["uniform", "auto-random-search"],
+)
+def test_run_script_channel_learner_end_to_end(tmp_path, allocation):
     """The run script drives the channel learner: flags -> thinner model -> verified export."""
     save = tmp_path / "m.keras"
     proc = subprocess.run(
@@ -149,6 +154,7 @@ def test_run_script_channel_learner_end_to_end(tmp_path):
             sys.executable,
             os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
             "--learner=channel",
+            *allocation,
             "--cp_preserve_ratio=0.5",
             "--cp_criterion=l1",
             "--cp_nb_samples=64",
@@ -185,6 +191,10 @@ def test_run_script_channel_learner_end_to_end(tmp_path):
         (["--uql_weight_bits=8"], "--uql_weight_bits"),
         # AMC settings without the AMC allocation would be silently unused.
         (["--learner=channel", "--cp_amc_episodes=5"], "--cp_amc_episodes"),
+        (
+            ["--learner=channel", "--cp_ratio_search=amc", "--cp_search_trials=5"],
+            "--cp_search_trials",
+        ),
     ],
 )
 def test_learner_specific_flags_need_their_learner(tmp_path, args, named):

@@ -392,10 +392,48 @@ class ChannelPrunedLearner(learner.Learner):
             )
         if calib is None:
             return {}
+        problem = self._problem(model, graph, fm, calib)
+        search = self.ratio_search or (
+            lambda p: allocation.greedy_sensitivity(p, verbose=self.verbose >= 2)
+        )
+        return search(problem)
+
+    def allocation_problem(
+        self, model: keras.Model, x: np.ndarray, y: np.ndarray
+    ) -> allocation.AllocationProblem:
+        """The problem ``auto`` hands to its search, for comparing searches on it.
+
+        Args:
+            model: The dense model.
+            x: Training images (a calibration sample is drawn as in :meth:`prune`).
+            y: Their labels.
+
+        Raises:
+            InvalidArgumentError: If ``cp_prune_option`` is not ``"auto"``, or the request
+                is invalid for ``model`` (see :meth:`plan`).
+
+        Example:
+            >>> lrn = ChannelPrunedLearner(cp_prune_option="auto", cp_preserve_ratio=0.5)
+            >>> problem = lrn.allocation_problem(model, x, y)  # doctest: +SKIP
+            >>> problem.evaluate({k: c[-1] for k, c in problem.choices.items()})  # doctest: +SKIP
+        """
+        if self.cp_prune_option != "auto":
+            raise errors.InvalidArgumentError(
+                "cp_prune_option", self.cp_prune_option, "'auto' (only it searches counts)"
+            )
+        self.plan(model)  # validates
+        graph = channel_graph.build(model, self.cp_exclude)
+        calib = _calibration_sample(
+            x, y, max(self.cp_nb_samples, self.cp_nb_eval), self.train_config.seed
+        )
+        return self._problem(model, graph, allocation.FlopsModel.build(model, graph), calib)
+
+    def _problem(self, model, graph, fm, calib) -> allocation.AllocationProblem:
         self._latency = None
         if self.cp_cost == "latency":
             self._latency = latency_table.LatencyTable(model, graph, verbose=self.verbose)
-        problem = allocation.AllocationProblem(
+        r = self.cp_channel_round
+        return allocation.AllocationProblem(
             fm,
             self.cp_preserve_ratio,
             r,
@@ -404,10 +442,6 @@ class ChannelPrunedLearner(learner.Learner):
             latency_ms=None if self._latency is None else self._latency.model_ms,
             latency_keep=self.cp_latency_keep,
         )
-        search = self.ratio_search or (
-            lambda p: allocation.greedy_sensitivity(p, verbose=self.verbose >= 2)
-        )
-        return search(problem)
 
     def _proxy_evaluator(self, model, graph, calib):
         """Score of a plan: minus the cross-entropy of the L1-pruned model, no fine-tuning
