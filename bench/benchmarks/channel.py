@@ -24,7 +24,8 @@ against the dense float export measured interleaved in the same run (one thread,
 Every export is verified before it is timed.
 
 Environment knobs (for smoke runs): ``PFTF_CP_EPOCHS`` (fine-tune epochs, default 6),
-``PFTF_CP_RECIPES`` (comma list, default ``resnet_at_fmnist,mobilenet_at_fmnist``),
+``PFTF_CP_LR`` (peak fine-tuning learning rate, default the recipe's; named in the
+setting when given), ``PFTF_CP_RECIPES`` (comma list, default ``resnet_at_fmnist,mobilenet_at_fmnist``),
 ``PFTF_CP_KEEP`` (comma list of FLOPs keep ratios, default ``0.5,0.4``), ``PFTF_CP_METHODS``
 (comma list of methods, default all).
 
@@ -93,12 +94,15 @@ def run() -> list[dict]:
         >>> recs = run()  # doctest: +SKIP
     """
     epochs = int(os.environ.get("PFTF_CP_EPOCHS", "6"))
+    lr = os.environ.get("PFTF_CP_LR")  # None: the recipe's fine-tuning rate
+    setting = f"epochs={epochs}" + (f",lr={float(lr)}" if lr else "")
     data = datasets.load_dataset("fmnist")
     recs = []
     for name in _env_list("PFTF_CP_RECIPES", "resnet_at_fmnist,mobilenet_at_fmnist"):
         dense, _ = baseline_cache.train_or_load(name)
         acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
-        cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
+        changes = {"learning_rate": float(lr)} if lr else {}
+        cfg = recipe.get_recipe(name).finetune_config(epochs=epochs, **changes)
         dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
         dense_exp = tflite_verify.export_tflite(
             dense, dense_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
@@ -124,7 +128,7 @@ def run() -> list[dict]:
                     model=dense.name,
                     dataset="fmnist",
                     method=method,
-                    setting=f"flops_keep={keep},epochs={epochs}",
+                    setting=f"flops_keep={keep},{setting}",
                     acc=round(acc, 4),
                     acc_baseline=round(acc_dense, 4),
                     flops_ratio=round(prof.total_flops / dense_profile.total_flops, 4),
