@@ -27,6 +27,8 @@ COLUMNS = (
     ("model", "model"),
     ("method", "method"),
     ("setting", "setting"),
+    # Rows of one benchmark may differ in fine-tuning length (a knob, not part of the setting).
+    ("epochs", "epochs"),
     ("acc_pruned", "acc before fine-tune"),
     ("acc", "test acc"),
     ("acc_delta", "Δ acc (pt)"),

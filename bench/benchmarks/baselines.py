@@ -1,13 +1,13 @@
 """Benchmark ``baselines``: the full-recipe full-precision models on Fashion-MNIST.
 
-Trains (or reuses from ``bench/artifacts``) the convnet and ResNet-20 with their documented
-full recipes, then measures test accuracy, parameters, FLOPs, float ``.tflite`` bytes and
+Trains (or reuses from ``bench/artifacts``) the convnet, ResNet-20 and the MobileNet-style
+net (v1) with their documented full recipes, then measures test accuracy, parameters, FLOPs, float ``.tflite`` bytes and
 LiteRT latency (one thread, batch 1, median).
 
 Example:
     >>> from bench.benchmarks import baselines
     >>> baselines.RECIPES
-    ('convnet_at_fmnist', 'resnet_at_fmnist')
+    ('convnet_at_fmnist', 'resnet_at_fmnist', 'mobilenet_at_fmnist')
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from bench import baselines as baseline_cache
 from bench import results_io
 from pocketflow_tf import accounting, datasets, latency, tflite_verify, training
 
-RECIPES = ("convnet_at_fmnist", "resnet_at_fmnist")
+RECIPES = ("convnet_at_fmnist", "resnet_at_fmnist", "mobilenet_at_fmnist")
 COMMAND = "python -m bench.run baselines"
 
 
