@@ -48,7 +48,7 @@ COLUMNS = (
     ("lo_bytes_per_step", "loopback B/step"),
     ("exchange_ratio", "grad bytes ÷"),
     ("curve_val_acc", "test acc per epoch (%)"),
-    ("best_score", "best proxy score"),
+    ("best_score", "best proxy score (median of seeds)"),
     ("trials_to_random_best", "trials to random's best, per seed"),
     ("wall_s", "wall s"),
 )

@@ -202,6 +202,8 @@ def test_latency_target_prunes_past_the_flops_target():
     flops_only = solve(None)
     assert fm.flops(flops_only) <= 0.95 * fm.dense_flops
     assert latency_ms(flops_only) > 0.5 * 32  # the FLOPs target alone stops early
+    # ... after one step of the free group 'a': no jump past the FLOPs target.
+    assert flops_only == {k: c[-1] for k, c in choices.items()} | {"a": 12}
     both = solve(0.5)
     assert latency_ms(both) <= 0.5 * 32
     # 'a' is free, so it goes first, to its smallest count, before 'c' pays the rest, one
@@ -210,6 +212,14 @@ def test_latency_target_prunes_past_the_flops_target():
     with pytest.raises(errors.InvalidArgumentError) as e:
         solve(0.1)  # even 4 + 4 channels is 0.25 of the dense time
     assert e.value.name == "cp_latency_keep" and "0.250" in str(e.value)
+    # ... found before the sensitivity sweep: the score function is never called.
+    scored = []
+    unreachable = allocation.AllocationProblem(
+        fm, 0.95, 4, choices, scored.append, latency_ms=latency_ms, latency_keep=0.1
+    )
+    with pytest.raises(errors.InvalidArgumentError, match="cp_latency_keep"):
+        allocation.greedy_sensitivity(unreachable)
+    assert scored == []
     with pytest.raises(errors.InvalidArgumentError, match="latency_keep"):
         allocation.greedy_sensitivity(
             allocation.AllocationProblem(fm, 0.9, 4, choices, lambda c: 0.0, latency_keep=0.5)

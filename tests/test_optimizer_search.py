@@ -101,8 +101,8 @@ def test_allocation_problem_is_the_one_auto_searches(images):
     "kwargs, name",
     [
         ({"optimizer": "anneal"}, "cp_ratio_search"),
-        ({"trials": 0}, "trials"),
-        ({"trials": True}, "trials"),
+        ({"trials": 0}, "cp_search_trials"),
+        ({"trials": True}, "cp_search_trials"),
         ({"seed": -1}, "seed"),
     ],
 )

@@ -43,17 +43,34 @@ OPTIMIZERS = ("random", "tpe", "gp")
 RECIPE = "resnet_at_fmnist"
 
 
-def first_reaching(curve: list[float], level: float) -> int | None:
+def first_reaching(curve: list[float | None], level: float | None) -> int | None:
     """1-based index of the first entry of ``curve`` at or above ``level`` (None: never).
+
+    ``None`` entries (no trial scored yet) never reach; a ``None`` level (the reference
+    search scored nothing) is reached by nobody.
 
     Example:
         >>> first_reaching([-3.0, -2.0, -1.0], -2.0), first_reaching([-3.0], -1.0)
         (2, None)
+        >>> first_reaching([None, -1.0], None)
     """
+    if level is None:
+        return None
     for i, value in enumerate(curve):
         if value is not None and value >= level:
             return i + 1
     return None
+
+
+def _median(values: list[float | None]) -> float | None:
+    """Median of the scored values, rounded; None when none scored.
+
+    Example:
+        >>> _median([-0.3, None, -0.5, -0.1]), _median([None])
+        (-0.3, None)
+    """
+    scored = [v for v in values if v is not None]
+    return round(statistics.median(scored), 4) if scored else None
 
 
 def run() -> list[dict]:
@@ -91,7 +108,7 @@ def run() -> list[dict]:
             walls[name] += time.time() - start
             curve = [h["best"] for h in searcher.history]
             runs[name].append({"counts": counts, "curve": curve, "best": curve[-1]})
-            print(f"[bench] search {name} seed {seed}: best {curve[-1]:.4f} ({counts})")
+            print(f"[bench] search {name} seed {seed}: best {curve[-1]} ({counts})")
     dense_flops = accounting.profile_model(dense).total_flops
     recs = []
     for name in OPTIMIZERS:
@@ -115,7 +132,8 @@ def run() -> list[dict]:
                 flops_ratio=round(accounting.profile_model(thin).total_flops / dense_flops, 4),
                 wall_s=round(walls[name], 1),
                 command=COMMAND,
-                best_score=round(statistics.median(r["best"] for r in runs[name]), 4),
+                # None when every trial of every seed failed (no score to take a median of)
+                best_score=_median([r["best"] for r in runs[name]]),
                 trials_to_random_best=reach,
                 curves=[[round(v, 4) for v in r["curve"]] for r in runs[name]],
                 best_counts=[r["counts"] for r in runs[name]],

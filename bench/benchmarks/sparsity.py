@@ -128,13 +128,19 @@ def _env_list(name: str, default: str) -> list[str]:
 
 
 def _command(settings: dict) -> str:
-    """The command that reproduces a record (its epochs and learning rate spelled out).
+    """The command that reproduces a record (epochs, learning rate, a non-default protocol).
 
     Example:
         >>> _command({"epochs": 8, "lr": 0.05, "prtl": "heurist"})
         'PFTF_SPARSITY_EPOCHS=8 PFTF_SPARSITY_LR=0.05 python -m bench.run sparsity'
+        >>> _command({"epochs": 4, "lr": 0.05, "prtl": "uniform"})
+        'PFTF_SPARSITY_EPOCHS=4 PFTF_SPARSITY_LR=0.05 PFTF_SPARSITY_PRTL=uniform python -m bench.run sparsity'
     """
-    return f"PFTF_SPARSITY_EPOCHS={settings['epochs']} PFTF_SPARSITY_LR={settings['lr']} {COMMAND}"
+    prtl = "" if settings["prtl"] == DEFAULT_PRTL else f"PFTF_SPARSITY_PRTL={settings['prtl']} "
+    return (
+        f"PFTF_SPARSITY_EPOCHS={settings['epochs']} PFTF_SPARSITY_LR={settings['lr']} "
+        f"{prtl}{COMMAND}"
+    )
 
 
 def _settings() -> dict:

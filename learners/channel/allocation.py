@@ -251,7 +251,9 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
     allowed count), then channels are taken away one rounding step at a time from the group
     whose next step costs the least score per FLOP saved -- per millisecond saved when the
     problem has a latency model -- until the FLOPs target is met (and the predicted latency
-    target, when the problem has one).
+    target, when the problem has one; while that one is unmet a move may take several steps
+    at once, to cross a SIMD tile). A target that even the smallest counts miss raises
+    :class:`~pocketflow_tf.errors.InvalidArgumentError` before any group is evaluated.
     Assuming the groups' losses add up is what makes this cheap (one evaluation per group and
     count); the search optimisers of issue 6 replace it through
     ``ChannelPrunedLearner(ratio_search=...)``.
@@ -262,6 +264,32 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
     """
     fm = problem.flops_model
     full = {k: c[-1] for k, c in problem.choices.items()}
+    smallest = {k: c[0] for k, c in problem.choices.items()}
+    target = problem.flops_keep * fm.dense_flops
+    lat_target = None
+    if problem.latency_keep is not None:
+        if problem.latency_ms is None:
+            raise errors.InvalidArgumentError(
+                "latency_keep", problem.latency_keep, "None when the problem has no latency_ms"
+            )
+        lat_target = problem.latency_keep * problem.latency_ms(full)
+    # Unreachable targets fail here, before the sensitivity sweep (one evaluation per group
+    # and count: the expensive part).
+    if fm.flops(smallest) > target:
+        raise errors.InvalidArgumentError(
+            "cp_preserve_ratio",
+            problem.flops_keep,
+            f"a FLOPs keep ratio >= {fm.flops(smallest) / fm.dense_flops:.3f} (the smallest "
+            "reachable)",
+        )
+    if lat_target is not None and problem.latency_ms(smallest) > lat_target:
+        raise errors.InvalidArgumentError(
+            "cp_latency_keep",
+            problem.latency_keep,
+            f"a predicted latency keep ratio >= "
+            f"{problem.latency_ms(smallest) / problem.latency_ms(full):.3f} (the smallest "
+            "reachable)",
+        )
     base = problem.evaluate(full)
     loss: dict[str, dict[int, float]] = {}
     for key, options in problem.choices.items():
@@ -273,15 +301,7 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
                 f"  sensitivity {key}: " + ", ".join(f"{c}:{v:.3f}" for c, v in loss[key].items())
             )
     counts = dict(full)
-    target = problem.flops_keep * fm.dense_flops
     current = fm.flops(counts)
-    lat_target = None
-    if problem.latency_keep is not None:
-        if problem.latency_ms is None:
-            raise errors.InvalidArgumentError(
-                "latency_keep", problem.latency_keep, "None when the problem has no latency_ms"
-            )
-        lat_target = problem.latency_keep * problem.latency_ms(full)
 
     def unmet(counts, flops):
         if flops > target:
@@ -290,13 +310,15 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
 
     while unmet(counts, current):
         best, best_cost = None, np.inf
+        # FLOPs fall with every step; time falls in SIMD tiles (16 output channels of f32 on
+        # AVX-512), so one step may save nothing where two save a whole tile. While the
+        # latency target is unmet every smaller count is a candidate move (nearest first, so
+        # a tie goes to the smaller move). Otherwise only single steps: a free multi-step
+        # jump would overshoot the FLOPs target, throwing away channels nothing asked for.
+        jumps = lat_target is not None and problem.latency_ms(counts) > lat_target
         for key, options in problem.choices.items():
             i = options.index(counts[key])
-            # FLOPs fall with every step; time falls in SIMD tiles (16 output channels of
-            # f32 on AVX-512), so one step may save nothing where two save a whole tile.
-            # With a latency model every smaller count is a candidate move (nearest first,
-            # so a tie goes to the smaller move).
-            moves = range(i - 1, -1, -1) if problem.latency_ms is not None else range(i - 1, i)
+            moves = range(i - 1, -1, -1) if jumps else range(i - 1, i)
             for j in moves:
                 if j < 0:
                     continue

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -139,7 +140,8 @@ class OptimizerRatioSearch:
                 cache[key] = float(problem.evaluate(counts))
             score = cache[key]
             opt.tell(trial.number, score)
-            if score == score and (best_score is None or score > best_score):  # NaN: never
+            # NaN and +-inf count as failed, as the optimiser's tell() treats them.
+            if math.isfinite(score) and (best_score is None or score > best_score):
                 best_score, best_counts = score, counts
             self.history.append({"trial": t, "counts": counts, "score": score, "best": best_score})
             if self.verbose and (t + 1) % max(1, self.trials // 10) == 0:
@@ -175,7 +177,7 @@ def optimizer_ratio_search(
     if optimizer not in OPTIMIZERS:
         raise errors.InvalidArgumentError("cp_ratio_search", optimizer, f"one of {OPTIMIZERS}")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise errors.InvalidArgumentError("trials", trials, "an integer >= 1")
+        raise errors.InvalidArgumentError("cp_search_trials", trials, "an integer >= 1")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise errors.InvalidArgumentError("seed", seed, "an integer >= 0")
     return OptimizerRatioSearch(optimizer, trials, seed, verbose)
