@@ -5,8 +5,11 @@ with the same no-fine-tuning proxy (``problem.evaluate``), like the AMC agent bu
 its per-layer state. Each group's count is a parameter (an index into its allowed counts);
 a proposal over the FLOPs target is bounded to it the way AMC bounds its actions
 (:func:`fit_to_flops`, which also fills a plan under the target up to it), so every
-scored plan is feasible and uses the budget, and the optimiser is told the score of what
-was actually scored. Plans that repeat are scored once.
+scored plan is feasible and uses the budget. The optimiser is told that score against the
+indices it proposed, not the fitted ones (its ask/tell interface has no way to record
+other parameters), so it learns a many-to-one, step-shaped surface; with 12 groups that may
+be why TPE's start-up was no better than random in the ``search`` benchmark. Plans that
+repeat are scored once.
 
 Example:
     >>> from pocketflow_tf.compat import keras
