@@ -125,6 +125,8 @@ _WS_FLAGS = (
     "ws_skip_first_last",
     "ws_min_params",
     "ws_m_by_n",
+    "ws_ratio_search",
+    "ws_search_trials",
 )
 flags.DEFINE_float(
     "ws_prune_ratio", None, "WS: target sparsity in [0, 1) (default 0.75, or m/n with ws_m_by_n)"
@@ -146,6 +148,14 @@ flags.DEFINE_integer(
 flags.DEFINE_boolean("ws_skip_first_last", True, "WS: keep the first and last layers dense")
 flags.DEFINE_integer("ws_min_params", 1000, "WS: layers with fewer weights stay dense")
 flags.DEFINE_string("ws_m_by_n", None, "WS: structured sparsity 'm:n' (m zeros in n), e.g. 2:4")
+flags.DEFINE_enum(
+    "ws_ratio_search",
+    "tpe",
+    ["tpe", "gp", "random"],
+    "WS optimal: the optimiser of the per-layer ratios (scored without training on held-out "
+    "training images)",
+)
+flags.DEFINE_integer("ws_search_trials", 40, "WS optimal: per-layer ratio plans proposed")
 
 
 def weight_sparse_options() -> dict:
@@ -176,6 +186,8 @@ def weight_sparse_options() -> dict:
         "ws_skip_first_last": FLAGS.ws_skip_first_last,
         "ws_min_params": FLAGS.ws_min_params,
         "ws_m_by_n": m_by_n,
+        "ws_ratio_search": FLAGS.ws_ratio_search,
+        "ws_search_trials": FLAGS.ws_search_trials,
     }
 
 

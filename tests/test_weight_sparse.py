@@ -11,7 +11,13 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_uti
 import pocketflow_tf.learners  # noqa: F401  (registers the learners)
 from pocketflow_tf import distillation, errors, learner, sparsity, tflite_export, training
 from pocketflow_tf.compat import keras, tf
-from pocketflow_tf.learners.weight_sparse import WeightSparseLearner, pqat, ratios, schedule
+from pocketflow_tf.learners.weight_sparse import (
+    WeightSparseLearner,
+    optimal_search,
+    pqat,
+    ratios,
+    schedule,
+)
 from pocketflow_tf.nets import runner
 
 # Pruned layers of `ws_model` with the default policy: c1 (72 weights) is first and small,
@@ -128,7 +134,8 @@ def test_unreachable_or_bad_schedule_is_refused(kwargs, name):
         ({"ws_prune_ratio": "0.5"}, "ws_prune_ratio"),
         ({"ws_prune_ratio": True}, "ws_prune_ratio"),
         ({"ws_prune_ratio_prtl": "magic"}, "ws_prune_ratio_prtl"),
-        ({"ws_prune_ratio_prtl": "optimal"}, "ratio_search"),
+        ({"ws_prune_ratio_prtl": "optimal", "ws_ratio_search": "anneal"}, "ws_ratio_search"),
+        ({"ws_prune_ratio_prtl": "optimal", "ws_search_trials": 0}, "ws_search_trials"),
         ({"ws_m_by_n": (4, 2)}, "ws_m_by_n"),
         ({"ws_m_by_n": (2, 4), "ws_prune_ratio": 0.75}, "ws_prune_ratio"),
         ({"ws_m_by_n": (2, 4), "ws_prune_ratio_prtl": "heurist"}, "ws_prune_ratio_prtl"),
@@ -142,9 +149,12 @@ def test_bad_knobs_fail_in_the_constructor(kwargs, name):
     assert e.value.name == name
 
 
-def test_optimal_without_search_says_it_is_not_available_yet():
-    with pytest.raises(errors.InvalidArgumentError, match="issue 6"):
-        WeightSparseLearner(ws_prune_ratio_prtl="optimal")
+def test_optimal_without_search_gets_the_proxy_search():
+    lrn = WeightSparseLearner(ws_prune_ratio_prtl="optimal", ws_ratio_search="gp")
+    assert isinstance(lrn.ratio_search, optimal_search.ProxyRatioSearch)
+    assert lrn.ratio_search.optimizer == "gp" and lrn.ratio_search.trials == 40
+    with pytest.raises(errors.InvalidArgumentError, match="ratio_search"):
+        ratios.resolve_ratios("optimal", [], 0.5)  # the bare protocol never falls back
 
 
 def test_unreachable_schedule_fails_before_training_and_writes_nothing(ws_model, ws_data, tmp_path):
@@ -410,6 +420,11 @@ cli.FLAGS(["prog", "--learner=ws", "--ws_prune_ratio=0.5", "--ws_m_by_n=2:4"])
 opts = cli.weight_sparse_options()
 assert opts["ws_prune_ratio"] == 0.5 and opts["ws_m_by_n"] == (2, 4), opts
 WeightSparseLearner(**opts)  # the flags form a valid learner configuration
+cli.FLAGS.unparse_flags()
+cli.FLAGS(["prog", "--learner=ws", "--ws_prune_ratio_prtl=optimal", "--ws_ratio_search=gp",
+           "--ws_search_trials=7"])
+lrn = WeightSparseLearner(**cli.weight_sparse_options())
+assert (lrn.ratio_search.optimizer, lrn.ratio_search.trials) == ("gp", 7), lrn.ratio_search
 cli.FLAGS.unparse_flags()
 cli.FLAGS(["prog", "--learner=full-prec"])
 assert cli.weight_sparse_options() == {}

@@ -43,6 +43,7 @@ import tensorflow_model_optimization as tfmot
 
 from pocketflow_tf import errors, learner, sparsity
 from pocketflow_tf.compat import keras, tf
+from pocketflow_tf.learners.weight_sparse import optimal_search
 from pocketflow_tf.learners.weight_sparse import ratios as ratios_lib
 from pocketflow_tf.learners.weight_sparse import schedule as schedule_lib
 
@@ -131,7 +132,9 @@ class WeightSparseLearner(learner.Learner):
             weights in the pruned layers. Default 0.75 (PocketFlow's), or ``m / n`` with
             ``ws_m_by_n``.
         ws_prune_ratio_prtl: Per-layer protocol: ``"uniform"``, ``"heurist"`` (bigger layers
-            pruned more) or ``"optimal"`` (searched; needs ``ratio_search``). See
+            pruned more) or ``"optimal"`` (searched under the target: ``ratio_search``, by
+            default a :class:`~.optimal_search.ProxyRatioSearch` bound to the model and
+            training data at :meth:`fit`). See
             :mod:`~pocketflow_tf.learners.weight_sparse.ratios`.
         ws_prune_ratio_exp: Exponent of the polynomial ramp (PocketFlow's default 3).
         ws_iter_ratio_beg: Fraction of the planned steps at which pruning begins.
@@ -145,8 +148,12 @@ class WeightSparseLearner(learner.Learner):
             input-channel weights, e.g. ``(2, 4)``. TFMOT applies it in one shot at the first
             training step (the gradual schedule does not apply) and only to layers whose
             input dimension is a multiple of ``n``; the protocol must be ``uniform``.
+        ws_ratio_search: Optimiser of the default ``optimal`` search: ``"tpe"``, ``"gp"``
+            or ``"random"``.
+        ws_search_trials: Plans it proposes (each scored without training, on held-out
+            training images).
         ratio_search: ``ratio_search(layer_infos, target) -> {layer name: ratio}``, the
-            per-layer search used by ``"optimal"``.
+            per-layer search used by ``"optimal"`` (overrides the two options above).
         **kwargs: The base :class:`~pocketflow_tf.learner.Learner` arguments (distillation,
             teacher, log_dir, checkpoint_dir, verbose).
 
@@ -178,6 +185,8 @@ class WeightSparseLearner(learner.Learner):
         ws_skip_first_last: bool = True,
         ws_min_params: int = 1000,
         ws_m_by_n: tuple[int, int] | None = None,
+        ws_ratio_search: str = "tpe",
+        ws_search_trials: int = 40,
         ratio_search: ratios_lib.RatioSearch | None = None,
         **kwargs: Any,
     ):
@@ -194,10 +203,6 @@ class WeightSparseLearner(learner.Learner):
             raise errors.InvalidArgumentError(
                 "ws_prune_ratio_prtl", ws_prune_ratio_prtl, f"one of {ratios_lib.PROTOCOLS}"
             )
-        if ws_prune_ratio_prtl == "optimal" and not callable(ratio_search):
-            # Checked here, not at fit time: a run must not train data loaders and a teacher
-            # only to learn that its protocol cannot be served.
-            ratios_lib.resolve_ratios("optimal", [], 0.0, ratio_search=ratio_search)
         if ratio_search is not None and not callable(ratio_search):
             raise errors.InvalidArgumentError(
                 "ratio_search", ratio_search, "None or a callable(layer_infos, target)"
@@ -236,6 +241,18 @@ class WeightSparseLearner(learner.Learner):
         self.ws_mask_update_step = None if ws_mask_update_step is None else int(ws_mask_update_step)
         self.ws_skip_first_last = bool(ws_skip_first_last)
         self.ws_min_params = int(ws_min_params)
+        # Built (and its options checked) here, not at fit time: a run must not load data and
+        # a teacher only to learn that its search cannot be served.
+        search = optimal_search.ProxyRatioSearch(
+            ws_ratio_search,
+            ws_search_trials,
+            seed=self.train_config.seed,
+            verbose=bool(self.verbose),
+        )
+        if ratio_search is None and ws_prune_ratio_prtl == "optimal":
+            ratio_search = search
+        self.ws_ratio_search = ws_ratio_search
+        self.ws_search_trials = ws_search_trials
         self.ratio_search = ratio_search
         self.plan: SparsityPlan | None = None
         self.report: sparsity.SparsityReport | None = None
@@ -324,6 +341,9 @@ class WeightSparseLearner(learner.Learner):
                 "tf.data.experimental.assert_cardinality(n)): the pruning schedule is "
                 "planned in training steps",
             )
+        if isinstance(self.ratio_search, optimal_search.ProxyRatioSearch):
+            # The proxy prunes this model's kernels (and restores them) on training images.
+            self.ratio_search.bind(model, x, y)
         return super().fit(model, x, y, **kwargs)
 
     def prepare(self, model: keras.Model) -> keras.Model:
@@ -438,6 +458,8 @@ class WeightSparseLearner(learner.Learner):
             "ws_skip_first_last": self.ws_skip_first_last,
             "ws_min_params": self.ws_min_params,
             "ws_m_by_n": None if self.ws_m_by_n is None else list(self.ws_m_by_n),
+            "ws_ratio_search": self.ws_ratio_search,
+            "ws_search_trials": self.ws_search_trials,
             "ratio_search": None if self.ratio_search is None else repr(self.ratio_search),
         }
         if self.plan is not None:

@@ -11,7 +11,8 @@ sparsity into per-layer ratios with PocketFlow's protocols (``ws_prune_ratio_prt
   clamped to ``[0, max_ratio]`` and what the clamp removes is redistributed to the other
   layers (``alpha`` is solved with the clamp in place).
 * ``optimal``: searched per layer under the global target by a ``ratio_search`` callable
-  (the hyper-parameter optimisers of issue 6 provide one). Without a callable this protocol
+  (:class:`~.optimal_search.ProxyRatioSearch`, TPE/GP/random on a no-training proxy, is
+  the learner's default). Without a callable this protocol
   is an error -- it never silently falls back to another protocol, since the user asked for
   a searched allocation and would otherwise get a heuristic one without noticing.
 
@@ -330,8 +331,8 @@ def resolve_ratios(
             "ratio_search",
             ratio_search,
             "a callable ratio_search(layer_infos, target) -> {layer name: ratio} with "
-            "ws_prune_ratio_prtl='optimal' (the per-layer search of issue 6 is not "
-            "available yet; use 'uniform' or 'heurist', or pass your own search)",
+            "ws_prune_ratio_prtl='optimal' (WeightSparseLearner builds one itself: "
+            "optimal_search.ProxyRatioSearch)",
         )
     found = dict(ratio_search(list(pruned), target))
     names = {i.name for i in pruned}

@@ -1,0 +1,241 @@
+"""``optimal`` per-layer sparsity: ratios searched by the ask/tell optimisers (TPE, GP, random).
+
+Each prunable layer gets a density factor ``d_l`` (log scale, ``[1/4, 4]``); the kept share
+of layer ``l`` is ``clip(c * d_l, 1 - max_ratio, 1)``, with ``c`` found by bisection so that
+the parameter-weighted sparsity is the target. Every scored plan is therefore feasible and
+spends exactly the budget, as AMC bounds its actions. A plan is scored by a proxy without
+training: each kernel magnitude-pruned in place to its ratio (where TFMOT's mask ends), minus
+the cross-entropy on a held-out share of the *training* data (never the test set), then the
+kernels restored. The ``uniform`` and ``heurist`` plans are scored first, so the answer is
+never worse on the proxy than the closed-form protocols.
+
+Example:
+    >>> import numpy as np
+    >>> from pocketflow_tf.compat import keras
+    >>> from pocketflow_tf.learners.weight_sparse import ratios
+    >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, name="a"),
+    ...                       keras.layers.Dense(32, name="b"), keras.layers.Dense(3)])
+    >>> x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    >>> search = ProxyRatioSearch("random", trials=4, holdout=32).bind(m, x, np.arange(64) % 3)
+    >>> infos = [i for i in ratios.layer_infos(m, min_params=100, skip_first_last=False)
+    ...          if i.prunable]
+    >>> found = search(infos, 0.5)
+    >>> sorted(found), round(ratios.weighted_sparsity(infos, found), 3)
+    (['a', 'b'], 0.5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from pocketflow_tf import errors
+from pocketflow_tf.compat import keras
+from pocketflow_tf.hp_optimizers import base, space
+from pocketflow_tf.learners.weight_sparse import ratios as ratios_lib
+
+OPTIMIZERS = ("tpe", "gp", "random")
+#: Range of the per-layer density factor: a layer may keep 4x more or 4x fewer weights
+#: than the uniform plan (before the clamp and the fit onto the target).
+DENSITY_RANGE = (0.25, 4.0)
+
+
+def fit_to_target(
+    params: np.ndarray,
+    density: np.ndarray,
+    target: float,
+    max_ratio: float = ratios_lib.MAX_LAYER_RATIO,
+) -> np.ndarray:
+    """Per-layer ratios ``1 - clip(c * density, 1 - max_ratio, 1)`` meeting ``target`` exactly.
+
+    Args:
+        params: Prunable weights per layer.
+        density: Positive relative densities (1 everywhere: the uniform plan).
+        target: Parameter-weighted sparsity to reach, in ``[0, max_ratio]``.
+        max_ratio: Largest ratio of one layer.
+
+    Returns:
+        The ratios, in the order of ``params``; their weighted sparsity is ``target`` up to
+        1e-9 (never below it).
+
+    Example:
+        >>> fit_to_target(np.array([100.0, 100.0]), np.array([1.0, 3.0]), 0.5)
+        array([0.75, 0.25])
+    """
+    params = np.asarray(params, dtype=float)
+    density = np.asarray(density, dtype=float)
+    floor = 1.0 - max_ratio
+    want = (1.0 - target) * params.sum()  # weights kept
+
+    def kept(c: float) -> float:
+        return float((params * np.clip(c * density, floor, 1.0)).sum())
+
+    lo, hi = 0.0, 1.0 / density.min()  # kept(hi) is every weight
+    for _ in range(200):  # bisection; 200 halvings reach float precision
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if kept(mid) <= want else (lo, mid)
+    return 1.0 - np.clip(lo * density, floor, 1.0)
+
+
+def _layer(model: keras.Model, path: str) -> keras.layers.Layer:
+    layer: Any = model
+    for part in path.split("/"):
+        layer = layer.get_layer(part)
+    return layer
+
+
+@dataclasses.dataclass
+class ProxyRatioSearch:
+    """A ``RatioSearch`` for ``WeightSparseLearner(ws_prune_ratio_prtl="optimal")``.
+
+    ``bind(model, x, y)`` gives it the model and training data (``WeightSparseLearner.fit``
+    does this itself); a call then searches per-layer ratios for the target. After a call,
+    ``history`` holds one entry per scored plan: ``{"trial", "ratios", "score", "best"}``
+    (trials ``"uniform"`` and ``"heurist"`` first).
+
+    Attributes:
+        optimizer: ``"tpe"``, ``"gp"`` or ``"random"``.
+        trials: Plans proposed by the optimiser (after the two closed-form plans).
+        seed: Seed of the optimiser and of the held-out draw.
+        holdout: Training images the proxy is scored on.
+        verbose: Print progress ten times per search.
+
+    Example:
+        >>> ProxyRatioSearch("gp", trials=10)
+        ProxyRatioSearch(optimizer='gp', trials=10, seed=0, holdout=2000, verbose=False)
+    """
+
+    optimizer: str = "tpe"
+    trials: int = 40
+    seed: int = 0
+    holdout: int = 2000
+    verbose: bool = False
+    history: list[dict[str, Any]] = dataclasses.field(
+        default_factory=list, repr=False, compare=False
+    )
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise errors.InvalidArgumentError(
+                "ws_ratio_search", self.optimizer, f"one of {OPTIMIZERS}"
+            )
+        for name, value, low in (("ws_search_trials", self.trials, 1), ("seed", self.seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise errors.InvalidArgumentError(name, value, f"an integer >= {low}")
+        if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 1:
+            raise errors.InvalidArgumentError("holdout", self.holdout, "an integer >= 1")
+        self._bound: tuple | None = None
+
+    def bind(self, model: keras.Model, x: Any, y: Any) -> ProxyRatioSearch:
+        """Gives the search the model to prune and its training data; returns ``self``.
+
+        Args:
+            model: The trained model (its kernels are changed during a call and restored).
+            x: Training inputs (an array); ``holdout`` of them are drawn with ``seed``.
+            y: Integer labels of ``x``.
+
+        Raises:
+            InvalidArgumentError: If ``x``/``y`` are not arrays of the same length.
+
+        Example:
+            >>> ProxyRatioSearch().bind(model, x_train, y_train)  # doctest: +SKIP
+        """
+        if not isinstance(x, np.ndarray) or y is None or len(np.asarray(y)) != len(x):
+            raise errors.InvalidArgumentError(
+                "x",
+                type(x).__name__,
+                "arrays x, y of equal length for the 'optimal' proxy (with a tf.data "
+                "pipeline, pass your own ratio_search)",
+            )
+        rng = np.random.default_rng(self.seed)
+        pick = rng.choice(len(x), min(self.holdout, len(x)), replace=False)
+        self._bound = (model, x[pick], np.asarray(y)[pick].astype("int64"))
+        return self
+
+    def score(self, infos: list[ratios_lib.LayerInfo], ratios: dict[str, float]) -> float:
+        """Minus the held-out cross-entropy with every kernel magnitude-pruned to its ratio.
+
+        Example:
+            >>> search.score(infos, {"a": 0.5, "b": 0.5})  # doctest: +SKIP
+            -0.412
+        """
+        model, x, y = self._require_bound()
+        saved = []
+        try:
+            for info in infos:
+                for w in ratios_lib.prunable_weights(_layer(model, info.name)):
+                    value = w.numpy()
+                    saved.append((w, value))
+                    k = int(round(ratios[info.name] * value.size))
+                    if k > 0:
+                        # TFMOT's mask zeroes the smallest magnitudes of the whole tensor.
+                        cut = np.partition(np.abs(value).ravel(), k - 1)[k - 1]
+                        w.assign(np.where(np.abs(value) <= cut, 0.0, value).astype(value.dtype))
+            probs = model.predict(x, batch_size=256, verbose=0)
+        finally:
+            for w, value in saved:
+                w.assign(value)
+        probs = np.asarray(probs, dtype="float64")
+        if probs.ndim != 2 or probs.shape[0] != len(y):
+            return math.nan
+        if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3) or probs.min() < 0:
+            probs = _softmax(probs)  # a logits head
+        return float(np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
+
+    def __call__(self, infos: list[ratios_lib.LayerInfo], target: float) -> dict[str, float]:
+        """Searches ratios of the prunable ``infos`` for ``target``; the best-scoring plan."""
+        self._require_bound()
+        pruned = [i for i in infos if i.prunable]
+        params = np.array([i.params for i in pruned], dtype=float)
+        self.history = []
+        best_score, best = -math.inf, None
+
+        def record(trial, ratios: dict[str, float]) -> float:
+            nonlocal best_score, best
+            value = self.score(pruned, ratios)
+            if math.isfinite(value) and value > best_score:
+                best_score, best = value, ratios
+            self.history.append(
+                {"trial": trial, "ratios": ratios, "score": value, "best": best_score}
+            )
+            return value
+
+        record("uniform", ratios_lib.resolve_ratios("uniform", pruned, target))
+        record("heurist", ratios_lib.resolve_ratios("heurist", pruned, target))
+        names = [f"d{j}" for j in range(len(pruned))]
+        opt = base.get(self.optimizer)(
+            space.SearchSpace([space.Float(n, *DENSITY_RANGE, log=True) for n in names]),
+            seed=self.seed,
+        )
+        for t in range(self.trials):
+            trial = opt.ask()
+            density = np.array([trial.params[n] for n in names])
+            fitted = fit_to_target(params, density, target)
+            value = record(t, {i.name: float(r) for i, r in zip(pruned, fitted, strict=True)})
+            opt.tell(trial.number, value)
+            if self.verbose and (t + 1) % max(1, self.trials // 10) == 0:
+                print(f"  ws {self.optimizer} trial {t + 1}/{self.trials}: best {best_score:.4f}")
+        if best is None:
+            raise errors.DataError(
+                "the 'optimal' sparsity proxy scored no plan (every score was NaN or inf): "
+                "check the model's outputs on the training images"
+            )
+        return best
+
+    def _require_bound(self) -> tuple:
+        if self._bound is None:
+            raise errors.InvalidArgumentError(
+                "ratio_search", "an unbound ProxyRatioSearch", "one given bind(model, x, y)"
+            )
+        return self._bound
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+__all__ = ["DENSITY_RANGE", "OPTIMIZERS", "ProxyRatioSearch", "fit_to_target"]
