@@ -79,7 +79,7 @@ def test_proxy_score_is_the_pruned_models_cross_entropy(trained):
     model, x, y = trained
     infos = _infos(model)
     search = optimal_search.ProxyRatioSearch(holdout=300, seed=1).bind(model, x, y)
-    _, xs, ys = search._bound
+    _, xs, ys, _ = search._bound
     dense = search.score(infos, {"wide": 0.0, "narrow": 0.0})
     logits = model.predict(xs, verbose=0)
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -88,6 +88,30 @@ def test_proxy_score_is_the_pruned_models_cross_entropy(trained):
     assert search.score(infos, {"wide": 0.99, "narrow": 0.99}) < search.score(
         infos, {"wide": 0.3, "narrow": 0.3}
     )
+
+
+def test_batchnorm_statistics_are_reestimated_for_the_score_and_restored():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(32, 3, use_bias=False, name="conv_a")(inputs)
+    h = keras.layers.BatchNormalization(name="bn_a")(h)
+    h = keras.layers.Conv2D(32, 3, use_bias=False, name="conv_b")(keras.layers.ReLU()(h))
+    h = keras.layers.BatchNormalization(name="bn_b")(h)
+    out = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, out)
+    x = np.random.default_rng(2).normal(size=(400, 8, 8, 1)).astype("float32")
+    y = np.arange(400) % 3
+    model(x[:64], training=True)  # give the BatchNorms non-trivial statistics
+    before = [w.copy() for w in model.get_weights()]
+    infos = [
+        i for i in ratios.layer_infos(model, min_params=100, skip_first_last=False) if i.prunable
+    ]
+    plan = {i.name: 0.7 for i in infos}
+    with_bn = optimal_search.ProxyRatioSearch(holdout=100, calibration=256).bind(model, x, y)
+    without = optimal_search.ProxyRatioSearch(holdout=100, calibration=0).bind(model, x, y)
+    assert with_bn.score(infos, plan) != pytest.approx(without.score(infos, plan), abs=1e-4)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_learner_optimal_binds_the_search_and_reaches_the_plan(trained):
@@ -117,6 +141,9 @@ def test_bad_input_is_refused_before_any_work(trained):
     with pytest.raises(errors.InvalidArgumentError) as e:
         optimal_search.ProxyRatioSearch(trials=0)
     assert e.value.name == "ws_search_trials"
+    with pytest.raises(errors.InvalidArgumentError) as e:
+        optimal_search.ProxyRatioSearch(calibration=-1)
+    assert e.value.name == "calibration"
     with pytest.raises(errors.InvalidArgumentError) as e:
         optimal_search.ProxyRatioSearch()(_infos(model), 0.5)  # never bound
     assert e.value.name == "ratio_search"

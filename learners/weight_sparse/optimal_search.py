@@ -1,12 +1,16 @@
 """``optimal`` per-layer sparsity: ratios searched by the ask/tell optimisers (TPE, GP, random).
 
-Each prunable layer gets a density factor ``d_l`` (log scale, ``[1/4, 4]``); the kept share
-of layer ``l`` is ``clip(c * d_l, 1 - max_ratio, 1)``, with ``c`` found by bisection so that
-the parameter-weighted sparsity is the target. Every scored plan is therefore feasible and
+Each prunable layer gets a density factor ``d_l`` (log scale, ``[1/2, 2]``) relative to the
+``heurist`` plan's kept share ``h_l`` (the search starts from the better closed form: on
+ResNet-20 at 75 % it scores -0.25 on the proxy against uniform's -0.39); the kept share of
+layer ``l`` is ``clip(c * h_l * d_l, 1 - max_ratio, 1)``, with ``c`` found by bisection so
+that the parameter-weighted sparsity is the target. Every scored plan is therefore feasible and
 spends exactly the budget, as AMC bounds its actions. A plan is scored by a proxy without
-training: each kernel magnitude-pruned in place to its ratio (where TFMOT's mask ends), minus
-the cross-entropy on a held-out share of the *training* data (never the test set), then the
-kernels restored. The ``uniform`` and ``heurist`` plans are scored first, so the answer is
+training: each kernel magnitude-pruned in place to its ratio (where TFMOT's mask ends), the
+BatchNorm statistics re-estimated on other training images (without it, one-shot pruning of
+ResNet-20 to 75 % left every plan at chance accuracy and the proxy ranked noise), minus the
+cross-entropy on a held-out share of the *training* data (never the test set); then the
+kernels and statistics restored. The ``uniform`` and ``heurist`` plans are scored first, so the answer is
 never worse on the proxy than the closed-form protocols.
 
 Example:
@@ -32,15 +36,18 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import errors
-from pocketflow_tf.compat import keras
+from pocketflow_tf import batchnorm, errors
+from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.hp_optimizers import base, space
 from pocketflow_tf.learners.weight_sparse import ratios as ratios_lib
 
 OPTIMIZERS = ("tpe", "gp", "random")
-#: Range of the per-layer density factor: a layer may keep 4x more or 4x fewer weights
-#: than the uniform plan (before the clamp and the fit onto the target).
-DENSITY_RANGE = (0.25, 4.0)
+#: Range of the per-layer density factor: a layer may keep 2x more or 2x fewer weights than
+#: in the heurist plan (before the clamp and the fit onto the target). Measured on ResNet-20
+#: at 75 %, 40 TPE trials: with [1/4, 4] no proposal beat heurist on the proxy (in 12+
+#: dimensions wide moves are mostly worse); with [1/2, 2] the best scored -0.186 against
+#: heurist's -0.254 (one-shot test accuracy after BN re-estimation 91.55 % against 89.37 %).
+DENSITY_RANGE = (0.5, 2.0)
 
 
 def fit_to_target(
@@ -101,17 +108,20 @@ class ProxyRatioSearch:
         trials: Plans proposed by the optimiser (after the two closed-form plans).
         seed: Seed of the optimiser and of the held-out draw.
         holdout: Training images the proxy is scored on.
+        calibration: Other training images the BatchNorm statistics are re-estimated on
+            (0: keep the dense model's statistics).
         verbose: Print progress ten times per search.
 
     Example:
         >>> ProxyRatioSearch("gp", trials=10)
-        ProxyRatioSearch(optimizer='gp', trials=10, seed=0, holdout=2000, verbose=False)
+        ProxyRatioSearch(optimizer='gp', trials=10, seed=0, holdout=2000, calibration=512, verbose=False)
     """
 
     optimizer: str = "tpe"
     trials: int = 40
     seed: int = 0
     holdout: int = 2000
+    calibration: int = 512
     verbose: bool = False
     history: list[dict[str, Any]] = dataclasses.field(
         default_factory=list, repr=False, compare=False
@@ -125,8 +135,12 @@ class ProxyRatioSearch:
         for name, value, low in (("ws_search_trials", self.trials, 1), ("seed", self.seed, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise errors.InvalidArgumentError(name, value, f"an integer >= {low}")
-        if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 1:
-            raise errors.InvalidArgumentError("holdout", self.holdout, "an integer >= 1")
+        for name, value, low in (
+            ("holdout", self.holdout, 1),
+            ("calibration", self.calibration, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise errors.InvalidArgumentError(name, value, f"an integer >= {low}")
         self._bound: tuple | None = None
 
     def bind(self, model: keras.Model, x: Any, y: Any) -> ProxyRatioSearch:
@@ -151,8 +165,9 @@ class ProxyRatioSearch:
                 "pipeline, pass your own ratio_search)",
             )
         rng = np.random.default_rng(self.seed)
-        pick = rng.choice(len(x), min(self.holdout, len(x)), replace=False)
-        self._bound = (model, x[pick], np.asarray(y)[pick].astype("int64"))
+        order = rng.permutation(len(x))
+        pick, calib = order[: self.holdout], order[self.holdout : self.holdout + self.calibration]
+        self._bound = (model, x[pick], np.asarray(y)[pick].astype("int64"), x[calib])
         return self
 
     def score(self, infos: list[ratios_lib.LayerInfo], ratios: dict[str, float]) -> float:
@@ -162,8 +177,11 @@ class ProxyRatioSearch:
             >>> search.score(infos, {"a": 0.5, "b": 0.5})  # doctest: +SKIP
             -0.412
         """
-        model, x, y = self._require_bound()
+        model, x, y, calib = self._require_bound()
         saved = []
+        if len(calib):
+            for layer in batchnorm.batchnorm_layers(model):
+                saved += [(v, v.numpy()) for v in (layer.moving_mean, layer.moving_variance)]
         try:
             for info in infos:
                 for w in ratios_lib.prunable_weights(_layer(model, info.name)):
@@ -174,6 +192,8 @@ class ProxyRatioSearch:
                         # TFMOT's mask zeroes the smallest magnitudes of the whole tensor.
                         cut = np.partition(np.abs(value).ravel(), k - 1)[k - 1]
                         w.assign(np.where(np.abs(value) <= cut, 0.0, value).astype(value.dtype))
+            if len(calib):
+                batchnorm.reestimate(model, tf.data.Dataset.from_tensor_slices(calib).batch(128))
             probs = model.predict(x, batch_size=256, verbose=0)
         finally:
             for w, value in saved:
@@ -204,7 +224,10 @@ class ProxyRatioSearch:
             return value
 
         record("uniform", ratios_lib.resolve_ratios("uniform", pruned, target))
-        record("heurist", ratios_lib.resolve_ratios("heurist", pruned, target))
+        heurist = ratios_lib.resolve_ratios("heurist", pruned, target)
+        record("heurist", heurist)
+        # kept shares of the heurist plan, floored so that a factor can revive a layer
+        centre = np.maximum([1.0 - heurist[i.name] for i in pruned], 1e-3)
         names = [f"d{j}" for j in range(len(pruned))]
         opt = base.get(self.optimizer)(
             space.SearchSpace([space.Float(n, *DENSITY_RANGE, log=True) for n in names]),
@@ -212,7 +235,7 @@ class ProxyRatioSearch:
         )
         for t in range(self.trials):
             trial = opt.ask()
-            density = np.array([trial.params[n] for n in names])
+            density = centre * np.array([trial.params[n] for n in names])
             fitted = fit_to_target(params, density, target)
             value = record(t, {i.name: float(r) for i, r in zip(pruned, fitted, strict=True)})
             opt.tell(trial.number, value)
