@@ -273,23 +273,33 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
                 "latency_keep", problem.latency_keep, "None when the problem has no latency_ms"
             )
         lat_target = problem.latency_keep * problem.latency_ms(full)
-    # Unreachable targets fail here, before the sensitivity sweep (one evaluation per group
-    # and count: the expensive part).
-    if fm.flops(smallest) > target:
-        raise errors.InvalidArgumentError(
-            "cp_preserve_ratio",
-            problem.flops_keep,
-            f"a FLOPs keep ratio >= {fm.flops(smallest) / fm.dense_flops:.3f} (the smallest "
-            "reachable)",
-        )
-    if lat_target is not None and problem.latency_ms(smallest) > lat_target:
+
+    def unmet(counts, flops):
+        if flops > target:
+            return True
+        return lat_target is not None and problem.latency_ms(counts) > lat_target
+
+    def refuse(counts):
+        """Raises for the target ``counts`` (the smallest reachable) still misses."""
+        if fm.flops(counts) > target:
+            raise errors.InvalidArgumentError(
+                "cp_preserve_ratio",
+                problem.flops_keep,
+                f"a FLOPs keep ratio >= {fm.flops(counts) / fm.dense_flops:.3f} (the smallest "
+                "reachable)",
+            )
         raise errors.InvalidArgumentError(
             "cp_latency_keep",
             problem.latency_keep,
             f"a predicted latency keep ratio >= "
-            f"{problem.latency_ms(smallest) / problem.latency_ms(full):.3f} (the smallest "
+            f"{problem.latency_ms(counts) / problem.latency_ms(full):.3f} (the smallest "
             "reachable)",
         )
+
+    # Unreachable targets fail here, before the sensitivity sweep (one evaluation per group
+    # and count: the expensive part).
+    if unmet(smallest, fm.flops(smallest)):
+        refuse(smallest)
     base = problem.evaluate(full)
     loss: dict[str, dict[int, float]] = {}
     for key, options in problem.choices.items():
@@ -302,11 +312,6 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
             )
     counts = dict(full)
     current = fm.flops(counts)
-
-    def unmet(counts, flops):
-        if flops > target:
-            return True
-        return lat_target is not None and problem.latency_ms(counts) > lat_target
 
     while unmet(counts, current):
         best, best_cost = None, np.inf
@@ -334,21 +339,8 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
                 cost = (loss[key][options[j]] - loss[key][counts[key]] + 1e-6) / saved
                 if cost < best_cost:
                     best, best_cost = nxt, cost
-        if best is None:
-            if current > target:
-                raise errors.InvalidArgumentError(
-                    "cp_preserve_ratio",
-                    problem.flops_keep,
-                    f"a FLOPs keep ratio >= {current / fm.dense_flops:.3f} (the smallest "
-                    "reachable)",
-                )
-            raise errors.InvalidArgumentError(
-                "cp_latency_keep",
-                problem.latency_keep,
-                f"a predicted latency keep ratio >= "
-                f"{problem.latency_ms(counts) / problem.latency_ms(full):.3f} (the smallest "
-                "reachable)",
-            )
+        if best is None:  # a latency table that is not monotone can still end here
+            refuse(counts)
         counts, current = best, fm.flops(best)
     return counts
 
