@@ -15,6 +15,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
+import statistics
 import sys
 
 from pocketflow_tf import atomic_io
@@ -96,6 +98,48 @@ def format_value(field: str, value) -> str:
     return str(value)
 
 
+_SEED = re.compile(r",?\bseed=(\d+)")
+
+
+def seed_summary(recs: list[dict]) -> list[str]:
+    """Mean and spread of test accuracy over seeds, for settings measured with 2+ seeds.
+
+    A record's seed is the ``seed=N`` in its setting (0 when absent: the default seed), so
+    rows that differ only in seed are grouped. A 0.1 pt difference between two single runs
+    is within seed noise; this is what comparisons should be read from.
+
+    Example:
+        >>> recs = [dict(model="m", method="a", setting="k=1", acc=0.90),
+        ...         dict(model="m", method="a", setting="k=1,seed=1", acc=0.92)]
+        >>> seed_summary(recs)[2]
+        '| m | a | k=1 | 0, 1 | 91.00 % | 1.41 | 90.00 – 92.00 % |'
+    """
+    groups: dict[tuple, list[tuple[int, float]]] = {}
+    for r in recs:
+        if r.get("acc") is None or r.get("setting") is None:
+            continue
+        found = _SEED.search(r["setting"])
+        key = (r.get("model"), r.get("method"), _SEED.sub("", r["setting"]))
+        groups.setdefault(key, []).append((int(found.group(1)) if found else 0, r["acc"]))
+    rows = []
+    for (model, method, setting), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        accs = [100 * a for _, a in runs]
+        seeds = ", ".join(str(s) for s, _ in sorted(runs))
+        rows.append(
+            f"| {model} | {method} | {setting} | {seeds} | {statistics.mean(accs):.2f} % | "
+            f"{statistics.stdev(accs):.2f} | {min(accs):.2f} – {max(accs):.2f} % |"
+        )
+    if not rows:
+        return []
+    return [
+        "| model | method | setting | seeds | mean test acc | std (pt) | range |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
     """The Markdown of every results file, one table per benchmark.
 
@@ -121,6 +165,9 @@ def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
         parts.append("|" + "|".join("---" for _ in cols) + "|")
         for r in recs:
             parts.append("| " + " | ".join(format_value(k, r.get(k)) for k, _ in cols) + " |")
+        summary = seed_summary(recs)
+        if summary:
+            parts += ["", f"*{doc['benchmark']}, over seeds:*", "", *summary]
         parts.append("")
     return "\n".join(parts).rstrip()
 

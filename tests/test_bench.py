@@ -78,3 +78,23 @@ def test_first_reaching():
 
     assert search.first_reaching([-2.0, -1.5, -1.5, -1.0], -1.5) == 2
     assert search.first_reaching([-2.0], -1.0) is None
+
+
+def test_seed_rows_are_summarised_per_setting(tmp_path):
+    def rec(method, setting, acc):
+        return results_io.make_record(model="m", method=method, setting=setting, acc=acc)
+
+    recs = [
+        rec("a", "keep=0.4", 0.940),
+        rec("a", "keep=0.4,seed=2", 0.944),
+        rec("a", "keep=0.4,seed=1", 0.942),
+        rec("b", "keep=0.4", 0.930),  # one seed only: no summary row
+        rec("a", "keep=0.5,seed=1", 0.950),  # another setting, one seed: none either
+    ]
+    results_io.write_results("c", recs, folder=str(tmp_path))
+    table = make_table.render(str(tmp_path))
+    assert "*c, over seeds:*" in table
+    assert "| m | a | keep=0.4 | 0, 1, 2 | 94.20 % | 0.20 | 94.00 – 94.40 % |" in table
+    summary = table.split("over seeds")[1]
+    assert "| m | b |" not in summary and "keep=0.5" not in summary
+    assert make_table.seed_summary(recs[3:]) == []
