@@ -98,7 +98,12 @@ def format_value(field: str, value) -> str:
     return str(value)
 
 
-_SEED = re.compile(r",?\bseed=(\d+)")
+def _split_seed(setting: str) -> tuple[str, int]:
+    """``"k=1,seed=2"`` -> ``("k=1", 2)``; no ``seed=`` part means the default seed 0."""
+    parts = setting.split(",")
+    seeds = [int(p[5:]) for p in parts if re.fullmatch(r"seed=\d+", p)]
+    rest = ",".join(p for p in parts if not re.fullmatch(r"seed=\d+", p))
+    return rest, (seeds[0] if seeds else 0)
 
 
 def seed_summary(recs: list[dict]) -> list[str]:
@@ -118,9 +123,8 @@ def seed_summary(recs: list[dict]) -> list[str]:
     for r in recs:
         if r.get("acc") is None or r.get("setting") is None:
             continue
-        found = _SEED.search(r["setting"])
-        key = (r.get("model"), r.get("method"), _SEED.sub("", r["setting"]))
-        groups.setdefault(key, []).append((int(found.group(1)) if found else 0, r["acc"]))
+        setting, seed = _split_seed(r["setting"])
+        groups.setdefault((r.get("model"), r.get("method"), setting), []).append((seed, r["acc"]))
     rows = []
     for (model, method, setting), runs in groups.items():
         if len(runs) < 2:

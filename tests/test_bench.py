@@ -86,7 +86,7 @@ def test_seed_rows_are_summarised_per_setting(tmp_path):
 
     recs = [
         rec("a", "keep=0.4", 0.940),
-        rec("a", "keep=0.4,seed=2", 0.944),
+        rec("a", "seed=2,keep=0.4", 0.944),
         rec("a", "keep=0.4,seed=1", 0.942),
         rec("b", "keep=0.4", 0.930),  # one seed only: no summary row
         rec("a", "keep=0.5,seed=1", 0.950),  # another setting, one seed: none either
