@@ -28,8 +28,8 @@ Environment knobs (for smoke runs): ``PFTF_CP_EPOCHS`` (fine-tune epochs, defaul
 setting when given), ``PFTF_CP_RECIPES`` (comma list, default ``resnet_at_fmnist,mobilenet_at_fmnist``),
 ``PFTF_CP_KEEP`` (comma list of FLOPs keep ratios, default ``0.5,0.4``), ``PFTF_CP_METHODS``
 (comma list of methods, default all), ``PFTF_CP_SEED`` (seed of the calibration sample, the
-selection and the fine-tuning's shuffling and augmentation, default 0; named in the setting
-when given, so repeated seeds are separate rows).
+selection and the fine-tuning's shuffling and augmentation, default 0; any other seed is named
+in the setting, so repeated seeds are separate rows).
 
 Example:
     >>> from bench.benchmarks import channel
@@ -97,11 +97,10 @@ def run() -> list[dict]:
     """
     epochs = int(os.environ.get("PFTF_CP_EPOCHS", "6"))
     lr = os.environ.get("PFTF_CP_LR")  # None: the recipe's fine-tuning rate
-    seed = os.environ.get("PFTF_CP_SEED")  # None: the recipe's seed (0)
+    # 0 is the recipe's seed and keeps the untagged setting, so it stays one row.
+    seed = int(os.environ.get("PFTF_CP_SEED", "0"))
     setting = (
-        f"epochs={epochs}"
-        + (f",lr={float(lr)}" if lr else "")
-        + (f",seed={int(seed)}" if seed else "")
+        f"epochs={epochs}" + (f",lr={float(lr)}" if lr else "") + (f",seed={seed}" if seed else "")
     )
     data = datasets.load_dataset("fmnist")
     recs = []
@@ -110,7 +109,7 @@ def run() -> list[dict]:
         acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
         changes = {"learning_rate": float(lr)} if lr else {}
         if seed:
-            changes["seed"] = int(seed)
+            changes["seed"] = seed
         cfg = recipe.get_recipe(name).finetune_config(epochs=epochs, **changes)
         dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
         dense_exp = tflite_verify.export_tflite(
