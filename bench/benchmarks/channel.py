@@ -44,7 +44,15 @@ import time
 
 from bench import baselines as baseline_cache
 from bench import results_io
-from pocketflow_tf import accounting, datasets, distillation, latency, tflite_verify, training
+from pocketflow_tf import (
+    accounting,
+    datasets,
+    distillation,
+    errors,
+    latency,
+    tflite_verify,
+    training,
+)
 from pocketflow_tf.learners.channel import ChannelPrunedLearner, amc_search
 from pocketflow_tf.nets import recipe
 
@@ -53,6 +61,25 @@ COMMAND = "python -m bench.run channel"
 
 def _env_list(name: str, default: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
+
+
+def _env_seed() -> int:
+    """``PFTF_CP_SEED`` as an integer >= 0 (0 when unset: the recipe's seed).
+
+    Example:
+        >>> os.environ["PFTF_CP_SEED"] = "x"
+        >>> _env_seed()
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `PFTF_CP_SEED`: 'x'. Accepted: an integer >= 0.
+        >>> del os.environ["PFTF_CP_SEED"]
+        >>> _env_seed()
+        0
+    """
+    raw = os.environ.get("PFTF_CP_SEED", "0").strip()
+    if not raw.isdigit():
+        raise errors.InvalidArgumentError("PFTF_CP_SEED", raw, "an integer >= 0")
+    return int(raw)
 
 
 #: method -> (cp_prune_option, cp_criterion, cp_cost, allocation search, cp_latency_keep);
@@ -98,7 +125,7 @@ def run() -> list[dict]:
     epochs = int(os.environ.get("PFTF_CP_EPOCHS", "6"))
     lr = os.environ.get("PFTF_CP_LR")  # None: the recipe's fine-tuning rate
     # 0 is the recipe's seed and keeps the untagged setting, so it stays one row.
-    seed = int(os.environ.get("PFTF_CP_SEED", "0"))
+    seed = _env_seed()
     setting = (
         f"epochs={epochs}" + (f",lr={float(lr)}" if lr else "") + (f",seed={seed}" if seed else "")
     )
