@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from bench import make_table, results_io, run
+from bench.benchmarks import channel
+from pocketflow_tf import errors
 
 
 def test_results_file_and_table(tmp_path):
@@ -98,3 +102,14 @@ def test_seed_rows_are_summarised_per_setting(tmp_path):
     summary = table.split("over seeds")[1]
     assert "| m | b |" not in summary and "keep=0.5" not in summary
     assert make_table.seed_summary(recs[3:]) == []
+
+
+def test_channel_seed_knob_is_checked(monkeypatch):
+    monkeypatch.delenv("PFTF_CP_SEED", raising=False)
+    assert channel._env_seed() == 0
+    monkeypatch.setenv("PFTF_CP_SEED", "3")
+    assert channel._env_seed() == 3
+    for bad in ("-1", "x", "1.5"):
+        monkeypatch.setenv("PFTF_CP_SEED", bad)
+        with pytest.raises(errors.InvalidArgumentError, match=f"PFTF_CP_SEED.*'{bad}'"):
+            channel._env_seed()
