@@ -20,12 +20,11 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
-import pickle
 import struct
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, inputs, safe_pickle
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts its files.
 FMNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -236,6 +235,10 @@ def load_cifar10(data_dir: str) -> DataSplits:
     )
 
 
+#: Pixels of one CIFAR-10 image (3 x 32 x 32).
+_CIFAR_PIXELS = 3 * 32 * 32
+
+
 def _batch_files(folder: str, ext: str) -> list[str]:
     files = [os.path.join(folder, f"data_batch_{i}{ext}") for i in range(1, 6)]
     missing = [f for f in files if not os.path.exists(f)]
@@ -246,13 +249,32 @@ def _batch_files(folder: str, ext: str) -> list[str]:
 
 def _cifar_pickle(folder: str) -> dict:
     def read(path):
-        try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")  # noqa: S301 - the official format
-        except Exception as e:
-            raise errors.DataError(f"Cannot read CIFAR-10 batch '{path}': {e}") from e
-        data = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        return data, np.asarray(batch[b"labels"], np.int64)
+        # A data folder is untrusted: the restricted unpickler rebuilds plain values and
+        # numeric arrays only, so a crafted batch file cannot run code.
+        batch = safe_pickle.load(path, encoding="bytes")
+        if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+            keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise errors.DataError(
+                f"CIFAR-10 batch '{path}' is not in the python format: expected a dict with "
+                f"b'data' and b'labels', found {keys}"
+            )
+        data = np.asarray(batch[b"data"])
+        labels = np.asarray(batch[b"labels"])
+        if data.ndim != 2 or data.shape[1] != _CIFAR_PIXELS or len(labels) != len(data):
+            raise errors.DataError(
+                f"CIFAR-10 batch '{path}' has data of shape {data.shape} and "
+                f"{len(labels)} labels; expected (N, {_CIFAR_PIXELS}) uint8 rows "
+                "(3x32x32, channels first) and N labels"
+            )
+        if data.dtype != np.uint8:
+            raise errors.DataError(
+                f"CIFAR-10 batch '{path}' holds {data.dtype} pixels; expected uint8"
+            )
+        if labels.dtype.kind not in "iu":
+            raise errors.DataError(
+                f"CIFAR-10 batch '{path}' holds {labels.dtype} labels; expected integers"
+            )
+        return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
 
     train = [read(p) for p in _batch_files(folder, "")]
     x_test, y_test = read(os.path.join(folder, "test_batch"))
@@ -265,7 +287,7 @@ def _cifar_pickle(folder: str) -> dict:
 
 
 def _cifar_binary(folder: str) -> dict:
-    record = 1 + 3 * 32 * 32
+    record = 1 + _CIFAR_PIXELS
 
     def read(path):
         raw = np.fromfile(path, np.uint8)
@@ -297,8 +319,15 @@ def _finish(name: str, arrays: dict, num_classes: int) -> DataSplits:
             )
         if x.ndim == 3:
             x = x[..., None]
-        out[f"x_{split}"] = _to_float(x)
-        out[f"y_{split}"] = np.asarray(y, np.int64)
+        if len(x) == 0:  # an empty test split is allowed (from_arrays without a test set)
+            out[f"x_{split}"], out[f"y_{split}"] = _to_float(x), np.asarray(y, np.int64)
+            continue
+        # The input contract (finite images, labels in range) holds for every loaded set:
+        # a CIFAR label 42 must not become a meaningless accuracy.
+        out[f"x_{split}"] = inputs.images(x, name=f"{name} {split} images")
+        out[f"y_{split}"] = inputs.labels(
+            y, name=f"{name} {split} labels", num_classes=num_classes, n=len(x)
+        )
     return DataSplits(name=name, num_classes=num_classes, **out)
 
 
