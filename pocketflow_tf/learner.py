@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import time
@@ -29,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pocketflow_tf import distillation, distributed, ecq, errors, training
+from pocketflow_tf import distillation, distributed, ecq, errors, inputs, training
 from pocketflow_tf.compat import keras, tf
 
 _REGISTRY: dict[str, type[Learner]] = {}
@@ -122,6 +123,75 @@ def copy_model(model: keras.Model) -> keras.Model:
     return clone
 
 
+def checks_inputs(fit):
+    """Decorates a learner's ``fit`` so that its data is checked before any work.
+
+    The model, images, labels and validation data go through :mod:`pocketflow_tf.inputs`
+    (converted: uint8 images scaled to ``[0, 1]``, one-hot labels to indices) once, at the
+    outermost ``fit``; an override's ``super().fit(...)`` is not checked again. Every
+    subclass's ``fit`` is decorated automatically (``Learner.__init_subclass__``), so a
+    learner cannot skip the contract by overriding ``fit``.
+
+    Example:
+        >>> import numpy as np
+        >>> import pocketflow_tf.learners
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> get_learner_class("full-prec")().fit(m, np.zeros((8, 4)), np.arange(8))
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `y`: '5 label(s) outside [0, 3), first at index 3: 3'. Accepted: class indices 0..2 (the model has 3 outputs or the data set 3 classes).
+    """
+    if getattr(fit, "checks_inputs", False):
+        return fit
+
+    @functools.wraps(fit)
+    def checked(self, model, x=None, y=None, **kwargs):
+        if getattr(self, "_inputs_checked", False):
+            return fit(self, model, x, y, **kwargs)
+        x, y, kwargs = _checked_inputs(model, x, y, kwargs)
+        self._inputs_checked = True
+        try:
+            return fit(self, model, x, y, **kwargs)
+        finally:
+            self._inputs_checked = False
+
+    checked.checks_inputs = True
+    return checked
+
+
+def _checked_inputs(model, x, y, kwargs: dict) -> tuple[Any, Any, dict]:
+    """``fit``'s data checked and converted by the input contract (see :func:`checks_inputs`)."""
+    if not isinstance(model, keras.Model):
+        raise errors.InvalidArgumentError(
+            "model", type(model).__name__, "a keras.Model of the framework's Keras (tf-keras)"
+        )
+    if isinstance(x, tf.data.Dataset):
+        if y is not None:
+            raise errors.InvalidArgumentError(
+                "y", "an array", "None when x is a tf.data.Dataset (it yields (x, y))"
+            )
+        x = inputs.dataset(model, x)
+    elif x is not None and y is not None:
+        x, y = inputs.arrays(model, x, y)
+    kwargs = dict(kwargs)
+    val = kwargs.get("validation_data")
+    if isinstance(val, tf.data.Dataset):
+        kwargs["validation_data"] = inputs.dataset(model, val, name="validation_data")
+    elif val is not None:
+        if not isinstance(val, tuple | list) or len(val) != 2:
+            raise errors.InvalidArgumentError(
+                "validation_data", type(val).__name__, "(x_val, y_val) arrays or a tf.data.Dataset"
+            )
+        kwargs["validation_data"] = inputs.arrays(
+            model, *val, names=("validation_data[0]", "validation_data[1]")
+        )
+    if kwargs.get("x_val") is not None or kwargs.get("y_val") is not None:
+        kwargs["x_val"], kwargs["y_val"] = inputs.arrays(
+            model, kwargs.get("x_val"), kwargs.get("y_val"), names=("x_val", "y_val")
+        )
+    return x, y, kwargs
+
+
 class Learner:
     """Base class of every learner.
 
@@ -176,6 +246,13 @@ class Learner:
     #: this learner compresses a trained model (methods that tolerate less than plain
     #: fine-tuning set it below 1).
     finetune_lr_scale: ClassVar[float] = 1.0
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        # Learners that override fit() do work (planning, sampling) before super().fit():
+        # the input contract must run before that, whatever the override does.
+        if "fit" in cls.__dict__:
+            cls.fit = checks_inputs(cls.__dict__["fit"])
 
     @classmethod
     def deployment(cls, **learner_options: Any) -> tuple[tuple[str, ...] | None, str]:
@@ -300,6 +377,7 @@ class Learner:
         }
 
     # -- training ----------------------------------------------------------------------
+    @checks_inputs
     def fit(
         self,
         model: keras.Model,
@@ -313,6 +391,10 @@ class Learner:
     ) -> keras.Model:
         """Compresses and fine-tunes ``model``; mirrors ``keras.Model.fit``.
 
+        The data is checked by the input contract (:mod:`pocketflow_tf.inputs`) before any
+        work: finite images, uint8 pixels scaled to ``[0, 1]``, labels in ``[0, classes)``
+        (one-hot rows converted), shapes against the model.
+
         Args:
             model: A built Keras model of the framework's Keras, producing logits.
             x: Training images (array) or a batched ``tf.data.Dataset`` of ``(x, y)``.
@@ -325,10 +407,6 @@ class Learner:
         Returns:
             The finalised, deployable Keras model (the input model is not modified).
         """
-        if not isinstance(model, keras.Model):
-            raise errors.InvalidArgumentError(
-                "model", type(model).__name__, "a keras.Model of the framework's Keras (tf-keras)"
-            )
         cfg = self.train_config
         if epochs is not None or batch_size is not None:
             cfg = cfg.replace(epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)

@@ -29,9 +29,8 @@ import tempfile
 from typing import Any
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 
-from pocketflow_tf import atomic_io, errors, tflite_export
+from pocketflow_tf import atomic_io, errors, inputs, tflite_export, tflite_load
 from pocketflow_tf.compat import keras
 
 #: Pass/fail thresholds per mode. Keys:
@@ -88,14 +87,7 @@ class TFLiteRunner:
     def __init__(self, model: bytes | str | os.PathLike, num_threads: int = 1):
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
             raise errors.InvalidArgumentError("num_threads", num_threads, "an integer >= 1")
-        if isinstance(model, bytes | bytearray | memoryview):
-            self._interp = Interpreter(model_content=bytes(model), num_threads=num_threads)
-        elif isinstance(model, str | os.PathLike):
-            self._interp = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
-        else:
-            raise errors.InvalidArgumentError(
-                "model", type(model).__name__, "flatbuffer bytes or a path to a .tflite file"
-            )
+        self._interp = tflite_load.open_interpreter(model, num_threads=num_threads)
         n_in = len(self._interp.get_input_details())
         n_out = len(self._interp.get_output_details())
         if n_in != 1 or n_out != 1:
@@ -144,7 +136,8 @@ class TFLiteRunner:
         batch), so any ``len(x)`` works.
 
         Args:
-            x: Float inputs ``(N, ...)``, preprocessed exactly as for the Keras model.
+            x: Float inputs ``(N, ...)``, preprocessed exactly as for the Keras model
+                (uint8 pixels are scaled to ``[0, 1]``, as by every entry; NaN/inf refused).
             batch_size: Samples per ``invoke()``.
 
         Returns:
@@ -160,7 +153,8 @@ class TFLiteRunner:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise errors.InvalidArgumentError("batch_size", batch_size, "an integer >= 1")
-        x = np.asarray(x)
+        # The input contract: finite values, uint8 pixels scaled to [0, 1] as everywhere.
+        x = inputs.images(x)
         signature = tuple(int(d) for d in self.input_details["shape_signature"])
         ok = x.ndim == len(signature) and all(
             s == -1 or s == d for s, d in zip(signature[1:], x.shape[1:], strict=True)

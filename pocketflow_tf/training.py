@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, inputs
 from pocketflow_tf.compat import keras, tf
 
 _OPTIMIZERS = ("sgd", "adam")
@@ -268,5 +268,8 @@ def evaluate_accuracy(
         >>> 0.0 <= evaluate_accuracy(m, np.zeros((4, 2), "float32"), np.zeros(4)) <= 1.0
         True
     """
+    # The input contract: a model with 5 outputs scored on 10 classes, or labels out of
+    # range, would otherwise give a meaningless accuracy without a word.
+    x, y = inputs.arrays(model, x, y)
     logits = model.predict(make_dataset(x, None, batch_size), verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(y)))
+    return float(np.mean(np.argmax(logits, axis=-1) == y))

@@ -1,0 +1,360 @@
+"""The input contract: what images, labels and models every entry point accepts.
+
+Every entry that takes data (``Learner.fit`` of every learner, ``compress``,
+``training.evaluate_accuracy``, ``TFLiteRunner.predict``, the data set loaders) checks it here,
+before any work, so a bad input ends in one clear error naming the argument and the value,
+never in a traceback from inside a graph or a silently wrong result.
+
+The contract, one way everywhere:
+
+* **Images** are floating point and taken as they are (cast to float32), or ``uint8`` pixels
+  in 0..255, which are scaled to ``[0, 1]`` float32 (as :func:`datasets.from_arrays` and the
+  data set loaders do). A model that expects 0..255 gets float images in 0..255. Other dtypes
+  (``int32``, ``bool``, strings...) are refused: their scale cannot be known. Every value
+  must be finite (NaN and inf are refused with their count and the first sample holding
+  one). The shape must match the model's input; ``(N, H, W)`` is accepted for an
+  ``(H, W, 1)`` input (the channel axis is added).
+* **Labels** are class indices in ``[0, classes)``: integers, or floats holding whole
+  numbers. One-hot rows ``(N, classes)`` are converted to indices; any other 2-D labels
+  (soft labels, multi-label rows) are refused. One label per image.
+* **Models** have one input and one output of shape ``(None, classes)`` with at least two
+  classes; every label must be below ``classes``, and when the data set states its number of
+  classes the model must output exactly that many.
+* A ``tf.data.Dataset`` must yield ``(images, labels)`` batches; its element spec is checked
+  against the model, and its first batch's values like arrays. ``uint8`` images and one-hot
+  labels are converted by a ``map``.
+
+Example:
+    >>> import numpy as np
+    >>> float(images(np.full((2, 4, 4, 1), 255, np.uint8)).max())
+    1.0
+    >>> labels(np.array([0.0, 2.5]), num_classes=3)
+    Traceback (most recent call last):
+    ...
+    pocketflow_tf.errors.InvalidArgumentError: Invalid value for `y`: '1 fractional label(s), first at index 1: 2.5'. Accepted: integer class indices (floats only when they hold whole numbers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pocketflow_tf import errors
+from pocketflow_tf.compat import keras, tf
+
+_IMAGES_ACCEPTED = (
+    "floating-point images (taken as they are) or uint8 pixels 0..255 (scaled to [0, 1])"
+)
+
+
+def _first_bad(mask: np.ndarray) -> tuple[int, int]:
+    """``(count of samples with a True, index of the first)`` over the leading axis."""
+    per_sample = mask.reshape(len(mask), -1).any(axis=1) if mask.ndim > 1 else mask
+    idx = np.flatnonzero(per_sample)
+    return len(idx), int(idx[0]) if len(idx) else -1
+
+
+def images(
+    x: Any, *, name: str = "x", input_shape: tuple[int | None, ...] | None = None
+) -> np.ndarray:
+    """Checks images and returns them as float32 (``uint8`` scaled to ``[0, 1]``).
+
+    Args:
+        x: Array-like ``(N, ...)`` of images.
+        name: The argument's name in errors.
+        input_shape: The model's per-sample input shape (``None`` entries match anything);
+            ``None`` skips the shape check.
+
+    Returns:
+        A float32 array (``x`` itself when it already was finite float32 of the right shape).
+
+    Raises:
+        InvalidArgumentError: Empty, of an unaccepted dtype, holding NaN/inf, or of a shape
+            the model does not take.
+
+    Example:
+        >>> import numpy as np
+        >>> images(np.zeros((3, 8, 8)), input_shape=(8, 8, 1)).shape
+        (3, 8, 8, 1)
+        >>> x = np.zeros((3, 2), np.float32); x[1, 0] = np.nan; x[2, 1] = np.inf
+        >>> images(x)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `x`: '2 image(s) holding NaN or inf, first at index 1'. Accepted: finite values only.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as e:  # ragged lists and the like
+        raise errors.InvalidArgumentError(name, type(x).__name__, "an array of images") from e
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / np.float32(255.0)
+    elif arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)
+    else:
+        raise errors.InvalidArgumentError(name, f"images of dtype {arr.dtype}", _IMAGES_ACCEPTED)
+    if arr.ndim < 2 or len(arr) == 0:
+        raise errors.InvalidArgumentError(
+            name, f"array of shape {arr.shape}", "a non-empty batch of images (N, ...)"
+        )
+    if input_shape is not None:
+        arr = _match_shape(arr, tuple(input_shape), name)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        count, first = _first_bad(bad)
+        raise errors.InvalidArgumentError(
+            name,
+            f"{count} image(s) holding NaN or inf, first at index {first}",
+            "finite values only",
+        )
+    return arr
+
+
+def _match_shape(arr: np.ndarray, want: tuple[int | None, ...], name: str) -> np.ndarray:
+    if arr.ndim == len(want) and want[-1] == 1:
+        arr = arr[..., None]  # (N, H, W) for an (H, W, 1) input, as the loaders accept
+    ok = arr.ndim == len(want) + 1 and all(
+        w is None or w == d for w, d in zip(want, arr.shape[1:], strict=True)
+    )
+    if not ok:
+        shown = ", ".join("None" if w is None else str(w) for w in want)
+        raise errors.InvalidArgumentError(
+            name, f"images of shape {arr.shape}", f"images of shape (N, {shown}) for this model"
+        )
+    return arr
+
+
+def labels(
+    y: Any, *, name: str = "y", num_classes: int | None = None, n: int | None = None
+) -> np.ndarray:
+    """Checks class labels and returns them as int64 indices.
+
+    Args:
+        y: Labels: ``(N,)`` or ``(N, 1)`` indices, or ``(N, num_classes)`` one-hot rows.
+        name: The argument's name in errors.
+        num_classes: Labels must lie in ``[0, num_classes)`` (``None``: only ``>= 0``).
+        n: The number of images the labels belong to.
+
+    Returns:
+        int64 array ``(N,)``.
+
+    Raises:
+        InvalidArgumentError: Wrong length, fractional or non-numeric values, soft or
+            multi-label rows, or a label out of range.
+
+    Example:
+        >>> import numpy as np
+        >>> labels(np.eye(3)[[2, 0]], num_classes=3).tolist()
+        [2, 0]
+        >>> labels([0, 3], num_classes=3)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `y`: '1 label(s) outside [0, 3), first at index 1: 3'. Accepted: class indices 0..2 (the model has 3 outputs or the data set 3 classes).
+    """
+    try:
+        arr = np.asarray(y)
+    except Exception as e:
+        raise errors.InvalidArgumentError(name, type(y).__name__, "an array of labels") from e
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.dtype.kind not in "iuf":
+        raise errors.InvalidArgumentError(
+            name, f"labels of dtype {arr.dtype}", "integer class indices (or one-hot rows)"
+        )
+    if arr.ndim == 2:
+        arr = _from_one_hot(arr, name, num_classes)
+    if arr.ndim != 1:
+        raise errors.InvalidArgumentError(
+            name, f"labels of shape {arr.shape}", "(N,) class indices or (N, classes) one-hot rows"
+        )
+    if n is not None and len(arr) != n:
+        raise errors.InvalidArgumentError(
+            name, f"{len(arr)} labels for {n} images", "one label per image"
+        )
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            count, first = _first_bad(bad)
+            raise errors.InvalidArgumentError(
+                name,
+                f"{count} fractional label(s), first at index {first}: {arr[first].item()!r}",
+                "integer class indices (floats only when they hold whole numbers)",
+            )
+    out = arr.astype(np.int64)
+    bad = (out < 0) | (out >= num_classes if num_classes is not None else False)
+    if bad.any():
+        count, first = _first_bad(bad)
+        span = f"[0, {num_classes})" if num_classes is not None else "[0, inf)"
+        accepted = (
+            f"class indices 0..{num_classes - 1} (the model has {num_classes} outputs or the "
+            f"data set {num_classes} classes)"
+            if num_classes is not None
+            else "class indices >= 0"
+        )
+        raise errors.InvalidArgumentError(
+            name, f"{count} label(s) outside {span}, first at index {first}: {out[first]}", accepted
+        )
+    return out
+
+
+def _from_one_hot(arr: np.ndarray, name: str, num_classes: int | None) -> np.ndarray:
+    one_hot = (
+        (num_classes is None or arr.shape[1] == num_classes)
+        and np.isin(arr, (0, 1)).all()
+        and (arr.sum(axis=1) == 1).all()
+    )
+    if not one_hot:
+        raise errors.InvalidArgumentError(
+            name,
+            f"2-D labels of shape {arr.shape} that are not one-hot rows",
+            f"class indices (N,) or one-hot rows (N, {num_classes or 'classes'}); soft and "
+            "multi-label targets are not supported",
+        )
+    return np.argmax(arr, axis=1)
+
+
+def model_classes(model: keras.Model, *, num_classes: int | None = None) -> int | None:
+    """The number of classes ``model`` outputs, checked to be a single classifier output.
+
+    Args:
+        model: A Keras model of the framework's Keras.
+        num_classes: The data set's number of classes; when given, the model must output
+            exactly that many.
+
+    Returns:
+        The width of the output (``None`` when the model leaves it undefined).
+
+    Raises:
+        InvalidArgumentError: Several inputs or outputs, an output that is not
+            ``(None, classes)`` with ``classes >= 2``, or a class count other than
+            ``num_classes``.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
+        >>> model_classes(m)
+        5
+        >>> model_classes(m, num_classes=10)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'a model with 5 outputs'. Accepted: a classifier with one output per class (10 classes in the data).
+    """
+    if len(model.inputs or ()) > 1 or len(model.outputs or ()) > 1:
+        raise errors.InvalidArgumentError(
+            "model",
+            f"a model with {len(model.inputs)} inputs and {len(model.outputs)} outputs",
+            "a model with one image input and one output (the class scores)",
+        )
+    try:
+        shape = tuple(model.outputs[0].shape) if model.outputs else tuple(model.output_shape)
+    except (AttributeError, RuntimeError):  # a subclassed model not built yet
+        return None
+    width = shape[-1] if len(shape) == 2 else None
+    if len(shape) != 2 or (width is not None and int(width) < 2):
+        raise errors.InvalidArgumentError(
+            "model",
+            f"a model whose output has shape {shape}",
+            "an output of shape (None, classes) with at least 2 classes (logits or probabilities)",
+        )
+    width = None if width is None else int(width)
+    if num_classes is not None and width is not None and width != int(num_classes):
+        raise errors.InvalidArgumentError(
+            "model",
+            f"a model with {width} outputs",
+            f"a classifier with one output per class ({num_classes} classes in the data)",
+        )
+    return width
+
+
+def model_input_shape(model: keras.Model) -> tuple[int | None, ...] | None:
+    """Per-sample input shape of a single-input model (``None`` when unknown).
+
+    Example:
+        >>> model_input_shape(keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten()]))
+        (8, 8, 1)
+    """
+    if not model.inputs or len(model.inputs) != 1:
+        return None
+    return tuple(None if d is None else int(d) for d in model.inputs[0].shape[1:])
+
+
+def arrays(
+    model: keras.Model,
+    x: Any,
+    y: Any,
+    *,
+    names: tuple[str, str] = ("x", "y"),
+    num_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checks images and labels for ``model``; returns them converted (float32, int64).
+
+    Args:
+        model: The model the data is for.
+        x: Images.
+        y: Labels.
+        names: The arguments' names in errors.
+        num_classes: The data set's classes, when it states them.
+
+    Example:
+        >>> import numpy as np
+        >>> m = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(),
+        ...                       keras.layers.Dense(3)])
+        >>> xs, ys = arrays(m, np.zeros((2, 2, 2), np.uint8), [1, 2])
+        >>> xs.shape, ys.dtype
+        ((2, 2, 2, 1), dtype('int64'))
+    """
+    classes = model_classes(model, num_classes=num_classes)
+    xs = images(x, name=names[0], input_shape=model_input_shape(model))
+    ys = labels(y, name=names[1], num_classes=classes or num_classes, n=len(xs))
+    return xs, ys
+
+
+def dataset(model: keras.Model, ds: tf.data.Dataset, *, name: str = "x") -> tf.data.Dataset:
+    """Checks a batched ``(images, labels)`` dataset for ``model``; returns it converted.
+
+    The element spec is checked against the model (structure, ranks, known sizes, dtypes),
+    and the first batch's values like arrays (finite, labels in range). ``uint8`` images are
+    scaled to ``[0, 1]`` and one-hot labels turned into indices by a ``map``.
+
+    Example:
+        >>> import numpy as np
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2), np.uint8), [0, 1, 2, 9]))
+        >>> dataset(m, ds.batch(4))
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `x (first batch) labels`: '1 label(s) outside [0, 3), first at index 3: 9'. Accepted: class indices 0..2 (the model has 3 outputs or the data set 3 classes).
+    """
+    spec = ds.element_spec
+    if not isinstance(spec, tuple) or len(spec) != 2:
+        raise errors.InvalidArgumentError(
+            name, f"a dataset yielding {spec}", "a batched tf.data.Dataset of (images, labels)"
+        )
+    x_spec, y_spec = spec
+    if not isinstance(x_spec, tf.TensorSpec) or not isinstance(y_spec, tf.TensorSpec):
+        raise errors.InvalidArgumentError(
+            name, f"a dataset yielding {spec}", "(images, labels) tensors, one of each"
+        )
+    classes = model_classes(model)
+    want = model_input_shape(model)
+    if want is not None and x_spec.shape.rank is not None:
+        rank_ok = x_spec.shape.rank == len(want) + 1
+        dims_ok = rank_ok and all(
+            w is None or d is None or w == d for w, d in zip(want, x_spec.shape[1:], strict=True)
+        )
+        if not dims_ok:
+            raise errors.InvalidArgumentError(
+                name,
+                f"a dataset of images shaped {tuple(x_spec.shape)}",
+                f"batches of images shaped (batch, {', '.join(map(str, want))}) for this model",
+            )
+    first = next(iter(ds.take(1)), None)
+    if first is None:
+        raise errors.InvalidArgumentError(name, "an empty dataset", "at least one batch")
+    xb, yb = (np.asarray(t) for t in first)
+    images(xb, name=f"{name} (first batch) images")
+    labels(yb, name=f"{name} (first batch) labels", num_classes=classes)
+    if x_spec.dtype == tf.uint8:
+        ds = ds.map(lambda a, b: (tf.cast(a, tf.float32) / 255.0, b))
+    if y_spec.shape.rank == 2 and yb.ndim == 2 and yb.shape[1] > 1:
+        ds = ds.map(lambda a, b: (a, tf.argmax(b, axis=-1)))
+    return ds
