@@ -21,10 +21,12 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
-from pocketflow_tf import distributed, errors
+from pocketflow_tf import cli_errors, distributed, errors
 from pocketflow_tf.nets import runner
 
 FLAGS = flags.FLAGS
+
+cli_errors.define_debug_flag()  # --debug: full tracebacks instead of one error line
 
 flags.DEFINE_string("learner", "full-prec", "learner name or PocketFlow alias (e.g. full-prec)")
 flags.DEFINE_enum("exec_mode", "train", list(runner.EXEC_MODES), "train (and export) or eval")
@@ -654,7 +656,10 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
 
 
 def main(recipe_name: str) -> None:
-    """Parses the command line and runs the recipe; user errors exit with status 2.
+    """Parses the command line and runs the recipe.
+
+    A user error prints one line and exits with status 2 (a traceback only with
+    ``--debug``); a ``--learner auto`` run that does not meet its target exits with 3.
 
     Example:
         >>> main("resnet_at_fmnist")  # doctest: +SKIP
@@ -668,13 +673,15 @@ def main(recipe_name: str) -> None:
         # absl's default INFO level prints TensorFlow's internal chatter (collectives,
         # savers) line by line; warnings and errors still show.
         logging.set_verbosity(logging.WARNING)
-        try:
-            # First: tf.distribute configures its collectives before TF runs anything.
-            backend = distributed.from_environment()
-            runner.run(options_from_flags(recipe_name), command=list(sys.argv), backend=backend)
-        except errors.PocketFlowError as e:
-            # A user error: the message names the flag and value; a traceback adds nothing.
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        # First: tf.distribute configures its collectives before TF runs anything.
+        backend = distributed.from_environment()
+        result = runner.run(
+            options_from_flags(recipe_name), command=list(sys.argv), backend=backend
+        )
+        if runner.target_missed(result):
+            # The summary (printed at every verbosity) says which goal was missed; the exit
+            # status lets scripts tell a finished-but-unmet search from success.
+            sys.exit(cli_errors.EXIT_TARGET_NOT_MET)
 
-    app.run(_main)
+    # User errors (the message names the flag and value) become one line and exit status 2.
+    cli_errors.run(_main)

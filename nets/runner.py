@@ -37,6 +37,7 @@ import numpy as np
 
 from pocketflow_tf import (
     accounting,
+    cli_errors,
     datasets,
     distillation,
     distributed,
@@ -62,6 +63,8 @@ SPARSE_SUFFIX = "-sparse"
 
 #: Exports made when the user names none (a quantization learner replaces them by its own).
 DEFAULT_EXPORT_MODES = ("float", "int8")
+#: Model file endings a training run can save to (what model_io.save_model writes).
+SAVE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def split_export_mode(mode: str) -> tuple[str, bool]:
@@ -224,6 +227,29 @@ class RunOptions:
                 )
         if self.log_dir is None:
             self.log_dir = os.path.join("logs", self.recipe, self.learner)
+        self._check_output_paths(cls.name)
+
+    def _check_output_paths(self, learner_name: str) -> None:
+        # Here, before any data is read: a path that cannot be written would otherwise fail
+        # at the first epoch's backup or, worse, at the save after all the training.
+        if self.exec_mode == "train":
+            cli_errors.check_output_path("save_path", self.save_path, suffixes=SAVE_SUFFIXES)
+        else:  # eval writes its record and report beside save_path
+            folder = os.path.dirname(os.path.abspath(self.save_path))
+            try:
+                cli_errors.check_output_path("save_path", folder, is_dir=True)
+            except errors.InvalidArgumentError as e:
+                raise errors.InvalidArgumentError("save_path", self.save_path, e.accepted) from None
+        cli_errors.check_output_path("log_dir", self.log_dir, is_dir=True)
+        if learner_name == "auto" and self.exec_mode == "train":
+            if self.learner_options.get("auto_dir"):
+                cli_errors.check_output_path(
+                    "auto_dir", self.learner_options["auto_dir"], is_dir=True
+                )
+            if not self.model_path and not os.path.exists(self.baseline_path):
+                cli_errors.check_output_path(
+                    "baseline_path", self.baseline_path, suffixes=SAVE_SUFFIXES
+                )
 
     def _default_baseline(self) -> str:
         return os.path.join("models", self.recipe, "full-prec", "model.keras")
@@ -586,6 +612,8 @@ def _record_deployed(lrn, data, record) -> dict[str, str]:
             f"tflite_{mode}_acc": float(np.mean(np.argmax(logits, -1) == data.y_test)),
         }
     )
+    if getattr(lrn, "met", None) is not None:  # a learner with a target (auto)
+        record.add_metrics(target_met=bool(lrn.met))
     final = (getattr(lrn, "report", None) or {}).get("final", {}).get("figures", {})
     if final.get("speedup"):
         # Measured by the learner against the dense model's float export (interleaved).
@@ -609,11 +637,34 @@ def _measure_latency(opts, exports: dict[str, str], record) -> None:
         record.add_metrics(**{f"speedup_{mode}_vs_float": ratio.speedup})
 
 
+def target_missed(result: dict[str, Any]) -> bool:
+    """True when a run with a target (``--learner auto``) finished without meeting it.
+
+    Args:
+        result: The run record returned by :func:`run`.
+
+    Example:
+        >>> target_missed({"metrics": {"target_met": False}})
+        True
+        >>> target_missed({"metrics": {"test_acc": 0.9}})  # no target: nothing to miss
+        False
+    """
+    return result.get("metrics", {}).get("target_met") is False
+
+
 def _print_summary(opts, result: dict, json_path: str, md_path: str) -> None:
     m = result["metrics"]
     lines = [
         "",
         f"== {opts.recipe} / {opts.learner} ({opts.exec_mode}) ==",
+    ]
+    if "target_met" in m:
+        # Printed whatever --verbose says: with verbose 0 it is the only place a user learns
+        # that the run ended without reaching what was asked.
+        answer = result.get("sections", {}).get("compression", {}).get("answer", {})
+        verdict = "met" if m["target_met"] else "NOT MET"
+        lines.append(f"target           {verdict}: {answer.get('summary', '')}".rstrip(": "))
+    lines += [
         f"test accuracy    {m['test_acc']:.4f}",
         f"parameters       {m['params']:,}",
         f"FLOPs / image    {m['flops']:,} ({m['macs']:,} MACs)",

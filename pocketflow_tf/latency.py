@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, tflite_load
 
 
 @dataclasses.dataclass
@@ -119,14 +119,7 @@ def _prepared_interpreter(
     model: bytes | str | os.PathLike, batch_size: int, num_threads: int, seed: int = 0
 ) -> Interpreter:
     """An interpreter resized to ``batch_size`` with a fixed random input already set."""
-    if isinstance(model, bytes | bytearray | memoryview):
-        interp = Interpreter(model_content=bytes(model), num_threads=num_threads)
-    elif isinstance(model, str | os.PathLike):
-        interp = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
-    else:
-        raise errors.InvalidArgumentError(
-            "model", type(model).__name__, "flatbuffer bytes or a path to a .tflite file"
-        )
+    interp = tflite_load.open_interpreter(model, num_threads=num_threads)
     rng = np.random.default_rng(seed)
     for detail in interp.get_input_details():
         shape = [batch_size, *(int(d) for d in detail["shape"][1:])]

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from pocketflow_tf import errors, tflite_export
+from pocketflow_tf import errors, tflite_export, tflite_load
 from pocketflow_tf.compat import keras
 
 #: TFLite ops whose input 1 is a weight kernel.
@@ -270,13 +270,7 @@ class _TFLiteKernel:
 
 
 def _read_model(model_content: bytes | str | os.PathLike) -> Interpreter:
-    if isinstance(model_content, bytes | bytearray | memoryview):
-        return Interpreter(model_content=bytes(model_content))
-    if isinstance(model_content, str | os.PathLike):
-        return Interpreter(model_path=os.fspath(model_content))
-    raise errors.InvalidArgumentError(
-        "model_content", type(model_content).__name__, "flatbuffer bytes or a .tflite path"
-    )
+    return tflite_load.open_interpreter(model_content, name="model_content")
 
 
 def tflite_kernels(model_content: bytes | str | os.PathLike) -> list[_TFLiteKernel]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
-from pocketflow_tf import atomic_io, latency
+from pocketflow_tf import atomic_io, cli_errors, latency, tflite_load
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "The .tflite model to time.")
@@ -27,6 +27,7 @@ flags.DEFINE_integer("runs", 200, "Timed invokes of --model (latency stats).")
 flags.DEFINE_integer("rounds", 50, "A/B rounds of the interleaved comparison.")
 flags.DEFINE_integer("runs_per_round", 10, "Invokes per model per A/B round.")
 flags.DEFINE_string("json", None, "Write the results to this JSON file (atomically).")
+cli_errors.define_debug_flag()
 
 
 def _describe(name: str, s: latency.LatencyStats) -> str:
@@ -39,6 +40,11 @@ def _describe(name: str, s: latency.LatencyStats) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.json:  # checked first: a long benchmark is not lost to an unwritable path
+        cli_errors.check_output_path("json", FLAGS.json, suffixes=(".json",))
+    for path in (FLAGS.model, FLAGS.reference):
+        if path:  # a bad --reference fails now, not after --model's timing
+            tflite_load.open_interpreter(path)
     common = dict(batch_size=FLAGS.batch_size, num_threads=FLAGS.num_threads, warmup=FLAGS.warmup)
     stats = latency.measure_latency(FLAGS.model, runs=FLAGS.runs, **common)
     print(_describe(FLAGS.model, stats))
@@ -70,4 +76,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model"])
-    app.run(main)
+    cli_errors.run(main)  # one error line and exit status 2; tracebacks with --debug

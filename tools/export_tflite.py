@@ -20,11 +20,12 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from pocketflow_tf import datasets, tflite_export, tflite_verify
+from pocketflow_tf import cli_errors, datasets, errors, tflite_export, tflite_verify
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "Saved Keras model (.keras / .h5 / SavedModel).")
@@ -39,6 +40,7 @@ flags.DEFINE_bool("sparse", False, "Enable the converter's sparsity encoding.")
 flags.DEFINE_bool(
     "trust_model", False, "Allow unsafe deserialisation (e.g. Lambda layers) of the model file."
 )
+cli_errors.define_debug_flag()
 
 
 def export_from_splits(
@@ -79,12 +81,36 @@ def export_from_splits(
     )
 
 
+def check_arguments(model_path: str, output: str) -> None:
+    """Refuses a missing or already-exported model and an unwritable output, before any work.
+
+    Example:
+        >>> check_arguments("m.tflite", "out.tflite")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model_path`: 'm.tflite'. Accepted: a saved Keras model (.keras, .h5 or a SavedModel folder); a .tflite file is already exported (time it with tools/benchmark_tflite.py).
+    """
+    if model_path.lower().endswith(".tflite"):
+        raise errors.InvalidArgumentError(
+            "model_path",
+            model_path,
+            "a saved Keras model (.keras, .h5 or a SavedModel folder); a .tflite file is "
+            "already exported (time it with tools/benchmark_tflite.py)",
+        )
+    if not os.path.exists(model_path):
+        raise errors.InvalidArgumentError(
+            "model_path", model_path, "an existing Keras model file or SavedModel folder"
+        )
+    cli_errors.check_output_path("output", output, suffixes=(".tflite",))
+
+
 def main(argv: list[str]) -> None:
     del argv
     # Imported here, not at the top, so that export_from_splits is usable (and testable)
     # without the model loader.
     from pocketflow_tf import model_io
 
+    check_arguments(FLAGS.model_path, FLAGS.output)
     model = model_io.load_model(FLAGS.model_path, trust_unsafe=FLAGS.trust_model)
     data = datasets.load_dataset(FLAGS.dataset, data_dir=FLAGS.data_dir)
     result = export_from_splits(
@@ -104,4 +130,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model_path", "output"])
-    app.run(main)
+    cli_errors.run(main)  # one error line and exit status 2; tracebacks with --debug
