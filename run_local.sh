@@ -5,17 +5,20 @@
 # -n N starts N local worker processes (data-parallel, loopback). --backend: `tf`
 # (tf.distribute MultiWorkerMirroredStrategy) or `horovod` (horovodrun --gloo, in the
 # TF 2.15 environment that tools/horovod_lane.sh prepares); the default is Horovod where
-# it is installed, else tf.
+# it is installed, else tf. --debug (here or after the script) shows the full traceback of
+# an error instead of the one line saying what to fix.
 # The first call creates .venv, installs the pinned stack and the Fashion-MNIST package.
 set -euo pipefail
 cd "$(dirname "$0")"
 workers=1
 backend=auto
+debug=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) workers="${2:-}"; shift 2 || shift ;;
     --backend) backend="${2:-}"; shift 2 || shift ;;
     --backend=*) backend="${1#--backend=}"; shift ;;
+    --debug) debug=1; shift ;;
     *) break ;;
   esac
 done
@@ -33,6 +36,9 @@ if [ -z "$script" ] || [ ! -f "$script" ]; then
   exit 2
 fi
 shift
+if [ "$debug" = 1 ]; then
+  set -- "$@" --debug  # the run script's own flag
+fi
 if [ "$backend" = "horovod" ]; then
   # Horovod lives in its own TF 2.15 environment (it does not build against TF 2.21).
   exec tools/horovod_lane.sh -m pocketflow_tf.launcher -n "$workers" --backend horovod -- python "$script" "$@"

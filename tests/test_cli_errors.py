@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from pocketflow_tf import cli_errors, errors, tflite_load
-from pocketflow_tf.nets import cli, runner
+from pocketflow_tf.nets import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")
@@ -50,6 +50,14 @@ def _run(args, cwd):
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=ENV
     )
+
+
+def _cli():
+    # Imported when needed: its absl flags clash with the tools' (--model_path...) that
+    # other test modules load in the same process.
+    from pocketflow_tf.nets import cli
+
+    return cli
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -256,7 +264,8 @@ def test_summary_says_the_target_was_not_met(capsys):
 
 @pytest.mark.parametrize("met, code", [(False, cli_errors.EXIT_TARGET_NOT_MET), (True, 0)])
 def test_run_script_exit_status_follows_the_target(monkeypatch, met, code):
-    # The mapping alone: a real auto run is covered by test_runner / test_auto.
+    # The mapping alone; test_auto_run_with_unmet_target_exits_3 runs it for real.
+    cli = _cli()
     monkeypatch.setattr(cli, "options_from_flags", lambda name: name)
     monkeypatch.setattr(cli.runner, "run", lambda *a, **k: {"metrics": {"target_met": met}})
     monkeypatch.setattr(cli.distributed, "from_environment", lambda: None)
@@ -267,6 +276,8 @@ def test_run_script_exit_status_follows_the_target(monkeypatch, met, code):
 
 
 def test_run_script_turns_a_project_error_into_exit_2(monkeypatch, capsys):
+    cli = _cli()
+
     def refuse(name):
         raise errors.InvalidArgumentError("learner", "nope", "a registered learner")
 
@@ -279,3 +290,37 @@ def test_run_script_turns_a_project_error_into_exit_2(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "error: Invalid value for `learner`: 'nope'. Accepted: a registered learner."
     )
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+    reason="dataset-fashion-mnist",
+)
+def test_auto_run_with_unmet_target_exits_3(monkeypatch, capsys, tmp_path):
+    # A real, tiny auto run (about 35 s): one 5-step trial cannot make a model 100x faster.
+    cli = _cli()
+    argv = [
+        "convnet_at_fmnist_run.py",
+        "--learner=auto",
+        f"--model_path={BASELINE}",
+        "--auto_target=100x faster",
+        "--auto_max_trials=1",
+        "--auto_proxy_steps=5",
+        "--nb_epochs_rat=0.07",
+        "--nb_train_samples=1024",
+        "--num_verify=200",
+        "--latency_runs=10",
+        "--verbose=0",
+        f"--save_path={tmp_path / 'm' / 'model.keras'}",
+        f"--log_dir={tmp_path / 'logs'}",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        with pytest.raises(SystemExit) as info:
+            cli.main("convnet_at_fmnist")
+    finally:
+        cli.FLAGS.unparse_flags()  # later in-process users parse their own command line
+    assert info.value.code == cli_errors.EXIT_TARGET_NOT_MET
+    out = capsys.readouterr().out
+    assert "target           NOT MET: Target NOT met (100x faster" in out
+    assert (tmp_path / "m" / "model.train.record.json").exists()  # the run itself finished
