@@ -5,7 +5,8 @@
 
 1. load the recipe's data set (Debian's Fashion-MNIST or ``data_dir``);
 2. build the recipe's model, or load ``model_path`` (Keras ``safe_mode`` unless trusted);
-3. train it with the chosen learner (resumable: per-epoch backups beside ``save_path``),
+3. train it with the chosen learner (resumable: per-epoch backups beside ``save_path``,
+   kept until step 7 is done, so a kill during the save or the export costs no epoch),
    optionally distilled from a teacher;
 4. evaluate it on the test split and count its parameters and FLOPs;
 5. export every requested ``.tflite`` (float, dynamic-range, float16, int8), each verified
@@ -437,6 +438,10 @@ def _run(opts: RunOptions, command, backend: distributed.Backend) -> dict[str, A
     record.finish("ok")
     json_path = record.save(os.path.join(out_dir, f"{stem}.{opts.exec_mode}.record.json"))
     md_path = record.save_markdown(os.path.join(out_dir, f"{stem}.{opts.exec_mode}.report.md"))
+    if lrn is not None:
+        # Only now, with the model, exports and record written, are the per-epoch backups
+        # spent: a kill before this line reruns without training again (see _train).
+        lrn.release_backups()
     result = record.to_dict()
     _print_summary(opts, result, json_path, md_path)
     return result
@@ -494,6 +499,9 @@ def _train(
         teacher=teacher,
         log_dir=opts.log_dir,
         checkpoint_dir=opts.save_path + ".ckpt",
+        # Kept until _run has written every output: a rerun after a kill during the save or
+        # the export finds all epochs done and trains none.
+        keep_backups=True,
         verbose=opts.verbose,
         backend=backend,
         ecq=opts.ecq_config(),
@@ -517,6 +525,9 @@ def _train(
     start = time.time()
     trained = lrn.fit(model, data.x_train, data.y_train, validation_data=(data.x_test, data.y_test))
     record.add_metrics(train_wall_s=round(time.time() - start, 1), epochs=cfg.epochs)
+    if lrn.history is not None:
+        # Fewer than `epochs` when the backups of a killed run already held the others.
+        record.add_metrics(epochs_run=len(lrn.history.epoch))
     if lrn.train_seconds:
         samples = lrn.total_steps * cfg.batch_size * backend.size
         record.add_metrics(train_samples_per_s=round(samples / sum(lrn.train_seconds), 1))

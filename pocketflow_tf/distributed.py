@@ -148,8 +148,13 @@ class Backend:
         return []
 
     def backup_callback(self, path: str) -> keras.callbacks.Callback:
-        """The per-epoch backup that makes a killed run resumable."""
-        return keras.callbacks.BackupAndRestore(path)
+        """The per-epoch backup that makes a killed run resumable.
+
+        It is kept when training ends (Keras would delete it): a kill while the result is
+        saved or exported then costs no epoch; :meth:`Learner.release_backups
+        <pocketflow_tf.learner.Learner.release_backups>` removes it.
+        """
+        return keras.callbacks.BackupAndRestore(path, delete_checkpoint=False)
 
     # -- communication -------------------------------------------------------------------
     def broadcast_object(self, obj: Any) -> Any:
@@ -371,7 +376,7 @@ class HorovodBackend(Backend):
 
     def backup_callback(self, path):
         if self.is_chief:
-            return keras.callbacks.BackupAndRestore(path)
+            return keras.callbacks.BackupAndRestore(path, delete_checkpoint=False)
         return _RestoreOnly(path)
 
     def broadcast_object(self, obj):

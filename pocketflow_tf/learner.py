@@ -203,6 +203,12 @@ class Learner:
         log_dir: Folder for TensorBoard logs (``None``: no logs).
         checkpoint_dir: Folder for per-epoch backups; a run killed mid-way and started
             again with the same folder resumes from its last finished epoch.
+        keep_backups: Keep the backups when :meth:`fit` returns, so that a kill while the
+            caller saves or exports the result costs no epoch (a restarted ``fit`` finds
+            every epoch done, trains none and returns the restored model); the caller
+            then removes them with :meth:`release_backups` once its outputs are written.
+            By default ``fit`` removes them itself (a later ``fit`` with the same folder
+            then trains anew).
         verbose: Keras verbosity (0, 1 or 2).
         backend: The workers this process trains with (default: one process alone; see
             :mod:`pocketflow_tf.distributed`). ``train_config.batch_size`` is then the batch
@@ -280,6 +286,7 @@ class Learner:
         verbose: int = 2,
         backend: distributed.Backend | None = None,
         ecq: ecq.ECQConfig | None = None,
+        keep_backups: bool = False,
     ):
         self.train_config = train_config or training.TrainConfig()
         if not isinstance(self.train_config, training.TrainConfig):
@@ -290,6 +297,8 @@ class Learner:
         self.teacher = teacher
         self.log_dir = log_dir
         self.checkpoint_dir = checkpoint_dir
+        self.keep_backups = keep_backups
+        self._backup_dirs: list[str] = []  # every backup folder fit() used (phases too)
         self.verbose = verbose
         self.backend = backend or distributed.Backend()
         self.ecq = ecq
@@ -453,8 +462,8 @@ class Learner:
         # Every worker has finished writing its last backup before the chief removes them
         # (tf.distribute's non-chief workers save to temporary folders inside it).
         backend.barrier()
-        if backend.is_chief:
-            self._remove_backups()
+        if backend.is_chief and not self.keep_backups:
+            self.release_backups()
         final = self.finalize(student)
         if backend.size > 1:
             # Out of the strategy's scope again: evaluation and export then run in this
@@ -489,14 +498,44 @@ class Learner:
                 return copy_model(model)
         return copy_model(model) if copy else model
 
-    def _remove_backups(self) -> None:
-        # Training finished: the per-epoch backup is spent. BackupAndRestore empties its
-        # folder but leaves it behind, and an empty folder looks like an unfinished run.
+    def release_backups(self) -> None:
+        """Removes the per-epoch backups of :meth:`fit` once nothing can need them again.
+
+        :meth:`fit` calls it unless ``keep_backups`` is set; a caller that kept them calls
+        it after the trained model and everything made from it are written. Only the
+        backup folders ``fit`` used are removed, then the folders left empty up to and
+        including ``checkpoint_dir`` (an empty folder looks like an unfinished run).
+
+        Example:
+            >>> import pocketflow_tf.learners, tempfile
+            >>> ckpt = os.path.join(tempfile.mkdtemp(), "m.ckpt")
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            >>> x, y = np.random.rand(16, 4).astype("float32"), np.arange(16) % 2
+            >>> lrn = get_learner_class("full-prec")(
+            ...     training.TrainConfig(epochs=1, batch_size=8),
+            ...     checkpoint_dir=ckpt, keep_backups=True, verbose=0)
+            >>> _ = lrn.fit(m, x, y)
+            >>> os.listdir(ckpt)  # kept while the caller saves and exports
+            ['backup']
+            >>> lrn.release_backups()
+            >>> os.path.exists(ckpt)
+            False
+        """
         if not self.checkpoint_dir:
             return
-        shutil.rmtree(os.path.join(self.checkpoint_dir, "backup"), ignore_errors=True)
-        if os.path.isdir(self.checkpoint_dir) and not os.listdir(self.checkpoint_dir):
-            os.rmdir(self.checkpoint_dir)
+        root = os.path.abspath(self.checkpoint_dir)
+        for folder in dict.fromkeys(self._backup_dirs):  # each once, in order
+            shutil.rmtree(folder, ignore_errors=True)
+            parent = os.path.dirname(os.path.abspath(folder))
+            # Phase sub-folders (e.g. <ckpt>/cluster/backup) go too when left empty.
+            while parent.startswith(root) and os.path.isdir(parent) and not os.listdir(parent):
+                os.rmdir(parent)
+                if parent == root:
+                    break
+                parent = os.path.dirname(parent)
+        self._backup_dirs = []
+        if os.path.isdir(root) and not os.listdir(root):
+            os.rmdir(root)
 
     def _all_callbacks(self, extra):
         self.train_seconds = []
@@ -504,8 +543,11 @@ class Learner:
         cbs += self.backend.callbacks() + list(self.callbacks()) + list(extra or [])
         if self.checkpoint_dir:
             # BackupAndRestore saves at each epoch end and restores on a restart, which makes
-            # long runs resumable after a kill; it deletes its backup once training completes.
-            cbs.append(self.backend.backup_callback(os.path.join(self.checkpoint_dir, "backup")))
+            # long runs resumable after a kill. The backup outlives training (see
+            # release_backups): it is what lets a kill after training cost no epoch.
+            backup = os.path.join(self.checkpoint_dir, "backup")
+            self._backup_dirs.append(backup)
+            cbs.append(self.backend.backup_callback(backup))
         if self.log_dir and self.backend.is_chief:
             cbs.append(keras.callbacks.TensorBoard(self.log_dir, profile_batch=0))
         return cbs

@@ -12,6 +12,11 @@
   goes back out as Keras 3.
 * A corrupt or truncated file gives :class:`~pocketflow_tf.errors.ModelLoadError` naming the
   file and what is wrong with it. Loading never writes anything.
+* HDF5 has no checksum of its own (a flipped byte inside a weight loads silently), so every
+  ``.h5``/``.hdf5`` :func:`save_model` writes gets ``<path>.sha256`` beside it (the
+  ``sha256sum`` format, as for ``.tflite`` exports), checked on loading: a mismatch is refused.
+  A ``.h5`` without one (written elsewhere) loads with a logged note that it cannot be
+  verified. ``.keras`` zips are not given one: their members carry CRCs that loading checks.
 
 Example:
     >>> import os, tempfile
@@ -27,9 +32,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
+import logging
 import os
 import re
 import zipfile
@@ -86,6 +93,10 @@ _ACCEPTED = "a .keras file, a .h5/.hdf5 file, or a SavedModel folder"
 _TRUST_HINT = (
     "pass trust_unsafe=True (flag --trust_model) only if you trust where the file came from"
 )
+#: Formats whose files get a ``<path>.sha256`` digest when saved (no checksum of their own).
+DIGEST_EXTENSIONS = (".h5", ".hdf5")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -167,6 +178,7 @@ def load_model_with_info(
             model = _load_keras3(path, config, trust_unsafe)
             return LoadedModel(model, path, fmt, True)
     elif fmt == "h5":
+        _check_digest(path)
         _check_safe(path, _read_h5_config(path), trust_unsafe)
     else:
         _check_savedmodel_safe(path, trust_unsafe)
@@ -206,7 +218,8 @@ def save_model(
     Args:
         model: A model of the framework's Keras.
         path: Destination ending in ``.keras``, ``.h5`` or ``.hdf5`` (``.h5``/``.hdf5`` only
-            for quantization-aware models, see :mod:`pocketflow_tf.qat`).
+            for quantization-aware models, see :mod:`pocketflow_tf.qat`). A ``.h5``/``.hdf5``
+            gets ``<path>.sha256`` beside it, checked by :func:`load_model_with_info`.
         keras3_copy: Also write ``<stem>.keras3.keras``, readable by Keras 3's
             ``keras.models.load_model`` and giving the same outputs.
 
@@ -230,8 +243,19 @@ def save_model(
             path,
             "a .h5 path without a Keras 3 copy for a quantization-aware (TFMOT) model",
         )
+    digest_path = path + ".sha256" if ext in DIGEST_EXTENSIONS else None
+    digest = None
     with atomic_io.atomic_path(path) as tmp:
         model.save(tmp)
+        if digest_path:
+            digest = atomic_io.sha256_file(tmp)
+            # The digest of an earlier save goes before the new file takes its place: a kill
+            # between the rename and the new digest then leaves a file loaded with an
+            # "unverified" note, never a good file refused for a stale digest.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(digest_path)
+    if digest_path:
+        atomic_io.write_text(digest_path, f"{digest}  {os.path.basename(path)}\n")
     out = {"keras": path}
     if keras3_copy:
         k3_path = os.path.splitext(path)[0] + ".keras3.keras"
@@ -281,6 +305,38 @@ def _detect_format(path: str) -> str:
     if ext in (".h5", ".hdf5"):
         return "h5"
     raise errors.ModelLoadError(path, f"unknown extension {ext!r}; accepted: {_ACCEPTED}")
+
+
+def _check_digest(path: str) -> None:
+    """Refuses a file whose ``<path>.sha256`` (written by :func:`save_model`) disagrees."""
+    digest_path = path + ".sha256"
+    if not os.path.exists(digest_path):
+        logger.warning(
+            "%s has no %s beside it (not written by pocketflow-tf, or copied without it): "
+            "its integrity cannot be verified",
+            path,
+            os.path.basename(digest_path),
+        )
+        return
+    try:
+        with open(digest_path, encoding="utf-8") as f:
+            expected = f.read(200).split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError) as e:
+        raise errors.ModelLoadError(
+            path, f"its digest file {digest_path!r} is unreadable or empty ({_reason(e)})"
+        ) from e
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise errors.ModelLoadError(
+            path, f"its digest file {digest_path!r} holds {expected!r}, not a sha256 digest"
+        )
+    found = atomic_io.sha256_file(path)
+    if found != expected:
+        raise errors.ModelLoadError(
+            path,
+            f"sha256 digest mismatch: the file changed after it was written (corrupted on disk "
+            f"or in a copy, or edited); {digest_path} says {expected[:16]}..., the file has "
+            f"{found[:16]}...; save or copy the model again",
+        )
 
 
 def _read_keras_zip(path: str) -> tuple[dict, dict]:
