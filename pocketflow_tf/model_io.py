@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import re
+import sys
 import zipfile
 from typing import Any
 
@@ -454,27 +455,135 @@ def _load_keras3(path: str, config: dict, trust_unsafe: bool) -> keras.Model:
         raise errors.ModelLoadError(path, str(e)) from e
 
 
+def is_keras3(obj: Any) -> bool:
+    """Whether ``obj`` is a Keras 3 model (not one of the framework's tf-keras).
+
+    Keras 3 is not imported for the check: an object can only be a Keras 3 model if the
+    ``keras`` package (version 3) was already imported by whoever built it.
+
+    Args:
+        obj: Anything.
+
+    Returns:
+        ``True`` for a Keras 3 ``keras.Model`` (functional, Sequential or subclassed).
+
+    Example:
+        >>> is_keras3(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+        False
+        >>> import keras as keras3
+        >>> is_keras3(keras3.Sequential([keras3.Input((3,)), keras3.layers.Dense(2)]))
+        True
+    """
+    k3 = sys.modules.get("keras")
+    if k3 is None or not str(getattr(k3, "__version__", "")).startswith("3"):
+        return False
+    model_cls = getattr(k3, "Model", None)
+    # On the TF 2.15 stack `keras` is Keras 2 (the version check above), and tf-keras's
+    # Model is a different class from Keras 3's: isinstance tells them apart.
+    return model_cls is not None and model_cls is not keras.Model and isinstance(obj, model_cls)
+
+
+def from_keras3(model3: Any, *, trust_unsafe: bool = False) -> keras.Model:
+    """Rebuilds a Keras 3 model in memory in the framework's Keras (tf-keras).
+
+    Each layer is re-created from its config, wired the same way and given the same
+    weights; outputs agree within float rounding. No file is written.
+
+    Args:
+        model3: A Keras 3 functional or Sequential model.
+        trust_unsafe: Also rebuild ``Lambda`` layers (they carry Python code, run again
+            by tf-keras); refused otherwise.
+
+    Returns:
+        A tf-keras ``keras.Model`` with the same layers, names and weights.
+
+    Raises:
+        errors.InvalidArgumentError: ``model3`` is not a Keras 3 model.
+        errors.UnsupportedModelError: a subclassed model, or a layer the bridge cannot
+            rebuild (the message names it, its class and what to do).
+
+    Example:
+        >>> import keras as keras3
+        >>> m3 = keras3.Sequential([keras3.Input((3,)), keras3.layers.Dense(2)])
+        >>> m2 = from_keras3(m3)
+        >>> isinstance(m2, keras.Model), [w.shape for w in m2.get_weights()]
+        (True, [(3, 2), (2,)])
+    """
+    if not is_keras3(model3):
+        raise errors.InvalidArgumentError(
+            "model3",
+            type(model3).__name__,
+            "a Keras 3 keras.Model (check with model_io.is_keras3); tf-keras models need no bridge",
+        )
+    if not _k3_has_graph(model3):
+        raise errors.UnsupportedModelError(
+            f"bridging a Keras 3 model to tf-keras needs the model's layer graph, but "
+            f"{type(model3).__name__!r} is a subclassed keras.Model whose graph is hidden in "
+            "Python code; rebuild it with the functional API (keras.Model(inputs, outputs)) "
+            "or keras.Sequential"
+        )
+    import keras as keras3
+
+    return _rebuild(model3, keras3, keras, to_keras3=False, trust_unsafe=trust_unsafe)
+
+
+def _k3_has_graph(model3: Any) -> bool:
+    """A Keras 3 functional model, or a Sequential that has been built (has a graph)."""
+    if getattr(model3, "_functional", None) is not None:  # a built Sequential
+        return True
+    return hasattr(model3, "_nodes_by_depth") and hasattr(model3, "inputs")
+
+
 def to_keras3(model: keras.Model):
-    """A Keras 3 copy of a tf-keras model (standard layers), with the same weights.
+    """A Keras 3 copy of a tf-keras model, with the same weights and outputs.
+
+    Args:
+        model: A tf-keras functional or Sequential model.
+
+    Returns:
+        A Keras 3 ``keras.Model`` giving the same outputs (float rounding).
+
+    Raises:
+        errors.InvalidArgumentError: ``model`` is already a Keras 3 model.
+        errors.UnsupportedModelError: a subclassed model or a layer the bridge cannot
+            rebuild (named, with what to do).
 
     Example:
         >>> m3 = to_keras3(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
-        >>> type(m3).__module__.startswith("keras")
+        >>> is_keras3(m3)
         True
     """
     import keras as keras3
 
+    if is_keras3(model):
+        raise errors.InvalidArgumentError(
+            "model", type(model).__name__, "a tf-keras model (this one is Keras 3 already)"
+        )
     require_graph(model, "saving a Keras 3 copy")
     return _rebuild(model, keras, keras3, to_keras3=True)
+
+
+def _unsupported(layer, to_keras3: bool, why: str = "") -> errors.UnsupportedModelError:
+    """The error for a layer the bridge cannot rebuild: names it and says what to do."""
+    cls_name = type(layer).__name__
+    src, dst = ("tf-keras", "Keras 3") if to_keras3 else ("Keras 3", "tf-keras")
+    remedy = (
+        "replace it by standard Keras layers"
+        if to_keras3
+        else "build and save the model with tf-keras (import tf_keras as keras) instead, or "
+        "replace it by standard Keras layers"
+    )
+    return errors.UnsupportedModelError(
+        f"layer {layer.name!r} of class {cls_name!r} cannot be rebuilt from {src} in {dst}"
+        f"{': ' + why if why else ''}; {remedy}. Bridged layers: "
+        f"{', '.join(sorted(BRIDGEABLE_LAYERS))}"
+    )
 
 
 def _layer_config(layer, target, to_keras3: bool) -> tuple[type, dict]:
     cls_name = type(layer).__name__
     if cls_name not in BRIDGEABLE_LAYERS:
-        raise errors.UnsupportedModelError(
-            f"layer {layer.name!r} of class {cls_name!r} cannot be converted between Keras 2 "
-            f"and Keras 3; supported: {sorted(BRIDGEABLE_LAYERS)}"
-        )
+        raise _unsupported(layer, to_keras3)
     cls = getattr(target.layers, cls_name)
     cfg = _plain(layer.get_config())
     if isinstance(cfg.get("dtype"), dict):  # Keras 3 stores a DTypePolicy object
@@ -519,7 +628,7 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _rebuild(src, src_keras, dst, *, to_keras3: bool):
+def _rebuild(src, src_keras, dst, *, to_keras3: bool, trust_unsafe: bool = False):
     """Re-creates ``src`` (functional or Sequential) layer by layer in the Keras ``dst``."""
     made: dict[int, Any] = {}  # id(source KerasTensor) -> target tensor
     graph = getattr(src, "_functional", None) or src  # a Keras 3 Sequential wraps a graph
@@ -534,8 +643,19 @@ def _rebuild(src, src_keras, dst, *, to_keras3: bool):
         if type(layer).__name__ == "InputLayer":
             continue
         if layer.name not in new_layers:
-            cls, cfg = _layer_config(layer, dst, to_keras3)
-            new_layers[layer.name] = cls(**cfg)
+            if type(layer).__name__ == "Lambda":
+                if not trust_unsafe:
+                    raise errors.UnsupportedModelError(
+                        f"layer {layer.name!r} is a Lambda layer, which holds Python code; "
+                        f"it was refused (safe mode). {_TRUST_HINT}"
+                    )
+                # The same Python function is called on the other Keras's tensors.
+                new_layers[layer.name] = dst.layers.Lambda(
+                    layer.function, arguments=dict(layer.arguments or {}), name=layer.name
+                )
+            else:
+                cls, cfg = _layer_config(layer, dst, to_keras3)
+                new_layers[layer.name] = cls(**cfg)
         args = _node_inputs(node)
         missing = [a for a in args if id(a) not in made]
         if missing:
