@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pocketflow_tf import distillation, distributed, ecq, errors, inputs, training
+from pocketflow_tf import distillation, distributed, ecq, errors, heads, inputs, training
 from pocketflow_tf.compat import keras, tf
 
 _REGISTRY: dict[str, type[Learner]] = {}
@@ -128,7 +128,9 @@ def checks_inputs(fit):
 
     The model, images, labels and validation data go through :mod:`pocketflow_tf.inputs`
     (converted: uint8 images scaled to ``[0, 1]``, one-hot labels to indices) once, at the
-    outermost ``fit``; an override's ``super().fit(...)`` is not checked again. Every
+    outermost ``fit``; an override's ``super().fit(...)`` is not checked again. A model (or
+    teacher) ending in a softmax is trained on its logits (:mod:`pocketflow_tf.heads`) and
+    the softmax is put back on the returned model; :attr:`Learner.output_head` says which. Every
     subclass's ``fit`` is decorated automatically (``Learner.__init_subclass__``), so a
     learner cannot skip the contract by overriding ``fit``.
 
@@ -149,11 +151,24 @@ def checks_inputs(fit):
         if getattr(self, "_inputs_checked", False):
             return fit(self, model, x, y, **kwargs)
         x, y, kwargs = _checked_inputs(model, x, y, kwargs)
+        # Train and distil on logits, explicitly: a softmax head is taken off here and put
+        # back on the result, so probabilities in means probabilities out.
+        model, head = heads.split(model)
+        teacher = self.teacher
+        if teacher is not None:
+            if not isinstance(teacher, keras.Model):
+                raise errors.InvalidArgumentError(
+                    "teacher", type(teacher).__name__, "a keras.Model of the framework's Keras"
+                )
+            self.teacher = heads.split(teacher)[0]
+        self.output_head = head
         self._inputs_checked = True
         try:
-            return fit(self, model, x, y, **kwargs)
+            result = fit(self, model, x, y, **kwargs)
         finally:
             self._inputs_checked = False
+            self.teacher = teacher
+        return heads.attach(result, head)
 
     checked.checks_inputs = True
     return checked
@@ -313,6 +328,9 @@ class Learner:
                 "ecq", ecq, "None when training in one process (nothing is exchanged)"
             )
         self.history: keras.callbacks.History | None = None
+        #: The head :meth:`fit` took off the input model (softmax) and puts back on the
+        #: result; intermediate models a learner keeps (e.g. ``pruned_model``) are logits.
+        self.output_head: heads.Head = heads.LOGITS
         self.train_seconds: list[float] = []
         self.steps_per_epoch: int | None = None
         self.total_steps: int | None = None
@@ -405,7 +423,8 @@ class Learner:
         (one-hot rows converted), shapes against the model.
 
         Args:
-            model: A built Keras model of the framework's Keras, producing logits.
+            model: A built Keras model of the framework's Keras, producing logits or, through
+                a final softmax, probabilities (trained on its logits either way).
             x: Training images (array) or a batched ``tf.data.Dataset`` of ``(x, y)``.
             y: Integer labels when ``x`` is an array.
             epochs: Overrides ``train_config.epochs``.
@@ -414,7 +433,8 @@ class Learner:
             callbacks: Extra Keras callbacks.
 
         Returns:
-            The finalised, deployable Keras model (the input model is not modified).
+            The finalised, deployable Keras model (the input model is not modified), with
+            the input's output contract: a model ending in a softmax comes back ending in one.
         """
         cfg = self.train_config
         if epochs is not None or batch_size is not None:

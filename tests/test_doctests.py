@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 import pocketflow_tf
-from pocketflow_tf import batchnorm, channel_graph, qat, sparsity, surgery
+from pocketflow_tf import (
+    batchnorm,
+    channel_graph,
+    heads,
+    inputs,
+    qat,
+    safe_pickle,
+    sparsity,
+    surgery,
+)
 from pocketflow_tf.hp_optimizers import amc, base, ddpg, gp, random_search, search, space, tpe
 from pocketflow_tf.learners.auto import candidate as auto_candidate
 from pocketflow_tf.learners.auto import learner as auto_learner
@@ -46,6 +55,9 @@ auto_compress = importlib.import_module("pocketflow_tf.learners.auto.compress")
     "module",
     [
         pocketflow_tf,
+        inputs,
+        heads,
+        safe_pickle,
         auto_target,
         auto_planner,
         auto_splits,

@@ -49,6 +49,7 @@ from pocketflow_tf import (
     atomic_io,
     distillation,
     errors,
+    heads,
     learner,
     model_io,
     training,
@@ -629,6 +630,9 @@ class AutoLearner(learner.Learner):
                             verbose=self._keras_verbose,
                         )
                     path = os.path.join(folder, f"model.{how}.int8.tflite")
+                    # The deployable keeps the user's output contract (probabilities stay
+                    # probabilities); training and the search ran on logits.
+                    keras_model = heads.attach(keras_model, self.output_head)
                     res = candidate.export(keras_model, "int8", path, data, child_check=True)
                     acc = proxy.tflite_accuracy(path, data.x_hold, data.y_hold)
                     options.append((how, keras_model, res, acc))
@@ -644,7 +648,7 @@ class AutoLearner(learner.Learner):
             how, final_model, exported, _ = max(options, key=lambda o: o[3])
         else:
             how = "float"
-            final_model = cand.model
+            final_model = heads.attach(cand.model, self.output_head)
             path = os.path.join(folder, "model.float.tflite")
             exported = candidate.export(final_model, "float", path, data, child_check=True)
         is_qat = how == "qat"

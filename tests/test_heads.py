@@ -1,0 +1,158 @@
+"""Probability heads: detected, trained on their logits, handed back as probabilities."""
+
+import numpy as np
+import pytest
+
+import pocketflow_tf.learners  # noqa: F401  (registers the learners)
+from pocketflow_tf import distillation, errors, heads, learner, tflite_verify, training
+from pocketflow_tf.compat import keras
+
+L = keras.layers
+
+
+def _net(head: str, seed: int = 0):
+    """Conv-BN-ReLU -> Conv-ReLU -> pool -> Dense(4) on 8x8x1, ending in logits or in a softmax of a kind."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 1))
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(inp)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.ReLU()(x)
+    x = L.Conv2D(8, 3, padding="same", name="conv2")(x)  # a middle layer (linear: never dies)
+    x = L.Flatten()(L.MaxPooling2D(4)(x))
+    if head == "dense_softmax":
+        return keras.Model(inp, L.Dense(4, activation="softmax", name="fc")(x))
+    logits = L.Dense(4, name="fc")(x)
+    if head == "softmax_layer":
+        return keras.Model(inp, L.Softmax(name="probs")(logits))
+    if head == "activation_softmax":
+        return keras.Model(inp, L.Activation("softmax", name="probs")(logits))
+    return keras.Model(inp, logits)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("kind", ["dense_softmax", "softmax_layer", "activation_softmax"])
+def test_split_gives_the_logits_and_attach_the_same_probabilities(kind, tiny_data):
+    model = _net(kind)
+    logits_model, head = heads.split(model)
+    assert head.kind == "softmax" and heads.output_kind(logits_model) == "logits"
+    x = tiny_data[0][:16]
+    probs = model.predict(x, verbose=0)
+    np.testing.assert_allclose(_softmax(logits_model.predict(x, verbose=0)), probs, atol=1e-6)
+    back = heads.attach(logits_model, head)
+    np.testing.assert_allclose(back.predict(x, verbose=0), probs, atol=1e-6)
+    # The user's model is untouched: its output layer still applies the softmax.
+    np.testing.assert_allclose(model.predict(x, verbose=0).sum(axis=1), 1.0, atol=1e-5)
+
+
+#: Options that fit the learners to the tiny net (its layers are below the size defaults).
+OPTIONS = {"product-quant": {"pq_codebook_size": 4}, "weight-sparse": {"ws_min_params": 100}}
+
+
+def _fit(name, model, data, dst, seed=1):
+    lrn = learner.get_learner_class(name)(
+        training.TrainConfig(epochs=1, batch_size=32, seed=seed),
+        distillation=distillation.DistillationConfig(weight=4.0, temperature=2.0) if dst else None,
+        verbose=0,
+        **OPTIONS.get(name, {}),
+    )
+    return lrn.fit(model, *data)
+
+
+# auto searches on its own held-out split and is covered by its own test below.
+TRAINING_LEARNERS = [n for n in learner.available() if n != "auto"]
+
+
+@pytest.mark.parametrize("dst", [False, True], ids=["plain", "distilled"])
+@pytest.mark.parametrize("name", TRAINING_LEARNERS)
+def test_softmax_head_learns_exactly_like_its_logits_twin(name, dst, tiny_data):
+    x, y = tiny_data[0][:128], tiny_data[1][:128]
+    twin = _fit(name, _net("logits"), (x, y), dst)
+    probs_model = _fit(name, _net("dense_softmax"), (x, y), dst)
+    probe = tiny_data[0][128:192]
+    probs = probs_model.predict(probe, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs, _softmax(twin.predict(probe, verbose=0)), atol=1e-5)
+    assert heads.output_kind(twin) == "logits"
+
+
+def test_softmax_head_exports_probabilities(tiny_data, tmp_path):
+    x, y = tiny_data
+    tuned = _fit("full-prec", _net("softmax_layer"), (x, y), dst=True)
+    for mode in ("float", "int8"):
+        path = str(tmp_path / f"m.{mode}.tflite")
+        tflite_verify.export_tflite(
+            tuned,
+            path,
+            mode=mode,
+            x_verify=x,
+            y_verify=y,
+            representative_data=x[:64],
+        )
+        out = tflite_verify.TFLiteRunner(path).predict(x[:32], batch_size=32)
+        # int8 probabilities are multiples of 1/256: their rows sum to 1 within a few steps.
+        np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5 if mode == "float" else 0.02)
+        assert (out >= 0).all()
+
+
+def test_a_softmax_teacher_is_used_through_its_logits(tiny_data):
+    x, y = tiny_data[0][:128], tiny_data[1][:128]
+    runs = []
+    for teacher_kind in ("logits", "activation_softmax"):
+        lrn = learner.get_learner_class("full-prec")(
+            training.TrainConfig(epochs=1, batch_size=32, seed=1),
+            distillation=distillation.DistillationConfig(),
+            teacher=_net(teacher_kind, seed=5),
+            verbose=0,
+        )
+        runs.append(lrn.fit(_net("logits"), x, y).get_weights())
+        assert heads.output_kind(lrn.teacher) == heads.output_kind(_net(teacher_kind))
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid"])
+def test_heads_the_learners_cannot_train_are_refused_before_work(activation, tiny_data):
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential(
+        [keras.Input((8, 8, 1)), L.Flatten(), L.Dense(4, activation=activation, name="out")]
+    )
+    with pytest.raises(errors.InvalidArgumentError, match="'out' applies sigmoid"):
+        learner.get_learner_class("full-prec")(verbose=0).fit(m, *tiny_data)
+
+
+def test_softmax_over_the_batch_axis_is_refused():
+    inp = keras.Input((4,))
+    m = keras.Model(inp, L.Softmax(axis=0, name="s")(L.Dense(3)(inp)))
+    with pytest.raises(errors.InvalidArgumentError, match="softmax over axis 0"):
+        heads.split(m)
+
+
+@pytest.mark.parametrize("target", ["int8"])
+def test_auto_hands_back_probabilities(target, tiny_data, tmp_path):
+    from pocketflow_tf.learners.auto.compress import compress
+
+    result = compress(
+        _net("dense_softmax"),
+        tiny_data,
+        target,
+        str(tmp_path / "auto"),
+        max_trials=1,
+        train_config=training.TrainConfig(epochs=1, batch_size=32, optimizer="adam",
+                                          learning_rate=1e-2, weight_decay=0.0),
+        proxy_steps=4,
+        int8_final="auto",  # PTQ and QAT both export the final model with its softmax
+        proxy_calib_samples=64,
+        final_calib_samples=64,
+        eval_samples=64,
+        latency_rounds=3,
+        final_latency_rounds=3,
+        verbose=0,
+    )  # fmt: skip
+    x = tiny_data[0][:8]
+    np.testing.assert_allclose(result.model.predict(x, verbose=0).sum(axis=1), 1.0, atol=1e-5)
+    out = tflite_verify.TFLiteRunner(result.tflite_path).predict(x, batch_size=8)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=0.02)
