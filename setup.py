@@ -40,4 +40,6 @@ setup(
     packages=packages,
     package_dir=package_dir,
     install_requires=_requirements(),
+    # The installed command (compress / learn / export / latency on your own model and data).
+    entry_points={"console_scripts": ["pocketflow-tf = pocketflow_tf.nets.command:main"]},
 )
