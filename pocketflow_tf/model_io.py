@@ -37,10 +37,12 @@ import dataclasses
 import inspect
 import json
 import logging
+import operator
 import os
 import re
 import sys
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -48,18 +50,30 @@ import numpy as np
 from pocketflow_tf import atomic_io, errors
 from pocketflow_tf.compat import keras
 
-#: Layer classes the Keras 3 -> tf-keras bridge re-creates (same names in both Keras).
+#: Layer classes the bridge re-creates from their config (same names, options and weights in
+#: both Keras). Beside these, the bridge rebuilds ``Normalization`` (statistics into the
+#: config), Keras 3 operation nodes (``x + 3.0``) and tf-keras ``TFOpLambda`` tf ops, the
+#: activations tf-keras lacks (``hard_silu``...), ``keras.applications``' ``LayerScale`` and
+#: ``StochasticDepth``, nested models (inlined) and classes given to :func:`register_bridge`.
 BRIDGEABLE_LAYERS = frozenset(
     {
         "InputLayer",
         "Conv1D",
         "Conv2D",
+        "Conv3D",
+        "Conv1DTranspose",
         "Conv2DTranspose",
+        "DepthwiseConv1D",
         "DepthwiseConv2D",
+        "SeparableConv1D",
         "SeparableConv2D",
         "Dense",
+        "Embedding",
         "BatchNormalization",
         "LayerNormalization",
+        "GroupNormalization",
+        "UnitNormalization",
+        "Normalization",
         "ReLU",
         "LeakyReLU",
         "PReLU",
@@ -73,17 +87,29 @@ BRIDGEABLE_LAYERS = frozenset(
         "Maximum",
         "Minimum",
         "Concatenate",
+        "Dot",
+        "GlobalAveragePooling1D",
         "GlobalAveragePooling2D",
+        "GlobalMaxPooling1D",
         "GlobalMaxPooling2D",
+        "MaxPooling1D",
         "MaxPooling2D",
+        "AveragePooling1D",
         "AveragePooling2D",
         "Flatten",
         "Reshape",
         "Permute",
+        "RepeatVector",
         "Dropout",
+        "SpatialDropout1D",
         "SpatialDropout2D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "ZeroPadding1D",
         "ZeroPadding2D",
+        "Cropping1D",
         "Cropping2D",
+        "UpSampling1D",
         "UpSampling2D",
         "Rescaling",
         "Identity",
@@ -431,14 +457,116 @@ def _reason(e: BaseException) -> str:
 
 
 # -- the Keras 3 bridge ------------------------------------------------------------------
+#: Keras 3 activations tf-keras lacks or computes differently (tf-keras's ``hard_sigmoid``
+#: is ``clip(0.2 x + 0.5)``, Keras 3's is ``relu6(x + 3) / 6``). They are rebuilt from the
+#: same standard layers and tf ops that tf-keras's own ``keras.applications.MobileNetV3`` uses.
+_K3_REBUILT_ACTIVATIONS = frozenset({"hard_silu", "hard_swish", "hard_sigmoid"})
+#: Classes of ``keras.applications`` (ConvNeXt) rebuilt from standard layers, both ways:
+#: tf-keras does not register its copies, so a model holding them would not load again.
+_APPLICATION_LAYERS = frozenset({"LayerScale", "StochasticDepth"})
+
+
+def _binary(operator_fn: Callable, function: Callable) -> Callable:
+    """A binary op written ``x + 3.0`` as models write it; by ``function`` when the left
+    operand is an array (numpy would otherwise try to convert the symbolic right operand)."""
+
+    def call(op, args):
+        fn = function if isinstance(args[0], np.ndarray) else operator_fn
+        return fn(args[0], args[1])
+
+    return call
+
+
+def _tf_ops() -> dict[str, Callable]:
+    """Keras 3 operation nodes -> the tf-keras construction (a TFOpLambda, as tf-keras makes
+    for ``x + 3.0`` on its own KerasTensors)."""
+    from pocketflow_tf.compat import tf
+
+    return {
+        "Add": _binary(operator.add, tf.math.add),
+        "Subtract": _binary(operator.sub, tf.math.subtract),
+        "Multiply": _binary(operator.mul, tf.math.multiply),
+        "Divide": _binary(operator.truediv, tf.math.truediv),
+        "TrueDivide": _binary(operator.truediv, tf.math.truediv),
+        "Maximum": _binary(tf.maximum, tf.maximum),
+        "Minimum": _binary(tf.minimum, tf.minimum),
+        "Negative": lambda op, args: -args[0],
+        "Relu": lambda op, args: tf.nn.relu(args[0]),
+        "Relu6": lambda op, args: tf.nn.relu6(args[0]),
+        "Sigmoid": lambda op, args: tf.math.sigmoid(args[0]),
+        "Silu": lambda op, args: tf.nn.silu(args[0]),
+        "Tanh": lambda op, args: tf.math.tanh(args[0]),
+        "HardSigmoid": lambda op, args: tf.nn.relu6(args[0] + 3.0) * (1.0 / 6.0),
+        "HardSilu": lambda op, args: args[0] * (tf.nn.relu6(args[0] + 3.0) * (1.0 / 6.0)),
+        "Mean": lambda op, args: tf.reduce_mean(
+            args[0], axis=op.get_config().get("axis"), keepdims=op.get_config().get("keepdims")
+        ),
+    }
+
+
+def _k3_ops() -> dict[str, Callable]:
+    """tf-keras ``TFOpLambda`` symbols -> the Keras 3 construction (an operation node)."""
+    from keras import ops
+
+    return {
+        "__operators__.add": _binary(operator.add, ops.add),
+        "math.add": _binary(operator.add, ops.add),
+        "math.subtract": _binary(operator.sub, ops.subtract),
+        "math.multiply": _binary(operator.mul, ops.multiply),
+        "math.truediv": _binary(operator.truediv, ops.divide),
+        "math.divide": _binary(operator.truediv, ops.divide),
+        "math.maximum": _binary(ops.maximum, ops.maximum),
+        "math.minimum": _binary(ops.minimum, ops.minimum),
+        "math.negative": lambda kw, args: -args[0],
+        "nn.relu": lambda kw, args: ops.relu(args[0]),
+        "nn.relu6": lambda kw, args: ops.relu6(args[0]),
+        "math.sigmoid": lambda kw, args: ops.sigmoid(args[0]),
+        "nn.sigmoid": lambda kw, args: ops.sigmoid(args[0]),
+        "nn.silu": lambda kw, args: ops.silu(args[0]),
+        "nn.swish": lambda kw, args: ops.silu(args[0]),
+        "math.tanh": lambda kw, args: ops.tanh(args[0]),
+        "nn.tanh": lambda kw, args: ops.tanh(args[0]),
+        "math.reduce_mean": lambda kw, args: ops.mean(
+            args[0], axis=kw.get("axis"), keepdims=bool(kw.get("keepdims", False))
+        ),
+    }
+
+
+#: User rules: class name -> ``build(layer, dst_keras) -> layer of dst_keras``.
+_USER_RULES: dict[str, Callable[[Any, Any], Any]] = {}
+
+
+def register_bridge(class_name: str, build: Callable[[Any, Any], Any]) -> None:
+    """Teaches the bridge a layer class of your own (both directions).
+
+    ``build(layer, dst_keras)`` returns a layer of ``dst_keras`` (the ``keras`` module of
+    Keras 3 or tf-keras) that computes the same function; it is called on the same inputs and
+    given ``layer.get_weights()``. The class must also be loadable by the Keras that reads
+    the saved model (``custom_objects`` or ``register_keras_serializable``).
+
+    Args:
+        class_name: ``type(layer).__name__`` of the layer to convert.
+        build: The factory described above.
+
+    Example:
+        >>> register_bridge("Scale3", lambda layer, k: k.layers.Rescaling(3.0, name=layer.name))
+        >>> "Scale3" in _USER_RULES
+        True
+    """
+    if not callable(build):
+        raise errors.InvalidArgumentError("build", build, "a callable (layer, dst_keras) -> layer")
+    _USER_RULES[str(class_name)] = build
+
+
 def _load_keras3(path: str, config: dict, trust_unsafe: bool) -> keras.Model:
     # Unsupported layers are reported from the stored config, before Keras 3 runs anything.
-    for cls, name in _iter_layers(config):
-        if cls not in BRIDGEABLE_LAYERS and cls not in _MODEL_CLASSES:
+    for module, cls, name in _iter_layer_entries(config):
+        if not _k3_entry_known(module, cls):
             raise errors.ModelLoadError(
                 path,
-                f"it was saved by Keras 3 and layer {name!r} of class {cls!r} cannot be rebuilt "
-                f"in the framework's Keras (tf-keras); supported: {sorted(BRIDGEABLE_LAYERS)}",
+                f"it was saved by Keras 3 and layer {name!r} of class {cls!r} (module "
+                f"{module!r}) cannot be rebuilt in the framework's Keras (tf-keras); "
+                f"{_REMEDY_K3}. Bridged layers: {', '.join(sorted(BRIDGEABLE_LAYERS))}",
             )
     # Keras 3 itself reads the file (weights layout, dtype policies, safe_mode): re-parsing
     # its zip/HDF5 layout by hand would track a private format. Only the rebuilt layers and
@@ -450,9 +578,34 @@ def _load_keras3(path: str, config: dict, trust_unsafe: bool) -> keras.Model:
     except Exception as e:  # noqa: BLE001
         raise errors.ModelLoadError(path, f"Keras 3 could not read it ({_reason(e)})") from e
     try:
-        return _rebuild(k3, keras3, keras, to_keras3=False)
+        return _rebuild(k3, keras3, keras, to_keras3=False, trust_unsafe=trust_unsafe)
     except errors.UnsupportedModelError as e:
         raise errors.ModelLoadError(path, str(e)) from e
+
+
+def _iter_layer_entries(config: Any):
+    """Yields ``(module, class_name, name)`` of every stored layer/operation config."""
+    if not isinstance(config, dict):
+        return
+    inner = config.get("config")
+    if "class_name" in config and isinstance(inner, dict):
+        yield str(config.get("module") or ""), config["class_name"], inner.get("name", "?")
+        for layer in inner.get("layers", []) or []:
+            yield from _iter_layer_entries(layer)
+        yield from _iter_layer_entries(inner.get("layer"))
+
+
+def _k3_entry_known(module: str, cls: str) -> bool:
+    if module.startswith("keras.src.ops"):  # an operation node (`x + 3.0`), not a layer
+        return cls in _tf_ops()
+    if module.startswith("keras.src.applications"):
+        return cls in _APPLICATION_LAYERS
+    return (
+        cls in BRIDGEABLE_LAYERS
+        or cls in _MODEL_CLASSES
+        or cls in _USER_RULES
+        or cls in ("Normalization", "Lambda")  # Lambda: refused or allowed by _check_safe
+    )
 
 
 def is_keras3(obj: Any) -> bool:
@@ -515,7 +668,7 @@ def from_keras3(model3: Any, *, trust_unsafe: bool = False) -> keras.Model:
             type(model3).__name__,
             "a Keras 3 keras.Model (check with model_io.is_keras3); tf-keras models need no bridge",
         )
-    if not _k3_has_graph(model3):
+    if _graph(model3) is None:
         raise errors.UnsupportedModelError(
             f"bridging a Keras 3 model to tf-keras needs the model's layer graph, but "
             f"{type(model3).__name__!r} is a subclassed keras.Model whose graph is hidden in "
@@ -525,13 +678,6 @@ def from_keras3(model3: Any, *, trust_unsafe: bool = False) -> keras.Model:
     import keras as keras3
 
     return _rebuild(model3, keras3, keras, to_keras3=False, trust_unsafe=trust_unsafe)
-
-
-def _k3_has_graph(model3: Any) -> bool:
-    """A Keras 3 functional model, or a Sequential that has been built (has a graph)."""
-    if getattr(model3, "_functional", None) is not None:  # a built Sequential
-        return True
-    return hasattr(model3, "_nodes_by_depth") and hasattr(model3, "inputs")
 
 
 def to_keras3(model: keras.Model):
@@ -563,28 +709,32 @@ def to_keras3(model: keras.Model):
     return _rebuild(model, keras, keras3, to_keras3=True)
 
 
+_REMEDY_K3 = (
+    "build and save the model with tf-keras (import tf_keras as keras) instead, replace the "
+    "layer by standard Keras layers, or teach the bridge with model_io.register_bridge()"
+)
+_REMEDY_TFK = (
+    "replace the layer by standard Keras layers, or teach the bridge with "
+    "model_io.register_bridge()"
+)
+
+
 def _unsupported(layer, to_keras3: bool, why: str = "") -> errors.UnsupportedModelError:
     """The error for a layer the bridge cannot rebuild: names it and says what to do."""
     cls_name = type(layer).__name__
     src, dst = ("tf-keras", "Keras 3") if to_keras3 else ("Keras 3", "tf-keras")
-    remedy = (
-        "replace it by standard Keras layers"
-        if to_keras3
-        else "build and save the model with tf-keras (import tf_keras as keras) instead, or "
-        "replace it by standard Keras layers"
-    )
     return errors.UnsupportedModelError(
         f"layer {layer.name!r} of class {cls_name!r} cannot be rebuilt from {src} in {dst}"
-        f"{': ' + why if why else ''}; {remedy}. Bridged layers: "
-        f"{', '.join(sorted(BRIDGEABLE_LAYERS))}"
+        f"{' (' + why + ')' if why else ''}; {_REMEDY_TFK if to_keras3 else _REMEDY_K3}. "
+        f"Bridged layers: {', '.join(sorted(BRIDGEABLE_LAYERS))}"
     )
 
 
 def _layer_config(layer, target, to_keras3: bool) -> tuple[type, dict]:
     cls_name = type(layer).__name__
-    if cls_name not in BRIDGEABLE_LAYERS:
-        raise _unsupported(layer, to_keras3)
-    cls = getattr(target.layers, cls_name)
+    cls = getattr(target.layers, cls_name, None)
+    if cls is None:
+        raise _unsupported(layer, to_keras3, f"the target Keras has no {cls_name}")
     cfg = _plain(layer.get_config())
     if isinstance(cfg.get("dtype"), dict):  # Keras 3 stores a DTypePolicy object
         cfg["dtype"] = cfg["dtype"].get("config", {}).get("name", "float32")
@@ -592,12 +742,11 @@ def _layer_config(layer, target, to_keras3: bool) -> tuple[type, dict]:
     # lora_rank, tf-keras's batch_input_shape...), and the weights are copied anyway.
     params = set(inspect.signature(cls.__init__).parameters) | {"name", "trainable", "dtype"}
     cfg = {k: v for k, v in cfg.items() if k in params}
+    cfg["name"] = _name(layer, to_keras3)
     if cls_name == "BatchNormalization" and isinstance(cfg.get("axis"), list):
         # tf-keras stores BN's axis as a list, Keras 3 takes one int.
         if len(cfg["axis"]) != 1:
-            raise errors.UnsupportedModelError(
-                f"layer {layer.name!r} normalises over axes {cfg['axis']}; Keras 3 takes one axis"
-            )
+            raise _unsupported(layer, to_keras3, f"it normalises over axes {cfg['axis']}")
         cfg["axis"] = int(cfg["axis"][0])
     for key in list(cfg):
         # Initializers and constraints differ in options between the two Keras and do not
@@ -630,65 +779,263 @@ def _plain(obj: Any) -> Any:
 
 def _rebuild(src, src_keras, dst, *, to_keras3: bool, trust_unsafe: bool = False):
     """Re-creates ``src`` (functional or Sequential) layer by layer in the Keras ``dst``."""
-    made: dict[int, Any] = {}  # id(source KerasTensor) -> target tensor
-    graph = getattr(src, "_functional", None) or src  # a Keras 3 Sequential wraps a graph
-    for layer, node in _nodes_in_order(src):
+    bridge = _Bridge(dst, to_keras3=to_keras3, trust_unsafe=trust_unsafe)
+    graph = _graph(src)
+    for layer, node in _nodes_in_order(graph):
         if type(layer).__name__ == "InputLayer":
             t = _node_outputs(node)[0]
             dtype = getattr(t.dtype, "name", t.dtype)  # tf.DType in tf-keras, str in Keras 3
-            made[id(t)] = dst.Input(batch_shape=tuple(t.shape), dtype=dtype, name=layer.name)
-    inputs = [made[id(t)] for t in graph.inputs]
-    new_layers = {}
-    for layer, node in _nodes_in_order(src):
-        if type(layer).__name__ == "InputLayer":
-            continue
-        if layer.name not in new_layers:
-            if type(layer).__name__ == "Lambda":
-                if not trust_unsafe:
-                    raise errors.UnsupportedModelError(
-                        f"layer {layer.name!r} is a Lambda layer, which holds Python code; "
-                        f"it was refused (safe mode). {_TRUST_HINT}"
-                    )
-                # The same Python function is called on the other Keras's tensors.
-                new_layers[layer.name] = dst.layers.Lambda(
-                    layer.function, arguments=dict(layer.arguments or {}), name=layer.name
-                )
-            else:
-                cls, cfg = _layer_config(layer, dst, to_keras3)
-                new_layers[layer.name] = cls(**cfg)
-        args = _node_inputs(node)
-        missing = [a for a in args if id(a) not in made]
-        if missing:
-            raise errors.UnsupportedModelError(
-                f"layer {layer.name!r} takes an input the bridge cannot trace"
+            bridge.made[id(t)] = dst.Input(
+                batch_shape=tuple(t.shape), dtype=dtype, name=_name(layer, to_keras3)
             )
-        call_in = [made[id(a)] for a in args]
-        out = new_layers[layer.name](call_in if len(call_in) > 1 else call_in[0])
-        outs = out if isinstance(out, list | tuple) else [out]
-        for s, o in zip(_node_outputs(node), outs, strict=True):
-            made[id(s)] = o
-    outputs = [made[id(t)] for t in graph.outputs]
-    model = dst.Model(
+    inputs = [bridge.made[id(t)] for t in graph.inputs]
+    bridge.graph(graph)
+    outputs = [bridge.made[id(t)] for t in graph.outputs]
+    return dst.Model(
         inputs if len(inputs) > 1 else inputs[0],
         outputs if len(outputs) > 1 else outputs[0],
         name=src.name,
     )
-    for name, new in new_layers.items():
-        weights = src.get_layer(name).get_weights()
-        if weights:
-            new.set_weights([np.asarray(w) for w in weights])
-    return model
 
 
-def _nodes_in_order(model):
-    """``(layer, node)`` pairs of the model's own graph in topological order."""
-    graph = getattr(model, "_functional", None) or model  # Keras 3 Sequential wraps one
+class _Bridge:
+    """Walks a source graph and calls, for each node, the matching ``dst`` construction.
+
+    Tensors are matched by the identity of the source KerasTensors; each source layer is
+    converted once (shared layers stay shared), its weights copied after its first call.
+    Nested models (ConvNeXt's Sequential stem) are inlined: the channel graph, the surgery
+    and TFMOT all handle a flat functional model best.
+    """
+
+    def __init__(self, dst, *, to_keras3: bool, trust_unsafe: bool):
+        self.dst = dst
+        self.to_keras3 = to_keras3
+        self.trust_unsafe = trust_unsafe
+        self.made: dict[int, Any] = {}  # id(source KerasTensor) -> target tensor
+        self.calls: dict[int, Callable] = {}  # id(source layer) -> (args, kwargs) -> outputs
+
+    def graph(self, graph) -> None:
+        for layer, node in _nodes_in_order(graph):
+            if type(layer).__name__ == "InputLayer":
+                continue
+            if _graph(layer) is not None:
+                outs = self.nested(layer, node)
+            else:
+                if id(layer) not in self.calls:
+                    self.calls[id(layer)] = self.converter(layer, node)
+                args, kwargs = _node_arguments(node)
+                args, kwargs = self.map(args, layer), self.map(kwargs, layer)
+                outs = self.calls[id(layer)](list(args), kwargs)
+            outs = list(outs) if isinstance(outs, list | tuple) else [outs]
+            for s, o in zip(_node_outputs(node), outs, strict=True):
+                self.made[id(s)] = o
+
+    def nested(self, model, node) -> list:
+        inner = _graph(model)
+        for t_in, t_out in zip(inner.inputs, _node_inputs(node), strict=True):
+            self.made[id(t_in)] = self.map(t_out, model)
+        self.graph(inner)
+        return [self.made[id(t)] for t in inner.outputs]
+
+    def map(self, obj: Any, layer) -> Any:
+        """Source call arguments -> target ones (KerasTensors replaced, constants kept)."""
+        if isinstance(obj, list | tuple):
+            return type(obj)(self.map(v, layer) for v in obj)
+        if isinstance(obj, dict):
+            return {k: self.map(v, layer) for k, v in obj.items()}
+        if type(obj).__name__ == "KerasTensor":
+            if id(obj) not in self.made:
+                raise _unsupported(
+                    layer, self.to_keras3, "it takes an input the bridge cannot trace"
+                )
+            return self.made[id(obj)]
+        if hasattr(obj, "numpy") or hasattr(obj, "__array__"):  # a tensor or array constant
+            value = np.asarray(obj)
+            return value.item() if value.ndim == 0 else value
+        return obj
+
+    # -- choosing the construction for one layer --------------------------------------
+    def converter(self, layer, node) -> Callable:
+        cls_name = type(layer).__name__
+        module = type(layer).__module__
+        if cls_name == "Lambda":
+            return self.lambda_layer(layer)
+        if cls_name in _USER_RULES:
+            return self.layer_call(_USER_RULES[cls_name](layer, self.dst), layer)
+        if not self.to_keras3 and module.startswith("keras.src.ops"):
+            ops = _tf_ops()
+            if cls_name not in ops:
+                raise _unsupported(layer, False, f"the operation {cls_name} has no tf-keras rule")
+            return lambda args, kwargs: ops[cls_name](layer, args)
+        if self.to_keras3 and cls_name == "TFOpLambda":
+            return self.tf_op(layer)
+        if cls_name in _APPLICATION_LAYERS and ".applications." in module:
+            return self.application_layer(layer, node)
+        if cls_name == "Normalization":
+            return self.normalization(layer)
+        if cls_name in BRIDGEABLE_LAYERS:
+            return self.standard(layer)
+        raise _unsupported(layer, self.to_keras3)
+
+    def layer_call(self, new, layer, weights: list | None = None, post: str | None = None):
+        """Calls ``new`` like the source layer; gives it the weights after its first call."""
+        state = {"copied": False}
+
+        def call(args, kwargs):
+            kwargs = {k: v for k, v in kwargs.items() if v is not None}
+            out = new(*args, **kwargs)
+            if not state["copied"]:
+                w = layer.get_weights() if weights is None else weights
+                if w:
+                    new.set_weights([np.asarray(v) for v in w])
+                state["copied"] = True
+            return (
+                self.activation(out, post, f"{_name(layer, self.to_keras3)}_{post}")
+                if post
+                else out
+            )
+
+        return call
+
+    def standard(self, layer) -> Callable:
+        cls, cfg = _layer_config(layer, self.dst, self.to_keras3)
+        act = cfg.get("activation")
+        if "activation" in cfg and not isinstance(act, str):
+            raise _unsupported(layer, self.to_keras3, f"its activation {act!r} is not built in")
+        post = None
+        if isinstance(act, str) and self.rebuilds_activation(layer, act):
+            if type(layer).__name__ == "Activation":
+                return lambda args, kwargs: self.activation(
+                    args[0], act, _name(layer, self.to_keras3)
+                )
+            # The layer runs linear and the activation follows as its own construction.
+            cfg["activation"] = "linear"
+            post = act
+        return self.layer_call(cls(**cfg), layer, post=post)
+
+    def rebuilds_activation(self, layer, act: str) -> bool:
+        if self.to_keras3:
+            return act == "hard_sigmoid"  # tf-keras's clip(0.2 x + 0.5): Keras 3 has no such
+        if act in _K3_REBUILT_ACTIVATIONS:
+            return True
+        try:
+            keras.activations.get(act)
+        except ValueError as e:
+            raise _unsupported(layer, False, f"tf-keras has no activation {act!r}") from e
+        return False
+
+    def activation(self, x, act: str, name: str):
+        layers = self.dst.layers
+        if self.to_keras3:  # tf-keras hard_sigmoid = clip(0.2 x + 0.5, 0, 1)
+            x = layers.Rescaling(0.2, offset=0.5, name=f"{name}_affine")(x)
+            return layers.ReLU(max_value=1.0, name=name)(x)
+        # Keras 3: hard_sigmoid(x) = relu6(x + 3) / 6, hard_silu(x) = x * hard_sigmoid(x),
+        # written exactly as tf_keras.applications.mobilenet_v3 writes them.
+        gate = layers.ReLU(6.0, name=f"{name}_relu6")(x + 3.0) * (1.0 / 6.0)
+        if act == "hard_sigmoid":
+            return gate
+        return layers.Multiply(name=name)([x, gate])
+
+    def lambda_layer(self, layer) -> Callable:
+        if not self.trust_unsafe:
+            raise errors.UnsupportedModelError(
+                f"layer {layer.name!r} is a Lambda layer, which holds Python code; it was "
+                f"refused (safe mode). {_TRUST_HINT}"
+            )
+        # The same Python function is called on the other Keras's tensors.
+        new = self.dst.layers.Lambda(
+            layer.function, arguments=dict(layer.arguments or {}), name=_name(layer, True)
+        )
+        return self.layer_call(new, layer)
+
+    def tf_op(self, layer) -> Callable:
+        ops = _k3_ops()
+        symbol = getattr(layer, "symbol", "?")
+        if symbol not in ops:
+            raise _unsupported(layer, True, f"the tf op {symbol!r} has no Keras 3 rule")
+        signature = inspect.signature(layer.function)
+
+        def call(args, kwargs):
+            bound = signature.bind(*args, **kwargs).arguments
+            bound.pop("name", None)
+            return ops[symbol](bound, list(bound.values()))
+
+        return call
+
+    def normalization(self, layer) -> Callable:
+        # Mean and variance go into the config, as keras.applications' EfficientNetV2 and
+        # ConvNeXt write them: the adapt-state weights are laid out differently per Keras.
+        def flat(t):
+            v = np.asarray(t, dtype=np.float64).reshape(-1)
+            return v.tolist() if v.size > 1 else float(v[0])
+
+        cfg = layer.get_config()
+        new = self.dst.layers.Normalization(
+            axis=cfg.get("axis", -1),
+            mean=flat(layer.mean),
+            variance=flat(layer.variance),
+            invert=bool(cfg.get("invert", False)),
+            name=_name(layer, self.to_keras3),
+        )
+        return self.layer_call(new, layer, weights=[])
+
+    def application_layer(self, layer, node) -> Callable:
+        shape = tuple(_node_inputs(node)[0].shape)
+        layers = self.dst.layers
+        if type(layer).__name__ == "StochasticDepth":
+            # Drops a sample's whole residual branch: Dropout with one mask value per sample
+            # is the same computation (identity at inference), in a standard layer.
+            rate = float(layer.get_config().get("drop_path_rate", 0.0))
+            noise = (None,) + (1,) * (len(shape) - 1)
+            return self.layer_call(
+                layers.Dropout(rate, noise_shape=noise, name=_name(layer, self.to_keras3)),
+                layer,
+                weights=[],
+            )
+        # LayerScale: x * gamma per channel == a 1x1 depthwise convolution without bias.
+        gamma = np.asarray(layer.gamma)
+        if len(shape) != 4 or gamma.shape != (shape[-1],):
+            raise _unsupported(
+                layer,
+                self.to_keras3,
+                f"a per-channel scale is rebuilt on NHWC inputs only; input {shape}, "
+                f"gamma {gamma.shape}",
+            )
+        new = layers.DepthwiseConv2D(1, use_bias=False, name=_name(layer, self.to_keras3))
+        return self.layer_call(new, layer, weights=[gamma.reshape(1, 1, -1, 1)])
+
+
+def _name(layer, to_keras3: bool) -> str:
+    """The layer's name in the target Keras: Keras 3 refuses ``/`` (tf-keras's MobileNetV3
+    names a layer ``Conv/BatchNorm``), so it becomes ``_`` there."""
+    return layer.name.replace("/", "_") if to_keras3 else layer.name
+
+
+def _graph(model) -> Any:
+    """The layer graph of a functional or Sequential model (``None`` for other layers)."""
+    inner = getattr(model, "_functional", None)  # a Keras 3 Sequential wraps a Functional
+    if inner is not None:
+        return inner
+    if hasattr(model, "_nodes_by_depth") and getattr(model, "inputs", None) is not None:
+        return model
+    return None
+
+
+def _nodes_in_order(graph):
+    """``(layer, node)`` pairs of the graph in topological order."""
     pairs = []
     for depth in sorted(graph._nodes_by_depth, reverse=True):
         for node in graph._nodes_by_depth[depth]:
             # tf-keras nodes name their layer `layer`, Keras 3 nodes `operation`.
             pairs.append((getattr(node, "operation", None) or node.layer, node))
     return pairs
+
+
+def _node_arguments(node) -> tuple[tuple, dict]:
+    """The positional and keyword arguments the node was called with."""
+    if hasattr(node, "arguments"):  # Keras 3
+        return tuple(node.arguments.args), dict(node.arguments.kwargs)
+    return tuple(node.call_args), dict(node.call_kwargs)
 
 
 def _node_inputs(node) -> list:

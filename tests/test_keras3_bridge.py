@@ -107,3 +107,131 @@ def test_lambda_needs_trust():
         model_io.from_keras3(model)
     x = _x((4,))
     np.testing.assert_allclose(_out(model_io.from_keras3(model, trust_unsafe=True), x), 2 * x)
+
+
+def _conv_input(shape=(8, 8, 3)):
+    keras3.utils.set_random_seed(2)
+    return keras3.Input(shape)
+
+
+def test_hard_activations_rebuilt_as_tf_keras_mobilenet_v3_does():
+    inp = _conv_input()
+    x = keras3.layers.Conv2D(4, 3, padding="same", activation="hard_swish")(inp)
+    x = keras3.layers.Activation("hard_silu", name="hs")(x)
+    x = keras3.layers.Activation("hard_sigmoid")(x * 4.0)
+    m2, _ = _round_trip(keras3.Model(inp, x), _x((8, 8, 3)) * 4)
+    classes = {type(la).__name__ for la in m2.layers}
+    assert {"ReLU", "Multiply", "TFOpLambda"} <= classes  # as tf_keras's MobileNetV3
+    assert isinstance(m2.get_layer("hs"), keras.layers.Multiply)
+
+
+def test_tf_keras_hard_sigmoid_keeps_its_meaning_in_keras3():
+    # tf-keras's hard_sigmoid is clip(0.2 x + 0.5), Keras 3's relu6(x + 3) / 6.
+    inp = keras.Input((5,))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="hard_sigmoid")(inp))
+    x = _x((5,)) * 5
+    np.testing.assert_allclose(_out(model_io.to_keras3(model), x), _out(model, x), atol=1e-6)
+
+
+def test_keras3_activation_tf_keras_lacks_is_named():
+    inp = keras3.Input((4,))
+    model = keras3.Model(inp, keras3.layers.Dense(2, activation="celu", name="head")(inp))
+    with pytest.raises(errors.UnsupportedModelError, match="'head'.*'Dense'.*'celu'"):
+        model_io.from_keras3(model)
+
+
+def test_normalization_given_and_adapted():
+    inp = _conv_input()
+    x = keras3.layers.Rescaling(1 / 255.0)(inp)
+    x = keras3.layers.Normalization(mean=[0.4, 0.5, 0.6], variance=[0.04, 0.05, 0.06])(x)
+    adapted = keras3.layers.Normalization(axis=-1, name="adapted")
+    adapted.adapt(RNG.random((16, 8, 8, 3)).astype(np.float32) * 3)
+    x = keras3.layers.Conv2D(4, 1)(adapted(x))
+    m2, _ = _round_trip(keras3.Model(inp, x), RNG.uniform(0, 255, (2, 8, 8, 3)).astype("f4"))
+    assert isinstance(m2.get_layer("adapted"), keras.layers.Normalization)
+
+
+def test_layer_norm_layer_scale_and_stochastic_depth():
+    from keras.src.applications.convnext import LayerScale, StochasticDepth
+
+    inp = _conv_input((8, 8, 4))
+    x = keras3.layers.LayerNormalization(epsilon=1e-6)(inp)
+    x = keras3.layers.Dense(4)(x)
+    scale = LayerScale(0.5, 4, name="scale")
+    x = scale(x)
+    x = StochasticDepth(0.2, name="drop_path")(x)
+    model = keras3.Model(inp, inp + x)  # the residual is an operation node
+    scale.gamma.assign(RNG.standard_normal(4).astype(np.float32))
+    m2, back = _round_trip(model, _x((8, 8, 4)))
+    # Standard layers that TFMOT, the channel graph and both loaders know.
+    assert isinstance(m2.get_layer("scale"), keras.layers.DepthwiseConv2D)
+    assert m2.get_layer("drop_path").noise_shape == (None, 1, 1, 1)
+
+
+def test_grouped_conv_and_nested_sequential_inlined():
+    inp = _conv_input((8, 8, 4))
+    stem = keras3.Sequential(
+        [keras3.layers.Conv2D(8, 2, strides=2), keras3.layers.LayerNormalization()], name="stem"
+    )
+    x = keras3.layers.Conv2D(8, 3, padding="same", groups=4, name="grouped")(stem(inp))
+    m2, back = _round_trip(keras3.Model(inp, x), _x((8, 8, 4)))
+    assert m2.get_layer("grouped").groups == 4
+    assert not any(isinstance(la, keras.Model) for la in m2.layers)  # flat
+
+
+def test_operations_with_constants():
+    inp = _conv_input((4, 4, 2))
+    x = keras3.layers.ReLU(6.0)(inp + 3.0) * (1.0 / 6.0)
+    x = (3.0 - x) / 2.0 + keras3.ops.mean(x, axis=-1, keepdims=True)
+    x = keras3.ops.maximum(-x, keras3.ops.sigmoid(x))
+    m2, back = _round_trip(keras3.Model(inp, x), _x((4, 4, 2)))
+    assert "TFOpLambda" in {type(la).__name__ for la in m2.layers}
+
+
+def test_unbridged_operation_is_named():
+    inp = keras3.Input((4,))
+    model = keras3.Model(inp, keras3.ops.cumsum(inp, axis=-1))
+    with pytest.raises(errors.UnsupportedModelError, match="'Cumsum'.*no tf-keras rule"):
+        model_io.from_keras3(model)
+
+
+def test_tf_ops_of_tf_keras_round_trip():
+    from pocketflow_tf.compat import tf
+
+    inp = keras.Input((4, 4, 2))
+    x = keras.layers.ReLU(6.0)(inp + 3.0) * (1.0 / 6.0)
+    x = tf.reduce_mean(x, axis=[1, 2], keepdims=True) - tf.nn.relu6(inp)
+    model = keras.Model(inp, x)
+    x = _x((4, 4, 2))
+    m3 = model_io.to_keras3(model)
+    np.testing.assert_allclose(_out(m3, x), _out(model, x), atol=1e-6)
+    np.testing.assert_allclose(_out(model_io.from_keras3(m3), x), _out(model, x), atol=1e-6)
+
+
+def test_registered_rule_converts_a_user_layer(monkeypatch):
+    class Triple(keras3.layers.Layer):
+        def call(self, x):
+            return x * 3.0
+
+    monkeypatch.setitem(
+        model_io._USER_RULES,
+        "Triple",
+        lambda layer, k: k.layers.Rescaling(3.0, name=layer.name),
+    )
+    inp = keras3.Input((4,))
+    model = keras3.Model(inp, keras3.layers.Dense(2)(Triple(name="t")(inp)))
+    m2 = model_io.from_keras3(model)
+    x = _x((4,))
+    np.testing.assert_allclose(_out(m2, x), _out(model, x), atol=1e-6)
+
+
+def test_keras3_file_with_operations_loads(tmp_path):
+    inp = _conv_input()
+    x = keras3.layers.Conv2D(4, 3, activation="hard_silu")(inp)
+    x = keras3.layers.Normalization(mean=0.5, variance=2.0)(x + 1.0)
+    model = keras3.Model(inp, x)
+    path = str(tmp_path / "ops.keras")
+    model.save(path)
+    x = _x((8, 8, 3))
+    loaded = model_io.load_model(path)
+    np.testing.assert_allclose(_out(loaded, x), _out(model, x), atol=1e-5)
