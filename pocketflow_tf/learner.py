@@ -30,7 +30,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pocketflow_tf import distillation, distributed, ecq, errors, heads, inputs, training
+from pocketflow_tf import (
+    distillation,
+    distributed,
+    ecq,
+    errors,
+    heads,
+    inputs,
+    interop,
+    training,
+)
 from pocketflow_tf.compat import keras, tf
 
 _REGISTRY: dict[str, type[Learner]] = {}
@@ -128,8 +137,9 @@ def checks_inputs(fit):
 
     The model, images, labels and validation data go through :mod:`pocketflow_tf.inputs`
     (converted: uint8 images scaled to ``[0, 1]``, one-hot labels to indices) once, at the
-    outermost ``fit``; an override's ``super().fit(...)`` is not checked again. A model (or
-    teacher) ending in a softmax is trained on its logits (:mod:`pocketflow_tf.heads`) and
+    outermost ``fit``; an override's ``super().fit(...)`` is not checked again. A Keras 3
+    model (or teacher) is rebuilt in tf-keras and the result handed back in Keras 3
+    (:mod:`pocketflow_tf.interop`). A model (or teacher) ending in a softmax is trained on its logits (:mod:`pocketflow_tf.heads`) and
     the softmax is put back on the returned model; :attr:`Learner.output_head` says which. Every
     subclass's ``fit`` is decorated automatically (``Learner.__init_subclass__``), so a
     learner cannot skip the contract by overriding ``fit``.
@@ -150,17 +160,21 @@ def checks_inputs(fit):
     def checked(self, model, x=None, y=None, **kwargs):
         if getattr(self, "_inputs_checked", False):
             return fit(self, model, x, y, **kwargs)
+        # The caller's Keras is the answer's Keras: a Keras 3 model is rebuilt in tf-keras
+        # here and the result rebuilt in Keras 3 at the end.
+        model, came_as_keras3 = interop.to_framework(model)
         x, y, kwargs = _checked_inputs(model, x, y, kwargs)
         # Train and distil on logits, explicitly: a softmax head is taken off here and put
         # back on the result, so probabilities in means probabilities out.
         model, head = heads.split(model)
         teacher = self.teacher
         if teacher is not None:
-            if not isinstance(teacher, keras.Model):
+            framework_teacher = interop.to_framework(teacher, name="teacher")[0]
+            if not isinstance(framework_teacher, keras.Model):
                 raise errors.InvalidArgumentError(
-                    "teacher", type(teacher).__name__, "a keras.Model of the framework's Keras"
+                    "teacher", type(teacher).__name__, "a keras.Model (tf-keras or Keras 3)"
                 )
-            self.teacher = heads.split(teacher)[0]
+            self.teacher = heads.split(framework_teacher)[0]
         self.output_head = head
         self._inputs_checked = True
         try:
@@ -168,7 +182,7 @@ def checks_inputs(fit):
         finally:
             self._inputs_checked = False
             self.teacher = teacher
-        return heads.attach(result, head)
+        return interop.to_caller(heads.attach(result, head), came_as_keras3)
 
     checked.checks_inputs = True
     return checked
@@ -178,7 +192,7 @@ def _checked_inputs(model, x, y, kwargs: dict) -> tuple[Any, Any, dict]:
     """``fit``'s data checked and converted by the input contract (see :func:`checks_inputs`)."""
     if not isinstance(model, keras.Model):
         raise errors.InvalidArgumentError(
-            "model", type(model).__name__, "a keras.Model of the framework's Keras (tf-keras)"
+            "model", type(model).__name__, "a keras.Model (tf-keras or Keras 3)"
         )
     if isinstance(x, tf.data.Dataset):
         if y is not None:
@@ -423,7 +437,8 @@ class Learner:
         (one-hot rows converted), shapes against the model.
 
         Args:
-            model: A built Keras model of the framework's Keras, producing logits or, through
+            model: A built Keras model (tf-keras, or Keras 3: bridged in memory and answered
+                in Keras 3), producing logits or, through
                 a final softmax, probabilities (trained on its logits either way).
             x: Training images (array) or a batched ``tf.data.Dataset`` of ``(x, y)``.
             y: Integer labels when ``x`` is an array.

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import atomic_io, errors, inputs, tflite_export, tflite_load
+from pocketflow_tf import atomic_io, errors, inputs, interop, tflite_export, tflite_load
 from pocketflow_tf.compat import keras
 
 #: Pass/fail thresholds per mode. Keys:
@@ -599,7 +599,7 @@ def export_tflite(
     and ``path`` is left as it was (absent for a first export).
 
     Args:
-        model: The Keras model to export.
+        model: The Keras model to export (tf-keras, or Keras 3: rebuilt in memory first).
         path: Destination ``.tflite`` path.
         mode: One of :data:`pocketflow_tf.tflite_export.MODES`.
         x_verify: Verification inputs (at least 200), preprocessed as fed to ``model.predict``.
@@ -620,6 +620,7 @@ def export_tflite(
         >>> res.report.passed  # doctest: +SKIP
         True
     """
+    model = interop.to_framework(model)[0]  # a Keras 3 model is rebuilt in tf-keras
     content = tflite_export.convert(
         model, mode, representative_data=representative_data, int8_io=int8_io, sparse=sparse
     )

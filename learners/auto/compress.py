@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import datasets, distillation, errors, training
+from pocketflow_tf import datasets, distillation, errors, model_io, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.auto.learner import DEFAULT_DISTILLATION, AutoLearner
 from pocketflow_tf.learners.auto.target import Target
@@ -91,7 +91,8 @@ def compress(
     """Compresses ``model`` to meet ``target``; see :class:`~learner.AutoLearner` for the steps.
 
     Args:
-        model: The trained dense Keras model (tf-keras; never modified).
+        model: The trained dense Keras model (tf-keras, or Keras 3: the result is then
+            Keras 3 too; never modified).
         data: ``(x_train, y_train)`` arrays, or a ``DataSplits`` (its ``x_val`` is used as
             the held-out split when set; its test split only for the final report).
         target: E.g. ``"2x faster"``, ``"int8,<=0.3x bytes"``, ``"under 1 MB"``,
@@ -126,11 +127,11 @@ def compress(
         >>> compress(None, ([], []), "2x faster", "/tmp/x")
         Traceback (most recent call last):
         ...
-        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'NoneType'. Accepted: a keras.Model of the framework's Keras (tf-keras).
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'NoneType'. Accepted: a keras.Model (tf-keras or Keras 3).
     """
-    if not isinstance(model, keras.Model):
+    if not (isinstance(model, keras.Model) or model_io.is_keras3(model)):
         raise errors.InvalidArgumentError(
-            "model", type(model).__name__, "a keras.Model of the framework's Keras (tf-keras)"
+            "model", type(model).__name__, "a keras.Model (tf-keras or Keras 3)"
         )
     x, y, xv, yv, x_test, y_test = _unpack(data, x_val, y_val)
     cfg = train_config or training.TrainConfig(

@@ -1,0 +1,121 @@
+"""Keras 3 model objects through the public entries: bridged in memory, answered in Keras 3."""
+
+import keras as keras3
+import numpy as np
+import pytest
+
+import pocketflow_tf.learners  # noqa: F401  (registers the learners)
+from pocketflow_tf import errors, learner, model_io, tflite_verify, training
+from pocketflow_tf.compat import keras
+from pocketflow_tf.learners.auto.compress import compress
+
+K = keras3.layers
+
+
+def _user_net3(seed=0, softmax=False):
+    """A Keras 3 functional net: Inception-style Concatenate, residual Add with a projection,
+    DepthwiseConv2D with an SE Multiply, on 8x8x1 -> 4 classes."""
+    keras3.utils.set_random_seed(seed)
+    inp = keras3.Input((8, 8, 1))
+    a = K.Conv2D(8, 1, padding="same", activation="relu", name="br1")(inp)
+    b = K.Conv2D(8, 3, padding="same", activation="relu", name="br3")(inp)
+    x = K.Concatenate(name="cat")([a, b])
+    y = K.Conv2D(16, 3, padding="same", use_bias=False, name="res_a")(x)
+    y = K.BatchNormalization(name="res_bn")(y)
+    proj = K.Conv2D(16, 1, name="proj")(x)
+    x = K.ReLU()(K.Add(name="res_add")([y, proj]))
+    d = K.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    se = K.GlobalAveragePooling2D(keepdims=True)(d)
+    se = K.Conv2D(4, 1, activation="relu", name="se_reduce")(se)
+    se = K.Conv2D(16, 1, activation="sigmoid", name="se_expand")(se)
+    x = K.Multiply(name="se_mul")([d, se])
+    x = K.Conv2D(16, 1, activation="relu", name="pw")(x)
+    x = K.GlobalAveragePooling2D()(x)
+    out = K.Dense(4, activation="softmax" if softmax else None, name="fc")(x)
+    return keras3.Model(inp, out)
+
+
+OPTIONS = {
+    "channel": {"cp_prune_option": "uniform", "cp_uniform_preserve_ratio": 0.5},
+    "weight-sparse": {"ws_min_params": 100},
+    "uniform": {},
+}
+
+
+def _fit(name, model, data):
+    lrn = learner.get_learner_class(name)(
+        training.TrainConfig(epochs=1, batch_size=32, seed=2), verbose=0, **OPTIONS[name]
+    )
+    return lrn.fit(model, *data)
+
+
+@pytest.mark.parametrize("name", ["channel", "weight-sparse"])
+def test_keras3_model_in_keras3_model_out(name, tiny_data):
+    model3 = _user_net3()
+    result3 = _fit(name, model3, tiny_data)
+    assert model_io.is_keras3(result3)
+    # The same model in tf-keras, same learner and seed: the tf-keras result.
+    result2 = _fit(name, model_io.from_keras3(model3), tiny_data)
+    assert isinstance(result2, keras.Model)
+    x = tiny_data[0][:32]
+    np.testing.assert_allclose(
+        np.asarray(result3(x)), result2.predict(x, verbose=0), atol=1e-5, rtol=1e-5
+    )
+    if name == "channel":  # physically thinner in Keras 3 too
+        assert result3.get_layer("res_a").kernel.shape[-1] < 16
+
+
+def test_keras3_model_through_qat_comes_back_in_tf_keras_with_a_warning(tiny_data, caplog):
+    result = _fit("uniform", _user_net3(), tiny_data)
+    assert isinstance(result, keras.Model) and not model_io.is_keras3(result)
+    assert "exist only in tf-keras" in caplog.text
+
+
+def test_keras3_softmax_model_through_compress(tiny_data, tmp_path):
+    model3 = _user_net3(softmax=True)
+    result = compress(
+        model3,
+        tiny_data,
+        "int8",
+        str(tmp_path / "auto"),
+        max_trials=1,
+        int8_final="ptq",  # the final Keras model stays float: answered in Keras 3
+        train_config=training.TrainConfig(epochs=1, batch_size=32, optimizer="adam",
+                                          learning_rate=1e-2, weight_decay=0.0),
+        proxy_steps=4,
+        proxy_calib_samples=64,
+        final_calib_samples=64,
+        eval_samples=64,
+        latency_rounds=3,
+        final_latency_rounds=3,
+        verbose=0,
+    )  # fmt: skip
+    assert model_io.is_keras3(result.model)
+    x = tiny_data[0][:16]
+    probs = np.asarray(result.model(x))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    out = tflite_verify.TFLiteRunner(result.tflite_path).predict(x, batch_size=16)
+    # int8 probabilities: steps of 1/256, a few steps from the float model's.
+    np.testing.assert_allclose(out, probs, atol=4 / 256)
+
+
+def test_export_tflite_takes_a_keras3_model(tiny_data, tmp_path):
+    model3 = _user_net3()
+    x, y = tiny_data
+    res = tflite_verify.export_tflite(
+        model3, str(tmp_path / "m.tflite"), mode="float", x_verify=x, y_verify=y
+    )
+    out = tflite_verify.TFLiteRunner(res.path).predict(x[:8], batch_size=8)
+    np.testing.assert_allclose(out, np.asarray(model3(x[:8])), atol=1e-5)
+
+
+def test_a_keras3_layer_the_bridge_cannot_rebuild_is_named_before_work(tiny_data):
+    class Doubler(keras3.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    inp = keras3.Input((8, 8, 1))
+    x = Doubler(name="my_doubler")(inp)
+    out = K.Dense(4)(K.Flatten()(x))
+    with pytest.raises(errors.UnsupportedModelError, match="my_doubler"):
+        _fit("channel", keras3.Model(inp, out), tiny_data)
