@@ -147,9 +147,9 @@ def scan_image_folder(
     Args:
         directory: ``DIR`` holding one sub-folder per class.
         check: ``"full"`` decodes every image once (with a progress line on ``stream``;
-            about 0.1 ms per small PNG, a few ms per photo-sized JPEG), ``"header"`` reads
-            each file's first bytes only (catches wrong and empty files, not truncated
-            ones), ``"none"`` skips the check.
+            measured 0.7 ms per 160x160 JPEG on 2 cores, about one streamed epoch),
+            ``"header"`` reads each file's first bytes only (catches wrong and empty
+            files, not truncated ones), ``"none"`` skips the check.
         name: The argument the folder came from (echoed in errors).
         stream: Where the progress line goes (``None``: silent).
 

@@ -266,3 +266,30 @@ def test_npz_files(tmp_path):
     np.savez(other, images=x)
     with pytest.raises(errors.InvalidArgumentError, match=r"arrays \['images'\]"):
         user_data.from_npz(other)
+
+
+def test_learn_streams_an_image_folder_through_a_learner(work, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    argv = ["learn", work["model"], "--data", work["folder"], "--input_scale", "0..1"]
+    argv += ["--learner", "channel", "--cp_preserve_ratio", "0.5", "--out", out]
+    argv += ["--verbose", "0", "--latency_runs", "20"]
+    with pytest.raises(SystemExit) as exc:
+        command.main(["pocketflow-tf", *argv])
+    printed = capsys.readouterr()
+    assert exc.value.code in (0, None), printed.err[-2000:]
+    assert "== user / channel (learn) ==" in printed.out
+    for name in ("model.keras", "model.float.tflite", "model.int8.tflite"):
+        assert os.path.exists(os.path.join(out, name)), name
+    with open(os.path.join(out, "model.learn.record.json")) as f:
+        record = json.load(f)
+    assert record["metrics"]["eval_split"] == "the held-out split of --data"
+    assert record["metrics"]["flops"] < 0.7 * command_flops(work["model"])
+    # A ws_* flag given to another learner is refused, as by the run scripts.
+    code, err = _run_main([*argv[:-6], "--ws_prune_ratio", "0.5", "--out", out + "2"], capsys)
+    assert code == 2 and "ws_prune_ratio" in err
+
+
+def command_flops(path: str) -> int:
+    from pocketflow_tf import accounting
+
+    return accounting.profile_model(model_io.load_model(path)).total_flops
