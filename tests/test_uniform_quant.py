@@ -380,7 +380,9 @@ def test_layers_tfmot_cannot_quantize_are_stated_and_run_in_float(tiny_data, cap
 
 def test_a_model_with_nothing_to_quantize_is_refused_before_training(tiny_data):
     x, y = tiny_data
-    m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.GlobalAveragePooling2D()])
+    # Four input channels pooled: a valid 4-class output, but no layer with weights.
+    x = np.repeat(x, 4, axis=-1)
+    m = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.GlobalAveragePooling2D()])
     with pytest.raises(errors.UnsupportedModelError, match="nothing to quantize"):
         UniformQuantLearner(training.TrainConfig(epochs=1, batch_size=32)).fit(m, x, y)
 

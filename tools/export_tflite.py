@@ -28,19 +28,25 @@ from absl import flags
 from pocketflow_tf import cli_errors, datasets, errors, tflite_export, tflite_verify
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_path", None, "Saved Keras model (.keras / .h5 / SavedModel).")
-flags.DEFINE_string("output", None, "Destination .tflite path (<output>.sha256 is added).")
-flags.DEFINE_enum("mode", "float", list(tflite_export.MODES), "Conversion mode.")
-flags.DEFINE_bool("int8_io", False, "int8 input/output tensors (mode=int8 only).")
-flags.DEFINE_enum("dataset", "fmnist", sorted(datasets.LOADERS), "Data set of the model.")
-flags.DEFINE_string("data_dir", None, "Data set folder (default: the loader's default).")
-flags.DEFINE_integer("num_verify", 1000, "Test samples to verify on (at least 200).")
-flags.DEFINE_integer("num_calibration", 256, "Training samples to calibrate int8 on.")
-flags.DEFINE_bool("sparse", False, "Enable the converter's sparsity encoding.")
-flags.DEFINE_bool(
-    "trust_model", False, "Allow unsafe deserialisation (e.g. Lambda layers) of the model file."
-)
-cli_errors.define_debug_flag()
+
+
+def define_flags() -> None:
+    """Defines the tool's flags; called when it runs as a command only, so that importing it
+    (for :func:`export_from_splits`) never clashes with the run scripts' flags of the same
+    names in one process."""
+    flags.DEFINE_string("model_path", None, "Saved Keras model (.keras / .h5 / SavedModel).")
+    flags.DEFINE_string("output", None, "Destination .tflite path (<output>.sha256 is added).")
+    flags.DEFINE_enum("mode", "float", list(tflite_export.MODES), "Conversion mode.")
+    flags.DEFINE_bool("int8_io", False, "int8 input/output tensors (mode=int8 only).")
+    flags.DEFINE_enum("dataset", "fmnist", sorted(datasets.LOADERS), "Data set of the model.")
+    flags.DEFINE_string("data_dir", None, "Data set folder (default: the loader's default).")
+    flags.DEFINE_integer("num_verify", 1000, "Test samples to verify on (at least 200).")
+    flags.DEFINE_integer("num_calibration", 256, "Training samples to calibrate int8 on.")
+    flags.DEFINE_bool("sparse", False, "Enable the converter's sparsity encoding.")
+    flags.DEFINE_bool(
+        "trust_model", False, "Allow unsafe deserialisation (e.g. Lambda layers) of the model file."
+    )
+    cli_errors.define_debug_flag()
 
 
 def export_from_splits(
@@ -129,5 +135,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["model_path", "output"])
     cli_errors.run(main)  # one error line and exit status 2; tracebacks with --debug

@@ -608,6 +608,9 @@ class AutoLearner(learner.Learner):
         if cand.history is not None:
             self.history = keras.callbacks.History()
             self.history.history = cand.history
+            # A History as Keras leaves it: `epoch` lists the epochs trained (run records
+            # count them).
+            self.history.epoch = list(range(len(next(iter(cand.history.values()), []))))
         options = []  # (name, keras model, export result); the best held-out accuracy wins
         failures = []
         if chain.int8:
