@@ -44,6 +44,7 @@ from pocketflow_tf import (
     distributed,
     ecq,
     errors,
+    inputs,
     latency,
     learner,
     model_io,
@@ -397,6 +398,8 @@ def _run(opts: RunOptions, command, backend: distributed.Backend) -> dict[str, A
             opts.model_path or opts.save_path, trust_unsafe=opts.trust_model
         )
         model, came_as_keras3 = loaded.model, loaded.saved_by_keras3
+        # A model of another class count would be scored without a word (e.g. 0.1).
+        inputs.model_classes(model, num_classes=data.num_classes)
         record.add_metrics(source_model=loaded.path)
     else:
         model, came_as_keras3, lrn = _train(opts, rec_cfg, data, record, backend)
@@ -483,6 +486,7 @@ def _train(
                 opts.model_path,
                 f"a model taking {data.input_shape} inputs (it takes {model.input_shape[1:]})",
             )
+        inputs.model_classes(model, num_classes=data.num_classes)  # before any training
     else:
         model = rec_cfg.build(data.input_shape, data.num_classes, **opts.build_options)
 

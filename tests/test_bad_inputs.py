@@ -281,3 +281,21 @@ def test_uint8_dataset_trains_like_uint8_arrays(tiny_model, tiny_data):
     probe = x8[:4].astype(np.float32) / 255
     # The map scaled the images: a model trained on 0..255 would give logits far larger.
     assert np.abs(out.predict(probe, verbose=0)).max() < 50
+
+
+def test_eval_of_a_model_with_the_wrong_output_count_exits_2(tmp_path):
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(5)]
+    )  # 5 outputs; Fashion-MNIST has 10 classes
+    path = str(tmp_path / "m5.keras")
+    m.save(path)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
+         "--exec_mode", "eval", "--model_path", path,
+         "--save_path", str(tmp_path / "out" / "model.keras")],
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "5 outputs" in proc.stderr and "10 classes" in proc.stderr
+    assert "Traceback" not in proc.stderr
