@@ -867,6 +867,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         error: Invalid value for `input_scale`: '0-1'. Accepted: one of 0..1, 0..255, -1..1 ...
     """
     argv = list(sys.argv if argv is None else argv)
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and not main_module.__doc__:
+        # absl's --help prints the __main__ module's docstring: the console script has none.
+        main_module.__doc__ = __doc__
     if FLAGS.is_parsed():  # a second call in one process (tests) starts from the defaults
         FLAGS.unparse_flags()
 
