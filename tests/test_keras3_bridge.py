@@ -235,3 +235,101 @@ def test_keras3_file_with_operations_loads(tmp_path):
     x = _x((8, 8, 3))
     loaded = model_io.load_model(path)
     np.testing.assert_allclose(_out(loaded, x), _out(model, x), atol=1e-5)
+
+
+# -- the keras.applications zoo (slow; `python tests/test_keras3_bridge.py` prints the table)
+ZOO = {
+    "MobileNet": 32,
+    "MobileNetV2": 32,
+    "MobileNetV3Small": 32,
+    "MobileNetV3Large": 32,
+    "EfficientNetB0": 32,
+    "EfficientNetV2B0": 32,
+    "ResNet50": 32,
+    "ResNet50V2": 32,
+    "DenseNet121": 32,
+    "NASNetMobile": 32,
+    "Xception": 71,  # the smallest input each accepts
+    "InceptionV3": 75,
+    "ConvNeXtTiny": 32,
+    "RegNetX002": 32,  # Keras 3 has no RegNet: only the tf-keras build is bridged
+    "RegNetY002": 32,
+}
+#: Models that rescale 0..255 inputs themselves; the others get inputs in -1..1.
+_PREPROCESSING = {"MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "EfficientNetV2B0"}
+_PREPROCESSING |= {"ConvNeXtTiny", "RegNetX002", "RegNetY002"}
+
+
+def _randomize(model, seed=0):
+    """weights=None leaves BN statistics, biases and LayerScale constant: perturb them so
+    that every path of the graph changes the outputs the comparison sees."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        v = np.asarray(w)
+        if v.size and v.std() == 0:
+            noise = rng.standard_normal(v.shape).astype(v.dtype) * 0.1
+            w.assign(v + (np.abs(noise) if "variance" in w.name else noise))
+
+
+def zoo_row(name, tmp_dir):
+    """Bridges one architecture every way; returns the max abs output differences."""
+    import os
+
+    s = ZOO[name]
+    rng = np.random.default_rng(0)
+    low, high = (0, 255) if name in _PREPROCESSING else (-1, 1)
+    x = rng.uniform(low, high, (2, s, s, 3)).astype(np.float32)
+    kw = dict(weights=None, input_shape=(s, s, 3), classes=10, classifier_activation=None)
+    row = {"model": name}
+    if hasattr(keras3.applications, name):
+        m3 = getattr(keras3.applications, name)(**kw)
+        _randomize(m3)
+        ref = _out(m3, x)
+        m2 = model_io.from_keras3(m3)
+        row["k3->tfk"] = float(np.abs(_out(m2, x) - ref).max())
+        row["tfk->k3"] = float(np.abs(_out(model_io.to_keras3(m2), x) - ref).max())
+        path = os.path.join(tmp_dir, f"{name}.keras")
+        m3.save(path)
+        row["k3 file"] = float(np.abs(_out(model_io.load_model(path), x) - ref).max())
+    mt = getattr(keras.applications, name)(**kw)  # tf-keras's own build, the other way
+    _randomize(mt)
+    ref = _out(mt, x)
+    back3 = model_io.to_keras3(mt)
+    row["tf-keras app ->k3->tfk"] = max(
+        float(np.abs(_out(back3, x) - ref).max()),
+        float(np.abs(_out(model_io.from_keras3(back3), x) - ref).max()),
+    )
+    row["max |y|"] = float(np.abs(ref).max())
+    return row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_bridges_both_ways(name, tmp_path):
+    row = zoo_row(name, str(tmp_path))
+    diffs = {k: v for k, v in row.items() if k not in ("model", "max |y|")}
+    assert diffs and max(diffs.values()) <= 1e-5, row
+
+
+if __name__ == "__main__":  # the zoo pass table
+    import tempfile
+    import time
+
+    cols = ["k3->tfk", "tfk->k3", "k3 file", "tf-keras app ->k3->tfk"]
+    print("| model | " + " | ".join(cols) + " | max abs diff | s |")
+    print("|---" * (len(cols) + 3) + "|")
+    for zoo_name in ZOO:
+        t0 = time.time()
+        try:
+            r = zoo_row(zoo_name, tempfile.mkdtemp())
+            cells = [
+                ("ok" if r[c] <= 1e-5 else "DIFF") if c in r else "no Keras 3 build" for c in cols
+            ]
+            worst = max(v for k, v in r.items() if k in cols)
+            print(
+                f"| {zoo_name} | "
+                + " | ".join(cells)
+                + f" | {worst:.1e} | {time.time() - t0:.0f} |"
+            )
+        except Exception as e:  # noqa: BLE001  (a row, not a crash, per model)
+            print(f"| {zoo_name} | FAILED {type(e).__name__}: {str(e)[:200]} |")
