@@ -7,6 +7,12 @@
   Keras 3 cannot be read by tf-keras, so it is rebuilt: Keras 3 reads it (``safe_mode`` on),
   each standard layer is re-created in tf-keras from its config, wired the same way, and
   given the same weights. A layer outside :data:`BRIDGEABLE_LAYERS` is an error naming it.
+* The same bridge works in memory: :func:`from_keras3` takes a Keras 3 model object,
+  :func:`to_keras3` gives one back (:func:`is_keras3` tells them apart without importing
+  Keras 3). It covers the ``keras.applications`` CNNs both ways: Keras 3 operation nodes
+  (``x + 3.0``) become tf-keras ``TFOpLambda`` tf ops and back, ``hard_silu`` is rebuilt as
+  tf-keras's MobileNetV3 writes it, ConvNeXt's ``LayerScale`` becomes a 1x1
+  ``DepthwiseConv2D``; :func:`register_bridge` teaches it a user layer.
 * :func:`save_model` writes atomically; with ``keras3_copy=True`` a Keras 3 ``.keras`` file
   (same outputs) is written beside the framework's own, so a model that came in as Keras 3
   goes back out as Keras 3.
@@ -552,6 +558,7 @@ def register_bridge(class_name: str, build: Callable[[Any, Any], Any]) -> None:
         >>> register_bridge("Scale3", lambda layer, k: k.layers.Rescaling(3.0, name=layer.name))
         >>> "Scale3" in _USER_RULES
         True
+        >>> del _USER_RULES["Scale3"]
     """
     if not callable(build):
         raise errors.InvalidArgumentError("build", build, "a callable (layer, dst_keras) -> layer")
