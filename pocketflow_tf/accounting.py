@@ -29,12 +29,17 @@ Conventions (``MACs`` = multiply-accumulates; ``n_out`` = output elements of the
 * ``MaxPooling``/``AveragePooling``: ``prod(pool_size)`` per output element;
   ``GlobalAveragePooling``/``GlobalMaxPooling``: one per *input* element.
 * ``Rescaling`` and ``Normalization``: 2 per element.
+* Layer types of :mod:`pocketflow_tf.layer_rules` with a ``flops`` rule:
+  ``LayerNormalization`` and ``GroupNormalization`` 5 per element (mean, variance,
+  normalise, scale and shift), ConvNeXt's ``LayerScale`` 1, element-wise tf ops
+  (``TFOpLambda`` such as MobileNetV3's ``x + 3``, ``x * (1 / 6)``, ``tf.nn.relu6``) 1;
+  user layers registered there with a ``flops`` function count what it returns.
 * 0 FLOPs: ``InputLayer``, ``Concatenate``, ``Flatten``, ``Reshape``, ``Permute``,
   ``RepeatVector``, ``Dropout`` (and its spatial variants), ``GaussianNoise``,
   ``GaussianDropout``, ``AlphaDropout``, ``ActivityRegularization``, ``ZeroPadding``,
   ``Cropping``, ``Identity``, nearest-neighbour ``UpSampling``, ``Embedding`` (a lookup) and
   TFMOT's ``QuantizeLayer`` (its min/max variables are not parameters either).
-* Any other layer type (``Lambda``, ``TFOpLambda``, attention, RNNs, custom layers) counts as
+* Any other layer type (``Lambda``, other tf ops, attention, RNNs, custom layers) counts as
   0 FLOPs but is still listed, with ``known=False``, and named in
   :attr:`ModelProfile.unknown_layers`, so that it is never silently invisible. Its weights
   still count as parameters.
@@ -59,7 +64,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, layer_rules
 from pocketflow_tf.compat import keras, tf
 
 # TFMOT wrappers are matched by class name, not imported: their module paths are private and
@@ -570,6 +575,14 @@ def _layer_cost(
         return 0, _numel(inp, name), True
     if isinstance(layer, _AFFINE):
         return 0, 2 * _numel(out, name), True
+    # Layer types described in the shared table (LayerNormalization, ConvNeXt's LayerScale,
+    # element-wise tf ops, user layers registered with layer_rules.register).
+    rule = layer_rules.rule_for(layer)
+    if rule is not None and rule.flops is not None:
+        _numel(out, name)  # reject undefined dimensions with the whole shape in the message
+        flops = rule.flops(layer, in_shapes, out_shapes)
+        if flops is not None:
+            return 0, int(flops), True
     return 0, 0, False
 
 

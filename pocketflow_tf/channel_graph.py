@@ -30,47 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-from pocketflow_tf import errors
-from pocketflow_tf.compat import keras
-
-# Layers that neither mix nor weight channels: the output has the input's channel space.
-_PASS_THROUGH = frozenset(
-    {
-        "ReLU",
-        "Activation",
-        "LeakyReLU",
-        "ELU",
-        "ThresholdedReLU",
-        "Dropout",
-        "SpatialDropout1D",
-        "SpatialDropout2D",
-        "GaussianNoise",
-        "GaussianDropout",
-        "AlphaDropout",
-        "ActivityRegularization",
-        "MaxPooling1D",
-        "MaxPooling2D",
-        "AveragePooling1D",
-        "AveragePooling2D",
-        "GlobalAveragePooling1D",
-        "GlobalAveragePooling2D",
-        "GlobalMaxPooling1D",
-        "GlobalMaxPooling2D",
-        "ZeroPadding1D",
-        "ZeroPadding2D",
-        "Cropping1D",
-        "Cropping2D",
-        "UpSampling1D",
-        "UpSampling2D",
-        "Identity",
-    }
-)
-# Element-wise merges: every input shares one channel space (zero channels stay zero).
-_MERGE = frozenset({"Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"})
-# Layers that create a new channel space and read their input's channels through a kernel.
-_PRODUCERS = frozenset({"Conv2D", "Conv1D", "Dense", "SeparableConv2D", "SeparableConv1D"})
+from pocketflow_tf import errors, layer_rules
+from pocketflow_tf.compat import keras, tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +71,8 @@ class ChannelGroup:
         consumers: Layers that read the group through a kernel (sliced on input).
         members: Per-channel layers the group passes through (BatchNorm, depthwise conv).
         blockers: Reasons the group may not be pruned (empty: prunable).
+        notes: Caveats that do not block (e.g. a LayerNormalization over the channels: the
+            thin model is close to, not equal to, the masked one).
 
     Example:
         >>> ChannelGroup(0, 8, ["conv"], [], [], []).prunable
@@ -121,6 +85,12 @@ class ChannelGroup:
     consumers: list[str]
     members: list[str]
     blockers: list[str]
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """``True`` when zeroing the readers of a channel equals removing it (no notes)."""
+        return not self.notes
 
     @property
     def prunable(self) -> bool:
@@ -215,6 +185,7 @@ class ChannelGraph:
         g.consumers += d.consumers
         g.members += d.members
         g.blockers += d.blockers
+        g.notes += [n for n in d.notes if n not in g.notes]
 
     def _split(self, gid: int, sizes: list[int]) -> None:
         """Cuts group ``gid`` into consecutive parts of ``sizes`` channels.
@@ -230,6 +201,7 @@ class ChannelGraph:
             p = self._groups[pid]
             p.producers, p.consumers = list(g.producers), list(g.consumers)
             p.members, p.blockers = list(g.members), list(g.blockers)
+            p.notes = list(g.notes)
             parts.append(pid)
         self._splits[root] = parts
 
@@ -378,19 +350,34 @@ def build(model: keras.Model, exclude: Sequence[str] = ()) -> ChannelGraph:
                 "exclude", name, f"names of layers of model '{model.name}'"
             )
     graph = ChannelGraph(model)
+    nodes = _graph_nodes(model)
     tensors: dict[tuple[str, int], list[Segment]] = {}
     for layer, inbound in calls:
         ins = [graph.resolve_split(tensors[k]) for k in inbound]
-        out = _visit(graph, layer, ins)
-        tensors[(layer.name, 0)] = out
+        shapes = _output_shapes(layer)
+        if len(shapes) != 1:
+            outs = _opaque_outputs(graph, layer, ins, shapes, "layer with several outputs")
+        else:
+            try:
+                outs = [
+                    _visit(graph, layer, ins, _layer_call(nodes.get(layer.name), layer, shapes[0]))
+                ]
+            except errors.PocketFlowError:
+                raise
+            except Exception as e:  # a rule that fails blocks its layer, never the build
+                outs = _opaque_outputs(
+                    graph, layer, ins, shapes, f"channel rule failed: {type(e).__name__}: {e}"
+                )
+        for i, out in enumerate(outs):
+            tensors[(layer.name, i)] = out
     if graph._splits:
         for k in tensors:
             tensors[k] = graph.resolve_split(tensors[k])
         for lc in graph.layers.values():
             lc.inputs = [graph.resolve_split(seg) for seg in lc.inputs]
             lc.output = graph.resolve_split(lc.output)
-    for name in _output_layer_names(model):
-        graph._block(tensors[(name, 0)], "model output")
+    for key in _output_keys(model):
+        graph._block(tensors[key], "model output")
     for name in exclude:
         lc = graph.layers[name]
         graph._block([s for seg in lc.inputs for s in seg] + lc.output, f"layer '{name}' excluded")
@@ -401,27 +388,50 @@ def build(model: keras.Model, exclude: Sequence[str] = ()) -> ChannelGraph:
     return graph
 
 
-def _visit(graph: ChannelGraph, layer: keras.layers.Layer, ins: list[list[Segment]]):
+def _output_shapes(layer: keras.layers.Layer) -> list[tuple]:
+    shape = layer.output_shape
+    if isinstance(shape, list):  # InputLayer reports [shape]; multi-output layers a list
+        return [tuple(s) for s in shape]
+    return [tuple(shape)]
+
+
+def _layer_call(node, layer: keras.layers.Layer, out_shape: tuple):
+    """The :class:`layer_rules.LayerCall` of ``layer``'s call (``node``, may be ``None``)."""
+    constants = []
+    if node is not None and not node.is_input:
+        args = list(node.call_args) + [v for k, v in node.call_kwargs.items() if k != "name"]
+        constants = [a for a in tf.nest.flatten(args) if not hasattr(a, "_keras_history")]
+    if node is not None:
+        # The node's Keras tensors, not ``layer.input_shape``: a tf op such as ``x + y``
+        # reports only its first argument there.
+        in_shapes = [] if node.is_input else [tuple(t.shape) for t in node.keras_inputs]
+    else:
+        in_shapes = layer.input_shape
+        in_shapes = [in_shapes] if isinstance(in_shapes, tuple) else list(in_shapes)
+    return layer_rules.LayerCall([tuple(x) for x in in_shapes], out_shape, constants)
+
+
+def _opaque_outputs(graph, layer, ins, shapes, reason) -> list[list[Segment]]:
+    name, kind_name = layer.name, type(layer).__name__
+    graph.unsupported[name] = reason
+    graph._block([s for seg in ins for s in seg], f"unsupported layer '{name}' ({kind_name})")
+    outs = []
+    for shape in shapes:
+        c = int(shape[-1]) if shape and shape[-1] else 1
+        out = [Segment(graph._new_group(c), c)]
+        graph._block(out, f"output of unsupported layer '{name}' ({kind_name})")
+        outs.append(out)
+    graph.layers[name] = LayerChannels(name, "opaque", ins, outs[0])
+    return outs
+
+
+def _visit(graph: ChannelGraph, layer, ins: list[list[Segment]], call) -> list[Segment]:
     kind_name = type(layer).__name__
     name = layer.name
-    out_shape = layer.output_shape
-    if isinstance(out_shape, list) and len(out_shape) == 1:  # InputLayer reports [shape]
-        out_shape = out_shape[0]
-    if isinstance(out_shape, list):
-        graph.unsupported[name] = "layer with several outputs"
-        graph._block([s for seg in ins for s in seg], f"unsupported layer '{name}' ({kind_name})")
-        out = [Segment(graph._new_group(1), 1)]
-        graph._block(out, f"output of unsupported layer '{name}'")
-        graph.layers[name] = LayerChannels(name, "opaque", ins, out)
-        return out
+    out_shape = call.output_shape
 
     def opaque(reason: str) -> list[Segment]:
-        graph.unsupported[name] = reason
-        graph._block([s for seg in ins for s in seg], f"unsupported layer '{name}' ({kind_name})")
-        out = [Segment(graph._new_group(out_shape[-1] or 1), out_shape[-1] or 1)]
-        graph._block(out, f"output of unsupported layer '{name}' ({kind_name})")
-        graph.layers[name] = LayerChannels(name, "opaque", ins, out)
-        return out
+        return _opaque_outputs(graph, layer, ins, [out_shape], reason)[0]
 
     if kind_name == "InputLayer":
         out = [Segment(graph._new_group(out_shape[-1]), out_shape[-1])]
@@ -429,16 +439,16 @@ def _visit(graph: ChannelGraph, layer: keras.layers.Layer, ins: list[list[Segmen
         graph.layers[name] = LayerChannels(name, "input", [], out)
         return out
     if isinstance(layer, keras.Model):
-        return opaque("nested model")
+        return opaque("nested model (inline it to prune inside)")
     if len(ins) == 0:
         return opaque("layer without inputs")
+    rule = layer_rules.coupling(layer, call)
     in_segs = ins[0]
-
-    if kind_name in _PRODUCERS:
-        if kind_name.startswith("Conv") and getattr(layer, "groups", 1) != 1:
-            return opaque(f"grouped convolution (groups={layer.groups})")
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            return opaque("channels_first data format")
+    if rule.kind == "opaque":
+        return opaque(rule.reason)
+    if rule.kind in ("member", "pass", "flatten", "producer") and len(ins) != 1:
+        return opaque(f"a {rule.kind} layer with {len(ins)} inputs")
+    if rule.kind == "producer":
         size = out_shape[-1]
         gid = graph._new_group(size)
         graph._group(gid).producers.append(name)
@@ -450,42 +460,23 @@ def _visit(graph: ChannelGraph, layer: keras.layers.Layer, ins: list[list[Segmen
         out = [Segment(gid, size)]
         graph.layers[name] = LayerChannels(name, "producer", ins, out)
         return out
-    if kind_name in ("DepthwiseConv2D", "DepthwiseConv1D"):
-        if layer.depth_multiplier != 1:
-            return opaque(f"depthwise convolution with depth_multiplier={layer.depth_multiplier}")
+    if rule.kind == "member":
+        if rule.note:
+            for s in in_segs:
+                g = graph._group(s.group)
+                if rule.note not in g.notes:
+                    g.notes.append(rule.note)
         return _member(graph, name, ins)
-    if kind_name == "BatchNormalization":
-        rank = len(layer.input_shape)
-        axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
-        if [a % rank for a in axes] != [rank - 1]:
-            return opaque(f"BatchNormalization over axis {layer.axis} (not the channel axis)")
-        return _member(graph, name, ins)
-    if kind_name == "PReLU":
-        alpha_c = layer.get_weights()[0].shape[-1]
-        if alpha_c == 1:
-            return _pass(graph, name, ins)
-        return _member(graph, name, ins)
-    if kind_name in ("Rescaling", "Normalization"):
-        if kind_name == "Rescaling" and all(
-            _scalar(layer.get_config()[k]) for k in ("scale", "offset")
-        ):
-            return _pass(graph, name, ins)
-        return opaque("per-channel rescaling")
-    if kind_name in _PASS_THROUGH:
-        if kind_name == "Activation" and layer.get_config()["activation"] == "softmax":
-            return opaque("softmax mixes channels")
+    if rule.kind == "pass":
         return _pass(graph, name, ins)
-    if kind_name in _MERGE:
+    if rule.kind == "merge":
         return _merge(graph, name, ins, layer)
-    if kind_name == "Concatenate":
-        rank = len(out_shape)
-        if layer.axis not in (-1, rank - 1):
-            return _merge(graph, name, ins, layer)
+    if rule.kind == "concat":
         out = [s for seg in ins for s in seg]
         graph.layers[name] = LayerChannels(name, "concat", ins, out)
         return out
-    if kind_name == "Flatten":
-        in_shape = layer.input_shape
+    if rule.kind == "flatten":
+        in_shape = call.input_shapes[0]
         positions = 1
         for d in in_shape[1:-1]:
             positions *= int(d)
@@ -496,11 +487,7 @@ def _visit(graph: ChannelGraph, layer: keras.layers.Layer, ins: list[list[Segmen
                 return opaque("Flatten of a concatenated or already flattened tensor")
         graph.layers[name] = LayerChannels(name, "flatten", ins, out)
         return out
-    return opaque(f"layer type {kind_name} is not supported by channel pruning")
-
-
-def _scalar(v: Any) -> bool:
-    return isinstance(v, int | float) or (isinstance(v, list | tuple) and len(v) == 1)
+    return opaque(f"unknown coupling kind {rule.kind!r} (one of {layer_rules.KINDS})")
 
 
 def _pass(graph: ChannelGraph, name: str, ins: list[list[Segment]]) -> list[Segment]:
@@ -579,8 +566,6 @@ def layer_calls(model: keras.Model) -> list[tuple[keras.layers.Layer, list[tuple
             f"model '{getattr(model, 'name', model)}' ({type(model).__name__}) is subclassed: "
             "channel pruning needs a layer graph; rebuild it as a functional or Sequential model"
         )
-    config = model.get_config()
-    by_name = {layer.name: layer for layer in model.layers}
     if isinstance(model, keras.Sequential):
         # A Sequential model's config has no inbound nodes: each layer reads the previous one.
         first = model.inputs[0]._keras_history.layer
@@ -590,10 +575,12 @@ def layer_calls(model: keras.Model) -> list[tuple[keras.layers.Layer, list[tuple
                 calls.append((layer, [(prev, 0)]))
                 prev = layer.name
         return calls
+    # The nodes themselves, not the config: a tf op's config entry holds its constants
+    # (``x + 3.0``) in a format that changed across Keras versions.
+    in_graph = {id(n) for nodes in model._nodes_by_depth.values() for n in nodes}
     calls = []
-    for entry in config["layers"]:
-        layer = by_name[entry["name"]]
-        nodes = entry["inbound_nodes"]
+    for layer in model.layers:
+        nodes = [n for n in layer._inbound_nodes if id(n) in in_graph]
         if len(nodes) > 1:
             raise errors.UnsupportedModelError(
                 f"layer '{layer.name}' is called {len(nodes)} times (a shared layer); "
@@ -601,12 +588,25 @@ def layer_calls(model: keras.Model) -> list[tuple[keras.layers.Layer, list[tuple
             )
         inbound = []
         for node in nodes:
-            for item in node:
-                lname, _node_idx, tensor_idx = item[0], item[1], item[2]
-                inbound.append((lname, tensor_idx))
+            if node.is_input:
+                continue
+            for t in node.keras_inputs:
+                history = t._keras_history
+                inbound.append((history.layer.name, history.tensor_index))
         calls.append((layer, inbound))
     return calls
 
 
-def _output_layer_names(model: keras.Model) -> list[str]:
-    return [t._keras_history.layer.name for t in model.outputs]
+def _graph_nodes(model: keras.Model) -> dict[str, object]:
+    """Layer name -> the node of its (single) call in ``model``'s graph."""
+    in_graph = {id(n) for nodes in model._nodes_by_depth.values() for n in nodes}
+    found = {}
+    for layer in model.layers:
+        nodes = [n for n in layer._inbound_nodes if id(n) in in_graph]
+        if nodes:
+            found[layer.name] = nodes[0]
+    return found
+
+
+def _output_keys(model: keras.Model) -> list[tuple[str, int]]:
+    return [(t._keras_history.layer.name, t._keras_history.tensor_index) for t in model.outputs]

@@ -26,16 +26,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from pocketflow_tf import channel_graph, errors
+from pocketflow_tf import channel_graph, errors, layer_rules
 from pocketflow_tf.compat import keras
-
-_SIZE_KEY = {
-    "Conv1D": "filters",
-    "Conv2D": "filters",
-    "SeparableConv1D": "filters",
-    "SeparableConv2D": "filters",
-    "Dense": "units",
-}
 
 
 def keep_masks(
@@ -135,10 +127,13 @@ def prune(
 
     def clone_layer(layer):
         cfg = layer.get_config()
-        key = _SIZE_KEY.get(type(layer).__name__)
+        rule = layer_rules.rule_for(layer)
         lc = graph.layers.get(layer.name)
-        if key is not None and lc is not None and lc.kind == "producer":
-            cfg[key] = int(seg_mask(lc.output).sum())
+        if rule is not None and rule.resize is not None and lc is not None:
+            if lc.kind in ("producer", "member"):
+                kept = int(seg_mask(lc.output).sum())
+                if kept != sum(s.width for s in lc.output):
+                    cfg = rule.resize(cfg, kept)
         return type(layer).from_config(cfg)
 
     thin = keras.models.clone_model(model, clone_function=clone_layer)
@@ -149,7 +144,12 @@ def prune(
         lc = graph.layers[layer.name]
         in_mask = seg_mask(lc.inputs[0]) if lc.inputs else None
         out_mask = seg_mask(lc.output)
-        thin.get_layer(layer.name).set_weights(_slice(layer, lc.kind, weights, in_mask, out_mask))
+        rule = layer_rules.rule_for(layer)
+        if rule is not None and rule.slice_weights is not None and lc.kind != "opaque":
+            sliced = rule.slice_weights(layer, weights, in_mask, out_mask)
+        else:
+            sliced = _slice(layer, lc.kind, weights, in_mask, out_mask)
+        thin.get_layer(layer.name).set_weights(sliced)
     return thin
 
 
@@ -225,8 +225,59 @@ def _slice(layer, kind: str, weights: list[np.ndarray], in_mask, out_mask) -> li
         if cls.startswith("DepthwiseConv"):
             kernel, *rest = weights
             return [kernel[..., in_mask, :]] + [b[in_mask] for b in rest]
-        # BatchNorm statistics and PReLU slopes: one entry per channel on the last axis.
-        return [w[..., in_mask] if w.shape[-1] == in_mask.size else w for w in weights]
+        # BatchNorm statistics, PReLU slopes, LayerNormalization and LayerScale weights,
+        # Normalization statistics, a depthwise Conv2D's (kh, kw, 1, C) kernel: one entry
+        # per channel on the last axis (a scalar such as Normalization's count stays).
+        return [w[..., in_mask] if w.ndim and w.shape[-1] == in_mask.size else w for w in weights]
     # Pass-through and opaque layers: their channels are never pruned (opaque ones block
     # their groups), so their weights are unchanged.
     return weights
+
+
+def dead_channel_error(
+    model: keras.Model,
+    graph: channel_graph.ChannelGraph,
+    x: np.ndarray,
+    *,
+    drop: float = 0.25,
+    seed: int = 0,
+) -> tuple[float, int]:
+    """Checks the surgery: removing channels nobody reads must not change the outputs.
+
+    In every prunable group without notes (see :attr:`channel_graph.ChannelGroup.exact`),
+    a random ``drop`` share of the channels is made dead in a copy of ``model`` (every
+    reader's kernel rows zeroed with :func:`mask_consumers`); :func:`prune` then removes
+    exactly those channels from ``model``. Both models must compute the same function.
+
+    Args:
+        model: The dense model ``graph`` was built from (not modified).
+        graph: Its channel graph.
+        x: A few inputs.
+        drop: Share of each group's channels made dead (at least one, never all).
+        seed: Seed of the channel choice.
+
+    Returns:
+        ``(largest absolute output difference, number of groups cut)``.
+
+    Example:
+        >>> from pocketflow_tf.compat import keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+        ...                       keras.layers.Dense(2)])
+        >>> err, n = dead_channel_error(m, channel_graph.build(m), np.ones((2, 4), "float32"))
+        >>> err < 1e-5, n
+        (True, 1)
+    """
+    rng = np.random.default_rng(seed)
+    keep = {}
+    for g in graph.prunable_groups():
+        if not g.exact or g.size < 2:
+            continue
+        n_drop = min(g.size - 1, max(1, int(round(drop * g.size))))
+        keep[g.id] = np.sort(rng.choice(g.size, g.size - n_drop, replace=False))
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    mask_consumers(masked, graph, keep)
+    thin = prune(model, graph, keep)
+    a = np.asarray(masked(x, training=False))
+    b = np.asarray(thin(x, training=False))
+    return float(np.max(np.abs(a - b))), len(keep)

@@ -32,18 +32,23 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pocketflow_tf import channel_graph, errors, latency, tflite_export
+from pocketflow_tf import channel_graph, errors, latency, layer_rules, tflite_export
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.channel import allocation
 
-#: Layer types that are timed, and the config key holding their output channel count.
-_KERNELS = {
-    "Conv1D": "filters",
-    "Conv2D": "filters",
-    "SeparableConv2D": "filters",
-    "Dense": "units",
-    "DepthwiseConv2D": None,
-}
+#: Kernel layer types that are timed; their config is resized through the layer rules
+#: (:mod:`pocketflow_tf.layer_rules`), as the surgery resizes them.
+_KERNELS = frozenset(
+    {
+        "Conv1D",
+        "Conv2D",
+        "SeparableConv1D",
+        "SeparableConv2D",
+        "Dense",
+        "DepthwiseConv1D",
+        "DepthwiseConv2D",
+    }
+)
 _ELEMENTWISE = {
     "Add",
     "Subtract",
@@ -100,7 +105,7 @@ class LatencyTable:
         self.measured = 0
         self.wall_s = 0.0
         self._cache: dict[tuple, float] = {}
-        timed = set(_KERNELS) | _ELEMENTWISE
+        timed = _KERNELS | _ELEMENTWISE
         self._layers = {
             layer.name: layer
             for layer in model.layers
@@ -154,9 +159,9 @@ def _one_layer_model(layer, n_inputs: int, cin: int, cout: int) -> keras.Model:
     """``layer``'s type and settings on inputs of ``cin`` channels, ``cout`` out."""
     cfg = dict(layer.get_config())
     cfg["name"] = "probe"
-    key = _KERNELS.get(type(layer).__name__)
-    if key:
-        cfg[key] = cout
+    rule = layer_rules.rule_for(layer)
+    if rule is not None and rule.resize is not None:
+        cfg = rule.resize(cfg, cout)  # filters/units (and groups of a per-channel conv)
     shapes = layer.input_shape if n_inputs > 1 else [layer.input_shape]
     inputs = [keras.Input(tuple(s[1:-1]) + (cin,)) for s in shapes]
     out = type(layer).from_config(cfg)(inputs if n_inputs > 1 else inputs[0])
