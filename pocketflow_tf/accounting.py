@@ -64,7 +64,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pocketflow_tf import errors, layer_rules
+from pocketflow_tf import errors, interop, layer_rules
 from pocketflow_tf.compat import keras, tf
 
 # TFMOT wrappers are matched by class name, not imported: their module paths are private and
@@ -338,14 +338,15 @@ def profile_model(model: keras.Model) -> ModelProfile:
     """Costs every layer call of a functional or Sequential tf-keras model, for batch 1.
 
     Args:
-        model: A built tf-keras functional or Sequential model; sub-models and TFMOT
-            wrappers inside it are handled (see the module conventions).
+        model: A built functional or Sequential model (tf-keras, or Keras 3: bridged in
+            memory); sub-models and TFMOT wrappers inside it are handled (see the module
+            conventions).
 
     Returns:
         The per-call costs and totals.
 
     Raises:
-        InvalidArgumentError: ``model`` is not a tf-keras model (e.g. a Keras 3 model).
+        InvalidArgumentError: ``model`` is not a Keras model.
         UnsupportedModelError: The model has no layer graph (subclassed, or a Sequential
             model never built), or a costed layer has an undefined non-batch dimension.
 
@@ -357,9 +358,10 @@ def profile_model(model: keras.Model) -> ModelProfile:
         >>> p.total_macs  # 8*8 outputs * 4 channels * 3*3*1 taps
         2304
     """
+    model = interop.to_framework(model)[0]  # a Keras 3 model is costed as its tf-keras twin
     if not isinstance(model, keras.Model):
         raise errors.InvalidArgumentError(
-            "model", model, "a tf-keras (Keras 2 API) functional or Sequential model"
+            "model", model, "a functional or Sequential model (tf-keras or Keras 3)"
         )
     if not getattr(model, "_is_graph_network", False):
         raise errors.UnsupportedModelError(

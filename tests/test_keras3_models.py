@@ -119,3 +119,12 @@ def test_a_keras3_layer_the_bridge_cannot_rebuild_is_named_before_work(tiny_data
     out = K.Dense(4)(K.Flatten()(x))
     with pytest.raises(errors.UnsupportedModelError, match="my_doubler"):
         _fit("channel", keras3.Model(inp, out), tiny_data)
+
+
+def test_accounting_costs_a_keras3_model_like_its_tf_keras_twin():
+    from pocketflow_tf import accounting
+
+    model3 = _user_net3()
+    p3 = accounting.profile_model(model3)
+    p2 = accounting.profile_model(model_io.from_keras3(model3))
+    assert p3.total_flops == p2.total_flops > 0 and p3.total_params == p2.total_params
