@@ -308,6 +308,20 @@ def _keras_outputs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> 
     return np.concatenate(outs, axis=0)
 
 
+def _xnnpack_reason(model_content: bytes, mode: str) -> str:
+    # Names the int8 op whose scales XNNPACK refused (convert() widens calibrated ranges
+    # where it can; a QAT model's trained ranges it cannot), else adds nothing.
+    if mode != "int8":
+        return ""
+    try:
+        problems = tflite_export.int8_scale_problems(model_content)
+    except Exception:  # noqa: BLE001  (the diagnosis must never hide the load error)
+        return ""
+    if not problems:
+        return ""
+    return " (XNNPACK refuses: " + "; ".join(map(str, problems[:3])) + ")"
+
+
 def verify(
     model: keras.Model,
     model_content: bytes,
@@ -384,6 +398,7 @@ def verify(
         # sparse-stored int8 fully-connected weights): that is a failed export, not a crash.
         raise errors.VerificationError(
             f"the {mode} TFLite model could not be loaded and run by LiteRT: {e}"
+            + _xnnpack_reason(model_content, mode)
         ) from e
     if ref.shape != out.shape:
         raise errors.VerificationError(
