@@ -85,7 +85,8 @@ class LayerRule:
     Attributes:
         couple: ``(layer, call) -> Coupling``.
         resize: ``(config, kept output channels) -> config`` for a layer whose config
-            states its channel count (producers; grouped convolutions acting per channel).
+            states its channel count (producers; grouped convolutions acting per channel;
+            ConvNeXt's LayerScale; a Reshape to ``(1, 1, C)``).
         slice_weights: ``(layer, weights, in_mask, out_mask) -> weights``; ``None`` uses the
             default of the coupling kind (kernels on their input and output axes for a
             producer, the last axis of every per-channel weight for a member).
@@ -417,7 +418,10 @@ _RULES["LayerScale"] = LayerRule(
 _RULES["PReLU"] = LayerRule(_prelu)
 _RULES["Rescaling"] = LayerRule(_rescaling)
 _RULES["Normalization"] = LayerRule(_normalization)
-_RULES["Reshape"] = LayerRule(_reshape)
+# An SE block's Reshape((1, 1, C)) states the channel count in its config.
+_RULES["Reshape"] = LayerRule(
+    _reshape, resize=lambda cfg, n: {**cfg, "target_shape": (*tuple(cfg["target_shape"])[:-1], n)}
+)
 _RULES["Activation"] = LayerRule(_activation)
 _RULES["Concatenate"] = LayerRule(_concat)
 _RULES["Flatten"] = LayerRule(_const("flatten"))

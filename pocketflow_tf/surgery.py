@@ -130,7 +130,7 @@ def prune(
         rule = layer_rules.rule_for(layer)
         lc = graph.layers.get(layer.name)
         if rule is not None and rule.resize is not None and lc is not None:
-            if lc.kind in ("producer", "member"):
+            if lc.kind != "opaque":
                 kept = int(seg_mask(lc.output).sum())
                 if kept != sum(s.width for s in lc.output):
                     cfg = rule.resize(cfg, kept)

@@ -21,7 +21,8 @@ LayerScale = importlib.import_module(keras.applications.ConvNeXtTiny.__module__)
 
 
 def hard_swish_net():
-    """MobileNetV3: hard-swish as tf ops with constants, SE gate, ZeroPadding, Dropout."""
+    """MobileNetV3: hard-swish as tf ops with constants, SE gate (with EfficientNet's Reshape),
+    ZeroPadding, Cropping, Dropout with noise_shape."""
     keras.utils.set_random_seed(0)
     inp = keras.Input((16, 16, 3))
     x = L.Rescaling(1 / 127.5, offset=-1.0)(inp)
@@ -32,7 +33,8 @@ def hard_swish_net():
     x = L.DepthwiseConv2D(3, strides=2, name="dw")(x)
     x = L.BatchNormalization()(x)
     x = x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0)  # the same with tf.nn.relu6
-    se = L.GlobalAveragePooling2D(keepdims=True)(x)
+    se = L.GlobalAveragePooling2D()(x)
+    se = L.Reshape((1, 1, 16), name="se_reshape")(se)  # EfficientNet's SE: resized by surgery
     se = L.Conv2D(8, 1, activation="relu", name="se_reduce")(se)
     se = L.Conv2D(16, 1, name="se_expand")(se)
     x = L.Multiply()([x, L.ReLU(6.0)(se + 3.0) * (1.0 / 6.0)])
@@ -123,7 +125,9 @@ def test_hard_swish_tf_ops_are_per_channel():
     thin, ratio = _prune_half(m)
     assert ratio <= 0.55
     assert thin.get_layer("stem").filters < 16
-    assert thin.get_layer("dw").depthwise_kernel.shape[2] == thin.get_layer("stem").filters
+    kept = thin.get_layer("stem").filters
+    assert thin.get_layer("dw").depthwise_kernel.shape[2] == kept
+    assert tuple(thin.get_layer("se_reshape").target_shape) == (1, 1, kept)
     _dead_channels_ok(m)
 
 
