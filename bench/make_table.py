@@ -52,6 +52,18 @@ COLUMNS = (
     ("curve_val_acc", "test acc per epoch (%)"),
     ("best_score", "best proxy score (median of seeds)"),
     ("trials_to_random_best", "trials to random's best, per seed"),
+    # zoo: structure of keras.applications models (bench/benchmarks/zoo.py)
+    ("prunable_groups", "prunable groups"),
+    ("groups", "groups"),
+    ("prunable_flops_share", "FLOPs in prunable groups"),
+    ("blocked_layers", "blocked layers"),
+    ("dead_channel_ok", "dead-channel surgery exact"),
+    ("float_export_ok", "float .tflite verified"),
+    ("int8_export_ok", "int8 .tflite verified"),
+    ("int8_logit_corr", "int8 logit corr"),
+    ("qat_wrapper_ok", "QAT wraps"),
+    ("sparsity_wrapper_ok", "sparsity wraps"),
+    ("failed_stages", "failed stages"),
     ("wall_s", "wall s"),
 )
 
@@ -83,6 +95,12 @@ def format_value(field: str, value) -> str:
         return f"{int(value):,}"
     if field in ("compression_ratio", "exchange_ratio"):
         return f"{value:.1f}"
+    if field == "prunable_flops_share":
+        return f"{100 * value:.1f} %"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if field == "failed_stages":
+        return ", ".join(value) or "–"
     if field == "latency_ms":
         return f"{value:.3f}"
     if field == "average_bits":

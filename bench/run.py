@@ -34,6 +34,7 @@ BENCHMARKS = {
     "codebooks": "bench.benchmarks.codebooks",
     "distributed": "bench.benchmarks.distributed",
     "search": "bench.benchmarks.search",
+    "zoo": "bench.benchmarks.zoo",
 }
 
 
