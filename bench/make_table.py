@@ -64,6 +64,7 @@ COLUMNS = (
     ("qat_wrapper_ok", "QAT wraps"),
     ("sparsity_wrapper_ok", "sparsity wraps"),
     ("failed_stages", "failed stages"),
+    ("skipped", "not measured because"),
     ("wall_s", "wall s"),
 )
 
@@ -162,6 +163,50 @@ def seed_summary(recs: list[dict]) -> list[str]:
     ]
 
 
+#: Records whose field has this value go to a table of their own after the main one, under
+#: this caption: the same rows measured another way (zoo: models built by Keras 3 and
+#: bridged) stay side by side with, not mixed into, the original rows.
+SUBTABLES = (
+    (
+        "built_by",
+        "keras3",
+        "built by Keras 3, saved by Keras 3 as `.keras`, loaded through the file bridge",
+    ),
+)
+
+
+def split_subtables(recs: list[dict]) -> list[tuple[str | None, list[dict]]]:
+    """``[(caption, records)]``: the main rows (caption ``None``), then each sub-table's.
+
+    Example:
+        >>> recs = [dict(model="a"), dict(model="b", built_by="keras3")]
+        >>> [(c is None, [r["model"] for r in rs]) for c, rs in split_subtables(recs)]
+        [(True, ['a']), (False, ['b'])]
+    """
+    rest, parts = list(recs), []
+    for field, value, caption in SUBTABLES:
+        mine = [r for r in rest if r.get(field) == value]
+        if mine:
+            rest = [r for r in rest if r.get(field) != value]
+            parts.append((caption, mine))
+    return ([(None, rest)] if rest else []) + parts
+
+
+def _table(recs: list[dict]) -> list[str]:
+    """One Markdown table: a column for each field at least one record measured."""
+    cols = [(k, h) for k, h in COLUMNS if any(r.get(k) is not None for r in recs)]
+    lines = [
+        "| " + " | ".join(h for _, h in cols) + " |",
+        "|" + "|".join("---" for _ in cols) + "|",
+    ]
+    for r in recs:
+        lines.append("| " + " | ".join(format_value(k, r.get(k)) for k, _ in cols) + " |")
+    if any("passed" in r for r in recs):  # a benchmark with a pass criterion states the count
+        n = sum(1 for r in recs if r.get("passed"))
+        lines += ["", f"*passed: {n} of {len(recs)} rows*"]
+    return lines
+
+
 def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
     """The Markdown of every results file, one table per benchmark.
 
@@ -180,13 +225,13 @@ def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
         for r in recs:
             if r.get("acc") is not None and r.get("acc_baseline") is not None:
                 r["acc_delta"] = 100 * (r["acc"] - r["acc_baseline"])
-        cols = [(k, h) for k, h in COLUMNS if any(r.get(k) is not None for r in recs)]
-        commands = sorted({r["command"] for r in recs if r.get("command")})
-        parts.append(f"**{doc['benchmark']}** (`{'`, `'.join(commands)}`)\n")
-        parts.append("| " + " | ".join(h for _, h in cols) + " |")
-        parts.append("|" + "|".join("---" for _ in cols) + "|")
-        for r in recs:
-            parts.append("| " + " | ".join(format_value(k, r.get(k)) for k, _ in cols) + " |")
+        for caption, rows in split_subtables(recs):
+            commands = sorted({r["command"] for r in rows if r.get("command")})
+            title = f"**{doc['benchmark']}**" + (f", {caption}" if caption else "")
+            if caption:
+                parts.append("")
+            parts.append(f"{title} (`{'`, `'.join(commands)}`)\n")
+            parts += _table(rows)
         summary = seed_summary(recs)
         if summary:
             parts += ["", f"*{doc['benchmark']}, over seeds:*", "", *summary]

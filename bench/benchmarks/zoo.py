@@ -28,7 +28,18 @@ Per model (one record):
   interleaved (``PFTF_ZOO_ROUNDS`` rounds, default 30).
 
 ``passed`` is true when the model pruned to at most 0.55x FLOPs and both exports verified.
-Knobs: ``PFTF_ZOO_MODELS`` (comma list), ``PFTF_ZOO_ROUNDS``, ``PFTF_ZOO_KEEP``.
+Knobs: ``PFTF_ZOO_MODELS`` (comma list), ``PFTF_ZOO_ROUNDS``, ``PFTF_ZOO_KEEP``,
+``PFTF_ZOO_KERAS`` (``2``, the default: built by tf-keras; ``3``: built by Keras 3).
+
+Under ``PFTF_ZOO_KERAS=3`` each architecture is built by Keras 3's ``keras.applications``
+(same sizes), saved by Keras 3 as ``.keras`` into the run's temp dir and loaded with
+:func:`pocketflow_tf.model_io.load_model` (the file bridge into tf-keras): this is how a user's
+Keras 3 model arrives, so every later stage runs on what the bridge produced, unchanged. The
+records' setting ends in ``,keras3`` (distinct rows in the same results file) and
+``built_by`` says ``keras3``; their timings ``keras3_build``, ``keras3_save`` and
+``bridge_load`` are in ``stage_s``. An architecture Keras 3 does not have (RegNetX002 and
+RegNetY002 are absent in Keras 3.15) is a row with ``skipped`` (and ``stages_failed["build"]``)
+giving the reason, not a crash.
 
 Example:
     >>> from bench.benchmarks import zoo
@@ -175,13 +186,55 @@ def _export(model, path, mode, x_verify, x_calib, scale):
     return res
 
 
-def measure(name: str, size: int, keep: float, rounds: int, workdir: str) -> dict[str, Any]:
+class AbsentModel(AttributeError):
+    """The Keras that was asked to build the model has no such application."""
+
+
+def _build_keras3(name: str, size: int, workdir: str, lap) -> Any:
+    """Builds ``name`` in Keras 3, saves it as Keras 3 ``.keras``, loads it through the bridge.
+
+    Saved and loaded rather than bridged in memory: the file is what a Keras 3 user hands
+    over, and loading it also exercises Keras 3's serialisation of every layer.
+
+    Raises:
+        AbsentModel: Keras 3 has no such application (the record keeps the message).
+    """
+    import keras as keras3  # Keras 3: only imported by this variant
+
+    from pocketflow_tf import model_io
+
+    build = getattr(keras3.applications, name, None)
+    if build is None:
+        raise AbsentModel(
+            f"Keras {keras3.__version__} has no keras.applications.{name} (tf-keras only)"
+        )
+    keras3.backend.clear_session()
+    k3_model = build(
+        weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None
+    )
+    lap("keras3_build")
+    path = os.path.join(workdir, f"{name}.keras3.keras")
+    k3_model.save(path)
+    del k3_model  # the bridged tf-keras model is all the later stages use
+    keras3.backend.clear_session()
+    lap("keras3_save")
+    keras.backend.clear_session()
+    return model_io.load_model(path)
+
+
+def measure(
+    name: str, size: int, keep: float, rounds: int, workdir: str, keras_major: int = 2
+) -> dict[str, Any]:
     """Runs every stage on one architecture; failures are recorded, never raised.
+
+    ``keras_major=3`` builds the model in Keras 3, saves it and loads it through the file
+    bridge (see the module docstring); every later stage is the same.
 
     Example:
         >>> rec = measure("MobileNetV3Small", 32, 0.5, 10, "/tmp")  # doctest: +SKIP
     """
     rec: dict[str, Any] = {"input": [size, size, 3], "stages_failed": {}, "stage_s": {}}
+    rec["built_by"] = "keras3" if keras_major == 3 else "tf-keras"
     t0 = time.time()
     clock = [t0]
 
@@ -197,14 +250,23 @@ def measure(name: str, size: int, keep: float, rounds: int, workdir: str) -> dic
             traceback.print_exc()
 
     try:
-        keras.backend.clear_session()
-        model = getattr(keras.applications, name)(
-            weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None
-        )
+        if keras_major == 3:
+            model = _build_keras3(name, size, workdir, lap)
+            lap("bridge_load")
+        else:
+            keras.backend.clear_session()
+            model = getattr(keras.applications, name)(
+                weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None
+            )
+            lap("build")
     except Exception as e:
         fail("build", e)
+        if isinstance(e, AbsentModel):  # not a failure of the pipeline: say why no numbers
+            rec["skipped"] = str(e)
+        rec["failed_stages"] = list(rec["stages_failed"])
+        rec["passed"] = False
+        rec["wall_s"] = round(time.time() - t0, 1)
         return rec
-    lap("build")
     x_calib = _inputs(name, size, 64, seed=0)
     x_verify = _inputs(name, size, N_VERIFY, seed=1)
     # Untrained BatchNorm statistics (mean 0, variance 1) let activations vanish or explode
@@ -326,6 +388,12 @@ def run() -> list[dict]:
     """
     keep = float(os.environ.get("PFTF_ZOO_KEEP", "0.5"))
     rounds = int(os.environ.get("PFTF_ZOO_ROUNDS", "30"))
+    keras_major = int(os.environ.get("PFTF_ZOO_KERAS", "2"))
+    if keras_major not in (2, 3):
+        raise SystemExit(f"PFTF_ZOO_KERAS={keras_major!r}: accepted 2 (tf-keras) or 3 (Keras 3)")
+    # tf-keras rows keep their original setting, so earlier results files still match them.
+    suffix = ",keras3" if keras_major == 3 else ""
+    command = f"PFTF_ZOO_KERAS=3 {COMMAND}" if keras_major == 3 else COMMAND
     wanted = os.environ.get("PFTF_ZOO_MODELS")
     models = [m for m in MODELS if not wanted or m[0] in wanted.split(",")]
     machine = host()
@@ -333,29 +401,30 @@ def run() -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="pftf-zoo-") as workdir:
         for name, size in models:
             try:
-                extra = measure(name, size, keep, rounds, workdir)
+                extra = measure(name, size, keep, rounds, workdir, keras_major)
             except Exception as e:  # a bug in the benchmark itself: still a row, not a crash
                 extra = {"stages_failed": {"benchmark": f"{type(e).__name__}: {e}"[:500]}}
+            extra.setdefault("built_by", "keras3" if keras_major == 3 else "tf-keras")
             extra.setdefault("failed_stages", list(extra.get("stages_failed", {})))
             extra.setdefault("passed", False)
             rec = results_io.make_record(
                 model=name,
                 dataset=f"random {size}x{size}x3, 10 classes (untrained, weights=None)",
                 method="channel-l1-uniform",
-                setting=f"flops_keep={keep}",
+                setting=f"flops_keep={keep}{suffix}",
                 flops_ratio=extra.pop("flops_ratio", None),
                 params_ratio=extra.pop("params_ratio", None),
                 bytes=extra.pop("bytes", None),
                 bytes_gzip=extra.pop("bytes_gzip", None),
                 latency_ratio=extra.pop("latency_ratio", None),
                 wall_s=extra.pop("wall_s", None),
-                command=COMMAND,
+                command=command,
                 host=machine,
                 **extra,
             )
             recs.append(rec)
             print(
-                f"[zoo] {name}: passed={rec.get('passed')} groups={rec.get('groups')} "
+                f"[zoo] {name} ({rec.get('built_by')}): passed={rec.get('passed')} groups={rec.get('groups')} "
                 f"prunable={rec.get('prunable_groups')} share={rec.get('prunable_flops_share')} "
                 f"FLOPs x{rec['flops_ratio']} float={rec.get('float_export_ok')} "
                 f"int8={rec.get('int8_export_ok')} (r={rec.get('int8_logit_corr')}) "
