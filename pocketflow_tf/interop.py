@@ -6,9 +6,11 @@ memory in tf-keras by :func:`to_framework` (no file for the user to write), and 
 rebuilt in Keras 3 by :func:`to_caller`, with the same outputs. A layer the bridge cannot
 rebuild is named, with what to do (:mod:`pocketflow_tf.model_io`).
 
-A quantization-aware (QAT) result is the one exception: TFMOT's quantization wrappers exist
-in tf-keras only and Keras 3 has no equivalent, so it comes back as a tf-keras model with a
-logged warning; its deployable form is the int8 ``.tflite``.
+A quantization-aware (QAT) result holds TFMOT's wrappers, which exist in tf-keras only: it
+is frozen first (:mod:`pocketflow_tf.qat_freeze`: standard layers with the quantized weights
+plus ``FakeQuant`` steps holding the learned ranges, checked against the QAT model) and
+comes back in Keras 3 with the same outputs. It is for inference and float use; training on
+with quantization-aware steps is done in tf-keras.
 
 Example:
     >>> import keras as keras3
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pocketflow_tf import errors, model_io, qat
+from pocketflow_tf import errors, model_io, qat, qat_freeze
 from pocketflow_tf.compat import keras
 
 logger = logging.getLogger(__name__)
@@ -67,9 +69,10 @@ def to_caller(model: keras.Model, came_as_keras3: bool) -> Any:
     if not came_as_keras3 or model is None:
         return model
     if qat.is_quantized(model):
-        logger.warning(
-            "the result is a quantization-aware tf-keras model: TFMOT's quantization wrappers "
-            "exist only in tf-keras, so it is not rebuilt in Keras 3; deploy its int8 .tflite"
+        logger.info(
+            "the quantization-aware result comes back in Keras 3 frozen: quantized weights "
+            "and FakeQuant steps with the learned ranges (same outputs); TFMOT's wrappers, "
+            "needed to train on with QAT, exist only in tf-keras"
         )
-        return model
+        model = qat_freeze.freeze(model)
     return model_io.to_keras3(model)
