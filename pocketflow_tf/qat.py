@@ -47,7 +47,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
     default_8bit_quantizers as _quantizers,
 )
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, model_io
 from pocketflow_tf.compat import keras
 
 _qk = tfmot.quantization.keras
@@ -196,9 +196,12 @@ _BITS_CONFIGS = {
 
 
 @contextlib.contextmanager
-def quantize_scope() -> Iterator[None]:
+def quantize_scope(extra: Mapping[str, type] | None = None) -> Iterator[None]:
     """Where QAT models (TFMOT wrappers, :class:`NoOpQuantizeConfig`, the ``weight_bits``
     configs) can be deserialised.
+
+    Args:
+        extra: More ``{class name: class}`` to know (a model's own layer classes).
 
     Example:
         >>> with quantize_scope():
@@ -206,6 +209,7 @@ def quantize_scope() -> Iterator[None]:
     """
     with _qk.quantize_scope(
         {
+            **dict(extra or {}),
             "NoOpQuantizeConfig": NoOpQuantizeConfig,
             "BitsQuantizeConfig": BitsQuantizeConfig,
             "BitsConvQuantizeConfig": BitsConvQuantizeConfig,
@@ -313,12 +317,16 @@ def quantize_model(
             f"model {model.name!r} already holds TFMOT wrappers; quantize the plain model"
         )
     registry = _registry.Default8BitQuantizeRegistry()
+    model = _flat(model)
 
     def annotate(layer):
         fresh = layer.__class__.from_config(layer.get_config())
-        if isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, keras.layers.InputLayer) or type(layer).__name__ == "TFOpLambda":
+            # A wrapped tf op receives its tensor inside a one-element list and fails (TFMOT
+            # 0.8.1: MobileNetV3's hard-swish `x + 3`); unannotated, it runs in float and
+            # the converter quantizes its output, as for a NoOp-annotated layer.
             return fresh
-        known = registry.supports(layer) or type(layer).__name__ in _FOLDED_BY_TRANSFORMS
+        known = registry.supports(layer) or _folded_by_transforms(layer)
         config = None if known else NoOpQuantizeConfig()
         return _qk.quantize_annotate_layer(fresh, quantize_config=config)
 
@@ -337,12 +345,77 @@ def quantize_model(
                 raise errors.InvalidArgumentError(f"weight_bits[{name!r}]", b, "an integer in 2..8")
     annotated = keras.models.clone_model(model, clone_function=annotate)
     annotated.set_weights(model.get_weights())
-    with quantize_scope():
+    # TFMOT clones through configs: layer classes outside keras.layers (keras.applications'
+    # LayerScale, a user's registered layer) must be known by name while it does.
+    own = {
+        type(layer).__name__: type(layer)
+        for layer in model.layers
+        if not type(layer).__module__.startswith(("tf_keras.src.layers", "keras.src.layers"))
+    }
+    with quantize_scope(own):
         if scheme is None:
             q = _qk.quantize_apply(annotated)
         else:
             q = _qk.quantize_apply(annotated, scheme)
         return _set_weight_bits(q, bits) if bits else q
+
+
+def _folded_by_transforms(layer) -> bool:
+    """Whether TFMOT's layout transforms fold ``layer`` (a BatchNormalization) into the
+    convolution before it. A BatchNormalization elsewhere (ResNet50V2's pre-activation, after
+    a SeparableConv2D or a grouped convolution, where TFMOT's fold breaks) runs in float."""
+    if type(layer).__name__ not in _FOLDED_BY_TRANSFORMS:
+        return False
+    nodes = getattr(layer, "_inbound_nodes", [])
+    producers = [getattr(n, "inbound_layers", None) for n in nodes]
+    if len(producers) != 1 or isinstance(producers[0], list | tuple):
+        return False
+    conv = producers[0]
+    return type(conv).__name__ in ("Conv2D", "DepthwiseConv2D") and (
+        int(getattr(conv, "groups", 1) or 1) == 1
+    )
+
+
+def _flat(model: keras.Model) -> keras.Model:
+    """``model`` with its nested models inlined (the same layer objects, so the same
+    weights): TFMOT annotates layers, not models (ConvNeXt's Sequential stem)."""
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    made: dict[int, Any] = {}
+
+    def mapped(obj: Any) -> Any:
+        if isinstance(obj, list | tuple):
+            return type(obj)(mapped(v) for v in obj)
+        if isinstance(obj, dict):
+            return {k: mapped(v) for k, v in obj.items()}
+        return made.get(id(obj), obj) if type(obj).__name__ == "KerasTensor" else obj
+
+    def walk(graph) -> None:
+        for layer, node in model_io._nodes_in_order(graph):
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            if isinstance(layer, keras.Model):
+                for inner, outer in zip(layer.inputs, model_io._node_inputs(node), strict=True):
+                    made[id(inner)] = mapped(outer)
+                walk(layer)
+                outs = [made[id(t)] for t in layer.outputs]
+            else:
+                args, kwargs = model_io._node_arguments(node)
+                outs = layer(*mapped(list(args)), **mapped(kwargs))
+                outs = list(outs) if isinstance(outs, list | tuple) else [outs]
+            for src, out in zip(model_io._node_outputs(node), outs, strict=True):
+                made[id(src)] = out
+
+    for t in model.inputs:
+        made[id(t)] = keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype)
+    inputs = [made[id(t)] for t in model.inputs]
+    walk(model)
+    outputs = [made[id(t)] for t in model.outputs]
+    return keras.Model(
+        inputs if len(inputs) > 1 else inputs[0],
+        outputs if len(outputs) > 1 else outputs[0],
+        name=model.name,
+    )
 
 
 def _set_weight_bits(q: keras.Model, bits: Mapping[str, int]) -> keras.Model:

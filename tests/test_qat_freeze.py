@@ -139,3 +139,45 @@ def test_fake_quant_per_channel_matches_tensorflow():
     np.testing.assert_array_equal(fq(x).numpy(), want.numpy())
     twin = fake_quant.FakeQuant3(**{k: fq.get_config()[k] for k in fake_quant._ARGS})
     np.testing.assert_array_equal(np.asarray(twin(x)), want.numpy())
+
+
+def _zoo_like_net():
+    """What keras.applications puts in the way of TFMOT: a tf op with a constant (hard-swish's
+    `x + 3`), a pre-activation BatchNormalization, a BatchNormalization after a grouped
+    convolution, a nested Sequential stem, and a layer class from outside keras.layers."""
+
+    @keras.utils.register_keras_serializable(package="pftf_test")
+    class Scale(L.Layer):
+        def build(self, shape):
+            self.gamma = self.add_weight(name="gamma", shape=(shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.gamma
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((8, 8, 3))
+    stem = keras.Sequential([L.Conv2D(8, 3, padding="same", name="stem_conv")], name="stem")
+    x = stem(inp)
+    x = L.Multiply(name="hswish")([x, L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)])
+    y = L.BatchNormalization(name="preact_bn")(x)
+    y = L.Conv2D(8, 3, padding="same", groups=2, use_bias=False, name="grouped")(L.ReLU()(y))
+    y = L.BatchNormalization(name="grouped_bn")(y)
+    x = Scale(name="scale")(L.Add(name="add")([x, y]))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(4, name="fc")(x))
+
+
+def test_quantize_model_takes_what_keras_applications_hold():
+    model = _zoo_like_net()
+    q = qat.quantize_model(model)
+    kinds = {type(layer).__name__ for layer in q.layers}
+    assert "Sequential" not in kinds and "TFOpLambda" in kinds  # stem inlined, op unwrapped
+    x = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
+    q.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    q.fit(x, np.arange(8) % 4, epochs=1, verbose=0)  # it trains
+    frozen = qat_freeze.freeze(q, x)
+    np.testing.assert_allclose(frozen.predict(x, verbose=0), q.predict(x, verbose=0), atol=1e-6)
+    # Only the BatchNormalization after a plain convolution is folded (and so quantized).
+    wrapped = {layer.layer.name: layer for layer in q.layers if hasattr(layer, "layer")}
+    assert type(wrapped["preact_bn"].quantize_config).__name__ == "NoOpQuantizeConfig"
+    assert type(wrapped["grouped_bn"].quantize_config).__name__ == "NoOpQuantizeConfig"
