@@ -92,11 +92,7 @@ def test_keras3_softmax_model_through_compress(int8_final, tiny_data, tmp_path):
     # step or two of each other and the int8 verification (rightly) cannot tell them apart.
     model3.compile(keras3.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     model3.fit(*tiny_data, epochs=4, batch_size=32, verbose=0)
-    result = compress(
-        model3,
-        tiny_data,
-        "int8",
-        str(tmp_path / "auto"),
+    options = dict(
         max_trials=1,
         int8_final=int8_final,  # ptq: a float final model; qat: a QAT one, frozen
         train_config=training.TrainConfig(epochs=1, batch_size=32, optimizer="adam",
@@ -109,6 +105,7 @@ def test_keras3_softmax_model_through_compress(int8_final, tiny_data, tmp_path):
         final_latency_rounds=3,
         verbose=0,
     )  # fmt: skip
+    result = compress(model3, tiny_data, "int8", str(tmp_path / "auto"), **options)
     assert model_io.is_keras3(result.model)
     kinds = [type(layer).__name__ for layer in result.model.layers]
     assert ("FakeQuant" in kinds) == (int8_final == "qat")
@@ -118,6 +115,12 @@ def test_keras3_softmax_model_through_compress(int8_final, tiny_data, tmp_path):
     out = tflite_verify.TFLiteRunner(result.tflite_path).predict(x, batch_size=16)
     # int8 probabilities: steps of 1/256, a few steps from the float model's.
     np.testing.assert_allclose(out, probs, atol=4 / 256)
+    # The same run on the model's tf-keras twin: the same answer, in tf-keras.
+    twin = compress(
+        model_io.from_keras3(model3), tiny_data, "int8", str(tmp_path / "tfk"), **options
+    )
+    assert not model_io.is_keras3(twin.model)
+    np.testing.assert_allclose(probs, twin.model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_export_tflite_takes_a_keras3_model(tiny_data, tmp_path):
