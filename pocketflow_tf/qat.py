@@ -377,11 +377,18 @@ def _folded_by_transforms(layer) -> bool:
 
 
 def _flat(model: keras.Model) -> keras.Model:
-    """``model`` with its nested models inlined (the same layer objects, so the same
-    weights): TFMOT annotates layers, not models (ConvNeXt's Sequential stem)."""
+    """``model`` with its nested models inlined, as copies of its layers with their weights:
+    TFMOT annotates layers, not models (ConvNeXt's Sequential stem). Copies, so each layer
+    keeps one call and :func:`_folded_by_transforms` still sees its producer."""
     if not any(isinstance(layer, keras.Model) for layer in model.layers):
         return model
     made: dict[int, Any] = {}
+    copies: dict[int, Any] = {}
+
+    def copy(layer):
+        if id(layer) not in copies:
+            copies[id(layer)] = (layer.__class__.from_config(layer.get_config()), layer)
+        return copies[id(layer)][0]
 
     def mapped(obj: Any) -> Any:
         if isinstance(obj, list | tuple):
@@ -401,7 +408,7 @@ def _flat(model: keras.Model) -> keras.Model:
                 outs = [made[id(t)] for t in layer.outputs]
             else:
                 args, kwargs = model_io._node_arguments(node)
-                outs = layer(*mapped(list(args)), **mapped(kwargs))
+                outs = copy(layer)(*mapped(list(args)), **mapped(kwargs))
                 outs = list(outs) if isinstance(outs, list | tuple) else [outs]
             for src, out in zip(model_io._node_outputs(node), outs, strict=True):
                 made[id(src)] = out
@@ -411,6 +418,8 @@ def _flat(model: keras.Model) -> keras.Model:
     inputs = [made[id(t)] for t in model.inputs]
     walk(model)
     outputs = [made[id(t)] for t in model.outputs]
+    for new, layer in copies.values():
+        new.set_weights(layer.get_weights())
     return keras.Model(
         inputs if len(inputs) > 1 else inputs[0],
         outputs if len(outputs) > 1 else outputs[0],
