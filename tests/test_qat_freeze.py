@@ -187,3 +187,23 @@ def test_quantize_model_takes_what_keras_applications_hold():
     assert folded == {"preact_bn": False, "grouped_bn": False, "c_bn": True}
     # The float model's outputs are kept by the inlining (QAT's ranges start untrained).
     np.testing.assert_allclose(flat.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_frozen_keras3_model_exports_verified_tflite(trained, tiny_data_module, tmp_path):
+    from pocketflow_tf import tflite_verify
+
+    rng = np.random.default_rng(5)  # verification takes >= 200 samples
+    x, y = rng.random((256, 8, 8, 1), dtype=np.float32), rng.integers(0, 4, 256)
+    q = trained[False]
+    m3 = model_io.to_keras3(qat_freeze.freeze(q))
+    res = tflite_verify.export_tflite(
+        m3, str(tmp_path / "f.tflite"), mode="float", x_verify=x, y_verify=y
+    )
+    out = tflite_verify.TFLiteRunner(res.path).predict(x, batch_size=64)
+    np.testing.assert_allclose(out, q.predict(x, verbose=0), atol=1e-5)
+    # int8: the FakeQuant ranges are taken as QAT ranges; export_tflite verifies the file.
+    res8 = tflite_verify.export_tflite(
+        m3, str(tmp_path / "q.tflite"), mode="int8", x_verify=x, y_verify=y,
+        representative_data=x[:64],
+    )  # fmt: skip
+    assert res8.path.endswith("q.tflite")
