@@ -47,7 +47,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
     default_8bit_quantizers as _quantizers,
 )
 
-from pocketflow_tf import errors, model_io
+from pocketflow_tf import errors, graph_rebuild
 from pocketflow_tf.compat import keras
 
 _qk = tfmot.quantization.keras
@@ -382,49 +382,17 @@ def _flat(model: keras.Model) -> keras.Model:
     keeps one call and :func:`_folded_by_transforms` still sees its producer."""
     if not any(isinstance(layer, keras.Model) for layer in model.layers):
         return model
-    made: dict[int, Any] = {}
-    copies: dict[int, Any] = {}
+    copies: list[tuple[Any, Any]] = []
 
-    def copy(layer):
-        if id(layer) not in copies:
-            copies[id(layer)] = (layer.__class__.from_config(layer.get_config()), layer)
-        return copies[id(layer)][0]
+    def copy(layer) -> graph_rebuild.Call:
+        new = layer.__class__.from_config(layer.get_config())
+        copies.append((new, layer))
+        return lambda args, kwargs: new(*args, **kwargs)
 
-    def mapped(obj: Any) -> Any:
-        if isinstance(obj, list | tuple):
-            return type(obj)(mapped(v) for v in obj)
-        if isinstance(obj, dict):
-            return {k: mapped(v) for k, v in obj.items()}
-        return made.get(id(obj), obj) if type(obj).__name__ == "KerasTensor" else obj
-
-    def walk(graph) -> None:
-        for layer, node in model_io._nodes_in_order(graph):
-            if isinstance(layer, keras.layers.InputLayer):
-                continue
-            if isinstance(layer, keras.Model):
-                for inner, outer in zip(layer.inputs, model_io._node_inputs(node), strict=True):
-                    made[id(inner)] = mapped(outer)
-                walk(layer)
-                outs = [made[id(t)] for t in layer.outputs]
-            else:
-                args, kwargs = model_io._node_arguments(node)
-                outs = copy(layer)(*mapped(list(args)), **mapped(kwargs))
-                outs = list(outs) if isinstance(outs, list | tuple) else [outs]
-            for src, out in zip(model_io._node_outputs(node), outs, strict=True):
-                made[id(src)] = out
-
-    for t in model.inputs:
-        made[id(t)] = keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype)
-    inputs = [made[id(t)] for t in model.inputs]
-    walk(model)
-    outputs = [made[id(t)] for t in model.outputs]
-    for new, layer in copies.values():
+    flat = graph_rebuild.rebuild(model, copy)
+    for new, layer in copies:
         new.set_weights(layer.get_weights())
-    return keras.Model(
-        inputs if len(inputs) > 1 else inputs[0],
-        outputs if len(outputs) > 1 else outputs[0],
-        name=model.name,
-    )
+    return flat
 
 
 def _set_weight_bits(q: keras.Model, bits: Mapping[str, int]) -> keras.Model:

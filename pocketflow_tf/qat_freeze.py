@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from pocketflow_tf import errors, fake_quant, model_io, qat
+from pocketflow_tf import errors, fake_quant, graph_rebuild, qat
 from pocketflow_tf.compat import keras
 
 #: Largest difference between a QAT model and its frozen form on the probe batch. Both run
@@ -84,36 +84,7 @@ def freeze(model: keras.Model, x_probe: Any = None, *, seed: int = 0) -> keras.M
         taken.add(name)
         return name
 
-    made: dict[int, Any] = {}  # id(source KerasTensor) -> frozen tensor
-    calls: dict[int, Callable] = {}  # id(source layer) -> its frozen computation
-
-    def mapped(obj: Any) -> Any:
-        if isinstance(obj, list | tuple):
-            return type(obj)(mapped(v) for v in obj)
-        if isinstance(obj, dict):
-            return {k: mapped(v) for k, v in obj.items()}
-        return made.get(id(obj), obj) if type(obj).__name__ == "KerasTensor" else obj
-
-    # The walk of the bridge (model_io), over a tf-keras graph with one call per node.
-    for layer, node in model_io._nodes_in_order(model):
-        if isinstance(layer, keras.layers.InputLayer):
-            t = model_io._node_outputs(node)[0]
-            made[id(t)] = keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=layer.name)
-            continue
-        if id(layer) not in calls:
-            calls[id(layer)] = _converter(layer, take)
-        args, kwargs = model_io._node_arguments(node)
-        outs = calls[id(layer)](mapped(list(args)), mapped(kwargs))
-        outs = list(outs) if isinstance(outs, list | tuple) else [outs]
-        for src, out in zip(model_io._node_outputs(node), outs, strict=True):
-            made[id(src)] = out
-    inputs = [made[id(t)] for t in model.inputs]
-    outputs = [made[id(t)] for t in model.outputs]
-    frozen = keras.Model(
-        inputs if len(inputs) > 1 else inputs[0],
-        outputs if len(outputs) > 1 else outputs[0],
-        name=model.name,
-    )
+    frozen = graph_rebuild.rebuild(model, lambda layer: _converter(layer, take))
     _check(model, frozen, x_probe, seed)
     return frozen
 
@@ -126,10 +97,6 @@ def _converter(layer, take: Callable[[str], str]) -> Callable:
         return lambda args, kwargs: step(args[0]) if step is not None else args[0]
     if hasattr(layer, "quantize_config") and hasattr(layer, "layer"):
         return _wrapper_steps(layer, take)
-    if isinstance(layer, keras.Model):
-        raise errors.UnsupportedModelError(
-            f"layer {layer.name!r} is a nested model inside a QAT model; flatten it first"
-        )
     new = layer.__class__.from_config(layer.get_config())
     return _called_with_weights(new, layer.get_weights())
 
