@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import keras as keras3
 import tensorflow as tf
 
 from pocketflow_tf import errors, model_io
@@ -104,13 +103,28 @@ class FakeQuant(_FakeQuantMixin, keras.layers.Layer):
     """
 
 
-# The Keras 3 twin: same class name and config, so each side rebuilds the other's layer.
-FakeQuant3 = keras3.saving.register_keras_serializable(package="pocketflow_tf", name="FakeQuant")(
-    type(
-        "FakeQuant",
-        (_FakeQuantMixin, keras3.layers.Layer),
-        {"__doc__": "Keras 3 twin of :class:`FakeQuant`.", "__module__": __name__},
+def _keras3() -> Any:
+    """Keras 3, or ``None`` where it is absent (the Horovod lane's TF 2.15 stack)."""
+    try:
+        import keras
+    except ImportError:
+        return None
+    return keras if keras.__version__.startswith("3.") else None
+
+
+keras3 = _keras3()
+#: The Keras 3 twin: same class name and config, so each side rebuilds the other's layer
+#: (``None`` without Keras 3).
+FakeQuant3 = (
+    keras3.saving.register_keras_serializable(package="pocketflow_tf", name="FakeQuant")(
+        type(
+            "FakeQuant",
+            (_FakeQuantMixin, keras3.layers.Layer),
+            {"__doc__": "Keras 3 twin of :class:`FakeQuant`.", "__module__": __name__},
+        )
     )
+    if keras3 is not None
+    else None
 )
 
 _ARGS = ("minimum", "maximum", "num_bits", "narrow_range")
@@ -118,7 +132,7 @@ _ARGS = ("minimum", "maximum", "num_bits", "narrow_range")
 
 def _bridge(layer: Any, dst: Any) -> Any:
     config = layer.get_config()
-    cls = FakeQuant3 if dst is keras3 else FakeQuant
+    cls = FakeQuant if dst is keras else FakeQuant3
     return cls(**{k: config[k] for k in _ARGS}, name=layer.name)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pocketflow_tf import errors, model_io, qat, qat_freeze
+from pocketflow_tf import errors, model_io, qat
 from pocketflow_tf.compat import keras
 
 logger = logging.getLogger(__name__)
@@ -74,5 +74,8 @@ def to_caller(model: keras.Model, came_as_keras3: bool) -> Any:
             "and FakeQuant steps with the learned ranges (same outputs); TFMOT's wrappers, "
             "needed to train on with QAT, exist only in tf-keras"
         )
+        # Imported here: it needs Keras 3, which the Horovod lane's TF 2.15 stack lacks.
+        from pocketflow_tf import qat_freeze
+
         model = qat_freeze.freeze(model)
     return model_io.to_keras3(model)
