@@ -21,7 +21,7 @@ def normalize(mean: float | Sequence[float], std: float | Sequence[float]) -> ke
     preprocessing from training.
 
     Example:
-        >>> normalize([0.5, 0.5], [0.5, 0.25]).get_config()["offset"]
+        >>> list(normalize([0.5, 0.5], [0.5, 0.25]).get_config()["offset"])
         [-1.0, -2.0]
     """
     if isinstance(mean, int | float):

@@ -5,10 +5,11 @@ Example:
     >>> from pocketflow_tf import training
     >>> from pocketflow_tf.compat import keras
     >>> from pocketflow_tf.learners.full_prec.learner import FullPrecLearner
-    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="baseline")
     >>> x, y = np.random.rand(16, 3).astype("float32"), np.arange(16) % 2
-    >>> FullPrecLearner(training.TrainConfig(batch_size=8), verbose=0).fit(m, x, y).name
-    'sequential'
+    >>> out = FullPrecLearner(training.TrainConfig(batch_size=8), verbose=0).fit(m, x, y)
+    >>> out.name, out.predict(x, verbose=0).shape
+    ('baseline', (16, 2))
 """
 
 from __future__ import annotations
