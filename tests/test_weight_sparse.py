@@ -490,7 +490,11 @@ def test_run_script_job_prunes_and_exports_sparse(tmp_path):
 
 
 def test_int8_sparse_dense_layer_never_leaves_a_broken_file(ws_data, tmp_path):
-    """LiteRT's XNNPACK fails to prepare an int8 FULLY_CONNECTED stored sparse (LiteRT 2.x)."""
+    """LiteRT's XNNPACK fails to prepare an int8 FULLY_CONNECTED stored sparse.
+
+    With the pinned LiteRT (requirements.txt) the export is refused with a clear verification
+    error, and no file is left behind.
+    """
     from pocketflow_tf import tflite_verify
 
     x, _ = ws_data
@@ -501,16 +505,14 @@ def test_int8_sparse_dense_layer_never_leaves_a_broken_file(ws_data, tmp_path):
     kernel = model.get_layer("fc").kernel
     kernel.assign(np.where(np.random.default_rng(0).random(kernel.shape) < 0.9, 0.0, kernel))
     path = tmp_path / "m.tflite"
-    try:
+    with pytest.raises(
+        errors.VerificationError,
+        match=r"the int8 TFLite model could not be loaded and run by LiteRT: .*FULLY_CONNECTED",
+    ):
         tflite_verify.export_tflite(
             model, str(path), mode="int8", x_verify=x, representative_data=x, sparse=True
         )
-    except errors.VerificationError as e:  # a clear verification failure, not a crash
-        assert "could not be loaded" in str(e) or "agreement" in str(e)
-        assert os.listdir(tmp_path) == []  # refused before anything was written
-    else:  # a LiteRT that can run it: then the file must hold the sparsity
-        found = sparsity.sparsity_report(model, str(path)).kernels[0].tflite
-        assert found.stored_sparse and found.sparsity >= 0.85
+    assert os.listdir(tmp_path) == []  # refused before anything was written
 
 
 def test_nested_sub_model_layers_are_pruned(ws_data):
