@@ -127,17 +127,42 @@ def test_minimize_metrics_and_progress_lines(tmp_path, capsys):
     assert "value=" in lines[-1] and f"best={result.best.value:.4g}" in lines[-1]
 
 
-def test_max_wall_s_stops_and_is_cumulative(tmp_path):
+class FakeClock:
+    """A ``time`` module for search.py whose monotonic clock moves only when told to.
+
+    The wall-clock budget then counts trials exactly, however busy the machine is.
+    """
+
+    def __init__(self):
+        self.time, self.perf_counter = time.time, time.perf_counter  # left real
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+
+def test_max_wall_s_stops_and_is_cumulative(tmp_path, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(search, "time", clock)
+
     def slow(params, trial_seed):
-        time.sleep(0.03)
+        clock.now += 0.25  # each trial "takes" 0.25 s (exact in binary floating point)
         return 1.0
 
-    result = make_study(tmp_path, slow, max_wall_s=0.15).run()
+    # Checked before each trial: 0, 0.25, 0.5, 0.75 < 0.9 start a trial; 1.0 stops.
+    result = make_study(tmp_path, slow, max_wall_s=0.9).run()
     assert result.stop_reason == "max_wall_s"
-    assert 1 <= len(result.trials) <= 6
-    assert load_state(tmp_path)["elapsed_s"] >= 0.15
-    again = make_study(tmp_path, slow, max_wall_s=0.15).run()  # budget already spent
-    assert again.stop_reason == "max_wall_s" and len(again.trials) == len(result.trials)
+    assert len(result.trials) == 4
+    assert load_state(tmp_path)["elapsed_s"] == 1.0
+    clock.now += 100.0  # time between runs is not study time
+    again = make_study(tmp_path, slow, max_wall_s=0.9).run()  # budget already spent
+    assert again.stop_reason == "max_wall_s" and len(again.trials) == 4
+    assert load_state(tmp_path)["elapsed_s"] == 1.0
+    # A larger budget continues from the 1.0 s already spent: 1.0, 1.25 < 1.4; 1.5 stops.
+    more = make_study(tmp_path, slow, max_wall_s=1.4).run()
+    assert more.stop_reason == "max_wall_s"
+    assert [t.number for t in more.trials] == list(range(6))
+    assert load_state(tmp_path)["elapsed_s"] == 1.5
 
 
 def test_bad_arguments(tmp_path):
