@@ -61,8 +61,15 @@ def reestimate(model: keras.Model, data: tf.data.Dataset, max_batches: int = 50)
         ``{"layers", "batches", "samples", "mean_abs_change_mean", "mean_abs_change_var"}``.
 
     Example:
-        >>> reestimate.__name__
-        'reestimate'
+        ``(images, labels)`` batches work too; only the first ``max_batches`` are used:
+
+        >>> inp = keras.Input((2,))
+        >>> m = keras.Model(inp, keras.layers.BatchNormalization(name="bn")(inp))
+        >>> x = np.arange(16, dtype="float32").reshape(8, 2)
+        >>> data = tf.data.Dataset.from_tensor_slices((x, np.zeros(8))).batch(2)
+        >>> info = reestimate(m, data, max_batches=2)
+        >>> info["batches"], info["samples"], m.get_layer("bn").moving_mean.numpy().tolist()
+        (2, 4, [3.0, 4.0])
     """
     bns = batchnorm_layers(model)
     if not bns or max_batches <= 0:

@@ -215,8 +215,16 @@ class AllocationProblem:
             alone does not promise a speed-up.
 
     Example:
-        >>> AllocationProblem.__name__
-        'AllocationProblem'
+        >>> from pocketflow_tf.compat import keras
+        >>> m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, name="a"),
+        ...                       keras.layers.Dense(32, name="b"), keras.layers.Dense(2)])
+        >>> fm = FlopsModel.build(m)
+        >>> problem = AllocationProblem(fm, 0.5, 8, choices_for(fm.graph),
+        ...                             evaluate=lambda counts: counts["a"] / 32)
+        >>> problem.choices
+        {'a': [8, 16, 24, 32], 'b': [8, 16, 24, 32]}
+        >>> problem.evaluate({"a": 16, "b": 32})
+        0.5
     """
 
     flops_model: FlopsModel
@@ -259,8 +267,17 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
     ``ChannelPrunedLearner(ratio_search=...)``.
 
     Example:
-        >>> greedy_sensitivity.__name__
-        'greedy_sensitivity'
+        Only group ``a`` matters to the score here, so the FLOPs come out of ``b``:
+
+        >>> from pocketflow_tf.compat import keras
+        >>> m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, name="a"),
+        ...                       keras.layers.Dense(32, name="b"), keras.layers.Dense(2)])
+        >>> fm = FlopsModel.build(m)
+        >>> problem = AllocationProblem(fm, 0.5, 8, choices_for(fm.graph),
+        ...                             evaluate=lambda counts: counts["a"] / 32)
+        >>> counts = greedy_sensitivity(problem)
+        >>> counts, fm.flops(counts) / fm.dense_flops <= 0.5
+        ({'a': 32, 'b': 8}, True)
     """
     fm = problem.flops_model
     full = {k: c[-1] for k, c in problem.choices.items()}

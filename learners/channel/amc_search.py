@@ -34,8 +34,14 @@ def layer_specs(problem: allocation.AllocationProblem) -> list[amc.LayerSpec]:
     group thins all of them.
 
     Example:
-        >>> layer_specs.__name__
-        'layer_specs'
+        >>> from pocketflow_tf.compat import keras
+        >>> m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, name="a"),
+        ...                       keras.layers.Dense(32, name="b"), keras.layers.Dense(2)])
+        >>> fm = allocation.FlopsModel.build(m)
+        >>> problem = allocation.AllocationProblem(
+        ...     fm, 0.5, 8, allocation.choices_for(fm.graph), evaluate=lambda counts: 0.0)
+        >>> [(s.key, s.index, s.c_in, s.c_out) for s in layer_specs(problem)]
+        [('a', 0, 16, 32), ('b', 1, 32, 32)]
     """
     fm = problem.flops_model
     graph = fm.graph

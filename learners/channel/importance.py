@@ -37,8 +37,19 @@ def l1_scores(
     """Sum over the group's producers of each output channel's kernel L1 norm.
 
     Example:
-        >>> l1_scores.__name__
-        'l1_scores'
+        A residual group sums its producers (here ``a`` and ``b``, joined by ``Add``):
+
+        >>> inp = keras.Input((4, 4, 1))
+        >>> a = keras.layers.Conv2D(2, 1, use_bias=False, name="a")(inp)
+        >>> b = keras.layers.Conv2D(2, 1, use_bias=False, name="b")(inp)
+        >>> m = keras.Model(inp, keras.layers.Conv2D(1, 1)(keras.layers.Add()([a, b])))
+        >>> m.get_layer("a").set_weights([np.array([[[[1.0, -2.0]]]])])
+        >>> m.get_layer("b").set_weights([np.array([[[[0.5, 0.5]]]])])
+        >>> g = channel_graph.build(m)
+        >>> [sorted(group.producers) for group in g.prunable_groups()]
+        [['a', 'b']]
+        >>> l1_scores(m, g, g.prunable_groups()[0]).tolist()
+        [1.5, 2.5]
     """
     score = np.zeros(group.size)
     for name in group.producers:
@@ -59,8 +70,14 @@ def bn_gamma_scores(
         InvalidArgumentError: The group has no BatchNorm with a scale.
 
     Example:
-        >>> bn_gamma_scores.__name__
-        'bn_gamma_scores'
+        >>> inp = keras.Input((4, 4, 1))
+        >>> h = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(3, 1)(inp))
+        >>> m = keras.Model(inp, keras.layers.Conv2D(1, 1)(h))
+        >>> bn = m.get_layer("bn")
+        >>> bn.set_weights([np.array([0.5, -2.0, 1.0])] + bn.get_weights()[1:])
+        >>> g = channel_graph.build(m)
+        >>> bn_gamma_scores(m, g, g.prunable_groups()[0]).tolist()
+        [0.5, 2.0, 1.0]
     """
     score = np.zeros(group.size)
     found = False

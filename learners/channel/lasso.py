@@ -194,8 +194,20 @@ def sample_consumers(
         batch_size: Images per forward pass.
 
     Example:
-        >>> sample_consumers.__name__
-        'sample_consumers'
+        >>> keras.utils.set_random_seed(0)
+        >>> m = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(4, 3, name="a"),
+        ...                       keras.layers.Conv2D(3, 3, name="b")])
+        >>> x = np.random.default_rng(0).random((5, 6, 6, 2)).astype("float32")
+        >>> [s] = sample_consumers(m, m, ["b"], x, {"b": np.array([0, 2])}, {"b": 1},
+        ...                        points_per_image=4)
+        >>> s.patches.shape, s.target.shape, s.kernel.shape  # 5 images x 4 points
+        ((20, 9, 4), (20, 2), (9, 4, 2))
+
+        Unpruned (``current`` is ``original``), the target is the layer's own output:
+
+        >>> y = s.patches.reshape(20, -1) @ s.kernel.reshape(36, 2) + s.bias
+        >>> bool(np.allclose(y, s.target, atol=1e-5))
+        True
     """
     rng = np.random.default_rng(seed)
     cur_ex = keras.Model(current.inputs, [current.get_layer(n).input for n in names])
@@ -276,8 +288,18 @@ def select_channels(
         keep: How many channels to keep.
 
     Example:
-        >>> select_channels.__name__
-        'select_channels'
+        Channel 3 hardly matters to ``fa`` but is all that matters to ``fb``; with both
+        consumers reading the group it is kept over channel 2:
+
+        >>> p = np.random.default_rng(0).normal(size=(400, 1, 4)).astype("float32")
+        >>> ka = np.array([[[1.0], [1.0], [0.1], [0.05]]], "float32")
+        >>> kb = np.array([[[0.05], [0.05], [0.05], [1.0]]], "float32")
+        >>> fa = ConsumerSample("fa", p, p.reshape(400, 4) @ ka[0], ka, None, (4, 1))
+        >>> fb = ConsumerSample("fb", p, p.reshape(400, 4) @ kb[0], kb, None, (4, 1))
+        >>> select_channels([fa], [np.arange(4)], 3).tolist()
+        [0, 1, 2]
+        >>> select_channels([fa, fb], [np.arange(4)] * 2, 3).tolist()
+        [0, 1, 3]
     """
     size = len(positions[0])
     if keep >= size:

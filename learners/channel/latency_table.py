@@ -117,8 +117,14 @@ class LatencyTable:
         """Predicted latency (ms) with ``counts[group key]`` channels kept per group.
 
         Example:
-            >>> LatencyTable.model_ms.__name__
-            'model_ms'
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(64, name="h"),
+            ...                       keras.layers.Dense(2)])
+            >>> t = LatencyTable(m, channel_graph.build(m), runs=5)
+            >>> t.model_ms({}) == t.dense_ms, t.measured  # the dense plan: already timed
+            (True, 2)
+            >>> half = t.model_ms({"h": 32})  # both layers see 32 channels: 2 new entries
+            >>> half > 0, t.measured, t.model_ms({"h": 32}) == half, t.measured
+            (True, 4, True, 4)
         """
         frac = allocation.group_fractions(self.graph, counts)
         total = 0.0
@@ -133,8 +139,12 @@ class LatencyTable:
         """Median latency of ``layer`` alone with ``cin`` input and ``cout`` output channels.
 
         Example:
-            >>> LatencyTable.layer_ms.__name__
-            'layer_ms'
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(64, name="h"),
+            ...                       keras.layers.Dense(2)])
+            >>> t = LatencyTable(m, channel_graph.build(m), runs=5)
+            >>> ms = t.layer_ms(m.get_layer("h"), 1, 4, 16)  # "h" with 16 of its 64 units
+            >>> ms > 0, t.measured, t.layer_ms(m.get_layer("h"), 1, 4, 16) == ms, t.measured
+            (True, 3, True, 3)
         """
         key = (layer.name, cin, cout)
         if key not in self._cache:

@@ -61,8 +61,11 @@ class RefitProxy:
             prunable group (rows: kernel position x input channel, plus one for a bias).
 
     Example:
-        >>> RefitProxy.__name__
-        'RefitProxy'
+        >>> m = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(8, 3, name="a"),
+        ...                       keras.layers.Conv2D(4, 3, name="b")])
+        >>> proxy = RefitProxy(m, channel_graph.build(m), np.random.rand(5, 6, 6, 2), points=4)
+        >>> proxy.consumers["b"].shape  # 3x3 positions x 8 channels, plus the bias
+        (73, 73)
     """
 
     def __init__(
@@ -114,8 +117,20 @@ class RefitProxy:
             keep: ``{group id: kept channel indices}``; groups not named stay whole.
 
         Example:
-            >>> RefitProxy.apply.__name__
-            'apply'
+            When a dropped channel is a linear mix of kept ones, the refit is exact: here
+            channel 2 of ``a`` is channel 0 plus channel 1.
+
+            >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="a"),
+            ...                       keras.layers.Dense(1, name="b")])
+            >>> m.get_layer("a").set_weights([np.array([[1.0, 0, 1], [0, 1, 1]]), np.zeros(3)])
+            >>> m.get_layer("b").set_weights([np.array([[1.0], [2.0], [3.0]]), np.zeros(1)])
+            >>> x = np.random.default_rng(0).random((32, 2)).astype("float32")
+            >>> proxy = RefitProxy(m, channel_graph.build(m), x, points=1)
+            >>> probe = keras.models.clone_model(m)
+            >>> probe.set_weights(m.get_weights())
+            >>> proxy.apply(probe, {proxy.graph.prunable_groups()[0].id: [0, 1]})
+            >>> np.round(probe.get_layer("b").get_weights()[0].ravel(), 2).tolist()
+            [4.0, 5.0, 0.0]
         """
         surgery.mask_consumers(probe, self.graph, keep)
         masks = surgery.keep_masks(self.graph, keep)
