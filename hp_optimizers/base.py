@@ -85,8 +85,19 @@ class Optimizer(abc.ABC):
         direction: ``"maximize"`` (default) or ``"minimize"`` the told values.
 
     Example:
-        >>> Optimizer.__name__
-        'Optimizer'
+        A subclass only proposes; asking, telling and the best result come from the base:
+
+        >>> class Sweep(Optimizer):
+        ...     name = "sweep-doc"
+        ...     def _propose(self, number, rng):
+        ...         return {"x": number / 4}
+        >>> opt = Sweep(space_lib.SearchSpace([space_lib.Float("x", 0.0, 1.0)]), seed=0,
+        ...             direction="minimize")
+        >>> for _ in range(4):
+        ...     t = opt.ask()
+        ...     _ = opt.tell(t.number, (t.params["x"] - 0.5) ** 2)
+        >>> opt.best().number, opt.best().params, opt.best().value
+        (2, {'x': 0.5}, 0.0)
     """
 
     name: ClassVar[str] = ""
@@ -200,8 +211,13 @@ def register(cls: type[Optimizer]) -> type[Optimizer]:
     """Class decorator: makes ``cls`` available as ``get(cls.name)``.
 
     Example:
-        >>> register.__name__
-        'register'
+        >>> @register
+        ... class Fixed(Optimizer):
+        ...     name = "fixed-doc"
+        ...     def _propose(self, number, rng):
+        ...         return {"x": 0.5}
+        >>> get("fixed-doc") is Fixed
+        True
     """
     if not cls.name:
         raise errors.InvalidArgumentError("name", cls.name, "a non-empty optimiser name")

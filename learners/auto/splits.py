@@ -46,8 +46,13 @@ class SearchData:
         holdout_source: How the held-out split was made, for the report.
 
     Example:
-        >>> SearchData.__name__
-        'SearchData'
+        >>> x = np.random.default_rng(0).random((400, 4, 4, 1), dtype=np.float32)
+        >>> d = make_search_data(x, np.arange(400) % 4, holdout=0.1, seed=0)
+        >>> len(d.x_train) + len(d.x_hold), len(d.x_verify) >= MIN_VERIFY
+        (400, True)
+        >>> calib = {a.tobytes() for a in d.x_calib}  # a subset of the fine-tuning images
+        >>> calib <= {a.tobytes() for a in d.x_train}, calib & {a.tobytes() for a in d.x_hold}
+        (True, set())
     """
 
     x_train: np.ndarray

@@ -92,8 +92,18 @@ def sample_layer_inputs(
         ``(x_current, x_original)``, both ``(images * points, D)`` float32.
 
     Example:
-        >>> sample_layer_inputs.__name__
-        'sample_layer_inputs'
+        Here the network "quantized so far" has a zeroed first layer, so the inputs of ``b``
+        differ from the original's; ``b`` has 2x2 output positions, all taken:
+
+        >>> inp = keras.Input((6, 6, 2))
+        >>> h = keras.layers.Conv2D(3, 3, name="a")(inp)
+        >>> m = keras.Model(inp, keras.layers.Conv2D(2, 3, name="b")(h))
+        >>> cur = keras.models.clone_model(m)
+        >>> cur.set_weights([np.zeros_like(w) for w in m.get_weights()])
+        >>> x = np.random.default_rng(0).random((4, 6, 6, 2)).astype("float32")
+        >>> xs, xt = sample_layer_inputs(cur, m, "b", x, points=100)
+        >>> xs.shape, xt.shape, float(np.abs(xs).max()), bool(np.abs(xt).max() > 0)
+        ((16, 27), (16, 27), 0.0, True)
     """
     rng = np.random.default_rng(seed)
     layer = current.get_layer(name)
