@@ -268,8 +268,13 @@ class ChannelPrunedLearner(learner.Learner):
         is checked before any sampling or training starts.
 
         Example:
-            >>> ChannelPrunedLearner().fit.__name__
-            'fit'
+            A model with nothing to prune is refused before the data is looked at:
+
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            >>> ChannelPrunedLearner().fit(m, np.zeros((8, 4), "float32"))
+            Traceback (most recent call last):
+            ...
+            pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'sequential...'. Accepted: a model with at least one prunable channel group; blocked: ...
         """
         self.plan(model)  # validates before any work
         self._calib = _calibration_sample(
@@ -281,8 +286,13 @@ class ChannelPrunedLearner(learner.Learner):
         """Prunes ``model`` without fine-tuning (calibration images ``x``, labels for ``auto``).
 
         Example:
-            >>> ChannelPrunedLearner().prune.__name__
-            'prune'
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, name="h"),
+            ...                       keras.layers.Dense(2)])
+            >>> x = np.random.default_rng(0).random((32, 4)).astype("float32")
+            >>> lrn = ChannelPrunedLearner(cp_uniform_preserve_ratio=0.5, cp_nb_samples=32,
+            ...                            cp_nb_eval=32, verbose=0)
+            >>> lrn.prune(m, x).get_layer("h").units, m.get_layer("h").units
+            (8, 16)
         """
         self._calib = _calibration_sample(
             x, y, max(self.cp_nb_samples, self.cp_nb_eval), self.train_config.seed

@@ -276,8 +276,16 @@ class DisChnPrunedLearner(learner.Learner):
             The thinner model with DCP's refined weights.
 
         Example:
-            >>> DisChnPrunedLearner.prune.__name__
-            'prune'
+            >>> L = keras.layers
+            >>> keras.utils.set_random_seed(0)
+            >>> m = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(8, 3, name="c1"), L.ReLU(),
+            ...     L.Conv2D(8, 3, name="c2"), L.ReLU(), L.GlobalAveragePooling2D(), L.Dense(4)])
+            >>> x, y = np.random.rand(64, 8, 8, 1).astype("float32"), np.arange(64) % 4
+            >>> lrn = DisChnPrunedLearner(training.TrainConfig(batch_size=32), dcp_prune_ratio=0.5,
+            ...     dcp_nb_iters_aux=5, dcp_nb_iters_layer=2, dcp_batch_size=32, verbose=0)
+            >>> pruned = lrn.prune(m, x, y)
+            >>> pruned is lrn.pruned_model, pruned.get_layer("c1").filters, lrn.report["kept"]
+            (True, 4, {'c1': 4, 'c2': 4})
         """
         t0 = time.perf_counter()
         plan = self.plan(model)
@@ -372,8 +380,14 @@ class DisChnPrunedLearner(learner.Learner):
             the one before fine-tuning.
 
         Example:
-            >>> DisChnPrunedLearner.fit.__name__
-            'fit'
+            DCP's auxiliary heads are trained on labels, so images alone are refused:
+
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+            ...                       keras.layers.Dense(2)])
+            >>> DisChnPrunedLearner(dcp_prune_ratio=0.5).fit(m)
+            Traceback (most recent call last):
+            ...
+            pocketflow_tf.errors.InvalidArgumentError: Invalid value for `x`: None. Accepted: arrays x and y (DCP needs labels), or a tf.data.Dataset of (x, y).
         """
         self.prune(model, x, y)
         return super().fit(

@@ -163,8 +163,18 @@ def select_channels(
         The :class:`SelectionResult`.
 
     Example:
-        >>> select_channels.__name__
-        'select_channels'
+        Groups missing from ``counts`` keep every channel:
+
+        >>> L = keras.layers
+        >>> keras.utils.set_random_seed(0)
+        >>> m = keras.Sequential([keras.Input((6, 6, 1)), L.Conv2D(8, 3, name="c1"),
+        ...     L.ReLU(), L.Conv2D(4, 3, name="c2"), L.GlobalAveragePooling2D(),
+        ...     L.Dense(2, name="fc")])
+        >>> x, y = np.random.rand(32, 6, 6, 1).astype("float32"), np.arange(32) % 2
+        >>> cfg = SelectionConfig(nb_stages=1, nb_iters_layer=2, batch_size=16)
+        >>> res = select_channels(m, x, y, {"c1": 3}, cfg)
+        >>> {k: v.size for k, v in res.keep.items()}, res.pruned.get_layer("c2").filters
+        ({'c1': 3}, 4)
     """
     return _Selector(model, counts, config or SelectionConfig(), exclude, log).run(x, y)
 

@@ -239,8 +239,15 @@ class ProductQuantLearner(learner.Learner):
         target ratio, nothing to quantize) is checked before any sampling or training.
 
         Example:
-            >>> ProductQuantLearner().fit.__name__
-            'fit'
+            A target ratio the model cannot reach is refused before any sampling:
+
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, name="h"),
+            ...                       keras.layers.Dense(2)])
+            >>> x = np.zeros((32, 4), "float32")
+            >>> ProductQuantLearner(pq_target_ratio=1000.0).fit(m, x, np.arange(32) % 2)
+            Traceback (most recent call last):
+            ...
+            pocketflow_tf.errors.InvalidArgumentError: Invalid value for `pq_target_ratio`: 1000.0. Accepted: a ratio <= ..., the most this model reaches (codebook size 2, the smallest).
         """
         if not isinstance(model, keras.Model):
             raise errors.InvalidArgumentError(
@@ -315,8 +322,23 @@ class ProductQuantLearner(learner.Learner):
         exactly what :meth:`save_compressed` stores. Called by :meth:`fit`.
 
         Example:
-            >>> ProductQuantLearner().finalize.__name__
-            'finalize'
+            After :meth:`fit`, the returned model is the original architecture whose kernels
+            are the stored codes, decoded:
+
+            >>> inp = keras.Input((8, 8, 1))
+            >>> h = keras.layers.Conv2D(16, 3, padding="same", name="c1")(inp)
+            >>> h = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(h))
+            >>> m = keras.Model(inp, keras.layers.Dense(2, name="fc")(h))
+            >>> x = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
+            >>> lrn = ProductQuantLearner(training.TrainConfig(epochs=1, batch_size=32), verbose=0,
+            ...                           pq_codebook_size=8, pq_block_size_1x1=4, pq_nb_samples=32,
+            ...                           pq_nb_iters_layer=2, pq_bn_batches=1)
+            >>> out = lrn.fit(m, x, np.arange(64) % 2)
+            >>> kernel = out.get_layer("c1").get_weights()[0]
+            >>> type(out.get_layer("c1")).__name__, sorted(lrn.codes)
+            ('Conv2D', ['c1', 'fc'])
+            >>> bool(np.array_equal(kernel, lrn.codes["c1"].decode().astype("float32")))
+            True
         """
         dtype = np.float16 if self.pq_codebook_dtype == "float16" else np.float32
         self.codes = {

@@ -210,8 +210,12 @@ class UniformQuantLearner(learner.Learner):
         """Allocates the weight bits and returns the QAT copy of ``model`` (same weights).
 
         Example:
-            >>> UniformQuantLearner().prepare.__name__
-            'prepare'
+            >>> m = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(4, 3, name="c"),
+            ...                       keras.layers.Flatten(), keras.layers.Dense(2, name="fc")])
+            >>> lrn = UniformQuantLearner(uql_weight_bits=4, verbose=0)
+            >>> q = lrn.prepare(m)
+            >>> lrn.weight_bits, [type(layer).__name__ for layer in q.layers]
+            ({'c': 4, 'fc': 4}, ['QuantizeLayer', 'QuantizeWrapperV2', 'QuantizeWrapperV2', 'QuantizeWrapperV2'])
         """
         model_io.require_graph(model, "quantization-aware training")
         infos = bits_lib.layer_infos(model)
@@ -310,8 +314,19 @@ class UniformQuantLearner(learner.Learner):
         """Checks the kernels' levels in one int8 conversion (when some layer has < 8 bits).
 
         Example:
-            >>> UniformQuantLearner().finalize.__name__
-            'finalize'
+            :meth:`fit` ends with it; with 4-bit kernels the int8 file's kernels hold at most
+            16 levels per channel:
+
+            >>> from pocketflow_tf import training
+            >>> m = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(4, 3, name="c"),
+            ...                       keras.layers.Flatten(), keras.layers.Dense(2, name="fc")])
+            >>> x, y = np.random.default_rng(0).random((32, 4, 4, 1)).astype("float32"), np.arange(32) % 2
+            >>> lrn = UniformQuantLearner(training.TrainConfig(epochs=1, batch_size=8),
+            ...                           uql_weight_bits=4, verbose=0)
+            >>> _ = lrn.fit(m, x, y)
+            >>> [(lv["name"], lv["bits"], lv["max_per_channel"] <= 16, lv["within_limit"])
+            ...  for lv in lrn.report["tflite_int8_levels"]]
+            [('c', 4, True, True), ('fc', 4, True, True)]
         """
         low = {n: b for n, b in (self.weight_bits or {}).items() if b < 8}
         calib = self.sample_inputs(256) if low and self.uql_report_tflite else None
