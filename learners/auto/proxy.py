@@ -220,8 +220,19 @@ class Proxy:
         prune_seed: Seed of channel selection (the same for every trial).
 
     Example:
-        >>> Proxy.__name__
-        'Proxy'
+        >>> inp = keras.Input((8, 8, 1))
+        >>> h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(16, 3, name="c1")(inp))
+        >>> dense = keras.Model(inp, keras.layers.Dense(2)(h))
+        >>> facts = planner.model_facts(dense)
+        >>> x = np.random.default_rng(0).random((300, 8, 8, 1), dtype=np.float32)
+        >>> proxy = Proxy(dense, dense, planner.plan(Target(flops_ratio=0.6), facts), facts,
+        ...               splits.make_search_data(x, np.arange(300) % 2, seed=0),
+        ...               Reference("runs/dense.tflite", 1000, 900, 0.9, 0.9, 10**6, 10**4),
+        ...               Target(flops_ratio=0.6), "runs/auto", training.TrainConfig(),
+        ...               ProxyConfig(steps=10), distill=None,
+        ...               cache=candidate.SensitivityCache(), channel_round=8, prune_seed=0)
+        >>> [c.name for c in proxy.plan.chains], proxy.trial_dir(1234)
+        (['prune', 'prune+int8'], 'runs/auto/trials/seed-1234')
     """
 
     def __init__(
