@@ -38,6 +38,7 @@ from pocketflow_tf import (
     heads,
     inputs,
     interop,
+    options,
     training,
 )
 from pocketflow_tf.compat import keras, tf
@@ -116,6 +117,10 @@ def get_learner_class(name: str) -> type[Learner]:
             f"it is tracked by {PLANNED[name]})",
         )
     raise errors.InvalidArgumentError("learner", name, f"one of {available()}")
+
+
+def _aliases_of(cls: type[Learner]) -> list[str]:
+    return [key for key, value in _REGISTRY.items() if value is cls]
 
 
 def copy_model(model: keras.Model) -> keras.Model:
@@ -267,6 +272,10 @@ class Learner:
     """
 
     name: ClassVar[str] = "base"
+    #: The learner's own constructor options (a frozen :class:`options.Options`
+    #: dataclass): validated in one place, recorded by :meth:`get_config`, rebuilt by
+    #: :meth:`from_config`, and turned into command-line flags and the flag reference.
+    Options: ClassVar[type[options.Options]] = options.Options
     #: ``.tflite`` modes that deploy what the learner trains (``None``: the run's defaults).
     deploy_modes: ClassVar[tuple[str, ...] | None] = None
     #: File extension the trained model is saved with (QAT models need ``".h5"``).
@@ -316,7 +325,20 @@ class Learner:
         backend: distributed.Backend | None = None,
         ecq: ecq.ECQConfig | None = None,
         keep_backups: bool = False,
+        **option_values: Any,
     ):
+        unknown = sorted(set(option_values) - set(self.Options.names()))
+        if unknown:
+            raise errors.InvalidArgumentError(
+                unknown[0],
+                option_values[unknown[0]],
+                f"an option of learner '{self.name}': one of {list(self.Options.names())} "
+                "or a Learner argument",
+            )
+        #: The validated options; each is also an attribute of the learner.
+        self.options = self.Options(**option_values)
+        for name in self.Options.names():
+            setattr(self, name, getattr(self.options, name))
         self.train_config = train_config or training.TrainConfig()
         if not isinstance(self.train_config, training.TrainConfig):
             raise errors.InvalidArgumentError(
@@ -415,7 +437,34 @@ class Learner:
             "learner": self.name,
             "train": self.train_config.to_dict(),
             "distillation": None if self.distillation is None else vars(self.distillation),
+            **self.options.to_config(),
         }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **learner_args: Any) -> Learner:
+        """A learner with the settings :meth:`get_config` recorded (options, fine-tuning,
+        distillation); ``learner_args`` adds what a record does not hold (``teacher``,
+        ``checkpoint_dir``, ``backend``...).
+
+        Example:
+            >>> import pocketflow_tf.learners
+            >>> cls = get_learner_class("channel")
+            >>> lrn = cls(cp_preserve_ratio=0.4, cp_exclude=["conv1"])
+            >>> again = cls.from_config(lrn.get_config())
+            >>> again.get_config() == lrn.get_config(), again.cp_exclude
+            (True, ('conv1',))
+        """
+        if config.get("learner", cls.name) not in (cls.name, *_aliases_of(cls)):
+            raise errors.InvalidArgumentError(
+                "config['learner']", config.get("learner"), f"'{cls.name}' for {cls.__name__}"
+            )
+        dst = config.get("distillation")
+        return cls(
+            training.TrainConfig.from_dict(config["train"]) if "train" in config else None,
+            distillation=None if dst is None else distillation.DistillationConfig(**dst),
+            **learner_args,
+            **cls.Options.from_config(config).to_config(),
+        )
 
     # -- training ----------------------------------------------------------------------
     @checks_inputs

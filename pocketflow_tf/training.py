@@ -124,6 +124,19 @@ class TrainConfig:
         """
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, config: dict) -> TrainConfig:
+        """The inverse of :meth:`to_dict` (validated like any construction).
+
+        Example:
+            >>> cfg = TrainConfig(epochs=2, augmentation=Augmentation(pad=2))
+            >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+            True
+        """
+        config = dict(config)
+        aug = config.pop("augmentation", None)
+        return cls(**config, augmentation=Augmentation(**(aug or {})))
+
 
 def make_dataset(
     x: np.ndarray,

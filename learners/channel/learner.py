@@ -33,8 +33,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,6 +47,7 @@ from pocketflow_tf import (
     distillation,
     errors,
     learner,
+    options,
     surgery,
     training,
 )
@@ -62,6 +64,192 @@ PRUNE_OPTIONS = ("uniform", "list", "auto")
 CRITERIA = ("lasso", "l1", "bn_gamma")
 COSTS = ("flops", "latency")
 PROXIES = ("mask", "refit")
+RATIO_SEARCHES = ("greedy", "amc", "tpe", "gp", "random")
+
+
+_RATIO = {"low": 0, "high": 1, "low_open": True}
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelOptions(options.Options):
+    """The ``cp_*`` options of :class:`ChannelPrunedLearner` (see its arguments).
+
+    Example:
+        >>> ChannelOptions(cp_prune_option="list")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `cp_prune_list`: None. Accepted: a {layer name: keep ratio} mapping for 'list'.
+    """
+
+    cp_prune_option: str = options.option(
+        "uniform",
+        choices=PRUNE_OPTIONS,
+        help="one ratio everywhere, a per-layer list, or per-layer counts searched for "
+        "cp_preserve_ratio",
+    )
+    cp_preserve_ratio: float = options.option(
+        0.5, help="FLOPs keep ratio for 'uniform' and 'auto'", **_RATIO
+    )
+    cp_uniform_preserve_ratio: float | None = options.option(
+        None, help="channel keep ratio for 'uniform' (overrides cp_preserve_ratio)", **_RATIO
+    )
+    cp_prune_list: Mapping[str, float] | None = options.option(
+        None,
+        help="'layer=ratio' pairs for cp_prune_option list",
+        parse=options.parse_mapping,
+        metavar="LAYER=RATIO,...",
+    )
+    cp_criterion: str = options.option(
+        "lasso",
+        choices=CRITERIA,
+        help="LASSO + least squares (He et al.), or the L1-norm / BN-gamma baselines",
+    )
+    cp_channel_round: int = options.option(8, help="round kept counts to this multiple", low=1)
+    cp_nb_samples: int = options.option(
+        1000, help="training images sampled for selection and refitting", low=1
+    )
+    cp_nb_points: int = options.option(
+        10, help="output positions sampled per image and consumer", low=1
+    )
+    cp_refit: bool = options.option(True, help="refit kept kernels by least squares (lasso)")
+    cp_exclude: tuple[str, ...] = options.option((), help="layers whose channels must all stay")
+    cp_nb_eval: int = options.option(
+        2000, help="training images the auto sensitivity analysis scores on", low=1
+    )
+    cp_cost: str = options.option(
+        "flops",
+        choices=COSTS,
+        help="auto: spend the FLOPs budget where it saves the most FLOPs, or the most LiteRT "
+        "time (per-layer latencies measured on this machine)",
+    )
+    cp_latency_keep: float | None = options.option(
+        None,
+        help="auto with cp_cost latency: also prune until the predicted LiteRT latency is at "
+        "most this fraction of the dense model's (0.5: 2x faster)",
+        **_RATIO,
+    )
+    cp_list_group: int = options.option(
+        0,
+        help="groups pruned per round, with cp_nb_iters_ft fine-tuning steps between rounds "
+        "(0: all groups in one round)",
+        low=0,
+    )
+    cp_nb_iters_ft: int = options.option(200, help="fine-tuning steps between rounds", low=0)
+    cp_proxy_bn_batches: int = options.option(
+        0,
+        help="auto: batches on which each scored plan's BatchNorm statistics are re-estimated "
+        "(0: off)",
+        low=0,
+    )
+    cp_proxy: str = options.option(
+        "refit",
+        choices=PROXIES,
+        help="auto: how a scored plan is built -- every reader of a pruned group refitted by "
+        "least squares to the dense output (refit, AMC's proxy), or dropped channels only "
+        "zeroed (mask)",
+    )
+    cp_ratio_search: str = options.option(
+        "greedy",
+        choices=RATIO_SEARCHES,
+        help="auto: per-group allocation by greedy sensitivity, by the AMC DDPG agent (He et "
+        "al. 2018) over cp_amc_episodes proxy evaluations, or by TPE / GP / random search "
+        "over cp_search_trials",
+    )
+    cp_search_trials: int | None = options.option(
+        None, help="auto with tpe/gp/random: plans proposed (default 100)", low=1
+    )
+    cp_amc_episodes: int | None = options.option(
+        None, help="auto with amc: search episodes (default 300)", low=1
+    )
+    cp_amc_reward: str | None = options.option(
+        None,
+        choices=(None, "error", "error_log_flops", "error_log_params"),
+        help="auto with amc: AMC's reward: -error (default), -error*log(FLOPs) or "
+        "-error*log(params)",
+    )
+    ratio_search: allocation.RatioSearch | None = options.option(
+        None,
+        cli=False,
+        help="replaces the auto allocation: a callable taking an AllocationProblem and "
+        "returning counts per group key (Python only)",
+    )
+
+    def check(self) -> None:
+        if self.cp_cost != "flops" and self.cp_prune_option != "auto":
+            raise errors.InvalidArgumentError(
+                "cp_cost",
+                self.cp_cost,
+                "'flops' unless cp_prune_option='auto' (it plans the counts)",
+            )
+        searched = self.ratio_search is not None or self.cp_ratio_search != "greedy"
+        if self.cp_latency_keep is not None:
+            if self.cp_cost != "latency":
+                raise errors.InvalidArgumentError(
+                    "cp_latency_keep",
+                    self.cp_latency_keep,
+                    "None unless cp_cost='latency' (the latency table predicts it)",
+                )
+            if searched:
+                raise errors.InvalidArgumentError(
+                    "cp_latency_keep",
+                    self.cp_latency_keep,
+                    "None with a ratio_search (only the greedy allocation honours it)",
+                )
+        if searched and self.cp_prune_option != "auto":
+            raise errors.InvalidArgumentError(
+                "ratio_search" if self.ratio_search is not None else "cp_ratio_search",
+                self.ratio_search or self.cp_ratio_search,
+                "None unless cp_prune_option='auto' (it plans the counts)",
+            )
+        if self.ratio_search is not None and self.cp_ratio_search != "greedy":
+            raise errors.InvalidArgumentError(
+                "cp_ratio_search", self.cp_ratio_search, "'greedy' when a ratio_search is given"
+            )
+        if self.cp_ratio_search != "greedy" and self.cp_cost != "flops":
+            # A search's bounding enforces the FLOPs budget and its score ranks accuracy; the
+            # latency table is used by the greedy allocation only.
+            raise errors.InvalidArgumentError(
+                "cp_cost", self.cp_cost, f"flops with cp_ratio_search={self.cp_ratio_search!r}"
+            )
+        owners = {
+            "cp_amc_episodes": ("amc",),
+            "cp_amc_reward": ("amc",),
+            "cp_search_trials": ("tpe", "gp", "random"),
+        }
+        for name, searches in owners.items():
+            if getattr(self, name) is not None and self.cp_ratio_search not in searches:
+                raise errors.InvalidArgumentError(
+                    "cp_ratio_search",
+                    self.cp_ratio_search,
+                    f"{'|'.join(searches)} when {name} is given",
+                )
+        if self.cp_prune_option == "list":
+            if not self.cp_prune_list:
+                raise errors.InvalidArgumentError(
+                    "cp_prune_list",
+                    self.cp_prune_list,
+                    "a {layer name: keep ratio} mapping for 'list'",
+                )
+            for name, ratio in self.cp_prune_list.items():
+                allocation._check_ratio(f"cp_prune_list[{name!r}]", ratio)
+
+
+def _named_ratio_search(opts: ChannelOptions, seed: int) -> allocation.RatioSearch:
+    """The search ``cp_ratio_search`` names, with its budget options."""
+    if opts.cp_ratio_search == "amc":
+        from pocketflow_tf.learners.channel import amc_search
+
+        return amc_search.amc_ratio_search(
+            episodes=opts.cp_amc_episodes or 300,
+            seed=seed,
+            reward=opts.cp_amc_reward or "error",
+            verbose=True,
+        )
+    from pocketflow_tf.learners.channel import optimizer_search
+
+    return optimizer_search.optimizer_ratio_search(
+        opts.cp_ratio_search, trials=opts.cp_search_trials or 100, seed=seed, verbose=True
+    )
 
 
 @learner.register("channel", "channel-pruned", "ChannelPrunedLearner", "cp")
@@ -125,140 +313,18 @@ class ChannelPrunedLearner(learner.Learner):
     """
 
     name = "channel"
+    Options = ChannelOptions
     # The channel selection (and an auto plan's search) runs once, on the chief.
     prepare_on_chief: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        train_config: training.TrainConfig | None = None,
-        *,
-        cp_prune_option: str = "uniform",
-        cp_preserve_ratio: float = 0.5,
-        cp_uniform_preserve_ratio: float | None = None,
-        cp_prune_list: Mapping[str, float] | None = None,
-        cp_criterion: str = "lasso",
-        cp_channel_round: int = 8,
-        cp_nb_samples: int = 1000,
-        cp_nb_points: int = 10,
-        cp_refit: bool = True,
-        cp_exclude: Sequence[str] = (),
-        cp_nb_eval: int = 2000,
-        cp_cost: str = "flops",
-        cp_latency_keep: float | None = None,
-        cp_list_group: int = 0,
-        cp_nb_iters_ft: int = 200,
-        cp_proxy_bn_batches: int = 0,
-        cp_proxy: str = "refit",
-        ratio_search: allocation.RatioSearch | None = None,
-        **kwargs: Any,
-    ):
+    def __init__(self, train_config: training.TrainConfig | None = None, **kwargs: Any):
         super().__init__(train_config, **kwargs)
-        if cp_prune_option not in PRUNE_OPTIONS:
-            raise errors.InvalidArgumentError(
-                "cp_prune_option", cp_prune_option, f"one of {PRUNE_OPTIONS}"
-            )
-        if cp_cost not in COSTS:
-            raise errors.InvalidArgumentError("cp_cost", cp_cost, f"one of {COSTS}")
-        if cp_cost != "flops" and cp_prune_option != "auto":
-            raise errors.InvalidArgumentError(
-                "cp_cost", cp_cost, "'flops' unless cp_prune_option='auto' (it plans the counts)"
-            )
-        if cp_latency_keep is not None:
-            if cp_cost != "latency":
-                raise errors.InvalidArgumentError(
-                    "cp_latency_keep",
-                    cp_latency_keep,
-                    "None unless cp_cost='latency' (the latency table predicts it)",
-                )
-            if ratio_search is not None:
-                raise errors.InvalidArgumentError(
-                    "cp_latency_keep",
-                    cp_latency_keep,
-                    "None with a ratio_search (only the greedy allocation honours it)",
-                )
-            allocation._check_ratio("cp_latency_keep", cp_latency_keep)
-        if ratio_search is not None and cp_prune_option != "auto":
-            raise errors.InvalidArgumentError(
-                "ratio_search",
-                ratio_search,
-                "None unless cp_prune_option='auto' (it plans the counts)",
-            )
-        if cp_proxy not in PROXIES:
-            raise errors.InvalidArgumentError("cp_proxy", cp_proxy, f"one of {PROXIES}")
-        if cp_criterion not in CRITERIA:
-            raise errors.InvalidArgumentError("cp_criterion", cp_criterion, f"one of {CRITERIA}")
-        allocation._check_ratio("cp_preserve_ratio", cp_preserve_ratio)
-        if cp_uniform_preserve_ratio is not None:
-            allocation._check_ratio("cp_uniform_preserve_ratio", cp_uniform_preserve_ratio)
-        if cp_prune_option == "list":
-            if not cp_prune_list:
-                raise errors.InvalidArgumentError(
-                    "cp_prune_list", cp_prune_list, "a {layer name: keep ratio} mapping for 'list'"
-                )
-            for name, ratio in cp_prune_list.items():
-                allocation._check_ratio(f"cp_prune_list[{name!r}]", ratio)
-        for arg, value, low in (
-            ("cp_channel_round", cp_channel_round, 1),
-            ("cp_nb_samples", cp_nb_samples, 1),
-            ("cp_nb_points", cp_nb_points, 1),
-            ("cp_nb_eval", cp_nb_eval, 1),
-            ("cp_list_group", cp_list_group, 0),
-            ("cp_nb_iters_ft", cp_nb_iters_ft, 0),
-            ("cp_proxy_bn_batches", cp_proxy_bn_batches, 0),
-        ):
-            if not isinstance(value, int | np.integer) or value < low:
-                raise errors.InvalidArgumentError(arg, value, f"an integer >= {low}")
-        self.cp_prune_option = cp_prune_option
-        self.cp_preserve_ratio = float(cp_preserve_ratio)
-        self.cp_uniform_preserve_ratio = cp_uniform_preserve_ratio
-        self.cp_prune_list = dict(cp_prune_list or {})
-        self.cp_criterion = cp_criterion
-        self.cp_channel_round = int(cp_channel_round)
-        self.cp_nb_samples = int(cp_nb_samples)
-        self.cp_nb_points = int(cp_nb_points)
-        self.cp_refit = bool(cp_refit)
-        self.cp_exclude = list(cp_exclude)
-        self.cp_nb_eval = int(cp_nb_eval)
-        self.cp_cost = cp_cost
-        self.cp_latency_keep = None if cp_latency_keep is None else float(cp_latency_keep)
-        self.cp_list_group = int(cp_list_group)
-        self.cp_nb_iters_ft = int(cp_nb_iters_ft)
-        self.cp_proxy_bn_batches = int(cp_proxy_bn_batches)
-        self.cp_proxy = cp_proxy
-        self.ratio_search = ratio_search
+        if self.ratio_search is None and self.cp_ratio_search != "greedy":
+            self.ratio_search = _named_ratio_search(self.options, self.train_config.seed)
         self.pruned_model: keras.Model | None = None
         self.report: dict[str, Any] = {}
         self._calib: tuple[np.ndarray, np.ndarray] | None = None
         self._latency: latency_table.LatencyTable | None = None
-
-    def get_config(self) -> dict[str, Any]:
-        """Settings for run records.
-
-        Example:
-            >>> ChannelPrunedLearner().get_config()["cp_criterion"]
-            'lasso'
-        """
-        cfg = super().get_config()
-        cfg.update(
-            cp_prune_option=self.cp_prune_option,
-            cp_preserve_ratio=self.cp_preserve_ratio,
-            cp_uniform_preserve_ratio=self.cp_uniform_preserve_ratio,
-            cp_prune_list=self.cp_prune_list,
-            cp_criterion=self.cp_criterion,
-            cp_channel_round=self.cp_channel_round,
-            cp_nb_samples=self.cp_nb_samples,
-            cp_nb_points=self.cp_nb_points,
-            cp_refit=self.cp_refit,
-            cp_exclude=self.cp_exclude,
-            cp_cost=self.cp_cost,
-            cp_latency_keep=self.cp_latency_keep,
-            cp_list_group=self.cp_list_group,
-            cp_nb_iters_ft=self.cp_nb_iters_ft,
-            cp_proxy_bn_batches=self.cp_proxy_bn_batches,
-            cp_proxy=self.cp_proxy,
-            ratio_search=None if self.ratio_search is None else repr(self.ratio_search),
-        )
-        return cfg
 
     # -- entry points ----------------------------------------------------------------
     def fit(self, model, x=None, y=None, **kwargs) -> keras.Model:
