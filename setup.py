@@ -41,5 +41,5 @@ setup(
     package_dir=package_dir,
     install_requires=_requirements(),
     # The installed command (compress / learn / export / latency on your own model and data).
-    entry_points={"console_scripts": ["pocketflow-tf = pocketflow_tf.nets.command:main"]},
+    entry_points={"console_scripts": ["pocketflow-tf = pocketflow_tf.app.command:main"]},
 )

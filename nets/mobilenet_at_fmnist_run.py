@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from pocketflow_tf.nets import cli
+from pocketflow_tf.app import cli
 
 flags.adopt_module_key_flags(cli)  # so that --help lists the run flags
 

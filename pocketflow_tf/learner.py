@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
@@ -290,6 +291,12 @@ class Learner:
     #: this learner compresses a trained model (methods that tolerate less than plain
     #: fine-tuning set it below 1).
     finetune_lr_scale: ClassVar[float] = 1.0
+    #: The method compresses a trained model and cannot start from an untrained one
+    #: (applications train a baseline first when none is given).
+    needs_trained_model: ClassVar[bool] = False
+    #: :meth:`fit` takes a ``tf.data.Dataset`` (streamed data); ``False`` for methods that
+    #: index their samples (held-out splits, calibration draws) and need arrays.
+    accepts_datasets: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -297,6 +304,18 @@ class Learner:
         # the input contract must run before that, whatever the override does.
         if "fit" in cls.__dict__:
             cls.fit = checks_inputs(cls.__dict__["fit"])
+
+    @classmethod
+    def default_options(cls, out_dir: str) -> dict[str, Any]:
+        """Options an application fills in from its output folder when the user gave none
+        (e.g. a work folder beside the saved model); default: none.
+
+        Example:
+            >>> import pocketflow_tf.learners
+            >>> get_learner_class("channel").default_options("models/x")
+            {}
+        """
+        return {}
 
     @classmethod
     def deployment(cls, **learner_options: Any) -> tuple[tuple[str, ...] | None, str]:
@@ -368,6 +387,10 @@ class Learner:
         #: result; intermediate models a learner keeps (e.g. ``pruned_model``) are logits.
         self.output_head: heads.Head = heads.LOGITS
         self.train_seconds: list[float] = []
+        #: What the method did (per-group counts, ratios, timings...), for run records.
+        self.report: dict[str, Any] = {}
+        #: The compressed model before fine-tuning, for methods that have one.
+        self.pruned_model: keras.Model | None = None
         self.steps_per_epoch: int | None = None
         self.total_steps: int | None = None
         self.train_data: tf.data.Dataset | None = None
@@ -386,6 +409,26 @@ class Learner:
             {}
         """
         return {}
+
+    def compression_report(self) -> dict[str, Any]:
+        """What the method did, as a JSON-ready dict (empty when nothing to report).
+
+        Example:
+            >>> Learner().compression_report()
+            {}
+        """
+        report = self.report
+        return report.to_dict() if hasattr(report, "to_dict") else dict(report or {})
+
+    def deployed(self) -> Deployed | None:
+        """The deployable ``.tflite`` the learner exported and verified itself during
+        :meth:`fit` (``None``: the application exports the returned model).
+
+        Example:
+            >>> Learner().deployed() is None
+            True
+        """
+        return None
 
     def sample_inputs(self, n: int) -> np.ndarray | None:
         """Up to ``n`` training inputs of the current :meth:`fit` (``None`` outside it).
@@ -666,6 +709,27 @@ class Learner:
         if self.backend.uses_strategy_scope:
             ds = self.backend.distribute_dataset(ds)
         return ds
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployed:
+    """A ``.tflite`` a learner exported and verified itself (see :meth:`Learner.deployed`).
+
+    Attributes:
+        mode: Its export mode (``"float"``, ``"int8"``...).
+        path: The file.
+        artifacts: Other files to record, ``{kind: path}`` (e.g. reports).
+        metrics: Figures to record (e.g. ``target_met``, a measured speed-up).
+
+    Example:
+        >>> Deployed("int8", "m.tflite").artifacts
+        {}
+    """
+
+    mode: str
+    path: str
+    artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class _EpochTimer(keras.callbacks.Callback):

@@ -61,6 +61,7 @@ def option(
     metavar: str | None = None,
     cli: bool = True,
     accepted: str | None = None,
+    path: str | None = None,
 ) -> Any:
     """A field of an :class:`Options` dataclass with what the CLI and the docs need.
 
@@ -79,6 +80,8 @@ def option(
         cli: ``False`` for options of the Python API only (e.g. a callable hook).
         accepted: What the error and the reference say is accepted, when the type and range
             do not say it well.
+        path: ``"dir"`` or ``"file"`` for an option naming an output the learner writes: the
+            application checks it is writable before any work.
 
     Returns:
         A ``dataclasses.Field``.
@@ -101,6 +104,7 @@ def option(
         "metavar": metavar,
         "cli": cli,
         "accepted": accepted,
+        "path": path,
     }
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
@@ -226,13 +230,54 @@ def _hints(cls: type) -> dict[str, Any]:
     return out
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    """``(T, True)`` for ``T | None``; ``(tp, False)`` otherwise."""
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``(T, True)`` for ``T | None``; ``(tp, False)`` otherwise.
+
+    Example:
+        >>> unwrap_optional(int | None), unwrap_optional(str)
+        ((<class 'int'>, True), (<class 'str'>, False))
+    """
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) < len(typing.get_args(tp)):
             return functools.reduce(operator.or_, args), True
     return tp, False
+
+
+#: :func:`default_of` a required option (one without a default).
+REQUIRED = "(required)"
+
+
+def field_type(options_cls: type[Options], name: str) -> Any:
+    """The evaluated type of option ``name`` of ``options_cls`` (``Any`` when unknown).
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class O(Options):
+        ...     o_n: int | None = option(None, help="n")
+        >>> field_type(O, "o_n")
+        int | None
+    """
+    return _hints(options_cls).get(name, Any)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    """A field's default, JSON-ready (:data:`REQUIRED` when it has none).
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class O(Options):
+        ...     o_layers: tuple[str, ...] = option(("a",), help="layers")
+        >>> default_of(dataclasses.fields(O)[0])
+        ['a']
+    """
+    if f.default is not _MISSING:
+        return _jsonable(f.default)
+    if f.default_factory is not _MISSING:
+        return _jsonable(f.default_factory())
+    return REQUIRED
 
 
 def is_integer(value: Any) -> bool:
@@ -301,7 +346,7 @@ def accepted(f: dataclasses.Field, tp: Any) -> str:
         'an integer >= 1, or None'
     """
     md = f.metadata
-    tp, optional = _unwrap_optional(tp)
+    tp, optional = unwrap_optional(tp)
     if md.get("accepted"):
         text = md["accepted"]
     elif md.get("choices"):
@@ -325,7 +370,7 @@ def accepted(f: dataclasses.Field, tp: Any) -> str:
 def _coerce(f: dataclasses.Field, tp: Any, value: Any) -> Any:
     """``value`` checked against field ``f`` of type ``tp``, normalised."""
     md = f.metadata
-    inner, optional = _unwrap_optional(tp)
+    inner, optional = unwrap_optional(tp)
     if value is None:
         if optional or f.default is None:
             return None
@@ -452,17 +497,11 @@ def rows(options_cls: type[Options]) -> list[dict[str, Any]]:
     for f in dataclasses.fields(options_cls):
         if not f.metadata.get("cli", True):
             continue
-        if f.default is not _MISSING:
-            default = f.default
-        elif f.default_factory is not _MISSING:
-            default = _jsonable(f.default_factory())
-        else:
-            default = "(required)"
         out.append(
             {
                 "name": f.name,
                 "type": type_name(hints[f.name]),
-                "default": _jsonable(default),
+                "default": default_of(f),
                 "accepted": accepted(f, hints[f.name]),
                 "help": f.metadata["help"],
             }
@@ -477,7 +516,7 @@ def type_name(tp: Any) -> str:
         >>> type_name(int | None), type_name(tuple[str, ...])
         ('int', 'list')
     """
-    tp, _ = _unwrap_optional(tp)
+    tp, _ = unwrap_optional(tp)
     origin = typing.get_origin(tp)
     if origin is tuple:
         return "list" if typing.get_args(tp)[-1:] == (Ellipsis,) else "pair"

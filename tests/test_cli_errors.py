@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from pocketflow_tf import cli_errors, errors, tflite_load
-from pocketflow_tf.nets import runner
+from pocketflow_tf.app import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")
@@ -55,7 +55,7 @@ def _run(args, cwd):
 def _cli():
     # Imported when needed: its absl flags clash with the tools' (--model_path...) that
     # other test modules load in the same process.
-    from pocketflow_tf.nets import cli
+    from pocketflow_tf.app import cli
 
     return cli
 
@@ -257,7 +257,7 @@ def test_summary_says_the_target_was_not_met(capsys):
         "artifacts": {},
         "sections": {"compression": {"answer": {"summary": "Target NOT met (100x faster)"}}},
     }
-    runner._print_summary(opts, result, "r.json", "r.md")
+    runner.print_summary(opts, result, "r.json", "r.md")
     out = capsys.readouterr().out
     assert "target           NOT MET: Target NOT met (100x faster)" in out
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from pocketflow_tf import errors, model_io, tflite_verify, user_data
+from pocketflow_tf.app import command
 from pocketflow_tf.compat import keras, tf
-from pocketflow_tf.nets import command
 
 _COLORS = [(220, 40, 40), (40, 220, 40), (40, 40, 220)]
 #: Images per class: compress verifies its exports on >= 200 held-out + training images.

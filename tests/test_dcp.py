@@ -218,7 +218,7 @@ def test_fit_on_dataset_with_distillation(tiny_data):
     assert out.get_layer("c2").filters == 8 and out.output_shape == (None, 4)
     assert out.get_layer("c3").kernel.shape.as_list() == [3, 3, 8, 32]
     assert lrn.report["calibration_samples"] == 128
-    assert lrn.get_config()["dcp"]["dcp_counts"] == {"c2": 8}
+    assert lrn.get_config()["dcp_counts"] == {"c2": 8}
 
 
 @pytest.mark.parametrize(

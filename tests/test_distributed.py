@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pocketflow_tf import distributed, ecq, errors, launcher, learner, training
+from pocketflow_tf.app import runner
 from pocketflow_tf.compat import keras, tf
-from pocketflow_tf.nets import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(
 
     atomic_io.atomic_path = atomic_path
 
-    from pocketflow_tf.nets import cli
+    from pocketflow_tf.app import cli
 
     cli.main("convnet_at_fmnist")
     """

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pocketflow_tf import accounting, atomic_io, datasets, errors, tflite_verify
-from pocketflow_tf.nets import recipe, runner
+from pocketflow_tf.app import runner
+from pocketflow_tf.nets import recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"

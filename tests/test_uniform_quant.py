@@ -10,11 +10,11 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from pocketflow_tf import errors, model_io, qat, sparsity, tflite_export, tflite_verify, training
+from pocketflow_tf.app import runner
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner, bits_search
 from pocketflow_tf.learners.uniform_quant import bits as bits_lib
 from pocketflow_tf.learners.uniform_quant import storage as storage_lib
-from pocketflow_tf.nets import runner
 
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 

@@ -10,6 +10,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_uti
 
 import pocketflow_tf.learners  # noqa: F401  (registers the learners)
 from pocketflow_tf import distillation, errors, learner, sparsity, tflite_export, training
+from pocketflow_tf.app import runner
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.learners.weight_sparse import (
     WeightSparseLearner,
@@ -18,7 +19,6 @@ from pocketflow_tf.learners.weight_sparse import (
     ratios,
     schedule,
 )
-from pocketflow_tf.nets import runner
 
 # Pruned layers of `ws_model` with the default policy: c1 (72 weights) is first and small,
 # logits (128) is last and small; c2 (1152) and c3 (4608) are pruned.
@@ -414,24 +414,24 @@ def test_sparsity_survives_prune_preserving_qat(pruned, ws_data):
 _CLI_CHECK = """
 from pocketflow_tf import errors
 from pocketflow_tf.learners.weight_sparse import WeightSparseLearner
-from pocketflow_tf.nets import cli
+from pocketflow_tf.app import cli
 
 cli.FLAGS(["prog", "--learner=ws", "--ws_prune_ratio=0.5", "--ws_m_by_n=2:4"])
-opts = cli.weight_sparse_options()
+opts = cli.learner_options()
 assert opts["ws_prune_ratio"] == 0.5 and opts["ws_m_by_n"] == (2, 4), opts
 WeightSparseLearner(**opts)  # the flags form a valid learner configuration
 cli.FLAGS.unparse_flags()
 cli.FLAGS(["prog", "--learner=ws", "--ws_prune_ratio_prtl=optimal", "--ws_ratio_search=gp",
            "--ws_search_trials=7"])
-lrn = WeightSparseLearner(**cli.weight_sparse_options())
+lrn = WeightSparseLearner(**cli.learner_options())
 assert (lrn.ratio_search.optimizer, lrn.ratio_search.trials) == ("gp", 7), lrn.ratio_search
 cli.FLAGS.unparse_flags()
 cli.FLAGS(["prog", "--learner=full-prec"])
-assert cli.weight_sparse_options() == {}
+assert cli.learner_options() == {}
 cli.FLAGS.unparse_flags()
 cli.FLAGS(["prog", "--learner=full-prec", "--ws_prune_ratio=0.5"])
 try:
-    cli.weight_sparse_options()
+    cli.learner_options()
     raise SystemExit("no error for a ws flag given to another learner")
 except errors.InvalidArgumentError as e:
     assert "--ws_prune_ratio" in str(e), e

@@ -52,18 +52,19 @@ from pocketflow_tf import (
     heads,
     learner,
     model_io,
+    options,
     training,
 )
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.hp_optimizers import base, search
-from pocketflow_tf.learners.auto import candidate, planner, proxy, report, splits
+from pocketflow_tf.learners.auto import auto_options, candidate, planner, proxy, report, splits
 from pocketflow_tf.learners.auto.target import Target, Verdict, human_bytes
 
 #: Optimisers of the chain-level search and the modules registering them. AMC is left out on
 #: purpose: it searches per-layer keep ratios inside one pruning (``ChannelPrunedLearner``'s
 #: ``ratio_search`` hook), not chains and their hyper-parameters.
-OPTIMIZERS = {"tpe": "tpe", "random": "random_search", "gp": "gp"}
-INT8_FINAL = ("auto", "ptq", "qat")
+OPTIMIZERS = auto_options.OPTIMIZERS
+INT8_FINAL = auto_options.INT8_FINAL
 CONFIG_FILE = "auto_config.json"
 CONFIG_FORMAT = 1
 FINAL_FILE = "final.json"
@@ -134,6 +135,9 @@ class AutoLearner(learner.Learner):
     """
 
     name = "auto"
+    Options = auto_options.AutoOptions
+    needs_trained_model: ClassVar[bool] = True
+    accepts_datasets: ClassVar[bool] = False  # it carves a held-out split from arrays
     single_worker_reason: ClassVar[str | None] = (
         "its search trains and records many trials in one study folder"
     )
@@ -143,138 +147,100 @@ class AutoLearner(learner.Learner):
         self,
         train_config: training.TrainConfig | None = None,
         *,
-        auto_target: Target | str,
-        auto_dir: str | os.PathLike | None = None,
-        auto_optimizer: str = "tpe",
-        auto_optimizer_kwargs: dict[str, Any] | None = None,
-        auto_max_trials: int | None = 20,
-        auto_max_wall_s: float | None = None,
-        auto_max_consecutive_failures: int | None = 5,
-        auto_holdout: float = 0.1,
-        auto_proxy_steps: int = 200,
-        auto_proxy_calib_samples: int = 256,
-        auto_final_calib_samples: int = 1000,
-        auto_eval_samples: int = 512,
-        auto_latency_rounds: int = 30,
-        auto_final_latency_rounds: int = 100,
-        auto_channel_round: int = 8,
-        auto_int8_final: str = "auto",
-        auto_qat_epochs: int = 1,
-        auto_seed: int | None = None,
         distillation: distillation.DistillationConfig | None = _UNSET,
         **kwargs: Any,
     ):
         dst = DEFAULT_DISTILLATION if distillation is _UNSET else distillation
         super().__init__(train_config, distillation=dst, **kwargs)
-        self.target = Target.parse(auto_target)
-        if auto_optimizer not in OPTIMIZERS:
-            raise errors.InvalidArgumentError(
-                "auto_optimizer",
-                auto_optimizer,
-                f"one of {sorted(OPTIMIZERS)} (AMC searches per-layer ratios inside one "
-                "pruning: use ChannelPrunedLearner(ratio_search=amc.amc_ratio_search(...)))",
-            )
-        _import_optimizer(auto_optimizer)
-        if auto_int8_final not in INT8_FINAL:
-            raise errors.InvalidArgumentError(
-                "auto_int8_final", auto_int8_final, f"one of {INT8_FINAL}"
-            )
-        if auto_max_trials is None and auto_max_wall_s is None:
-            raise errors.InvalidArgumentError(
-                "auto_max_trials/auto_max_wall_s", (None, None), "at least one budget"
-            )
-        for name, value, low in (
-            ("auto_max_trials", auto_max_trials, 1),
-            ("auto_max_consecutive_failures", auto_max_consecutive_failures, 1),
-        ):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < low
-            ):
-                raise errors.InvalidArgumentError(name, value, f"an integer >= {low} or None")
-        if auto_max_wall_s is not None and not (
-            isinstance(auto_max_wall_s, int | float) and auto_max_wall_s > 0
-        ):
-            raise errors.InvalidArgumentError(
-                "auto_max_wall_s", auto_max_wall_s, "seconds > 0 or None"
-            )
-        for name, value, low in (
-            ("auto_final_calib_samples", auto_final_calib_samples, 1),
-            ("auto_final_latency_rounds", auto_final_latency_rounds, 1),
-            ("auto_channel_round", auto_channel_round, 1),
-            ("auto_qat_epochs", auto_qat_epochs, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise errors.InvalidArgumentError(name, value, f"an integer >= {low}")
-        if isinstance(auto_holdout, bool) or not (
-            isinstance(auto_holdout, int | float) and 0 < auto_holdout <= 0.5
-        ):
-            raise errors.InvalidArgumentError("auto_holdout", auto_holdout, "a share in (0, 0.5]")
-        seed = self.train_config.seed if auto_seed is None else auto_seed
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise errors.InvalidArgumentError("auto_seed", seed, "an integer >= 0")
+        o = self.options
+        self.target = Target.parse(o.auto_target)
+        _import_optimizer(o.auto_optimizer)
+        auto_dir = o.auto_dir
         if auto_dir is None and self.checkpoint_dir:
             auto_dir = os.fspath(self.checkpoint_dir).rstrip(os.sep) + ".auto"
         if auto_dir is None:
             raise errors.InvalidArgumentError(
                 "auto_dir", None, "a work directory (it holds the resumable study)"
             )
-        self.auto_dir = os.fspath(auto_dir)
-        self.optimizer = auto_optimizer
-        self.optimizer_kwargs = dict(auto_optimizer_kwargs or {})
-        self.max_trials = auto_max_trials
-        self.max_wall_s = auto_max_wall_s
-        self.max_consecutive_failures = auto_max_consecutive_failures
-        self.holdout = float(auto_holdout)
+        self.auto_dir = auto_dir
+        self.optimizer = o.auto_optimizer
+        self.optimizer_kwargs = dict(o.auto_optimizer_kwargs)
+        self.max_trials = o.auto_max_trials
+        self.max_wall_s = o.auto_max_wall_s
+        self.max_consecutive_failures = o.auto_max_consecutive_failures
+        self.holdout = o.auto_holdout
         self.proxy_config = proxy.ProxyConfig(
-            steps=auto_proxy_steps,
-            calib_samples=auto_proxy_calib_samples,
-            eval_samples=auto_eval_samples,
-            latency_rounds=auto_latency_rounds,
+            steps=o.auto_proxy_steps,
+            calib_samples=o.auto_proxy_calib_samples,
+            eval_samples=o.auto_eval_samples,
+            latency_rounds=o.auto_latency_rounds,
         )
-        self.final_calib_samples = int(auto_final_calib_samples)
-        self.final_latency_rounds = int(auto_final_latency_rounds)
-        self.channel_round = int(auto_channel_round)
-        self.int8_final = auto_int8_final
-        self.qat_epochs = int(auto_qat_epochs)
-        self.seed = int(seed)
-        self.report: dict[str, Any] = {}
+        self.final_calib_samples = o.auto_final_calib_samples
+        self.final_latency_rounds = o.auto_final_latency_rounds
+        self.channel_round = o.auto_channel_round
+        self.int8_final = o.auto_int8_final
+        self.qat_epochs = o.auto_qat_epochs
+        self.seed = self.train_config.seed if o.auto_seed is None else o.auto_seed
+        if not options.is_integer(self.seed) or self.seed < 0:
+            raise errors.InvalidArgumentError("auto_seed", self.seed, "an integer >= 0")
         self.tflite_path: str | None = None
         self.report_path: str | None = None
         self.html_path: str | None = None
         self.met: bool | None = None
         self.pareto: list[dict[str, Any]] = []
-        self.pruned_model: keras.Model | None = None
         self.deploy_mode: str | None = None
 
-    def get_config(self) -> dict[str, Any]:
-        """Settings for run records.
+    @classmethod
+    def default_options(cls, out_dir: str) -> dict[str, Any]:
+        """The study and report folder beside the saved model, ``<out_dir>/auto``.
 
         Example:
-            >>> AutoLearner(auto_target="int8", auto_dir="/tmp/a").get_config()["auto_target"]
-            'int8; accuracy drop <= 1 pt'
+            >>> AutoLearner.default_options("models/m")
+            {'auto_dir': 'models/m/auto'}
         """
-        cfg = super().get_config()
-        cfg.update(
-            auto_target=self.target.describe(),
-            auto_dir=self.auto_dir,
-            auto_optimizer=self.optimizer,
-            auto_optimizer_kwargs=self.optimizer_kwargs,
-            auto_max_trials=self.max_trials,
-            auto_max_wall_s=self.max_wall_s,
-            auto_max_consecutive_failures=self.max_consecutive_failures,
-            auto_holdout=self.holdout,
-            auto_proxy_steps=self.proxy_config.steps,
-            auto_proxy_calib_samples=self.proxy_config.calib_samples,
-            auto_final_calib_samples=self.final_calib_samples,
-            auto_eval_samples=self.proxy_config.eval_samples,
-            auto_latency_rounds=self.proxy_config.latency_rounds,
-            auto_final_latency_rounds=self.final_latency_rounds,
-            auto_channel_round=self.channel_round,
-            auto_int8_final=self.int8_final,
-            auto_qat_epochs=self.qat_epochs,
-            auto_seed=self.seed,
-        )
-        return cfg
+        return {"auto_dir": os.path.join(out_dir, "auto")}
+
+    def deployed(self) -> learner.Deployed | None:
+        """The verified ``.tflite`` of the final model, its reports and whether the target
+        was met (``None`` before :meth:`fit` built it).
+
+        Example:
+            >>> AutoLearner(auto_target="int8", auto_dir="/tmp/a").deployed() is None
+            True
+        """
+        if not self.tflite_path:
+            return None
+        artifacts = {
+            kind: path
+            for kind, path in (
+                ("auto_report_html", self.html_path),
+                ("auto_report_json", self.report_path),
+            )
+            if path
+        }
+        metrics: dict[str, Any] = {}
+        if self.met is not None:
+            metrics["target_met"] = bool(self.met)
+        speedup = self.report.get("final", {}).get("figures", {}).get("speedup")
+        if speedup:
+            # Measured against the dense model's float export (interleaved).
+            metrics[f"speedup_{self.deploy_mode}_vs_float"] = speedup
+        return learner.Deployed(self.deploy_mode, self.tflite_path, artifacts, metrics)
+
+    def get_config(self) -> dict[str, Any]:
+        """Settings for run records: the options, with the target also in words.
+
+        Example:
+            >>> cfg = AutoLearner(auto_target="int8", auto_dir="/tmp/a").get_config()
+            >>> cfg["auto_target"], cfg["auto_target_description"]
+            ('int8', 'int8; accuracy drop <= 1 pt')
+        """
+        return {
+            **super().get_config(),
+            "auto_dir": self.auto_dir,
+            "auto_seed": self.seed,
+            "auto_target_description": self.target.describe(),
+        }
 
     # -- the search ------------------------------------------------------------------------
 

@@ -255,6 +255,27 @@ class Target:
             ", ".join(parts) or "no resource goal"
         ) + f"; accuracy drop <= {self.max_acc_drop:g} pt"
 
+    def spec(self) -> str:
+        """The target as a string :meth:`parse` reads back to an equal target (records).
+
+        Example:
+            >>> t = Target.parse("2x faster, under 1.5 MB, int8, drop<=0.5")
+            >>> t.spec(), Target.parse(t.spec()) == t
+            ('2x faster, size<=1500000 B, int8, drop<=0.5', True)
+        """
+        parts = []
+        if self.speedup is not None:
+            parts.append(f"{_exact(self.speedup)}x faster")
+        if self.flops_ratio is not None:
+            parts.append(f"flops<={_exact(self.flops_ratio)}")
+        if self.max_bytes is not None:
+            parts.append(f"size<={self.max_bytes} B")
+        if self.bytes_ratio is not None:
+            parts.append(f"<={_exact(self.bytes_ratio)}x bytes")
+        if self.int8:
+            parts.append("int8")
+        return ", ".join(parts + [f"drop<={_exact(self.max_acc_drop)}"])
+
     # -- checking ----------------------------------------------------------------------------
 
     def check(self, figures: Mapping[str, Any], *, accuracy: bool = True) -> Verdict:
@@ -409,6 +430,12 @@ class Verdict:
             {'met': True, 'misses': []}
         """
         return {"met": self.met, "misses": [m.to_dict() for m in self.misses]}
+
+
+def _exact(value: float) -> str:
+    """A number as the shortest string that reads back to it (``2.0`` as ``'2'``)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def human_bytes(n: float) -> str:

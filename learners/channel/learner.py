@@ -175,6 +175,18 @@ class ChannelOptions(options.Options):
     )
 
     def check(self) -> None:
+        owners = {
+            "cp_amc_episodes": ("amc",),
+            "cp_amc_reward": ("amc",),
+            "cp_search_trials": ("tpe", "gp", "random"),
+        }
+        for name, searches in owners.items():
+            if getattr(self, name) is not None and self.cp_ratio_search not in searches:
+                raise errors.InvalidArgumentError(
+                    "cp_ratio_search",
+                    self.cp_ratio_search,
+                    f"{'|'.join(searches)} when {name} is given",
+                )
         if self.cp_cost != "flops" and self.cp_prune_option != "auto":
             raise errors.InvalidArgumentError(
                 "cp_cost",
@@ -211,18 +223,6 @@ class ChannelOptions(options.Options):
             raise errors.InvalidArgumentError(
                 "cp_cost", self.cp_cost, f"flops with cp_ratio_search={self.cp_ratio_search!r}"
             )
-        owners = {
-            "cp_amc_episodes": ("amc",),
-            "cp_amc_reward": ("amc",),
-            "cp_search_trials": ("tpe", "gp", "random"),
-        }
-        for name, searches in owners.items():
-            if getattr(self, name) is not None and self.cp_ratio_search not in searches:
-                raise errors.InvalidArgumentError(
-                    "cp_ratio_search",
-                    self.cp_ratio_search,
-                    f"{'|'.join(searches)} when {name} is given",
-                )
         if self.cp_prune_option == "list":
             if not self.cp_prune_list:
                 raise errors.InvalidArgumentError(
@@ -321,8 +321,6 @@ class ChannelPrunedLearner(learner.Learner):
         super().__init__(train_config, **kwargs)
         if self.ratio_search is None and self.cp_ratio_search != "greedy":
             self.ratio_search = _named_ratio_search(self.options, self.train_config.seed)
-        self.pruned_model: keras.Model | None = None
-        self.report: dict[str, Any] = {}
         self._calib: tuple[np.ndarray, np.ndarray] | None = None
         self._latency: latency_table.LatencyTable | None = None
 

@@ -27,16 +27,115 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pocketflow_tf import accounting, channel_graph, errors, learner, training
+from pocketflow_tf import accounting, channel_graph, errors, learner, options, training
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.learners.channel import allocation
 from pocketflow_tf.learners.dcp import selection
+
+_TARGETS = ("dcp_prune_ratio", "cp_preserve_ratio", "cp_prune_list", "dcp_counts")
+
+
+@dataclasses.dataclass(frozen=True)
+class DCPOptions(options.Options):
+    """The options of :class:`DisChnPrunedLearner` (see its arguments).
+
+    At most one of ``dcp_prune_ratio``, ``cp_preserve_ratio``, ``cp_prune_list`` and
+    ``dcp_counts`` sets the counts; with none, ``dcp_prune_ratio`` is 0.5 (PocketFlow's).
+
+    Example:
+        >>> DCPOptions().dcp_prune_ratio
+        0.5
+        >>> DCPOptions(dcp_prune_ratio=0.3, cp_preserve_ratio=0.5)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `cp_preserve_ratio`: 'given together with dcp_prune_ratio'. Accepted: at most one of dcp_prune_ratio, cp_preserve_ratio, cp_prune_list, dcp_counts.
+    """
+
+    dcp_prune_ratio: float | None = options.option(
+        None,
+        help="share of channels removed from every prunable group (default 0.5 when no other "
+        "count target is given)",
+        low=0,
+        high=1,
+        high_open=True,
+        accepted="a fraction of channels to remove in [0, 1)",
+    )
+    cp_preserve_ratio: float | None = options.option(
+        None,
+        help="FLOPs keep ratio: the largest uniform channel ratio whose rounded counts meet it",
+        low=0,
+        high=1,
+        low_open=True,
+        accepted="a FLOPs keep ratio in (0, 1]",
+    )
+    cp_prune_list: Mapping[str, float] | None = options.option(
+        None,
+        help="'layer=ratio' channel keep ratios per group (groups not named keep every channel)",
+        parse=options.parse_mapping,
+        metavar="LAYER=RATIO,...",
+    )
+    dcp_counts: Mapping[str, int] | None = options.option(
+        None, cli=False, help="{layer name: exact channels to keep} (not rounded)"
+    )
+    cp_channel_round: int = options.option(
+        8, help="round kept counts to this multiple (1: no rounding)", low=1
+    )
+    cp_exclude: tuple[str, ...] = options.option((), help="layers whose channels must all stay")
+    dcp_nb_stages: int = options.option(3, help="stages with an auxiliary classifier", low=1)
+    dcp_nb_iters_aux: int = options.option(
+        200, help="Adam steps training each auxiliary classifier", low=0
+    )
+    dcp_nb_rounds: int = options.option(
+        4, help="channel-addition rounds per group (each adds ~ kept / rounds)", low=1
+    )
+    dcp_nb_iters_layer: int = options.option(
+        10, help="Adam steps refining the kept weights after each round", low=0
+    )
+    dcp_lrn_rate_adam: float = options.option(
+        1e-2, help="learning rate of that refinement", low=0, low_open=True
+    )
+    dcp_lrn_rate_aux: float = options.option(
+        1e-2, help="learning rate of the auxiliary classifiers", low=0, low_open=True
+    )
+    dcp_loss_w_aux: float = options.option(
+        1.0, help="weight of the auxiliary cross-entropy in the selection loss", low=0
+    )
+    dcp_nb_samples: int = options.option(
+        512, help="training images used for selection (seeded sample)", low=1
+    )
+    dcp_batch_size: int = options.option(64, help="mini-batch of the selection passes", low=1)
+    dcp_criterion: str = options.option(
+        "gradient",
+        choices=selection.CRITERIA,
+        help="gradient (DCP) or random channels (a baseline with the same pipeline)",
+    )
+
+    def check(self) -> None:
+        given = [name for name in _TARGETS if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise errors.InvalidArgumentError(
+                given[1], f"given together with {given[0]}", "at most one of " + ", ".join(_TARGETS)
+            )
+        for arg, ok, accepted in (
+            (
+                "cp_prune_list",
+                lambda v: options.is_number(v) and 0 < v <= 1,
+                "a keep ratio in (0, 1]",
+            ),
+            ("dcp_counts", lambda v: options.is_integer(v) and v >= 1, "an integer >= 1"),
+        ):
+            for key, value in (getattr(self, arg) or {}).items():
+                if not ok(value):
+                    raise errors.InvalidArgumentError(f"{arg}[{key!r}]", value, accepted)
+        if not given:
+            object.__setattr__(self, "dcp_prune_ratio", 0.5)  # PocketFlow's default
 
 
 @learner.register(
@@ -90,104 +189,27 @@ class DisChnPrunedLearner(learner.Learner):
         pocketflow_tf.errors.InvalidArgumentError: Invalid value for `cp_preserve_ratio`: 1.5. Accepted: a FLOPs keep ratio in (0, 1].
     """
 
+    Options = DCPOptions
     single_worker_reason: ClassVar[str | None] = (
         "its auxiliary-classifier training and greedy channel selection run their own loops, "
         "not yet shared between workers"
     )
 
-    def __init__(
-        self,
-        train_config: training.TrainConfig | None = None,
-        *,
-        dcp_prune_ratio: float | None = None,
-        cp_preserve_ratio: float | None = None,
-        cp_prune_list: Mapping[str, float] | None = None,
-        dcp_counts: Mapping[str, int] | None = None,
-        cp_channel_round: int = 8,
-        cp_exclude: Sequence[str] = (),
-        dcp_nb_stages: int = 3,
-        dcp_nb_iters_aux: int = 200,
-        dcp_nb_rounds: int = 4,
-        dcp_nb_iters_layer: int = 10,
-        dcp_lrn_rate_adam: float = 1e-2,
-        dcp_lrn_rate_aux: float = 1e-2,
-        dcp_loss_w_aux: float = 1.0,
-        dcp_nb_samples: int = 512,
-        dcp_batch_size: int = 64,
-        dcp_criterion: str = "gradient",
-        **kwargs: Any,
-    ):
+    def __init__(self, train_config: training.TrainConfig | None = None, **kwargs: Any):
         super().__init__(train_config, **kwargs)
-        targets = {
-            "dcp_prune_ratio": dcp_prune_ratio,
-            "cp_preserve_ratio": cp_preserve_ratio,
-            "cp_prune_list": cp_prune_list,
-            "dcp_counts": dcp_counts,
-        }
-        given = [k for k, v in targets.items() if v is not None]
-        if len(given) > 1:
-            raise errors.InvalidArgumentError(
-                given[1], f"given together with {given[0]}", "at most one of " + ", ".join(targets)
-            )
-        if dcp_prune_ratio is not None and not (
-            _number(dcp_prune_ratio) and 0 <= dcp_prune_ratio < 1
-        ):
-            raise errors.InvalidArgumentError(
-                "dcp_prune_ratio", dcp_prune_ratio, "a fraction of channels to remove in [0, 1)"
-            )
-        if cp_preserve_ratio is not None and not (
-            _number(cp_preserve_ratio) and 0 < cp_preserve_ratio <= 1
-        ):
-            raise errors.InvalidArgumentError(
-                "cp_preserve_ratio", cp_preserve_ratio, "a FLOPs keep ratio in (0, 1]"
-            )
-        for arg, table, ok, accepted in (
-            (
-                "cp_prune_list",
-                cp_prune_list,
-                lambda v: _number(v) and 0 < v <= 1,
-                "a keep ratio in (0, 1]",
-            ),
-            ("dcp_counts", dcp_counts, lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-        ):
-            if table is None:
-                continue
-            if not isinstance(table, Mapping):
-                raise errors.InvalidArgumentError(arg, table, "a mapping {layer name: value}")
-            for key, value in table.items():
-                if not ok(value):
-                    raise errors.InvalidArgumentError(f"{arg}[{key!r}]", value, accepted)
-        for arg, value in (
-            ("cp_channel_round", cp_channel_round),
-            ("dcp_nb_samples", dcp_nb_samples),
-        ):
-            if not _integer(value) or value < 1:
-                raise errors.InvalidArgumentError(arg, value, "an integer >= 1")
-        if isinstance(cp_exclude, str):
-            cp_exclude = [cp_exclude]
-        if not given:
-            dcp_prune_ratio = 0.5
-        self.dcp_prune_ratio = dcp_prune_ratio
-        self.cp_preserve_ratio = cp_preserve_ratio
-        self.cp_prune_list = None if cp_prune_list is None else dict(cp_prune_list)
-        self.dcp_counts = None if dcp_counts is None else dict(dcp_counts)
-        self.cp_channel_round = int(cp_channel_round)
-        self.cp_exclude = list(cp_exclude)
-        self.dcp_nb_samples = int(dcp_nb_samples)
+        o = self.options
         self.selection_config = selection.SelectionConfig(
-            nb_stages=dcp_nb_stages,
-            nb_iters_aux=dcp_nb_iters_aux,
-            nb_rounds=dcp_nb_rounds,
-            nb_iters_layer=dcp_nb_iters_layer,
-            lrn_rate_adam=dcp_lrn_rate_adam,
-            lrn_rate_aux=dcp_lrn_rate_aux,
-            loss_w_aux=dcp_loss_w_aux,
-            batch_size=dcp_batch_size,
-            criterion=dcp_criterion,
+            nb_stages=o.dcp_nb_stages,
+            nb_iters_aux=o.dcp_nb_iters_aux,
+            nb_rounds=o.dcp_nb_rounds,
+            nb_iters_layer=o.dcp_nb_iters_layer,
+            lrn_rate_adam=o.dcp_lrn_rate_adam,
+            lrn_rate_aux=o.dcp_lrn_rate_aux,
+            loss_w_aux=o.dcp_loss_w_aux,
+            batch_size=o.dcp_batch_size,
+            criterion=o.dcp_criterion,
             seed=self.train_config.seed,
         )
-        self.pruned_model: keras.Model | None = None
-        self.report: dict[str, Any] = {}
 
     # -- planning --------------------------------------------------------------------
     def plan(self, model: keras.Model) -> dict[str, int]:
@@ -414,44 +436,6 @@ class DisChnPrunedLearner(learner.Learner):
                 "pruned_model", None, "a model pruned by DisChnPrunedLearner.prune() first"
             )
         return learner.copy_model(self.pruned_model)
-
-    def get_config(self) -> dict[str, Any]:
-        """Serialisable settings, written into run records.
-
-        Example:
-            >>> DisChnPrunedLearner(cp_preserve_ratio=0.4).get_config()["dcp"]["cp_preserve_ratio"]
-            0.4
-        """
-        cfg = self.selection_config
-        return {
-            **super().get_config(),
-            "dcp": {
-                "dcp_prune_ratio": self.dcp_prune_ratio,
-                "cp_preserve_ratio": self.cp_preserve_ratio,
-                "cp_prune_list": self.cp_prune_list,
-                "dcp_counts": self.dcp_counts,
-                "cp_channel_round": self.cp_channel_round,
-                "cp_exclude": self.cp_exclude,
-                "dcp_nb_samples": self.dcp_nb_samples,
-                "dcp_nb_stages": cfg.nb_stages,
-                "dcp_nb_iters_aux": cfg.nb_iters_aux,
-                "dcp_nb_rounds": cfg.nb_rounds,
-                "dcp_nb_iters_layer": cfg.nb_iters_layer,
-                "dcp_lrn_rate_adam": cfg.lrn_rate_adam,
-                "dcp_lrn_rate_aux": cfg.lrn_rate_aux,
-                "dcp_loss_w_aux": cfg.loss_w_aux,
-                "dcp_batch_size": cfg.batch_size,
-                "dcp_criterion": cfg.criterion,
-            },
-        }
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)
-
-
-def _integer(v: Any) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
 
 def _group_of_layer(graph: channel_graph.ChannelGraph, name: str, arg: str):

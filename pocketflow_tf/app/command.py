@@ -53,7 +53,7 @@ from pocketflow_tf import cli_errors, errors
 
 # The run scripts' flags (learner, learner options, distillation, export, seed...) are the
 # command's too: one definition, one meaning.
-from pocketflow_tf.nets import cli
+from pocketflow_tf.app import cli
 
 FLAGS = flags.FLAGS
 
@@ -208,7 +208,7 @@ class UserData:
         )
 
     def for_export(self) -> _ExportData:
-        """The samples the run scripts' export helpers read (``runner._export_all``).
+        """The samples the run scripts' export helpers read (``runner.export_all``).
 
         An export is verified on at least :data:`_MIN_VERIFY` images (parity with the Keras
         model, not an accuracy claim): a small evaluation split is topped up with training
@@ -228,7 +228,7 @@ class UserData:
 
 @dataclasses.dataclass
 class _ExportData:
-    """The arrays ``runner._export_all`` / ``_record_deployed`` read: verification
+    """The arrays ``runner.export_all`` / ``record_deployed`` read: verification
     (``x_test``, ``y_test``) and calibration (``x_train``) samples."""
 
     x_test: np.ndarray
@@ -570,18 +570,11 @@ def compress_command(model_path: str, command: Sequence[str]) -> int:
     return 0 if res.met else cli_errors.EXIT_TARGET_NOT_MET
 
 
-def _learner_options(out: str) -> dict[str, Any]:
-    opts = {
-        **cli.weight_sparse_options(),
-        **cli.channel_options(),
-        **cli.dcp_options(),
-        **cli.uniform_quant_options(),
-        **cli.non_uniform_options(),
-        **cli.product_quant_options(),
-        **cli.auto_options("user"),
-    }
-    if "auto_dir" in opts:
-        opts["auto_dir"] = os.path.join(out, "auto")
+def _learner_options(cls, out: str) -> dict[str, Any]:
+    """The learner's options from its flags, its defaults for the ``--out`` folder, and
+    ``--validation_split`` as the share a learner holds out (``auto_holdout``)."""
+    opts = {**cls.default_options(out), **cli.learner_options(cls.name)}
+    if "auto_holdout" in cls.Options.names():
         opts["auto_holdout"] = FLAGS.validation_split or 0.1
     return opts
 
@@ -602,7 +595,7 @@ class _RunView:
 
 def _export_modes(deploy: tuple[str, ...] | None) -> tuple[str, ...]:
     from pocketflow_tf import tflite_export
-    from pocketflow_tf.nets import runner
+    from pocketflow_tf.app import runner
 
     modes = tuple(m for m in FLAGS.export_modes if m)
     for mode in modes:
@@ -623,7 +616,7 @@ def _export_modes(deploy: tuple[str, ...] | None) -> tuple[str, ...]:
 def _finish(view: _RunView, model, lrn, data: UserData, record, out: str, saved) -> dict:
     """Evaluates, exports (verified), times and reports, as a run script does."""
     from pocketflow_tf import accounting, training
-    from pocketflow_tf.nets import runner
+    from pocketflow_tf.app import runner
 
     _say(f"evaluating on {data.eval_from} ({len(data.y_eval)} images)")
     acc = training.evaluate_accuracy(model, data.x_eval, data.y_eval)
@@ -639,20 +632,21 @@ def _finish(view: _RunView, model, lrn, data: UserData, record, out: str, saved)
     for kind, path in saved.items():
         record.add_artifact(f"model_{kind}", path)
     export_data = data.for_export()
-    if getattr(lrn, "tflite_path", None):
-        exports = runner._record_deployed(lrn, export_data, record)
+    deployed = None if lrn is None else lrn.deployed()
+    if deployed is not None:
+        exports = runner.record_deployed(deployed, export_data, record)
         view = dataclasses.replace(view, export_modes=tuple(exports))
     else:
-        exports = runner._export_all(view, model, export_data, out, "model", record)
+        exports = runner.export_all(view, model, export_data, out, "model", record)
     if exports:
-        runner._measure_latency(view, exports, record)
+        runner.measure_latency(view, exports, record)
     record.finish("ok")
     json_path = record.save(os.path.join(out, f"model.{view.exec_mode}.record.json"))
     md_path = record.save_markdown(os.path.join(out, f"model.{view.exec_mode}.report.md"))
     if lrn is not None:
         lrn.release_backups()
     result = record.to_dict()
-    runner._print_summary(view, result, json_path, md_path)
+    runner.print_summary(view, result, json_path, md_path)
     return result
 
 
@@ -665,14 +659,14 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
     """
     import pocketflow_tf.learners  # noqa: F401  (registers every learner)
     from pocketflow_tf import distillation, learner, model_io, records
-    from pocketflow_tf.nets import runner
+    from pocketflow_tf.app import runner
 
     cls = learner.get_learner_class(FLAGS.learner)
     _check_model_arg(model_path)
     _check_data_arg("data", FLAGS.data, required=True)
     _check_data_arg("test_data", FLAGS.test_data, required=False)
     out = _check_out()
-    options = _learner_options(out)
+    options = _learner_options(cls, out)
     deploy, ext = cls.deployment(**options)
     view = _RunView(
         "user",
@@ -690,8 +684,8 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
     if FLAGS.teacher_path and not os.path.exists(FLAGS.teacher_path):
         raise errors.InvalidArgumentError("teacher_path", FLAGS.teacher_path, "an existing model")
     model, came_as_keras3 = _load_model(model_path)
-    # The automated learner indexes samples (held-out scoring, calibration): arrays only.
-    data = load_data(model, model_path, stream=cls.name != "auto")
+    # A learner that indexes samples (auto: held-out scoring, calibration) takes arrays.
+    data = load_data(model, model_path, stream=cls.accepts_datasets)
     teacher = None
     if dst is not None and FLAGS.teacher_path:
         teacher = model_io.load_model(FLAGS.teacher_path, trust_unsafe=FLAGS.trust_model)
@@ -714,15 +708,12 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
         trained = lrn.fit(model, data.train, validation_data=data.val)
     else:
         trained = lrn.fit(model, *data.train, validation_data=data.val)
-    report = getattr(lrn, "report", None)
-    if hasattr(report, "to_dict"):
-        report = report.to_dict()
+    report = lrn.compression_report()
     if report:
         record.add_section("compression", report)
     for kind, path in lrn.save_artifacts(os.path.splitext(save_path)[0]).items():
         record.add_artifact(kind, path)
-    deployed = getattr(lrn, "tflite_path", None)
-    if deployed:
+    if lrn.deployed() is not None:
         save_path = os.path.splitext(save_path)[0] + lrn.save_extension
     from pocketflow_tf import qat
 

@@ -1,7 +1,7 @@
 """The job behind every ``nets/<model>_at_<dataset>_run.py`` script, as a plain function.
 
 :func:`run` takes a typed :class:`RunOptions` (the run scripts fill it from absl flags in
-:mod:`pocketflow_tf.nets.cli`; nothing here reads flags) and does, in order:
+:mod:`pocketflow_tf.app.cli`; nothing here reads flags) and does, in order:
 
 1. load the recipe's data set (Debian's Fashion-MNIST or ``data_dir``);
 2. build the recipe's model, or load ``model_path`` (Keras ``safe_mode`` unless trusted);
@@ -16,7 +16,7 @@
 7. write a JSON run record and a Markdown report beside the model, and print a summary.
 
 Example:
-    >>> from pocketflow_tf.nets import runner
+    >>> from pocketflow_tf.app import runner
     >>> opts = runner.RunOptions("convnet_at_fmnist", nb_epochs_rat=0.07, nb_train_samples=512)
     >>> summary = runner.run(opts)  # doctest: +SKIP
     >>> summary["metrics"]["test_acc"] > 0.5  # doctest: +SKIP
@@ -202,12 +202,14 @@ class RunOptions:
             )
         if self.baseline_path is None:
             self.baseline_path = self._default_baseline()
-        if cls.name != "auto" and self.baseline_path != self._default_baseline():
+        if not cls.needs_trained_model and self.baseline_path != self._default_baseline():
             raise errors.InvalidArgumentError(
-                "baseline_path", self.baseline_path, "unset unless --learner auto"
+                "baseline_path",
+                self.baseline_path,
+                "unset unless the learner compresses a trained model it may train first "
+                "(--learner auto)",
             )
-        for name in ("model_path", "teacher_path"):
-            path = getattr(self, name)
+        for name, path in (("model_path", self.model_path), ("teacher_path", self.teacher_path)):
             if path and not os.path.exists(path):
                 raise errors.InvalidArgumentError(name, path, "an existing model file or folder")
         if self.enbl_dst and not (self.teacher_path or self.model_path):
@@ -229,9 +231,13 @@ class RunOptions:
                 )
         if self.log_dir is None:
             self.log_dir = os.path.join("logs", self.recipe, self.learner)
-        self._check_output_paths(cls.name)
+        if self.exec_mode == "train":
+            # Work folders and the like that the learner places beside the saved model.
+            out_dir = os.path.dirname(self.save_path)
+            self.learner_options = {**cls.default_options(out_dir), **self.learner_options}
+        self._check_output_paths(cls)
 
-    def _check_output_paths(self, learner_name: str) -> None:
+    def _check_output_paths(self, cls: type[learner.Learner]) -> None:
         # Here, before any data is read: a path that cannot be written would otherwise fail
         # at the first epoch's backup or, worse, at the save after all the training.
         if self.exec_mode == "train":
@@ -243,11 +249,17 @@ class RunOptions:
             except errors.InvalidArgumentError as e:
                 raise errors.InvalidArgumentError("save_path", self.save_path, e.accepted) from None
         cli_errors.check_output_path("log_dir", self.log_dir, is_dir=True)
-        if learner_name == "auto" and self.exec_mode == "train":
-            if self.learner_options.get("auto_dir"):
-                cli_errors.check_output_path(
-                    "auto_dir", self.learner_options["auto_dir"], is_dir=True
-                )
+        if self.exec_mode != "train":
+            return
+        for field in dataclasses.fields(cls.Options):
+            kind = field.metadata.get("path")
+            value = self.learner_options.get(field.name)
+            if kind and value:
+                if kind == "dir":
+                    cli_errors.check_output_path(field.name, value, is_dir=True)
+                else:
+                    cli_errors.check_output_path(field.name, value)
+        if cls.needs_trained_model:
             if not self.model_path and not os.path.exists(self.baseline_path):
                 cli_errors.check_output_path(
                     "baseline_path", self.baseline_path, suffixes=SAVE_SUFFIXES
@@ -379,7 +391,7 @@ def _baseline_for_auto(opts: RunOptions, command, backend: distributed.Backend) 
 
 
 def _run(opts: RunOptions, command, backend: distributed.Backend) -> dict[str, Any]:
-    if learner.get_learner_class(opts.learner).name == "auto" and not opts.model_path:
+    if learner.get_learner_class(opts.learner).needs_trained_model and not opts.model_path:
         if opts.exec_mode == "train":
             baseline = _baseline_for_auto(opts, command, backend)
             opts = dataclasses.replace(opts, model_path=baseline)
@@ -423,7 +435,7 @@ def _run(opts: RunOptions, command, backend: distributed.Backend) -> dict[str, A
         keras3_copy = came_as_keras3 and not qat.is_quantized(model)
         # A learner that exports and verifies its own deployable file (auto) says which
         # file and which model format (a QAT result must be saved as .h5).
-        deployed = getattr(lrn, "tflite_path", None)
+        deployed = lrn.deployed()
         save_path = opts.save_path
         if deployed:
             save_path = os.path.splitext(save_path)[0] + lrn.save_extension
@@ -431,12 +443,12 @@ def _run(opts: RunOptions, command, backend: distributed.Backend) -> dict[str, A
         for kind, path in saved.items():
             record.add_artifact(f"model_{kind}", path)
         if deployed:
-            exports = _record_deployed(lrn, data, record)
+            exports = record_deployed(deployed, data, record)
             opts = dataclasses.replace(opts, export_modes=tuple(exports))  # for the summary
         else:
-            exports = _export_all(opts, model, data, out_dir, stem, record)
+            exports = export_all(opts, model, data, out_dir, stem, record)
         if exports:
-            _measure_latency(opts, exports, record)
+            measure_latency(opts, exports, record)
 
     record.finish("ok")
     json_path = record.save(os.path.join(out_dir, f"{stem}.{opts.exec_mode}.record.json"))
@@ -446,7 +458,7 @@ def _run(opts: RunOptions, command, backend: distributed.Backend) -> dict[str, A
         # spent: a kill before this line reruns without training again (see _train).
         lrn.release_backups()
     result = record.to_dict()
-    _print_summary(opts, result, json_path, md_path)
+    print_summary(opts, result, json_path, md_path)
     return result
 
 
@@ -536,14 +548,12 @@ def _train(
         samples = lrn.total_steps * cfg.batch_size * backend.size
         record.add_metrics(train_samples_per_s=round(samples / sum(lrn.train_seconds), 1))
     record.add_section("learner", lrn.get_config())  # again: now with what fit() decided
-    report = getattr(lrn, "report", None)
-    if hasattr(report, "to_dict"):
-        report = report.to_dict()
+    report = lrn.compression_report()
     if report:  # what a compression learner did: per-group counts, FLOPs ratio, timings
         record.add_section("compression", report)
     for kind, path in lrn.save_artifacts(os.path.splitext(opts.save_path)[0]).items():
         record.add_artifact(kind, path)
-    pruned = getattr(lrn, "pruned_model", None)
+    pruned = lrn.pruned_model
     if pruned is not None:
         acc = training.evaluate_accuracy(pruned, data.x_test, data.y_test)
         record.add_metrics(test_acc_before_finetune=round(acc, 4))
@@ -555,7 +565,15 @@ def _train(
     return trained, came_as_keras3, lrn
 
 
-def _export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
+def export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
+    """Exports ``model`` in every mode of ``opts.export_modes``, each verified on the test
+    split; a quantized export failing its check is refused (nothing written) and recorded,
+    unless ``opts.strict_export``; returns ``{mode: path}`` of the files written.
+
+    Example:
+        >>> export_all(opts, model, data, "models/m", "model", record)  # doctest: +SKIP
+        {'float': 'models/m/model.float.tflite', 'int8': 'models/m/model.int8.tflite'}
+    """
     n = min(opts.num_verify, len(data.y_test))
     x_verify, y_verify = data.x_test[:n], data.y_test[:n]
     # Calibration samples come from the training split, fed exactly as the Keras model sees
@@ -611,10 +629,15 @@ def _export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
     return exports
 
 
-def _record_deployed(lrn, data, record) -> dict[str, str]:
+def record_deployed(deployed: learner.Deployed, data, record) -> dict[str, str]:
     """Records the ``.tflite`` a learner exported and verified itself (auto), evaluated on
-    the test split here like any export, and its reports; returns ``{mode: path}``."""
-    mode, path = lrn.deploy_mode, lrn.tflite_path
+    the test split here like any export, and its reports; returns ``{mode: path}``.
+
+    Example:
+        >>> record_deployed(lrn.deployed(), data, record)  # doctest: +SKIP
+        {'int8': 'models/resnet_at_fmnist/auto/auto/final/model.int8.tflite'}
+    """
+    mode, path = deployed.mode, deployed.path
     _say(f"the learner exported and verified {path}; evaluating it on the test split")
     logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
     with open(path, "rb") as f:
@@ -627,19 +650,20 @@ def _record_deployed(lrn, data, record) -> dict[str, str]:
             f"tflite_{mode}_acc": float(np.mean(np.argmax(logits, -1) == data.y_test)),
         }
     )
-    if getattr(lrn, "met", None) is not None:  # a learner with a target (auto)
-        record.add_metrics(target_met=bool(lrn.met))
-    final = (getattr(lrn, "report", None) or {}).get("final", {}).get("figures", {})
-    if final.get("speedup"):
-        # Measured by the learner against the dense model's float export (interleaved).
-        record.add_metrics(**{f"speedup_{mode}_vs_float": final["speedup"]})
-    for kind, attr in (("auto_report_html", "html_path"), ("auto_report_json", "report_path")):
-        if getattr(lrn, attr, None):
-            record.add_artifact(kind, getattr(lrn, attr))
+    if deployed.metrics:  # e.g. whether a target was met, a speed-up the learner measured
+        record.add_metrics(**deployed.metrics)
+    for kind, artifact in deployed.artifacts.items():
+        record.add_artifact(kind, artifact)
     return {mode: path}
 
 
-def _measure_latency(opts, exports: dict[str, str], record) -> None:
+def measure_latency(opts, exports: dict[str, str], record) -> None:
+    """Records each export's LiteRT latency (1 thread, median of ``opts.latency_runs``) and
+    each one's interleaved speed-up over the float export.
+
+    Example:
+        >>> measure_latency(opts, {"float": "m.float.tflite"}, record)  # doctest: +SKIP
+    """
     _say("measuring LiteRT latency (1 thread, batch 1, medians)")
     for mode, path in exports.items():
         stats = latency.measure_latency(path, runs=opts.latency_runs)
@@ -667,7 +691,12 @@ def target_missed(result: dict[str, Any]) -> bool:
     return result.get("metrics", {}).get("target_met") is False
 
 
-def _print_summary(opts, result: dict, json_path: str, md_path: str) -> None:
+def print_summary(opts, result: dict, json_path: str, md_path: str) -> None:
+    """Prints the end-of-run summary (target verdict, accuracy, costs, files).
+
+    Example:
+        >>> print_summary(opts, record.to_dict(), "r.json", "r.md")  # doctest: +SKIP
+    """
     m = result["metrics"]
     lines = [
         "",

@@ -1,0 +1,125 @@
+"""The ``auto_*`` options of :class:`~pocketflow_tf.learners.auto.learner.AutoLearner`.
+
+Example:
+    >>> AutoOptions(auto_target="2x faster", auto_holdout=0.7)
+    Traceback (most recent call last):
+    ...
+    pocketflow_tf.errors.InvalidArgumentError: Invalid value for `auto_holdout`: 0.7. Accepted: a share in (0, 0.5].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from pocketflow_tf import errors, options
+from pocketflow_tf.learners.auto.target import Target
+
+#: ``auto_optimizer`` names -> the ``hp_optimizers`` module that registers each.
+OPTIMIZERS = {"tpe": "tpe", "random": "random_search", "gp": "gp"}
+INT8_FINAL = ("auto", "ptq", "qat")
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoOptions(options.Options):
+    """What ``auto`` reaches for and how it searches (see ``AutoLearner``'s arguments).
+
+    ``auto_target`` is kept as a string :meth:`Target.parse` reads (a ``Target`` given is
+    stored as its :meth:`Target.spec`), so records round-trip.
+
+    Example:
+        >>> from pocketflow_tf.learners.auto.target import Target
+        >>> AutoOptions(auto_target=Target(speedup=2)).auto_target
+        '2x faster, drop<=1'
+    """
+
+    auto_target: str = options.option(
+        help="what to reach, e.g. '2x faster', 'int8,<=0.3x bytes', 'flops<=0.5', 'under 1 MB'",
+        accepted="a target such as '2x faster' or 'int8,<=0.3x bytes'",
+    )
+    auto_dir: str | None = options.option(
+        None,
+        help="study and report folder; rerunning with it continues the search (default: "
+        "<checkpoint_dir>.auto, or <output folder>/auto on the command line)",
+        path="dir",
+    )
+    auto_optimizer: str = options.option(
+        "tpe", choices=tuple(OPTIMIZERS), help="search optimiser: TPE (optuna), random or GP"
+    )
+    auto_optimizer_kwargs: dict[str, Any] = options.option(
+        {}, cli=False, help="extra arguments of the optimiser, e.g. {'n_startup_trials': 4}"
+    )
+    auto_max_trials: int | None = options.option(
+        20, help="trial budget, over every run of the study", low=1
+    )
+    auto_max_wall_s: float | None = options.option(
+        None,
+        help="wall-clock budget of the search in seconds, over every run",
+        low=0,
+        low_open=True,
+        accepted="seconds > 0 or None",
+    )
+    auto_max_consecutive_failures: int | None = options.option(
+        5, help="stop after this many failed trials in a row", low=1
+    )
+    auto_holdout: float = options.option(
+        0.1,
+        help="share of the training data held out to rank candidates",
+        low=0,
+        high=0.5,
+        low_open=True,
+        accepted="a share in (0, 0.5]",
+    )
+    auto_proxy_steps: int = options.option(
+        200, help="distilled fine-tuning steps of each trial", low=0
+    )
+    auto_proxy_calib_samples: int = options.option(
+        256, help="training images channel selection samples per trial", low=1
+    )
+    auto_final_calib_samples: int = options.option(
+        1000, help="training images channel selection samples for the final build", low=1
+    )
+    auto_eval_samples: int = options.option(
+        512, help="training images the per-layer sensitivity analysis scores on", low=1
+    )
+    auto_latency_rounds: int = options.option(
+        30, help="interleaved latency rounds per trial", low=1
+    )
+    auto_final_latency_rounds: int = options.option(
+        100, help="interleaved latency rounds of the final model", low=1
+    )
+    auto_channel_round: int = options.option(
+        8, help="channel counts are rounded to this multiple (SIMD grain)", low=1
+    )
+    auto_int8_final: str = options.option(
+        "auto",
+        choices=INT8_FINAL,
+        help="how an int8 chain's final model is made: post-training, quantization-aware "
+        "fine-tune, or both with the more accurate on held-out data kept",
+    )
+    auto_qat_epochs: int = options.option(1, help="epochs of the final QAT fine-tune", low=1)
+    auto_seed: int | None = options.option(
+        None,
+        cli=False,
+        help="seed of the split, the study and the builds (default: the training seed)",
+        low=0,
+    )
+
+    def check(self) -> None:
+        if isinstance(self.auto_target, Target):
+            object.__setattr__(self, "auto_target", self.auto_target.spec())
+        Target.parse(self.auto_target)  # an unreadable target fails here, before any work
+        if self.auto_max_trials is None and self.auto_max_wall_s is None:
+            raise errors.InvalidArgumentError(
+                "auto_max_trials/auto_max_wall_s", (None, None), "at least one budget"
+            )
+
+    def validate(self) -> None:
+        # A Target object is accepted for auto_target (stored as its spec in check()).
+        target = self.auto_target
+        if isinstance(target, Target):
+            object.__setattr__(self, "auto_target", target.spec())
+        if isinstance(self.auto_dir, os.PathLike):
+            object.__setattr__(self, "auto_dir", os.fspath(self.auto_dir))
+        super().validate()
