@@ -403,9 +403,11 @@ def _coerce(f: dataclasses.Field, tp: Any, value: Any) -> Any:
         return value
     origin = typing.get_origin(inner)
     if origin is tuple:
+        args = typing.get_args(inner)
+        if isinstance(value, str) and args[-1:] == (Ellipsis,) and args[0] is str:
+            value = (value,)  # one name given alone
         if isinstance(value, str | bytes) or not isinstance(value, Sequence | tuple | list):
             raise bad
-        args = typing.get_args(inner)
         if args[-1:] == (Ellipsis,) and args[0] is str:
             if not all(isinstance(v, str) for v in value):
                 raise bad

@@ -20,7 +20,7 @@ NON_DEFAULT = {
         "cp_search_trials": 7,
         "cp_nb_points": 4,
     },
-    "dis-chn-pruned": {"cp_prune_list": {"c1": 0.5}, "dcp_nb_stages": 2, "cp_exclude": ("a",)},
+    "dis-chn-pruned": {"cp_prune_list": {"c1": 0.5}, "dcp_nb_stages": 2, "cp_exclude": "a"},
     "auto": {"auto_target": "2x faster, int8", "auto_dir": "/tmp/a", "auto_max_trials": 3},
 }
 #: One bad value per learner and the option its error must name.
@@ -108,3 +108,8 @@ def test_every_option_is_a_flag_and_flag_strings_are_parsed():
         [sys.executable, "-c", _FLAGS_CHECK], capture_output=True, text=True, timeout=300
     )
     assert "FLAGS_OK" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_one_name_stands_for_a_list_of_one():
+    lrn = learner.get_learner_class("dis-chn-pruned")(cp_exclude="conv1")
+    assert lrn.cp_exclude == ("conv1",)
