@@ -158,6 +158,11 @@ class Options:
             True
         """
 
+    def _set(self, name: str, value: Any) -> None:
+        """Replaces a field's value from :meth:`check` (a derived default, a canonical
+        name): the dataclass is frozen for everyone else."""
+        object.__setattr__(self, name, value)
+
     # -- (de)serialisation -------------------------------------------------------------
     def to_config(self) -> dict[str, Any]:
         """The options as JSON-ready values (tuples as lists, mappings as dicts).

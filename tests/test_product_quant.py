@@ -353,7 +353,7 @@ def test_fit_on_a_dataset_without_distillation_with_float32_codebooks(tiny_model
         {"pq_codebook_dtype": "int8"},
         {"pq_nb_iters_em": 0},
         {"pq_nb_samples": 0},
-        {"pq_exclude": "c1"},
+        {"pq_exclude": ["c1", 3]},
     ],
 )
 def test_bad_options_are_refused_in_the_constructor(kwargs):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from pocketflow_tf import errors, options
 from pocketflow_tf.learners.auto.target import Target
@@ -33,6 +33,8 @@ class AutoOptions(options.Options):
         >>> AutoOptions(auto_target=Target(speedup=2)).auto_target
         '2x faster, drop<=1'
     """
+
+    prefix: ClassVar[str] = "auto_"
 
     auto_target: str = options.option(
         help="what to reach, e.g. '2x faster', 'int8,<=0.3x bytes', 'flops<=0.5', 'under 1 MB'",

@@ -25,6 +25,7 @@ import numpy as np
 
 from pocketflow_tf import datasets, distillation, errors, model_io, training
 from pocketflow_tf.compat import keras
+from pocketflow_tf.learners.auto.auto_options import AutoOptions
 from pocketflow_tf.learners.auto.learner import DEFAULT_DISTILLATION, AutoLearner
 from pocketflow_tf.learners.auto.target import Target
 
@@ -76,12 +77,6 @@ def compress(
     x_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
     train_config: training.TrainConfig | None = None,
-    optimizer: str = "tpe",
-    max_trials: int | None = 20,
-    max_wall_s: float | None = None,
-    proxy_steps: int = 200,
-    holdout: float = 0.1,
-    int8_final: str = "auto",
     distill: distillation.DistillationConfig | None = DEFAULT_DISTILLATION,
     evaluate_test: bool = True,
     seed: int = 0,
@@ -102,19 +97,18 @@ def compress(
             training data). Never the test set.
         y_val: Their labels.
         train_config: The final fine-tune (default: 1 epoch, Adam at 1e-3, batch 64).
-        optimizer: ``"tpe"``, ``"random"`` or ``"gp"``.
-        max_trials: Trial budget (over every run of the directory).
-        max_wall_s: Search wall-clock budget in seconds (over every run).
-        proxy_steps: Distilled fine-tuning steps per trial.
-        holdout: Share of the training data held out when no ``x_val`` is given.
-        int8_final: ``"auto"``, ``"ptq"`` or ``"qat"`` (see ``AutoLearner``).
         distill: Distillation of every fine-tune (``None``: off).
         evaluate_test: With a ``DataSplits`` holding a test split: report the dense and final
             accuracy on it after the search (never used to choose).
         seed: Seed of the split, the search and the builds.
         verbose: 0 silent, 1 progress lines, 2 Keras epochs too.
-        **options: Further ``AutoLearner`` options without their ``auto_`` prefix
-            (``proxy_calib_samples``, ``eval_samples``, ``latency_rounds``, ``qat_epochs``...).
+        **options: Any option of :class:`~.auto_options.AutoOptions` without its ``auto_``
+            prefix, with the same default (:func:`keywords` lists them): ``optimizer``
+            (``"tpe"``, ``"random"`` or ``"gp"``), ``max_trials`` (trial budget over every run
+            of the directory), ``max_wall_s`` (search wall-clock budget in seconds),
+            ``proxy_steps`` (distilled fine-tuning steps per trial), ``holdout`` (share of the
+            training data held out when no ``x_val`` is given), ``int8_final``
+            (``"auto"``, ``"ptq"`` or ``"qat"``), ``qat_epochs``, ``latency_rounds``...
 
     Returns:
         The :class:`CompressResult`.
@@ -137,25 +131,20 @@ def compress(
     cfg = train_config or training.TrainConfig(
         epochs=1, batch_size=64, learning_rate=1e-3, optimizer="adam", weight_decay=0.0, seed=seed
     )
-    unknown = sorted(set(options) - set(_PASS_THROUGH))
+    names = keywords()
+    unknown = sorted(set(options) - set(names))
     if unknown:
         raise errors.InvalidArgumentError(
-            "options", unknown, f"names among {sorted(_PASS_THROUGH)}"
+            unknown[0], options[unknown[0]], f"a keyword of compress: one of {sorted(names)}"
         )
     lrn = AutoLearner(
         cfg,
         auto_target=target,
         auto_dir=directory,
-        auto_optimizer=optimizer,
-        auto_max_trials=max_trials,
-        auto_max_wall_s=max_wall_s,
-        auto_proxy_steps=proxy_steps,
-        auto_holdout=holdout,
-        auto_int8_final=int8_final,
         auto_seed=seed,
         distillation=distill,
         verbose=verbose,
-        **{f"auto_{k}": v for k, v in options.items()},
+        **{names[k]: v for k, v in options.items()},
     )
     validation = (x_test, y_test) if evaluate_test and x_test is not None and len(x_test) else None
     final = lrn.fit(model, x, y, x_val=xv, y_val=yv, validation_data=validation)
@@ -170,18 +159,22 @@ def compress(
     )
 
 
-#: AutoLearner options :func:`compress` passes through (without the ``auto_`` prefix).
-_PASS_THROUGH = (
-    "optimizer_kwargs",
-    "max_consecutive_failures",
-    "proxy_calib_samples",
-    "final_calib_samples",
-    "eval_samples",
-    "latency_rounds",
-    "final_latency_rounds",
-    "channel_round",
-    "qat_epochs",
-)
+#: AutoOptions given by :func:`compress`'s own arguments rather than as keywords.
+_OWN_ARGUMENTS = ("auto_target", "auto_dir", "auto_seed")
+
+
+def keywords() -> dict[str, str]:
+    """``{compress keyword: AutoLearner option}``: every ``auto_*`` option of
+    :class:`~.auto_options.AutoOptions` but those :func:`compress` takes as arguments,
+    without the prefix (generated from the fields, so the two cannot drift apart).
+
+    Example:
+        >>> names = keywords()
+        >>> names["max_trials"], names["int8_final"], "target" in names
+        ('auto_max_trials', 'auto_int8_final', False)
+    """
+    prefix = AutoOptions.prefix
+    return {name[len(prefix) :]: name for name in AutoOptions.names() if name not in _OWN_ARGUMENTS}
 
 
 def _unpack(data: Any, x_val: Any, y_val: Any):
@@ -199,4 +192,4 @@ def _unpack(data: Any, x_val: Any, y_val: Any):
     )
 
 
-__all__ = ["CompressResult", "compress"]
+__all__ = ["CompressResult", "compress", "keywords"]

@@ -49,16 +49,15 @@ from typing import Any, ClassVar
 
 import tensorflow_model_optimization as tfmot
 
-from pocketflow_tf import errors, learner, tflite_export
+from pocketflow_tf import errors, learner, tflite_export, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.non_uniform import cqat, options, tflite_values
 from pocketflow_tf.learners.non_uniform import plan as plan_lib
 from pocketflow_tf.learners.non_uniform import report as report_lib
 from pocketflow_tf.learners.non_uniform import storage as storage_lib
 
-#: Default CQAT epochs after the clustering fine-tune: int8 rounding of a few centroids per
-#: channel costs little accuracy, so a short recovery suffices.
-DEFAULT_INT8_EPOCHS = 1
+#: Default CQAT epochs after the clustering fine-tune (re-exported from :mod:`.options`).
+DEFAULT_INT8_EPOCHS = options.DEFAULT_INT8_EPOCHS
 #: Calibration samples for the int8 conversion measured by the report.
 _CALIBRATION_SAMPLES = 256
 
@@ -122,27 +121,10 @@ class NonUniformQuantLearner(learner.Learner):
         "TFMOT's clustering wrappers are not yet verified under tf.distribute or Horovod"
     )
 
-    def __init__(
-        self,
-        train_config=None,
-        *,
-        nuql_weight_bits: int = options.DEFAULT_BITS,
-        nuql_init_style: str = options.DEFAULT_INIT_STYLE,
-        nuql_quantize_all_layers: bool = False,
-        nuql_int8: bool = False,
-        nuql_int8_epochs: int = DEFAULT_INT8_EPOCHS,
-        nuql_report_tflite: bool = True,
-        **kwargs: Any,
-    ):
+    Options = options.NonUniformOptions
+
+    def __init__(self, train_config: training.TrainConfig | None = None, **kwargs: Any):
         super().__init__(train_config, **kwargs)
-        self.nuql_weight_bits = options.check_bits(nuql_weight_bits)
-        self.nuql_init_style = options.check_init_style(nuql_init_style)
-        self.nuql_quantize_all_layers = options.check_flag(
-            "nuql_quantize_all_layers", nuql_quantize_all_layers
-        )
-        self.nuql_int8 = options.check_flag("nuql_int8", nuql_int8)
-        self.nuql_int8_epochs = options.check_epochs("nuql_int8_epochs", nuql_int8_epochs)
-        self.nuql_report_tflite = options.check_flag("nuql_report_tflite", nuql_report_tflite)
         # Instance values shadow the class defaults: the deployable form depends on nuql_int8.
         self.deploy_modes, self.save_extension = self.deployment(nuql_int8=self.nuql_int8)
         self.plan: plan_lib.ClusterPlan | None = None
@@ -167,7 +149,7 @@ class NonUniformQuantLearner(learner.Learner):
             >>> NonUniformQuantLearner.deployment()
             (None, '.keras')
         """
-        if options.check_flag("nuql_int8", nuql_int8):
+        if options.NonUniformOptions(nuql_int8=nuql_int8).nuql_int8:
             return ("int8",), ".h5"
         return cls.deploy_modes, cls.save_extension
 
@@ -342,20 +324,13 @@ class NonUniformQuantLearner(learner.Learner):
         """Settings (and, after a run, the plan) for run records.
 
         Example:
-            >>> NonUniformQuantLearner(nuql_init_style="quantile").get_config()["nuql"]
+            >>> config = NonUniformQuantLearner(nuql_init_style="quantile").get_config()
+            >>> {k: v for k, v in config.items() if k.startswith("nuql_")}
             ... # doctest: +NORMALIZE_WHITESPACE
             {'nuql_weight_bits': 4, 'nuql_init_style': 'density', 'nuql_quantize_all_layers': False,
              'nuql_int8': False, 'nuql_int8_epochs': 1, 'nuql_report_tflite': True}
         """
         config = super().get_config()
-        config["nuql"] = {
-            "nuql_weight_bits": self.nuql_weight_bits,
-            "nuql_init_style": self.nuql_init_style,
-            "nuql_quantize_all_layers": self.nuql_quantize_all_layers,
-            "nuql_int8": self.nuql_int8,
-            "nuql_int8_epochs": self.nuql_int8_epochs,
-            "nuql_report_tflite": self.nuql_report_tflite,
-        }
         if self.plan is not None:
             config["plan"] = self.plan.to_dict()
         return config

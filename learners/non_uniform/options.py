@@ -19,17 +19,24 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from pocketflow_tf import errors
+from pocketflow_tf import options as options_lib
 
 _CI = tfmot.clustering.keras.CentroidInitialization
 
 #: Default ``nuql_weight_bits``: PocketFlow's 4 bits, i.e. 16 clusters per layer.
 DEFAULT_BITS = 4
+#: What a clustering bit-width accepts (its error and the flag reference).
+BITS_ACCEPTED = "an integer in 1..8 (2**bits clusters per layer, 2 to 256)"
+#: Default ``nuql_int8_epochs``: fine-tuning with int8 fake quantization on top of learned
+#: clusters costs little accuracy, so a short recovery suffices.
+DEFAULT_INT8_EPOCHS = 1
 #: Default ``nuql_init_style``: TFMOT's k-means++ seeding (its own default too).
 DEFAULT_INIT_STYLE = "kmeans_plus_plus"
 
@@ -55,9 +62,7 @@ def check_bits(bits: Any, name: str = "nuql_weight_bits") -> int:
     """
     ok = isinstance(bits, int | np.integer) and not isinstance(bits, bool | np.bool_)
     if not ok or not 1 <= int(bits) <= 8:
-        raise errors.InvalidArgumentError(
-            name, bits, "an integer in 1..8 (2**bits clusters per layer, 2 to 256)"
-        )
+        raise errors.InvalidArgumentError(name, bits, BITS_ACCEPTED)
     return int(bits)
 
 
@@ -80,14 +85,10 @@ def check_init_style(style: Any) -> str:
         ...
         pocketflow_tf.errors.InvalidArgumentError: Invalid value for `nuql_init_style`: 'kmeans'. Accepted: one of ['kmeans_plus_plus', 'linear', 'density', 'random'] (or PocketFlow's 'quantile' = 'density', 'uniform' = 'linear').
     """
-    if isinstance(style, str):
-        key = INIT_ALIASES.get(style.lower(), style.lower())
-        if key in INIT_STYLES:
-            return key
-    aliases = ", ".join(f"{a!r} = {c!r}" for a, c in INIT_ALIASES.items())
-    raise errors.InvalidArgumentError(
-        "nuql_init_style", style, f"one of {list(INIT_STYLES)} (or PocketFlow's {aliases})"
-    )
+    key = _canonical_style(style)
+    if key is None:
+        raise errors.InvalidArgumentError("nuql_init_style", style, INIT_STYLE_ACCEPTED)
+    return key
 
 
 def centroid_init(style: str) -> Any:
@@ -100,33 +101,58 @@ def centroid_init(style: str) -> Any:
     return INIT_STYLES[check_init_style(style)]
 
 
-def check_flag(name: str, value: Any) -> bool:
-    """Validates a boolean option (``True``/``False``, NumPy booleans included).
+def _canonical_style(style: Any) -> str | None:
+    """The canonical name of an init style or alias (any case), ``None`` if unknown."""
+    if isinstance(style, str):
+        key = INIT_ALIASES.get(style.lower(), style.lower())
+        if key in INIT_STYLES:
+            return key
+    return None
+
+
+_ALIASES = ", ".join(f"{a!r} = {c!r}" for a, c in INIT_ALIASES.items())
+#: What ``nuql_init_style`` accepts (its error and the flag reference).
+INIT_STYLE_ACCEPTED = f"one of {list(INIT_STYLES)} (or PocketFlow's {_ALIASES})"
+
+
+@dataclasses.dataclass(frozen=True)
+class NonUniformOptions(options_lib.Options):
+    """The ``nuql_*`` options of the non-uniform learner (see its arguments).
 
     Example:
-        >>> check_flag("nuql_int8", "yes")
+        >>> NonUniformOptions(nuql_init_style="Quantile").nuql_init_style
+        'density'
+        >>> NonUniformOptions(nuql_int8="yes")
         Traceback (most recent call last):
         ...
         pocketflow_tf.errors.InvalidArgumentError: Invalid value for `nuql_int8`: 'yes'. Accepted: True or False.
     """
-    if not isinstance(value, bool | np.bool_):
-        raise errors.InvalidArgumentError(name, value, "True or False")
-    return bool(value)
 
+    nuql_weight_bits: int = options_lib.option(
+        DEFAULT_BITS, help="2**bits clusters per layer", low=1, high=8, accepted=BITS_ACCEPTED
+    )
+    nuql_init_style: str = options_lib.option(
+        DEFAULT_INIT_STYLE,
+        help="centroid initialisation (PocketFlow's quantile = density, uniform = linear)",
+        accepted=INIT_STYLE_ACCEPTED,
+    )
+    nuql_quantize_all_layers: bool = options_lib.option(
+        False, help="cluster the first and last layers too"
+    )
+    nuql_int8: bool = options_lib.option(
+        False, help="cluster-preserving int8 QAT after clustering (int8 export)"
+    )
+    nuql_int8_epochs: int = options_lib.option(
+        DEFAULT_INT8_EPOCHS, help="epochs of the int8 phase", low=1
+    )
+    nuql_report_tflite: bool = options_lib.option(
+        True,
+        help="convert the result to measure the .tflite sizes and the distinct values in the "
+        "files for the report",
+    )
 
-def check_epochs(name: str, value: Any) -> int:
-    """Validates an epoch count: an integer >= 1.
-
-    Example:
-        >>> check_epochs("nuql_int8_epochs", 0)
-        Traceback (most recent call last):
-        ...
-        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `nuql_int8_epochs`: 0. Accepted: an integer >= 1.
-    """
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-    if not ok or int(value) < 1:
-        raise errors.InvalidArgumentError(name, value, "an integer >= 1")
-    return int(value)
+    def check(self) -> None:
+        self._set("nuql_init_style", check_init_style(self.nuql_init_style))
 
 
 __all__ = [
@@ -136,8 +162,10 @@ __all__ = [
     "INIT_STYLES",
     "centroid_init",
     "check_bits",
-    "check_epochs",
-    "check_flag",
+    "BITS_ACCEPTED",
+    "DEFAULT_INT8_EPOCHS",
+    "INIT_STYLE_ACCEPTED",
+    "NonUniformOptions",
     "check_init_style",
     "num_clusters",
 ]

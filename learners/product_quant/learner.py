@@ -46,18 +46,78 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pocketflow_tf import batchnorm, distillation, errors, learner, model_io, training
+from pocketflow_tf import batchnorm, distillation, errors, learner, model_io, options, training
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.learners.product_quant import layers, plan, pq, sampling, storage
 
 _NOT_GIVEN = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductQuantOptions(options.Options):
+    """The ``pq_*`` options of :class:`ProductQuantLearner` (see its arguments).
+
+    Example:
+        >>> ProductQuantOptions(pq_codebook_size=64).pq_codebook_size
+        64
+        >>> ProductQuantOptions(pq_target_ratio=1)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `pq_target_ratio`: 1. Accepted: None or a number > 1 (float / compressed bytes).
+    """
+
+    pq_codebook_size: int = options.option(
+        256,
+        help="codewords per layer (with pq_target_ratio: the largest tried)",
+        low=plan.MIN_CODEBOOK,
+        high=plan.MAX_CODEBOOK,
+        accepted=plan.CODEBOOK_ACCEPTED,
+    )
+    pq_block_size_conv: int | None = options.option(
+        None, help="sub-vector size of k x k convolutions (default k*k)", low=1
+    )
+    pq_block_size_1x1: int = options.option(
+        4, help="sub-vector size of 1x1 convolutions and Dense layers", low=1
+    )
+    pq_target_ratio: float | None = options.option(
+        None,
+        help="pick the largest codebook size whose compression ratio reaches this",
+        low=1,
+        low_open=True,
+        accepted="None or a number > 1 (float / compressed bytes)",
+    )
+    pq_exclude: tuple[str, ...] = options.option((), help="layers kept in float32")
+    pq_codebook_dtype: str = options.option(
+        "float16", choices=tuple(plan.CODEBOOK_DTYPES), help="storage type of the codebooks"
+    )
+    pq_nb_samples: int = options.option(
+        1000, help="training images sampled for each layer's input statistics", low=1
+    )
+    pq_nb_points: int = options.option(
+        8, help="output positions sampled per image and layer", low=1
+    )
+    pq_nb_iters_em: int = options.option(30, help="EM iterations per layer", low=1)
+    pq_nb_iters_layer: int = options.option(
+        50, help="codeword fine-tune steps per layer (0: none)", low=0
+    )
+    pq_correct_drift: bool = options.option(
+        True,
+        help="target the uncompressed network's outputs (refit to the quantized-so-far "
+        "inputs before clustering)",
+    )
+    pq_bn_batches: int = options.option(
+        50, help="training batches of the final BatchNorm re-estimation (0: none)", low=0
+    )
+
+    def check(self) -> None:
+        plan.check_codebook_size("pq_codebook_size", self.pq_codebook_size)  # a power of two
 
 
 @learner.register("product-quant", "pq", "ProductQuantLearner")
@@ -113,69 +173,12 @@ class ProductQuantLearner(learner.Learner):
         "its codebook learning and codeword fine-tuning run their own training loops, not yet shared between workers"
     )
 
-    def __init__(
-        self,
-        train_config: training.TrainConfig | None = None,
-        *,
-        pq_codebook_size: int = 256,
-        pq_block_size_conv: int | None = None,
-        pq_block_size_1x1: int = 4,
-        pq_target_ratio: float | None = None,
-        pq_exclude: Sequence[str] = (),
-        pq_codebook_dtype: str = "float16",
-        pq_nb_samples: int = 1000,
-        pq_nb_points: int = 8,
-        pq_nb_iters_em: int = 30,
-        pq_nb_iters_layer: int = 50,
-        pq_correct_drift: bool = True,
-        pq_bn_batches: int = 50,
-        **kwargs: Any,
-    ):
+    Options = ProductQuantOptions
+
+    def __init__(self, train_config: training.TrainConfig | None = None, **kwargs: Any):
         if kwargs.get("distillation", _NOT_GIVEN) is _NOT_GIVEN:
             kwargs["distillation"] = distillation.DistillationConfig()
         super().__init__(train_config, **kwargs)
-        self.pq_codebook_size = plan.check_codebook_size("pq_codebook_size", pq_codebook_size)
-        if pq_block_size_conv is not None:
-            _check_int("pq_block_size_conv", pq_block_size_conv, 1)
-        _check_int("pq_block_size_1x1", pq_block_size_1x1, 1)
-        if pq_target_ratio is not None and not (
-            isinstance(pq_target_ratio, int | float | np.number)
-            and not isinstance(pq_target_ratio, bool)
-            and np.isfinite(pq_target_ratio)
-            and pq_target_ratio > 1
-        ):
-            raise errors.InvalidArgumentError(
-                "pq_target_ratio",
-                pq_target_ratio,
-                "None or a number > 1 (float / compressed bytes)",
-            )
-        if isinstance(pq_exclude, str) or not all(isinstance(n, str) for n in pq_exclude):
-            raise errors.InvalidArgumentError(
-                "pq_exclude", pq_exclude, "a list of layer names (strings)"
-            )
-        if pq_codebook_dtype not in plan.CODEBOOK_DTYPES:
-            raise errors.InvalidArgumentError(
-                "pq_codebook_dtype", pq_codebook_dtype, f"one of {tuple(plan.CODEBOOK_DTYPES)}"
-            )
-        for arg, value, low in (
-            ("pq_nb_samples", pq_nb_samples, 1),
-            ("pq_nb_points", pq_nb_points, 1),
-            ("pq_nb_iters_em", pq_nb_iters_em, 1),
-            ("pq_nb_iters_layer", pq_nb_iters_layer, 0),
-            ("pq_bn_batches", pq_bn_batches, 0),
-        ):
-            _check_int(arg, value, low)
-        self.pq_block_size_conv = None if pq_block_size_conv is None else int(pq_block_size_conv)
-        self.pq_block_size_1x1 = int(pq_block_size_1x1)
-        self.pq_target_ratio = None if pq_target_ratio is None else float(pq_target_ratio)
-        self.pq_exclude = list(pq_exclude)
-        self.pq_codebook_dtype = pq_codebook_dtype
-        self.pq_nb_samples = int(pq_nb_samples)
-        self.pq_nb_points = int(pq_nb_points)
-        self.pq_nb_iters_em = int(pq_nb_iters_em)
-        self.pq_nb_iters_layer = int(pq_nb_iters_layer)
-        self.pq_correct_drift = bool(pq_correct_drift)
-        self.pq_bn_batches = int(pq_bn_batches)
         self.layer_plan: plan.Plan | None = None
         self.codes: dict[str, storage.LayerCode] = {}
         self.compressed_model: keras.Model | None = None
@@ -184,30 +187,6 @@ class ProductQuantLearner(learner.Learner):
         self._source: keras.Model | None = None
         self._layer_log: dict[str, dict[str, Any]] = {}
         self._t0 = 0.0
-
-    def get_config(self) -> dict[str, Any]:
-        """Settings for run records.
-
-        Example:
-            >>> ProductQuantLearner().get_config()["pq_codebook_size"]
-            256
-        """
-        cfg = super().get_config()
-        cfg.update(
-            pq_codebook_size=self.pq_codebook_size,
-            pq_block_size_conv=self.pq_block_size_conv,
-            pq_block_size_1x1=self.pq_block_size_1x1,
-            pq_target_ratio=self.pq_target_ratio,
-            pq_exclude=self.pq_exclude,
-            pq_codebook_dtype=self.pq_codebook_dtype,
-            pq_nb_samples=self.pq_nb_samples,
-            pq_nb_points=self.pq_nb_points,
-            pq_nb_iters_em=self.pq_nb_iters_em,
-            pq_nb_iters_layer=self.pq_nb_iters_layer,
-            pq_correct_drift=self.pq_correct_drift,
-            pq_bn_batches=self.pq_bn_batches,
-        )
-        return cfg
 
     # -- entry points ----------------------------------------------------------------
     def make_plan(self, model: keras.Model) -> plan.Plan:
@@ -471,8 +450,3 @@ class ProductQuantLearner(learner.Learner):
             "kd_first": float(np.mean(losses[:head])),
             "kd_last": float(np.mean(losses[-head:])),
         }
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise errors.InvalidArgumentError(name, value, f"an integer >= {low}")

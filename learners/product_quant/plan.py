@@ -231,6 +231,10 @@ class Plan:
         }
 
 
+#: What a codebook size accepts (its error and the flag reference).
+CODEBOOK_ACCEPTED = f"a power of two in {MIN_CODEBOOK}..{MAX_CODEBOOK} (codes of 1 to 16 bits)"
+
+
 def check_codebook_size(name: str, k: Any) -> int:
     """Validates a codebook size: a power of two in 2..65536 (codes of 1 to 16 bits).
 
@@ -246,9 +250,7 @@ def check_codebook_size(name: str, k: Any) -> int:
         or not MIN_CODEBOOK <= k <= MAX_CODEBOOK
         or k & (k - 1)
     ):
-        raise errors.InvalidArgumentError(
-            name, k, f"a power of two in {MIN_CODEBOOK}..{MAX_CODEBOOK} (codes of 1 to 16 bits)"
-        )
+        raise errors.InvalidArgumentError(name, k, CODEBOOK_ACCEPTED)
     return int(k)
 
 

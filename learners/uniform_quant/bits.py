@@ -74,6 +74,10 @@ class LayerInfo:
         return dataclasses.asdict(self)
 
 
+#: What a weight bit-width option accepts (said by its error and the flag reference).
+BITS_ACCEPTED = "an integer in 2..8 (symmetric 1-bit weights would keep only the level 0)"
+
+
 def check_bits(name: str, value: Any) -> int:
     """``value`` as a weight bit-width (2..8), or a clear error.
 
@@ -88,9 +92,7 @@ def check_bits(name: str, value: Any) -> int:
         or not isinstance(value, int | np.integer)
         or value not in qat.WEIGHT_BITS
     ):
-        raise errors.InvalidArgumentError(
-            name, value, "an integer in 2..8 (symmetric 1-bit weights would keep only the level 0)"
-        )
+        raise errors.InvalidArgumentError(name, value, BITS_ACCEPTED)
     return int(value)
 
 

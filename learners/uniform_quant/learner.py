@@ -40,11 +40,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, ClassVar
 
-from pocketflow_tf import errors, learner, model_io, qat, tflite_export
+from pocketflow_tf import errors, learner, model_io, options, qat, tflite_export, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.uniform_quant import bits as bits_lib
 from pocketflow_tf.learners.uniform_quant import bits_search as search_lib
@@ -56,6 +57,83 @@ logger = logging.getLogger(__name__)
 DEFAULT_CALIB_SAMPLES = 1024
 #: Layers with weights that are not quantized on purpose: folded into a convolution.
 _FOLDED = ("BatchNormalization",)
+
+
+_BITS = {"low": 2, "high": 8, "accepted": bits_lib.BITS_ACCEPTED}
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformQuantOptions(options.Options):
+    """The ``uql_*`` options of :class:`UniformQuantLearner` (see its arguments).
+
+    Example:
+        >>> UniformQuantOptions(uql_w_bit_min=6, uql_w_bit_max=4)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `uql_w_bit_min`: 6. Accepted: at most uql_w_bit_max (4).
+    """
+
+    uql_weight_bits: int = options.option(8, help="weight bits of every quantized layer", **_BITS)
+    uql_activation_bits: int = options.option(
+        8,
+        help="activation bits (8: LiteRT computes in int8)",
+        low=8,
+        high=8,
+        accepted="8 (the int8 .tflite computes activations in 8 bits; lower weight bits are "
+        "uql_weight_bits / uql_equivalent_bits)",
+    )
+    uql_equivalent_bits: float | None = options.option(
+        None,
+        help="mixed precision: per-layer weight bits averaging at most this (weighted by "
+        "weights), allocated by measured sensitivity",
+        accepted="a number in [uql_w_bit_min, uql_w_bit_max], or None (off)",
+    )
+    uql_w_bit_min: int = options.option(
+        2, help="mixed precision: fewest bits of one layer", **_BITS
+    )
+    uql_w_bit_max: int = options.option(8, help="mixed precision: most bits of one layer", **_BITS)
+    uql_calib_samples: int = options.option(
+        DEFAULT_CALIB_SAMPLES,
+        help="mixed precision: training images the sensitivities are measured on",
+        low=1,
+        accepted="a positive integer",
+    )
+    uql_report_tflite: bool = options.option(
+        True,
+        help="after training, convert to int8 once and check that each kernel keeps its "
+        "2**b - 1 levels in the file (when some layer has < 8 bits)",
+    )
+    uql_bits_search: str = options.option(
+        "sensitivity",
+        choices=("sensitivity", *search_lib.OPTIMIZERS),
+        help="mixed precision: the summed per-layer sensitivities (solved exactly) or an "
+        "optimiser scoring whole allocations from there",
+    )
+    uql_search_trials: int = options.option(
+        40, help="mixed precision: allocations searched", low=1, accepted="a positive integer"
+    )
+    bits_search: bits_lib.BitsSearch | None = options.option(
+        None,
+        cli=False,
+        help="mixed precision: (layers, budget, bit_min, bit_max) -> {layer: bits} replacing "
+        "the sensitivity allocation (Python only)",
+    )
+
+    def check(self) -> None:
+        if self.uql_w_bit_min > self.uql_w_bit_max:
+            raise errors.InvalidArgumentError(
+                "uql_w_bit_min", self.uql_w_bit_min, f"at most uql_w_bit_max ({self.uql_w_bit_max})"
+            )
+        if self.uql_equivalent_bits is not None:
+            bits_lib.check_budget(self.uql_equivalent_bits, self.uql_w_bit_min, self.uql_w_bit_max)
+        if self.bits_search is not None and not callable(self.bits_search):
+            raise errors.InvalidArgumentError(
+                "bits_search", self.bits_search, "a callable (layers, budget, bit_min, bit_max)"
+            )
+        if self.bits_search is not None and self.uql_equivalent_bits is None:
+            raise errors.InvalidArgumentError(
+                "bits_search", self.bits_search, "None unless uql_equivalent_bits is given"
+            )
 
 
 @learner.register("uniform", "uniform-quant", "UniformQuantLearner")
@@ -103,73 +181,10 @@ class UniformQuantLearner(learner.Learner):
     deploy_modes: ClassVar[tuple[str, ...]] = ("int8",)
     save_extension: ClassVar[str] = ".h5"
 
-    def __init__(
-        self,
-        train_config=None,
-        *,
-        uql_weight_bits: int = 8,
-        uql_activation_bits: int = 8,
-        uql_equivalent_bits: float | None = None,
-        uql_w_bit_min: int = 2,
-        uql_w_bit_max: int = 8,
-        uql_calib_samples: int = DEFAULT_CALIB_SAMPLES,
-        uql_report_tflite: bool = True,
-        uql_bits_search: str = "sensitivity",
-        uql_search_trials: int = 40,
-        bits_search: bits_lib.BitsSearch | None = None,
-        **kwargs: Any,
-    ):
+    Options = UniformQuantOptions
+
+    def __init__(self, train_config: training.TrainConfig | None = None, **kwargs: Any):
         super().__init__(train_config, **kwargs)
-        self.uql_weight_bits = bits_lib.check_bits("uql_weight_bits", uql_weight_bits)
-        if isinstance(uql_activation_bits, bool) or uql_activation_bits != 8:
-            raise errors.InvalidArgumentError(
-                "uql_activation_bits",
-                uql_activation_bits,
-                "8 (the int8 .tflite computes activations in 8 bits; lower weight bits are "
-                "uql_weight_bits / uql_equivalent_bits)",
-            )
-        self.uql_activation_bits = 8
-        self.uql_w_bit_min = bits_lib.check_bits("uql_w_bit_min", uql_w_bit_min)
-        self.uql_w_bit_max = bits_lib.check_bits("uql_w_bit_max", uql_w_bit_max)
-        if self.uql_w_bit_min > self.uql_w_bit_max:
-            raise errors.InvalidArgumentError(
-                "uql_w_bit_min", uql_w_bit_min, f"at most uql_w_bit_max ({uql_w_bit_max})"
-            )
-        self.uql_equivalent_bits = (
-            None
-            if uql_equivalent_bits is None
-            else bits_lib.check_budget(uql_equivalent_bits, self.uql_w_bit_min, self.uql_w_bit_max)
-        )
-        if isinstance(uql_calib_samples, bool) or not (
-            isinstance(uql_calib_samples, int) and uql_calib_samples >= 1
-        ):
-            raise errors.InvalidArgumentError(
-                "uql_calib_samples", uql_calib_samples, "a positive integer"
-            )
-        self.uql_calib_samples = uql_calib_samples
-        self.uql_report_tflite = bool(uql_report_tflite)
-        searches = ("sensitivity", *search_lib.OPTIMIZERS)
-        if uql_bits_search not in searches:
-            raise errors.InvalidArgumentError(
-                "uql_bits_search", uql_bits_search, f"one of {searches}"
-            )
-        if isinstance(uql_search_trials, bool) or not (
-            isinstance(uql_search_trials, int) and uql_search_trials >= 1
-        ):
-            raise errors.InvalidArgumentError(
-                "uql_search_trials", uql_search_trials, "a positive integer"
-            )
-        self.uql_bits_search = uql_bits_search
-        self.uql_search_trials = uql_search_trials
-        if bits_search is not None and not callable(bits_search):
-            raise errors.InvalidArgumentError(
-                "bits_search", bits_search, "a callable (layers, budget, bit_min, bit_max)"
-            )
-        if bits_search is not None and self.uql_equivalent_bits is None:
-            raise errors.InvalidArgumentError(
-                "bits_search", bits_search, "None unless uql_equivalent_bits is given"
-            )
-        self.bits_search = bits_search
         # The sensitivities depend on each worker's data shard: with several workers the
         # chief allocates and the others receive its prepared model.
         self.prepare_on_chief = self.uql_equivalent_bits is not None
@@ -180,27 +195,6 @@ class UniformQuantLearner(learner.Learner):
     def mixed(self) -> bool:
         """Whether bit-widths are allocated per layer (``uql_equivalent_bits`` given)."""
         return self.uql_equivalent_bits is not None
-
-    def get_config(self) -> dict[str, Any]:
-        """Settings for run records.
-
-        Example:
-            >>> UniformQuantLearner().get_config()["uql_weight_bits"]
-            8
-        """
-        cfg = super().get_config()
-        cfg.update(
-            uql_weight_bits=self.uql_weight_bits,
-            uql_activation_bits=self.uql_activation_bits,
-            uql_equivalent_bits=self.uql_equivalent_bits,
-            uql_w_bit_min=self.uql_w_bit_min,
-            uql_w_bit_max=self.uql_w_bit_max,
-            uql_calib_samples=self.uql_calib_samples,
-            uql_bits_search=self.uql_bits_search,
-            uql_search_trials=self.uql_search_trials,
-            bits_search=None if self.bits_search is None else repr(self.bits_search),
-        )
-        return cfg
 
     def object_scope(self):
         """TFMOT's quantization wrappers, for rebuilding the prepared model elsewhere."""

@@ -38,10 +38,9 @@ import os
 import warnings
 from typing import Any
 
-import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from pocketflow_tf import errors, learner, sparsity
+from pocketflow_tf import errors, learner, options, sparsity, training
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.learners.weight_sparse import optimal_search
 from pocketflow_tf.learners.weight_sparse import ratios as ratios_lib
@@ -107,19 +106,112 @@ class SparsityPlan:
         }
 
 
-def _check_m_by_n(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        m, n = (int(v) for v in value)
-        ok = all(float(v) == int(v) for v in value) and 0 < m < n
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise errors.InvalidArgumentError(
-            "ws_m_by_n", value, "None or a pair (m, n) of integers with 0 < m < n, e.g. (2, 4)"
+_SHARE = {"low": 0, "high": 1}
+_M_BY_N = "None or a pair (m, n) of integers with 0 < m < n, e.g. (2, 4)"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSparseOptions(options.Options):
+    """The ``ws_*`` options of :class:`WeightSparseLearner` (see its arguments).
+
+    Example:
+        >>> WeightSparseOptions(ws_m_by_n=(2, 4)).ws_prune_ratio
+        0.5
+        >>> WeightSparseOptions(ws_m_by_n=(2, 4), ws_prune_ratio_prtl="heurist")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `ws_prune_ratio_prtl`: 'heurist'. Accepted: 'uniform' with ws_m_by_n=(2, 4) (every pruned layer is 2:4).
+    """
+
+    ws_prune_ratio: float | None = options.option(
+        None,
+        help=f"target sparsity (default {DEFAULT_PRUNE_RATIO}, or m/n with ws_m_by_n)",
+        high_open=True,
+        accepted="a number in [0, 1) (the share of weights set to zero)",
+        **_SHARE,
+    )
+    ws_prune_ratio_prtl: str = options.option(
+        "uniform",
+        choices=ratios_lib.PROTOCOLS,
+        help="per-layer ratios: uniform, heurist (bigger layers pruned more) or optimal (searched)",
+    )
+    ws_prune_ratio_exp: float = options.option(
+        schedule_lib.DEFAULT_POWER,
+        help="exponent of the polynomial sparsity ramp",
+        low=0,
+        low_open=True,
+        accepted="a finite number > 0",
+    )
+    ws_iter_ratio_beg: float = options.option(
+        schedule_lib.DEFAULT_ITER_RATIO_BEG,
+        help="fraction of the training steps where pruning begins",
+        **_SHARE,
+    )
+    ws_iter_ratio_end: float = options.option(
+        schedule_lib.DEFAULT_ITER_RATIO_END,
+        help="fraction of the training steps where the target is reached",
+        **_SHARE,
+    )
+    ws_mask_update_step: int | None = options.option(
+        None, help="steps between mask updates (default: ~10 updates)", low=1
+    )
+    ws_skip_first_last: bool = options.option(True, help="keep the first and last layers dense")
+    ws_min_params: int = options.option(1000, help="layers with fewer weights stay dense", low=0)
+    ws_m_by_n: tuple[int, int] | None = options.option(
+        None,
+        help="structured sparsity 'm:n' (m zeros in every n), e.g. 2:4",
+        parse=options.parse_pair,
+        metavar="'m:n', e.g. '2:4'",
+        accepted=_M_BY_N,
+    )
+    ws_ratio_search: str = options.option(
+        "tpe",
+        choices=optimal_search.OPTIMIZERS,
+        help="optimal: the optimiser of the per-layer ratios (scored without training on "
+        "held-out training images)",
+    )
+    ws_search_trials: int = options.option(
+        40, help="optimal: per-layer ratio plans proposed", low=1
+    )
+    ratio_search: ratios_lib.RatioSearch | None = options.option(
+        None,
+        cli=False,
+        help="replaces the optimal search: a callable(layer_infos, target) returning "
+        "{layer name: ratio} (Python only)",
+    )
+
+    def check(self) -> None:
+        if self.ws_m_by_n is not None:
+            m, n = self.ws_m_by_n
+            if not 0 < m < n:
+                raise errors.InvalidArgumentError("ws_m_by_n", self.ws_m_by_n, _M_BY_N)
+            if self.ws_prune_ratio is None:
+                self._set("ws_prune_ratio", m / n)
+            elif abs(self.ws_prune_ratio - m / n) > 1e-9:
+                raise errors.InvalidArgumentError(
+                    "ws_prune_ratio",
+                    self.ws_prune_ratio,
+                    f"{m / n} (= {m}/{n}) or None with ws_m_by_n={self.ws_m_by_n}",
+                )
+            if self.ws_prune_ratio_prtl != "uniform":
+                raise errors.InvalidArgumentError(
+                    "ws_prune_ratio_prtl",
+                    self.ws_prune_ratio_prtl,
+                    f"'uniform' with ws_m_by_n={self.ws_m_by_n} (every pruned layer is {m}:{n})",
+                )
+        elif self.ws_prune_ratio is None:
+            self._set("ws_prune_ratio", DEFAULT_PRUNE_RATIO)
+        # The end after the beginning (the ranges above are checked per field).
+        schedule_lib.check_schedule_args(
+            self.ws_iter_ratio_beg,
+            self.ws_iter_ratio_end,
+            self.ws_mask_update_step,
+            self.ws_prune_ratio_exp,
         )
-    return m, n
+        if self.ratio_search is not None and not callable(self.ratio_search):
+            raise errors.InvalidArgumentError(
+                "ratio_search", self.ratio_search, "None or a callable(layer_infos, target)"
+            )
 
 
 @learner.register("weight-sparse", "weight_sparse", "ws", "WeightSparseLearner")
@@ -172,88 +264,18 @@ class WeightSparseLearner(learner.Learner):
         pocketflow_tf.errors.InvalidArgumentError: Invalid value for `ws_prune_ratio`: 1.0. Accepted: a number in [0, 1) (the share of weights set to zero).
     """
 
-    def __init__(
-        self,
-        train_config=None,
-        *,
-        ws_prune_ratio: float | None = None,
-        ws_prune_ratio_prtl: str = "uniform",
-        ws_prune_ratio_exp: float = schedule_lib.DEFAULT_POWER,
-        ws_iter_ratio_beg: float = schedule_lib.DEFAULT_ITER_RATIO_BEG,
-        ws_iter_ratio_end: float = schedule_lib.DEFAULT_ITER_RATIO_END,
-        ws_mask_update_step: int | None = None,
-        ws_skip_first_last: bool = True,
-        ws_min_params: int = 1000,
-        ws_m_by_n: tuple[int, int] | None = None,
-        ws_ratio_search: str = "tpe",
-        ws_search_trials: int = 40,
-        ratio_search: ratios_lib.RatioSearch | None = None,
-        **kwargs: Any,
-    ):
+    name = "weight-sparse"
+    Options = WeightSparseOptions
+
+    def __init__(self, train_config: training.TrainConfig | None = None, **kwargs: Any):
         super().__init__(train_config, **kwargs)
-        self.ws_m_by_n = _check_m_by_n(ws_m_by_n)
-        if ws_prune_ratio is None:
-            ws_prune_ratio = (
-                DEFAULT_PRUNE_RATIO
-                if self.ws_m_by_n is None
-                else self.ws_m_by_n[0] / self.ws_m_by_n[1]
+        if self.ratio_search is None and self.ws_prune_ratio_prtl == "optimal":
+            self.ratio_search = optimal_search.ProxyRatioSearch(
+                self.ws_ratio_search,
+                self.ws_search_trials,
+                seed=self.train_config.seed,
+                verbose=bool(self.verbose),
             )
-        self.ws_prune_ratio = ratios_lib.check_target(ws_prune_ratio)
-        if ws_prune_ratio_prtl not in ratios_lib.PROTOCOLS:
-            raise errors.InvalidArgumentError(
-                "ws_prune_ratio_prtl", ws_prune_ratio_prtl, f"one of {ratios_lib.PROTOCOLS}"
-            )
-        if ratio_search is not None and not callable(ratio_search):
-            raise errors.InvalidArgumentError(
-                "ratio_search", ratio_search, "None or a callable(layer_infos, target)"
-            )
-        if self.ws_m_by_n is not None:
-            m, n = self.ws_m_by_n
-            if abs(self.ws_prune_ratio - m / n) > 1e-9:
-                raise errors.InvalidArgumentError(
-                    "ws_prune_ratio",
-                    ws_prune_ratio,
-                    f"{m / n} (= {m}/{n}) or None with ws_m_by_n={self.ws_m_by_n}",
-                )
-            if ws_prune_ratio_prtl != "uniform":
-                raise errors.InvalidArgumentError(
-                    "ws_prune_ratio_prtl",
-                    ws_prune_ratio_prtl,
-                    f"'uniform' with ws_m_by_n={self.ws_m_by_n} (every pruned layer is {m}:{n})",
-                )
-        schedule_lib.check_schedule_args(
-            ws_iter_ratio_beg, ws_iter_ratio_end, ws_mask_update_step, ws_prune_ratio_exp
-        )
-        if (
-            isinstance(ws_min_params, bool)
-            or not isinstance(ws_min_params, int | np.integer)
-            or ws_min_params < 0
-        ):
-            raise errors.InvalidArgumentError("ws_min_params", ws_min_params, "an integer >= 0")
-        if not isinstance(ws_skip_first_last, bool | np.bool_):
-            raise errors.InvalidArgumentError(
-                "ws_skip_first_last", ws_skip_first_last, "True or False"
-            )
-        self.ws_prune_ratio_prtl = ws_prune_ratio_prtl
-        self.ws_prune_ratio_exp = float(ws_prune_ratio_exp)
-        self.ws_iter_ratio_beg = float(ws_iter_ratio_beg)
-        self.ws_iter_ratio_end = float(ws_iter_ratio_end)
-        self.ws_mask_update_step = None if ws_mask_update_step is None else int(ws_mask_update_step)
-        self.ws_skip_first_last = bool(ws_skip_first_last)
-        self.ws_min_params = int(ws_min_params)
-        # Built (and its options checked) here, not at fit time: a run must not load data and
-        # a teacher only to learn that its search cannot be served.
-        search = optimal_search.ProxyRatioSearch(
-            ws_ratio_search,
-            ws_search_trials,
-            seed=self.train_config.seed,
-            verbose=bool(self.verbose),
-        )
-        if ratio_search is None and ws_prune_ratio_prtl == "optimal":
-            ratio_search = search
-        self.ws_ratio_search = ws_ratio_search
-        self.ws_search_trials = ws_search_trials
-        self.ratio_search = ratio_search
         self.plan: SparsityPlan | None = None
         self.report: sparsity.SparsityReport | None = None
 
@@ -444,24 +466,10 @@ class WeightSparseLearner(learner.Learner):
         """Settings (and, after :meth:`prepare`, the plan) for run records.
 
         Example:
-            >>> WeightSparseLearner(ws_prune_ratio=0.9).get_config()["ws"]["ws_prune_ratio"]
+            >>> WeightSparseLearner(ws_prune_ratio=0.9).get_config()["ws_prune_ratio"]
             0.9
         """
         config = super().get_config()
-        config["ws"] = {
-            "ws_prune_ratio": self.ws_prune_ratio,
-            "ws_prune_ratio_prtl": self.ws_prune_ratio_prtl,
-            "ws_prune_ratio_exp": self.ws_prune_ratio_exp,
-            "ws_iter_ratio_beg": self.ws_iter_ratio_beg,
-            "ws_iter_ratio_end": self.ws_iter_ratio_end,
-            "ws_mask_update_step": self.ws_mask_update_step,
-            "ws_skip_first_last": self.ws_skip_first_last,
-            "ws_min_params": self.ws_min_params,
-            "ws_m_by_n": None if self.ws_m_by_n is None else list(self.ws_m_by_n),
-            "ws_ratio_search": self.ws_ratio_search,
-            "ws_search_trials": self.ws_search_trials,
-            "ratio_search": None if self.ratio_search is None else repr(self.ratio_search),
-        }
         if self.plan is not None:
             config["plan"] = self.plan.to_dict()
         if self.report is not None:

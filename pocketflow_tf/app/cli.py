@@ -25,7 +25,7 @@ from absl import app, flags, logging
 import pocketflow_tf.learners  # noqa: F401  (registers every learner: their flags)
 from pocketflow_tf import cli_errors, distributed, errors, options
 from pocketflow_tf import learner as learner_lib
-from pocketflow_tf.app import legacy_flags, runner
+from pocketflow_tf.app import runner
 
 FLAGS = flags.FLAGS
 
@@ -146,12 +146,16 @@ def _define_option_flags() -> None:
             flags.DEFINE_string(flag, default, help_text)
 
 
-def learner_options(learner_name: str | None = None) -> dict[str, Any]:
+def learner_options(
+    learner_name: str | None = None, *, filled: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The selected learner's options from the flags given on the command line.
 
     Only given flags are passed (the learner's ``Options`` defaults apply to the rest); a
     learner option given to a learner that does not have it is an error, not silently
-    ignored; a string the option cannot read names the flag.
+    ignored; a string the option cannot read names the flag. ``filled`` holds options the
+    application took from flags of its own (``compress --target``): a given flag of the
+    same name wins; they are validated with the rest.
 
     Example:
         >>> learner_options("full-prec")  # doctest: +SKIP
@@ -162,7 +166,7 @@ def learner_options(learner_name: str | None = None) -> dict[str, Any]:
         return {}  # RunOptions reports the unknown learner
     mine = learner_lib.get_learner_class(selected).Options
     own = {f.name: f for f in dataclasses.fields(mine)}
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(filled or {})
     for flag, owned in _option_fields().items():
         if not FLAGS[flag].present:
             continue
@@ -183,8 +187,6 @@ def learner_options(learner_name: str | None = None) -> dict[str, Any]:
                 ) from None
         values[flag] = value
     _check_early(mine, values)
-    # Learners not yet declaring Options: their hand-written flags (legacy_flags).
-    values.update(legacy_flags.learner_options(selected))
     return values
 
 
@@ -285,5 +287,7 @@ def main(recipe_name: str) -> None:
             # status lets scripts tell a finished-but-unmet search from success.
             sys.exit(cli_errors.EXIT_TARGET_NOT_MET)
 
+    if FLAGS.is_parsed():  # a second call in one process (tests) starts from the defaults
+        FLAGS.unparse_flags()
     # User errors (the message names the flag and value) become one line and exit status 2.
     cli_errors.run(_main)

@@ -508,6 +508,17 @@ def _save(model, out: str, came_as_keras3: bool) -> dict[str, str]:
     return model_io.save_model(model, path, keras3_copy=came_as_keras3 and not quantized)
 
 
+def _compress_keywords(target: str) -> dict[str, Any]:
+    """``compress``'s keywords from the ``--auto_*`` flags given on the command line (every
+    ``AutoOptions`` field it takes; the others keep their defaults), with
+    ``--validation_split`` as ``holdout``; validated before any data is read."""
+    from pocketflow_tf.learners.auto.compress import keywords
+
+    filled = {"auto_target": target, "auto_holdout": FLAGS.validation_split or 0.1}
+    given = cli.learner_options("auto", filled=filled)
+    return {kw: given[name] for kw, name in keywords().items() if name in given}
+
+
 def compress_command(model_path: str, command: Sequence[str]) -> int:
     """``pocketflow-tf compress``: automated compression to a target; returns the exit status.
 
@@ -534,6 +545,7 @@ def compress_command(model_path: str, command: Sequence[str]) -> int:
         raise errors.InvalidArgumentError(
             "learner", FLAGS.learner, "unset (compress is --learner auto); or use: learn"
         )
+    keywords = _compress_keywords(target)
     _check_model_arg(model_path)
     _check_data_arg("data", FLAGS.data, required=True)
     _check_data_arg("test_data", FLAGS.test_data, required=False)
@@ -547,14 +559,9 @@ def compress_command(model_path: str, command: Sequence[str]) -> int:
         target,
         out,
         train_config=_train_config(),
-        optimizer=FLAGS.auto_optimizer,
-        max_trials=FLAGS.auto_max_trials,
-        max_wall_s=FLAGS.auto_max_wall_s,
-        proxy_steps=FLAGS.auto_proxy_steps,
-        holdout=FLAGS.validation_split or 0.1,
-        int8_final=FLAGS.auto_int8_final,
         seed=FLAGS.seed,
         verbose=min(FLAGS.verbose, 2),
+        **keywords,
     )
     saved = _save(res.model, out, came_as_keras3) if res.model is not None else {}
     lines = ["", f"== pocketflow-tf compress {model_path} ({target}) =="]
