@@ -1,10 +1,11 @@
-"""Model + data recipes (``<model>_at_<dataset>.py``) and their run scripts (``*_run.py``).
+"""Model + data recipes and their run scripts (``<model>_at_<dataset>_run.py``).
 
-Installed as ``pocketflow_tf.nets``. Each recipe module exposes ``RECIPE``, a
-:class:`pocketflow_tf.nets.recipe.Recipe`.
+Installed as ``pocketflow_tf.nets``. The architectures are built by :mod:`.simple`,
+:mod:`.resnet` and :mod:`.mobilenet`; :mod:`.recipe` pairs each with its data set and full
+training recipe (:data:`~.recipe.RECIPES`).
 
 Example:
     >>> from pocketflow_tf.nets import recipe
-    >>> sorted(recipe.RECIPES)[:2]  # doctest: +SKIP
+    >>> sorted(recipe.RECIPES)[:2]
     ['convnet_at_fmnist', 'lenet_at_cifar10']
 """
