@@ -111,6 +111,36 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def hook(signature: str, *, help: str) -> Any:  # noqa: A002  (as in option())
+    """A Python-only option holding a callable that replaces a built-in step (a search).
+
+    ``None`` by default; anything else must be callable. Not a command-line flag and not
+    recorded by :meth:`Options.to_config` (a function has no JSON form).
+
+    Args:
+        signature: How it is called, e.g. ``"(layer_infos, target)"`` (said by the error).
+        help: What it replaces.
+
+    Returns:
+        A ``dataclasses.Field``.
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class O(Options):
+        ...     search: Any = hook("(problem)", help="replaces the search")
+        >>> O(search=len).search is len
+        True
+        >>> O(search=3)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `search`: 3. Accepted: None or a callable(problem).
+    """
+    field = option(None, cli=False, help=help, accepted=f"None or a callable{signature}")
+    field.metadata = types.MappingProxyType({**field.metadata, "hook": True})
+    return field
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """Base class of a learner's options (a frozen dataclass of :func:`option` fields).
@@ -381,6 +411,10 @@ def _coerce(f: dataclasses.Field, tp: Any, value: Any) -> Any:
             return None
         raise errors.InvalidArgumentError(f.name, value, accepted(f, tp))
     bad = errors.InvalidArgumentError(f.name, value, accepted(f, tp))
+    if md.get("hook"):
+        if not callable(value):
+            raise bad
+        return value
     if md.get("choices") is not None:
         if isinstance(value, bool | np.bool_) and not all(
             isinstance(c, bool) for c in md["choices"]

@@ -167,11 +167,9 @@ class ChannelOptions(options.Options):
         help="auto with amc: AMC's reward: -error (default), -error*log(FLOPs) or "
         "-error*log(params)",
     )
-    ratio_search: allocation.RatioSearch | None = options.option(
-        None,
-        cli=False,
-        help="replaces the auto allocation: a callable taking an AllocationProblem and "
-        "returning counts per group key (Python only)",
+    ratio_search: allocation.RatioSearch | None = options.hook(
+        "(problem) -> {group key: count}",
+        help="replaces the auto allocation: called with an AllocationProblem",
     )
 
     def check(self) -> None:

@@ -112,11 +112,9 @@ class UniformQuantOptions(options.Options):
     uql_search_trials: int = options.option(
         40, help="mixed precision: allocations searched", low=1, accepted="a positive integer"
     )
-    bits_search: bits_lib.BitsSearch | None = options.option(
-        None,
-        cli=False,
-        help="mixed precision: (layers, budget, bit_min, bit_max) -> {layer: bits} replacing "
-        "the sensitivity allocation (Python only)",
+    bits_search: bits_lib.BitsSearch | None = options.hook(
+        "(layers, budget, bit_min, bit_max) -> {layer: bits}",
+        help="replaces the sensitivity allocation of mixed precision",
     )
 
     def check(self) -> None:
@@ -126,10 +124,6 @@ class UniformQuantOptions(options.Options):
             )
         if self.uql_equivalent_bits is not None:
             bits_lib.check_budget(self.uql_equivalent_bits, self.uql_w_bit_min, self.uql_w_bit_max)
-        if self.bits_search is not None and not callable(self.bits_search):
-            raise errors.InvalidArgumentError(
-                "bits_search", self.bits_search, "a callable (layers, budget, bit_min, bit_max)"
-            )
         if self.bits_search is not None and self.uql_equivalent_bits is None:
             raise errors.InvalidArgumentError(
                 "bits_search", self.bits_search, "None unless uql_equivalent_bits is given"

@@ -173,11 +173,8 @@ class WeightSparseOptions(options.Options):
     ws_search_trials: int = options.option(
         40, help="optimal: per-layer ratio plans proposed", low=1
     )
-    ratio_search: ratios_lib.RatioSearch | None = options.option(
-        None,
-        cli=False,
-        help="replaces the optimal search: a callable(layer_infos, target) returning "
-        "{layer name: ratio} (Python only)",
+    ratio_search: ratios_lib.RatioSearch | None = options.hook(
+        "(layer_infos, target) -> {layer: ratio}", help="replaces the optimal search"
     )
 
     def check(self) -> None:
@@ -208,10 +205,6 @@ class WeightSparseOptions(options.Options):
             self.ws_mask_update_step,
             self.ws_prune_ratio_exp,
         )
-        if self.ratio_search is not None and not callable(self.ratio_search):
-            raise errors.InvalidArgumentError(
-                "ratio_search", self.ratio_search, "None or a callable(layer_infos, target)"
-            )
 
 
 @learner.register("weight-sparse", "weight_sparse", "ws", "WeightSparseLearner")
