@@ -75,6 +75,26 @@ DEFAULT_DISTILLATION = distillation.DistillationConfig()
 _UNSET: Any = object()
 
 
+@dataclasses.dataclass
+class _Run:
+    """What one :meth:`AutoLearner.fit` works on, filled in step by step."""
+
+    model: keras.Model
+    data: splits.SearchData
+    cfg: training.TrainConfig
+    facts: planner.ModelFacts
+    validation_data: tuple[np.ndarray, np.ndarray] | None
+    t_start: float
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    teacher: keras.Model | None = None
+    reference: proxy.Reference | None = None
+    plan: planner.Plan | None = None
+    cache: candidate.SensitivityCache = dataclasses.field(
+        default_factory=candidate.SensitivityCache
+    )
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
 @learner.register("auto", "auto-compress", "AutoLearner")
 class AutoLearner(learner.Learner):
     """Automated compression for a target (see the module docstring).
@@ -289,6 +309,20 @@ class AutoLearner(learner.Learner):
             >>> lrn.met, lrn.tflite_path  # doctest: +SKIP
             (True, 'runs/auto/final/model.float.tflite')
         """
+        run = self._check_run(model, x, y, x_val, y_val, epochs, batch_size, validation_data)
+        # -- work starts here -------------------------------------------------------------
+        self._start(run)
+        result = self._search(run)
+        best = self._report_search(run, result)
+        final_model, figures, final_info = self._final(run, best, callbacks)
+        self._conclude(run, best, figures, final_info)
+        return final_model
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _check_run(self, model, x, y, x_val, y_val, epochs, batch_size, validation_data) -> _Run:
+        """Every check that needs no work: the arguments, the data split, a plan serving
+        the target, the optimiser's arguments and the stored study's settings."""
         t_start = time.time()
         if not isinstance(model, keras.Model):
             raise errors.InvalidArgumentError(
@@ -304,6 +338,11 @@ class AutoLearner(learner.Learner):
         cfg = self.train_config
         if epochs is not None or batch_size is not None:
             cfg = cfg.replace(epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)
+        calib = max(
+            self.final_calib_samples,
+            self.proxy_config.calib_samples,
+            self.proxy_config.eval_samples,
+        )
         data = splits.make_search_data(
             x,
             y,
@@ -311,11 +350,7 @@ class AutoLearner(learner.Learner):
             y_val=y_val,
             holdout=self.holdout,
             seed=self.seed,
-            calib_samples=max(
-                self.final_calib_samples,
-                self.proxy_config.calib_samples,
-                self.proxy_config.eval_samples,
-            ),
+            calib_samples=calib,
         )
         if validation_data is not None:
             validation_data = tuple(np.asarray(a) for a in validation_data)
@@ -329,42 +364,47 @@ class AutoLearner(learner.Learner):
                 self.optimizer_kwargs,
                 f"arguments {self.optimizer!r} takes ({e})",
             ) from None
-        config = self._study_config(model, data, cfg)
-        self._check_stored_config(config)
+        run = _Run(model, data, cfg, facts, validation_data, t_start)
+        run.config = self._study_config(model, data, cfg)
+        self._check_stored_config(run.config)
+        return run
 
-        # -- work starts here -------------------------------------------------------------
+    def _start(self, run: _Run) -> None:
+        """Writes the study's settings, measures the dense reference and plans the chains."""
         os.makedirs(self.auto_dir, exist_ok=True)
-        atomic_io.write_json(os.path.join(self.auto_dir, CONFIG_FILE), config)
-        teacher = self.teacher if self.teacher is not None else learner.copy_model(model)
-        reference = self._reference(model, data)
-        facts = dataclasses.replace(facts, dense_bytes=reference.bytes)
-        plan = planner.plan(self.target, facts)
-        self._say(f"target: {self.target.describe()}; chains {plan.chain_names}")
-        for note in plan.notes:
+        atomic_io.write_json(os.path.join(self.auto_dir, CONFIG_FILE), run.config)
+        run.teacher = self.teacher if self.teacher is not None else learner.copy_model(run.model)
+        run.reference = self._reference(run.model, run.data)
+        run.facts = dataclasses.replace(run.facts, dense_bytes=run.reference.bytes)
+        run.plan = planner.plan(self.target, run.facts)
+        self._say(f"target: {self.target.describe()}; chains {run.plan.chain_names}")
+        for note in run.plan.notes:
             self._say(f"  plan: {note}")
-        cache = candidate.SensitivityCache()
+
+    def _search(self, run: _Run) -> search.StudyResult:
+        """Runs (or continues) the study: one proxy-scored candidate per trial."""
         objective = proxy.Proxy(
-            model,
-            teacher,
-            plan,
-            facts,
-            data,
-            reference,
+            run.model,
+            run.teacher,
+            run.plan,
+            run.facts,
+            run.data,
+            run.reference,
             self.target,
             self.auto_dir,
-            cfg,
+            run.cfg,
             self.proxy_config,
             distill=self.distillation,
-            cache=cache,
+            cache=run.cache,
             channel_round=self.channel_round,
             prune_seed=self.seed,
         )
         max_trials = self.max_trials
-        if plan.size is not None:  # a finite space: no point asking twice for one point
-            max_trials = min(max_trials or plan.size, plan.size)
-        study = search.Study(
+        if run.plan.size is not None:  # a finite space: no point asking twice for one point
+            max_trials = min(max_trials or run.plan.size, run.plan.size)
+        return search.Study(
             os.path.join(self.auto_dir, "study"),
-            plan.space,
+            run.plan.space,
             objective,
             optimizer=self.optimizer,
             optimizer_kwargs=self.optimizer_kwargs,
@@ -373,19 +413,21 @@ class AutoLearner(learner.Learner):
             max_wall_s=self.max_wall_s,
             max_consecutive_failures=self.max_consecutive_failures,
             verbose=self.verbose > 0,
-        )
-        result = study.run()
-        rows = [_trial_row(t) for t in result.trials]
+        ).run()
+
+    def _report_search(self, run: _Run, result: search.StudyResult) -> search.StudyTrial:
+        """Starts the report with the search and returns the chosen trial (raises, with the
+        report written, when every trial failed)."""
+        rows = run.rows = [_trial_row(t) for t in result.trials]
         front = [t.number for t in result.pareto_front(PARETO)]
         self.pareto = [r for r in rows if r["number"] in front]
-        best = choose(result.trials)
         self.report = {
             "format": 1,
             "target": self.target.to_dict(),
             "target_text": self.target.describe(),
-            "plan": plan.to_dict(),
-            "data": data.describe(),
-            "dense": reference.to_dict(),
+            "plan": run.plan.to_dict(),
+            "data": run.data.describe(),
+            "dense": run.reference.to_dict(),
             "search": {
                 "optimizer": self.optimizer,
                 "seed": self.seed,
@@ -395,79 +437,84 @@ class AutoLearner(learner.Learner):
                 "failed": sum(r["status"] == "failed" for r in rows),
                 "meeting_resources": sum(bool(r.get("meets_resources")) for r in rows),
                 "proxy": self.proxy_config.to_dict(),
-                "sensitivity_evaluations": cache.size,
+                "sensitivity_evaluations": run.cache.size,
                 "directory": result.directory,
             },
             "trials": rows,
             "pareto": front,
             "settings": self.get_config(),
         }
+        best = choose(result.trials)
         if best is None:
             errs = "; ".join(f"trial {r['number']}: {r['error']}" for r in rows if r["error"])
             self._finish_report(
                 met=False,
                 summary=f"No trial completed, so there is no model to build. {errs}",
                 misses=[],
-                wall=time.time() - t_start,
+                wall=time.time() - run.t_start,
             )
             raise errors.PocketFlowError(
                 f"automated compression: every trial failed ({errs}); see {self.report_path}"
             )
         chosen = _trial_row(best)
+        active = planner.active_params(best.params)
         self.report["chosen"] = {
             "trial": best.number,
             "chain": best.params["chain"],
             "summary": planner.CHAINS[best.params["chain"]].summary,
-            "params": planner.active_params(best.params),
+            "params": active,
             "met_resources_in_search": bool(chosen.get("meets_resources")),
             "proxy": chosen,
         }
         self._say(
-            f"chosen: trial {best.number} ({_params_text(planner.active_params(best.params))}), proxy acc "
+            f"chosen: trial {best.number} ({_params_text(active)}), proxy acc "
             f"{chosen['acc']:.4f}, {'meets' if chosen['meets_resources'] else 'MISSES'} the "
             "resource goals; building the final model"
         )
-        key = self._final_key(best.params, cfg)
+        return best
+
+    def _final(self, run: _Run, best: search.StudyTrial, callbacks) -> tuple:
+        """``(model, figures, info)`` of the chosen trial's final build: reused when a
+        previous run built it with the same settings, else built and recorded."""
+        key = self._final_key(best.params, run.cfg)
         try:
             reused = self._load_final(key)
             if reused is not None:
-                final_model, figures, final_info = reused
-                self._say(
-                    f"reusing the final model of trial {best.number} ({final_info['tflite']})"
-                )
-            else:
-                final_model, figures, final_info = self._build_final(
-                    model, teacher, best.params, data, reference, facts, cfg, cache, callbacks
-                )
-                final_info["trial"] = best.number
-                atomic_io.write_json(
-                    os.path.join(self.auto_dir, "final", FINAL_FILE),
-                    {"key": key, "figures": figures, "info": final_info},
-                )
+                self._say(f"reusing the final model of trial {best.number} ({reused[2]['tflite']})")
+                return reused
+            final_model, figures, final_info = self._build_final(run, best.params, callbacks)
+            final_info["trial"] = best.number
+            atomic_io.write_json(
+                os.path.join(self.auto_dir, "final", FINAL_FILE),
+                {"key": key, "figures": figures, "info": final_info},
+            )
+            return final_model, figures, final_info
         except errors.PocketFlowError as e:
             self._finish_report(
                 met=False,
                 summary=f"The final build of trial {best.number} failed: {e}",
                 misses=[],
-                wall=time.time() - t_start,
+                wall=time.time() - run.t_start,
             )
             raise
+
+    def _conclude(self, run: _Run, best, figures: dict, final_info: dict) -> None:
+        """Checks the final figures against the target and finishes the report."""
         verdict = self.target.check(figures)
         self.met = verdict.met
         self.report["final"] = {**final_info, "figures": figures, "verdict": verdict.to_dict()}
-        if validation_data is not None:
-            self.report["validation"] = self._validation_figures(model, reference, validation_data)
+        if run.validation_data is not None:
+            self.report["validation"] = self._validation_figures(
+                run.model, run.reference, run.validation_data
+            )
         self._finish_report(
             met=verdict.met,
-            summary=self._summary(verdict, figures, best, rows),
+            summary=self._summary(verdict, figures, best, run.rows),
             misses=[m.to_dict() for m in verdict.misses],
-            wall=time.time() - t_start,
+            wall=time.time() - run.t_start,
         )
         self._say(self.report["answer"]["summary"])
         self._say(f"report: {self.html_path}")
-        return final_model
-
-    # -- steps ---------------------------------------------------------------------------
 
     def _study_config(
         self, model: keras.Model, data: splits.SearchData, cfg: training.TrainConfig
@@ -545,8 +592,10 @@ class AutoLearner(learner.Learner):
         atomic_io.write_json(info_path, {"sha256": exported.sha256, "reference": ref.to_dict()})
         return ref
 
-    def _build_final(self, model, teacher, params, data, reference, facts, cfg, cache, callbacks):
+    def _build_final(self, run: _Run, params: dict[str, Any], callbacks) -> tuple:
         """The chosen trial rebuilt with the full budget, exported, verified and measured."""
+        model, teacher, data, cfg = run.model, run.teacher, run.data, run.cfg
+        reference, facts, cache = run.reference, run.facts, run.cache
         t0 = time.time()
         chain = planner.CHAINS[params["chain"]]
         folder = os.path.join(self.auto_dir, "final")
