@@ -315,190 +315,7 @@ class _Selector:
         return SelectionResult(pruned, keep, list(self.boundaries), report)
 
     def _select_group(self, g, x, y, heads) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        k = self.counts[g.id]
-        deepest = max(g.consumers, key=self.lg.position.get)
-        stage = stages.stage_of(self.lg, self.boundaries, deepest)
-        boundary = self.boundaries[stage]
-        head = heads.get(boundary)
-        # The part of the network the group can change: from its consumers to the boundary.
-        region = self.lg.descendants(g.consumers) & self.lg.ancestors(boundary)
-        calls = [(lay, self.lg.inbound[lay.name]) for lay in self.lg.layers if lay.name in region]
-        ext = sorted(
-            {k_ for _, inb in calls for k_ in inb if k_[0] not in region},
-            key=lambda k_: self.lg.position[k_[0]],
-        )
-        recon = [c for c in g.consumers if c in region]
-        layers = {c: self.work.get_layer(c) for c in g.consumers}
-        kernels = {c: self._kernel(layers[c])[0] for c in g.consumers}
-        rows = {
-            c: self._rows_of(self.graph.layers[c].inputs[0], g.id, self._kernel(layers[c])[1])
-            for c in g.consumers
-        }
-        snap = {c: kernels[c].numpy() for c in g.consumers}
-        # Inputs from the network pruned so far, targets from the baseline (DCP's choice:
-        # the pruned layers also correct the drift of the layers pruned before them).
-        ext_vals = self._extract(self.lg, ext, x)
-        targets = dict(
-            zip(recon, self._extract(self.base_lg, [(c, 0) for c in recon], x), strict=True)
-        )
-        # Reconstruction only over output channels that survive (earlier groups' drops are
-        # gone from the pruned network), relative to the baseline energy so that layers of
-        # different scales weigh the same.
-        out_masks, energy, tgt = {}, {}, {}
-        for c in recon:
-            m = self._mask_of(self.graph.layers[c].output).astype(np.float32)
-            t = targets[c]
-            out_masks[c] = tf.constant(m)
-            per_sample = np.sum((t * m) ** 2, axis=tuple(range(1, t.ndim))).mean()
-            energy[c] = float(per_sample) if per_sample > 0 else 1.0
-            tgt[c] = t
-        self.state[g.id] = np.zeros(g.size, bool)
-        masks = {c: tf.Variable(self._row_mask(c), trainable=False) for c in g.consumers}
-        for c in g.consumers:
-            kernels[c].assign(snap[c] * masks[c].numpy())
-        var_list = [kernels[c] for c in recon]
-        w_aux = float(self.cfg.loss_w_aux)
-        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-        def loss_fn(ext_batch, tgt_batch, y_batch):
-            t = dict(zip(ext, ext_batch, strict=True))
-            for lay, inb in calls:
-                _store(t, lay, lay(_args(t, inb), training=False))
-            rec = tf.constant(0.0)
-            for c, tb in zip(recon, tgt_batch, strict=True):
-                sq = tf.square(t[(c, 0)] - tb) * out_masks[c]
-                rec += (
-                    tf.reduce_mean(tf.reduce_sum(tf.reshape(sq, [tf.shape(sq)[0], -1]), 1))
-                    / energy[c]
-                )
-            feat = t[(boundary, 0)]
-            logits = head(feat, training=False) if head is not None else feat
-            cls = ce(y_batch, logits)
-            return rec + w_aux * cls, rec, cls
-
-        @tf.function(autograph=False)
-        def grad_step(ext_batch, tgt_batch, y_batch):
-            with tf.GradientTape() as tape:
-                loss, rec, cls = loss_fn(ext_batch, tgt_batch, y_batch)
-            grads = tape.gradient(loss, var_list)
-            grads = [
-                tf.zeros_like(v) if gr is None else gr
-                for v, gr in zip(var_list, grads, strict=True)
-            ]
-            return grads, rec, cls
-
-        opt = keras.optimizers.Adam(self.cfg.lrn_rate_adam)
-        opt.build(var_list)
-
-        @tf.function(autograph=False)
-        def train_step(ext_batch, tgt_batch, y_batch):
-            with tf.GradientTape() as tape:
-                loss, rec, cls = loss_fn(ext_batch, tgt_batch, y_batch)
-            grads = tape.gradient(loss, var_list)
-            grads = [
-                tf.zeros_like(v) if gr is None else gr * masks[c]
-                for c, v, gr in zip(recon, var_list, grads, strict=True)
-            ]
-            opt.apply_gradients(zip(grads, var_list, strict=True))
-            return rec, cls
-
-        def batch(idx):
-            return (
-                [tf.constant(v[idx]) for v in ext_vals],
-                [tf.constant(tgt[c][idx]) for c in recon],
-                tf.constant(y[idx]),
-            )
-
-        n = len(x)
-        schedule = sorted(
-            {math.ceil(k * r / self.cfg.nb_rounds) for r in range(1, self.cfg.nb_rounds + 1)}
-        )
-        history = []
-        for goal in schedule:
-            chosen = self.state[g.id]
-            add = goal - int(chosen.sum())
-            if add <= 0:
-                continue
-            if self.cfg.criterion == "random":
-                score = self.rng.random(g.size)
-                rec_v = cls_v = None  # not measured: no gradient pass
-            else:
-                score, rec_v, cls_v = np.zeros(g.size), 0.0, 0.0
-                sums = [np.zeros(v.shape, np.float32) for v in var_list]
-                for start in range(0, n, self.bs):
-                    gr, rec, cls = grad_step(*batch(np.arange(start, start + self.bs)))
-                    for s, gv in zip(sums, gr, strict=True):
-                        s += gv.numpy()
-                    rec_v += float(rec) * self.bs / n
-                    cls_v += float(cls) * self.bs / n
-                for c, s in zip(recon, sums, strict=True):
-                    row_sq = np.sum(s**2, axis=tuple(i for i in range(s.ndim) if i != s.ndim - 2))
-                    score += row_sq[rows[c]].sum(axis=1)
-                if not np.any(score > 0):  # no signal reaches any consumer: fall back to norms
-                    score = self._producer_norms(g)
-            score = np.where(chosen, -np.inf, score)
-            new = np.argsort(-score, kind="stable")[:add]
-            chosen = chosen.copy()
-            chosen[new] = True
-            self.state[g.id] = chosen
-            for c in g.consumers:
-                fresh = np.zeros(self._row_mask(c).shape[-2], np.float32)
-                fresh[rows[c][new].ravel()] = 1.0
-                fresh = fresh.reshape(masks[c].shape)
-                kernels[c].assign(kernels[c].numpy() + snap[c] * fresh)
-                masks[c].assign(self._row_mask(c))
-            backoff = False
-            if var_list and self.cfg.nb_iters_layer:
-                before = [v.numpy() for v in var_list]
-                losses = []
-                for idx in self._batches(n, self.cfg.nb_iters_layer):
-                    rec, cls = train_step(*batch(idx))
-                    losses.append(float(rec) + w_aux * float(cls))
-                half = max(1, len(losses) // 2)
-                if len(losses) >= 4 and np.mean(losses[-half:]) > 1.05 * np.mean(losses[:half]):
-                    # The refinement made things worse (the step is too large for these
-                    # weights): undo it and halve the step for the rounds to come.
-                    for v, b in zip(var_list, before, strict=True):
-                        v.assign(b)
-                    opt.learning_rate.assign(float(opt.learning_rate.numpy()) / 2)
-                    backoff = True
-            history.append({"kept": goal, "recon": rec_v, "aux_ce": cls_v, "backoff": backoff})
-        # Later stages' heads read this group's channels too: they must not see dropped ones.
-        for b, h in heads.items():
-            segs = self.graph.layers[b].output
-            if any(self.graph.find(s.group) == g.id for s in segs):
-                dense = aux.dense_of(h)
-                kept_rows = self._mask_of(segs).astype(np.float32)[:, None]
-                dense.kernel.assign(dense.kernel.numpy() * kept_rows)
-        final_rec, final_cls = self._evaluate(grad_step, batch, n)
-        info = {
-            "key": g.producers[0],
-            "size": g.size,
-            "kept": int(self.state[g.id].sum()),
-            "stage": stage + 1,
-            "boundary": boundary,
-            "layers": list(g.producers),
-            "consumers": list(g.consumers),
-            "rounds": history,
-            "recon": final_rec,
-            "aux_ce": final_cls,
-            "time_s": time.perf_counter() - t0,
-        }
-        self.log(
-            f"DCP: group {info['key']} {g.size} -> {info['kept']} (stage {stage + 1}, "
-            f"{len(g.consumers)} consumers): recon {final_rec:.4f}, aux CE {final_cls:.4f}, "
-            f"{info['time_s']:.1f} s"
-        )
-        return info
-
-    def _evaluate(self, grad_step, batch, n) -> tuple[float, float]:
-        rec_v = cls_v = 0.0
-        for start in range(0, n, self.bs):
-            _, rec, cls = grad_step(*batch(np.arange(start, start + self.bs)))
-            rec_v += float(rec) * self.bs / n
-            cls_v += float(cls) * self.bs / n
-        return rec_v, cls_v
+        return _GroupSelection(self, g, x, y, heads).run()
 
     def _producer_norms(self, g) -> np.ndarray:
         score = np.zeros(g.size)
@@ -509,6 +326,218 @@ class _Selector:
             cols = self._rows_of(self.graph.layers[p].output, g.id)[:, 0]
             score += np.abs(w[:, cols]).sum(axis=0)
         return score
+
+
+class _GroupSelection:
+    """One group's discrimination-aware selection (DCP's inner loop).
+
+    The loss is the reconstruction of the group's consumers (relative to their baseline
+    energy) plus the auxiliary classifier's cross-entropy at the stage boundary; channels
+    are added in ``nb_rounds`` rounds by the squared gradient of the loss on their kernel
+    rows, each round followed by ``nb_iters_layer`` Adam steps on the kept weights.
+    """
+
+    def __init__(self, sel: _Selector, g, x: np.ndarray, y: np.ndarray, heads: dict):
+        self.sel, self.g, self.y, self.heads = sel, g, y, heads
+        self.n = len(x)
+        self.t0 = time.perf_counter()
+        lg = sel.lg
+        deepest = max(g.consumers, key=lg.position.get)
+        self.stage = stages.stage_of(lg, sel.boundaries, deepest)
+        self.boundary = sel.boundaries[self.stage]
+        self.head = heads.get(self.boundary)
+        # The part of the network the group can change: from its consumers to the boundary.
+        region = lg.descendants(g.consumers) & lg.ancestors(self.boundary)
+        self.calls = [(lay, lg.inbound[lay.name]) for lay in lg.layers if lay.name in region]
+        self.ext = sorted(
+            {k_ for _, inb in self.calls for k_ in inb if k_[0] not in region},
+            key=lambda k_: lg.position[k_[0]],
+        )
+        self.recon = [c for c in g.consumers if c in region]
+        layers = {c: sel.work.get_layer(c) for c in g.consumers}
+        self.kernels = {c: sel._kernel(layers[c])[0] for c in g.consumers}
+        self.rows = {
+            c: sel._rows_of(sel.graph.layers[c].inputs[0], g.id, sel._kernel(layers[c])[1])
+            for c in g.consumers
+        }
+        self.snap = {c: self.kernels[c].numpy() for c in g.consumers}
+        # Inputs from the network pruned so far, targets from the baseline (DCP's choice:
+        # the pruned layers also correct the drift of the layers pruned before them).
+        self.ext_vals = sel._extract(lg, self.ext, x)
+        targets = sel._extract(sel.base_lg, [(c, 0) for c in self.recon], x)
+        # Reconstruction only over output channels that survive (earlier groups' drops are
+        # gone from the pruned network), relative to the baseline energy so that layers of
+        # different scales weigh the same.
+        self.out_masks, self.energy, self.tgt = {}, {}, {}
+        for c, t in zip(self.recon, targets, strict=True):
+            m = sel._mask_of(sel.graph.layers[c].output).astype(np.float32)
+            self.out_masks[c] = tf.constant(m)
+            per_sample = np.sum((t * m) ** 2, axis=tuple(range(1, t.ndim))).mean()
+            self.energy[c] = float(per_sample) if per_sample > 0 else 1.0
+            self.tgt[c] = t
+        sel.state[g.id] = np.zeros(g.size, bool)
+        self.masks = {c: tf.Variable(sel._row_mask(c), trainable=False) for c in g.consumers}
+        for c in g.consumers:
+            self.kernels[c].assign(self.snap[c] * self.masks[c].numpy())
+        self.var_list = [self.kernels[c] for c in self.recon]
+        self.w_aux = float(sel.cfg.loss_w_aux)
+        self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.opt = keras.optimizers.Adam(sel.cfg.lrn_rate_adam)
+        self.opt.build(self.var_list)
+        self.grad_step = tf.function(self._gradients, autograph=False)
+        self.train_step = tf.function(self._train, autograph=False)
+
+    # -- the loss and its two uses ---------------------------------------------------
+    def _loss(self, ext_batch, tgt_batch, y_batch):
+        t = dict(zip(self.ext, ext_batch, strict=True))
+        for lay, inb in self.calls:
+            _store(t, lay, lay(_args(t, inb), training=False))
+        rec = tf.constant(0.0)
+        for c, tb in zip(self.recon, tgt_batch, strict=True):
+            sq = tf.square(t[(c, 0)] - tb) * self.out_masks[c]
+            rec += (
+                tf.reduce_mean(tf.reduce_sum(tf.reshape(sq, [tf.shape(sq)[0], -1]), 1))
+                / self.energy[c]
+            )
+        feat = t[(self.boundary, 0)]
+        logits = self.head(feat, training=False) if self.head is not None else feat
+        cls = self.ce(y_batch, logits)
+        return rec + self.w_aux * cls, rec, cls
+
+    def _gradients(self, ext_batch, tgt_batch, y_batch):
+        """The loss's gradients on the consumers' kernels (zeros where none flows)."""
+        with tf.GradientTape() as tape:
+            loss, rec, cls = self._loss(ext_batch, tgt_batch, y_batch)
+        grads = tape.gradient(loss, self.var_list)
+        grads = [
+            tf.zeros_like(v) if gr is None else gr
+            for v, gr in zip(self.var_list, grads, strict=True)
+        ]
+        return grads, rec, cls
+
+    def _train(self, ext_batch, tgt_batch, y_batch):
+        """One Adam step on the kept rows only."""
+        grads, rec, cls = self._gradients(ext_batch, tgt_batch, y_batch)
+        grads = [gr * self.masks[c] for c, gr in zip(self.recon, grads, strict=True)]
+        self.opt.apply_gradients(zip(grads, self.var_list, strict=True))
+        return rec, cls
+
+    def _batch(self, idx):
+        return (
+            [tf.constant(v[idx]) for v in self.ext_vals],
+            [tf.constant(self.tgt[c][idx]) for c in self.recon],
+            tf.constant(self.y[idx]),
+        )
+
+    def _full_pass(self) -> tuple[list[np.ndarray], float, float]:
+        """Summed gradients, mean reconstruction and mean aux CE over every calibration
+        batch, in order."""
+        bs = self.sel.bs
+        sums = [np.zeros(v.shape, np.float32) for v in self.var_list]
+        rec_v = cls_v = 0.0
+        for start in range(0, self.n, bs):
+            gr, rec, cls = self.grad_step(*self._batch(np.arange(start, start + bs)))
+            for s, gv in zip(sums, gr, strict=True):
+                s += gv.numpy()
+            rec_v += float(rec) * bs / self.n
+            cls_v += float(cls) * bs / self.n
+        return sums, rec_v, cls_v
+
+    # -- the rounds ------------------------------------------------------------------
+    def _scores(self):
+        """``(score per channel, reconstruction, aux CE)`` before a round."""
+        g, sel = self.g, self.sel
+        if sel.cfg.criterion == "random":
+            return sel.rng.random(g.size), None, None  # not measured: no gradient pass
+        sums, rec_v, cls_v = self._full_pass()
+        score = np.zeros(g.size)
+        for c, s in zip(self.recon, sums, strict=True):
+            row_sq = np.sum(s**2, axis=tuple(i for i in range(s.ndim) if i != s.ndim - 2))
+            score += row_sq[self.rows[c]].sum(axis=1)
+        if not np.any(score > 0):  # no signal reaches any consumer: fall back to norms
+            score = sel._producer_norms(g)
+        return score, rec_v, cls_v
+
+    def _add(self, new: np.ndarray) -> None:
+        """Keeps channels ``new``: their kernel rows come back from the snapshot."""
+        sel, g = self.sel, self.g
+        chosen = sel.state[g.id].copy()
+        chosen[new] = True
+        sel.state[g.id] = chosen
+        for c in g.consumers:
+            fresh = np.zeros(sel._row_mask(c).shape[-2], np.float32)
+            fresh[self.rows[c][new].ravel()] = 1.0
+            fresh = fresh.reshape(self.masks[c].shape)
+            self.kernels[c].assign(self.kernels[c].numpy() + self.snap[c] * fresh)
+            self.masks[c].assign(sel._row_mask(c))
+
+    def _refine(self) -> bool:
+        """The Adam steps after a round; ``True`` when they were undone (backoff)."""
+        cfg = self.sel.cfg
+        if not self.var_list or not cfg.nb_iters_layer:
+            return False
+        before = [v.numpy() for v in self.var_list]
+        losses = []
+        for idx in self.sel._batches(self.n, cfg.nb_iters_layer):
+            rec, cls = self.train_step(*self._batch(idx))
+            losses.append(float(rec) + self.w_aux * float(cls))
+        half = max(1, len(losses) // 2)
+        if len(losses) >= 4 and np.mean(losses[-half:]) > 1.05 * np.mean(losses[:half]):
+            # The refinement made things worse (the step is too large for these weights):
+            # undo it and halve the step for the rounds to come.
+            for v, b in zip(self.var_list, before, strict=True):
+                v.assign(b)
+            self.opt.learning_rate.assign(float(self.opt.learning_rate.numpy()) / 2)
+            return True
+        return False
+
+    def _hide_dropped_from_heads(self) -> None:
+        """Later stages' heads read this group's channels too: they must not see dropped
+        ones."""
+        sel = self.sel
+        for b, h in self.heads.items():
+            segs = sel.graph.layers[b].output
+            if any(sel.graph.find(s.group) == self.g.id for s in segs):
+                dense = aux.dense_of(h)
+                kept_rows = sel._mask_of(segs).astype(np.float32)[:, None]
+                dense.kernel.assign(dense.kernel.numpy() * kept_rows)
+
+    def run(self) -> dict[str, Any]:
+        """Selects the group's channels; returns its record."""
+        sel, g = self.sel, self.g
+        k, rounds = sel.counts[g.id], sel.cfg.nb_rounds
+        schedule = sorted({math.ceil(k * r / rounds) for r in range(1, rounds + 1)})
+        history = []
+        for goal in schedule:
+            add = goal - int(sel.state[g.id].sum())
+            if add <= 0:
+                continue
+            score, rec_v, cls_v = self._scores()
+            score = np.where(sel.state[g.id], -np.inf, score)
+            self._add(np.argsort(-score, kind="stable")[:add])
+            backoff = self._refine()
+            history.append({"kept": goal, "recon": rec_v, "aux_ce": cls_v, "backoff": backoff})
+        self._hide_dropped_from_heads()
+        _, final_rec, final_cls = self._full_pass()
+        info = {
+            "key": g.producers[0],
+            "size": g.size,
+            "kept": int(sel.state[g.id].sum()),
+            "stage": self.stage + 1,
+            "boundary": self.boundary,
+            "layers": list(g.producers),
+            "consumers": list(g.consumers),
+            "rounds": history,
+            "recon": final_rec,
+            "aux_ce": final_cls,
+            "time_s": time.perf_counter() - self.t0,
+        }
+        sel.log(
+            f"DCP: group {info['key']} {g.size} -> {info['kept']} (stage {self.stage + 1}, "
+            f"{len(g.consumers)} consumers): recon {final_rec:.4f}, aux CE {final_cls:.4f}, "
+            f"{info['time_s']:.1f} s"
+        )
+        return info
 
 
 def _args(tensors: dict, inbound: Sequence[stages.Key]):
