@@ -4,22 +4,16 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from pocketflow_tf.compat import keras  # noqa: E402  (selects tf-keras before TF loads)
+from tests.tiny_models import quadrant_data  # noqa: E402
 
 
 @pytest.fixture
 def tiny_data():
-    """A separable 4-class problem on 8x8x1 images (class = brightest quadrant)."""
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 4, 256)
-    x = rng.random((256, 8, 8, 1), dtype=np.float32) * 0.3
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 2)
-        x[i, r * 4 : r * 4 + 4, col * 4 : col * 4 + 4, 0] += 0.7
-    return x, y.astype(np.int64)
+    """A separable 4-class problem on 8x8x1 images (class = brightest quadrant), 256 samples."""
+    return quadrant_data(256, seed=0)
 
 
 @pytest.fixture
@@ -33,3 +27,21 @@ def tiny_model():
     x = keras.layers.MaxPooling2D(4)(x)  # one value per quadrant: the task is learnable
     x = keras.layers.Flatten()(x)
     return keras.Model(inp, keras.layers.Dense(4)(x))
+
+
+@pytest.fixture
+def fmnist_run(tmp_path):
+    """Builds the ``RunOptions`` of a quiet ``convnet_at_fmnist`` run writing into
+    ``tmp_path`` (model ``m/model.keras``, TensorBoard logs ``logs/``); keywords add to or
+    override these."""
+    from pocketflow_tf.app import runner
+
+    def build(**options):
+        where = {
+            "save_path": str(tmp_path / "m" / "model.keras"),
+            "log_dir": str(tmp_path / "logs"),
+            "verbose": 0,
+        }
+        return runner.RunOptions("convnet_at_fmnist", **{**where, **options})
+
+    return build

@@ -8,13 +8,14 @@ dominates every trial on this machine).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
 import numpy as np
 import pytest
 
-from pocketflow_tf import datasets, errors, tflite_verify, training
+from pocketflow_tf import datasets, errors, tflite_verify
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.auto import (
     AutoLearner,
@@ -26,6 +27,7 @@ from pocketflow_tf.learners.auto import (
     report,
     splits,
 )
+from tests import tiny_models
 
 SENTINEL = -1.0  # a pixel value no training image has: marks every test image
 
@@ -33,15 +35,8 @@ SENTINEL = -1.0  # a pixel value no training image has: marks every test image
 # -- data and model ---------------------------------------------------------------------------
 
 
-def quadrant_data(n, seed):
-    """4 classes on 16x16x1 images: the class is the brightest quadrant."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 4, n)
-    x = rng.random((n, 16, 16, 1), dtype=np.float32) * 0.3
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 2)
-        x[i, r * 8 : r * 8 + 8, col * 8 : col * 8 + 8, 0] += 0.7
-    return x, y.astype(np.int64)
+#: 4 classes on 16x16x1 images: the class is the brightest quadrant.
+quadrant_data = functools.partial(tiny_models.quadrant_data, size=16)
 
 
 def conv_net():
@@ -75,18 +70,8 @@ def trained():
 
 
 #: Small budgets: every trial prunes, fine-tunes 20 steps and converts one .tflite.
-FAST = dict(
-    train_config=training.TrainConfig(
-        epochs=1, batch_size=32, learning_rate=1e-2, optimizer="adam", weight_decay=0.0
-    ),
-    proxy_steps=20,
-    int8_final="ptq",
-    proxy_calib_samples=128,
-    final_calib_samples=128,
-    eval_samples=128,
-    latency_rounds=10,
-    final_latency_rounds=20,
-    verbose=0,
+FAST = tiny_models.auto_budget(
+    proxy_steps=20, samples=128, latency_rounds=10, final_latency_rounds=20, int8_final="ptq"
 )
 
 

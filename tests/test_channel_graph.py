@@ -6,6 +6,7 @@ import pytest
 from pocketflow_tf import channel_graph, errors, surgery
 from pocketflow_tf.compat import keras
 from pocketflow_tf.nets import mobilenet, resnet
+from tests.tiny_models import SubclassedNet
 
 
 def kitchen_sink():
@@ -220,15 +221,7 @@ def test_bad_keep_maps_are_refused():
 
 
 def test_subclassed_and_shared_layers_are_refused():
-    class Sub(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.d = keras.layers.Dense(2)
-
-        def call(self, x):
-            return self.d(x)
-
-    sub = Sub()
+    sub = SubclassedNet()
     sub(np.zeros((1, 3), "float32"))
     with pytest.raises(errors.UnsupportedModelError, match="subclassed"):
         channel_graph.build(sub)

@@ -6,6 +6,7 @@ import pytest
 import pocketflow_tf.learners  # noqa: F401  (registers the learners)
 from pocketflow_tf import distillation, errors, heads, learner, tflite_verify, training
 from pocketflow_tf.compat import keras
+from tests import tiny_models
 
 L = keras.layers
 
@@ -140,18 +141,9 @@ def test_auto_hands_back_probabilities(target, tiny_data, tmp_path):
         tiny_data,
         target,
         str(tmp_path / "auto"),
-        max_trials=1,
-        train_config=training.TrainConfig(epochs=1, batch_size=32, optimizer="adam",
-                                          learning_rate=1e-2, weight_decay=0.0),
-        proxy_steps=4,
-        int8_final="auto",  # PTQ and QAT both export the final model with its softmax
-        proxy_calib_samples=64,
-        final_calib_samples=64,
-        eval_samples=64,
-        latency_rounds=3,
-        final_latency_rounds=3,
-        verbose=0,
-    )  # fmt: skip
+        # PTQ and QAT both export the final model with its softmax.
+        **tiny_models.auto_budget(max_trials=1, int8_final="auto"),
+    )
     x = tiny_data[0][:8]
     np.testing.assert_allclose(result.model.predict(x, verbose=0).sum(axis=1), 1.0, atol=1e-5)
     out = tflite_verify.TFLiteRunner(result.tflite_path).predict(x, batch_size=8)

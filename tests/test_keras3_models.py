@@ -8,6 +8,7 @@ import pocketflow_tf.learners  # noqa: F401  (registers the learners)
 from pocketflow_tf import errors, learner, model_io, qat, tflite_verify, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.auto.compress import compress
+from tests import tiny_models
 
 K = keras3.layers
 
@@ -92,19 +93,8 @@ def test_keras3_softmax_model_through_compress(int8_final, tiny_data, tmp_path):
     # step or two of each other and the int8 verification (rightly) cannot tell them apart.
     model3.compile(keras3.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     model3.fit(*tiny_data, epochs=4, batch_size=32, verbose=0)
-    options = dict(
-        max_trials=1,
-        int8_final=int8_final,  # ptq: a float final model; qat: a QAT one, frozen
-        train_config=training.TrainConfig(epochs=1, batch_size=32, optimizer="adam",
-                                          learning_rate=1e-2, weight_decay=0.0),
-        proxy_steps=4,
-        proxy_calib_samples=64,
-        final_calib_samples=64,
-        eval_samples=64,
-        latency_rounds=3,
-        final_latency_rounds=3,
-        verbose=0,
-    )  # fmt: skip
+    # ptq: a float final model; qat: a QAT one, frozen.
+    options = tiny_models.auto_budget(max_trials=1, int8_final=int8_final)
     result = compress(model3, tiny_data, "int8", str(tmp_path / "auto"), **options)
     assert model_io.is_keras3(result.model)
     kinds = [type(layer).__name__ for layer in result.model.layers]

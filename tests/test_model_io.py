@@ -8,6 +8,7 @@ import pytest
 from pocketflow_tf import errors, model_io
 from pocketflow_tf.compat import keras
 from pocketflow_tf.nets import resnet
+from tests.tiny_models import SubclassedNet
 
 
 def _residual_model():
@@ -209,14 +210,6 @@ def test_save_is_atomic_and_checks_extension(tmp_path, monkeypatch):
 
 
 def test_subclassed_model_needs_graph():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.d = keras.layers.Dense(2)
-
-        def call(self, x):
-            return self.d(x)
-
-    with pytest.raises(errors.UnsupportedModelError, match="'Net' is a subclassed"):
-        model_io.require_graph(Net(), "channel pruning")
+    with pytest.raises(errors.UnsupportedModelError, match="'SubclassedNet' is a subclassed"):
+        model_io.require_graph(SubclassedNet(), "channel pruning")
     model_io.require_graph(_residual_model(), "channel pruning")  # functional: fine

@@ -10,19 +10,9 @@ from ai_edge_litert.interpreter import Interpreter
 from pocketflow_tf import distillation, errors, learner, model_io, qat, tflite_verify, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.non_uniform import NonUniformQuantLearner, options, storage
+from tests.tiny_models import quadrant_data
 
 L = keras.layers
-
-
-def quadrant_data(seed, n=256):
-    """tests/conftest.py's tiny_data task (class = brightest quadrant of 8x8x1), any seed."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 4, n)
-    x = rng.random((n, 8, 8, 1), dtype=np.float32) * 0.3
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 2)
-        x[i, r * 4 : r * 4 + 4, col * 4 : col * 4 + 4, 0] += 0.7
-    return x, y.astype(np.int64)
 
 
 def net(seed=0):
@@ -45,7 +35,7 @@ def net(seed=0):
 
 @pytest.fixture(scope="module")
 def data():
-    return quadrant_data(0), quadrant_data(1)
+    return quadrant_data(seed=0), quadrant_data(seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pocketflow_tf.learners.product_quant import (
 )
 from pocketflow_tf.learners.product_quant import learner as pq_learner
 from pocketflow_tf.learners.product_quant.learner import ProductQuantLearner
+from tests.tiny_models import quadrant_data, two_conv_net
 
 # -- EM maths ----------------------------------------------------------------------------
 
@@ -157,30 +158,6 @@ def test_codeword_update_is_the_mean_of_its_subvectors_gradients():
 # -- the learner end to end ---------------------------------------------------------------
 
 
-def quadrant_data(n, seed):
-    """A 4-class problem on 8x8x1 images (class = brightest quadrant), as in conftest."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 4, n)
-    x = rng.random((n, 8, 8, 1), dtype=np.float32) * 0.3
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 2)
-        x[i, r * 4 : r * 4 + 4, col * 4 : col * 4 + 4, 0] += 0.7
-    return x, y.astype(np.int64)
-
-
-def conv_net():
-    keras.utils.set_random_seed(0)
-    L = keras.layers
-    inp = keras.Input((8, 8, 1))
-    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp)
-    x = L.ReLU()(L.BatchNormalization(name="bn1")(x))
-    x = L.Conv2D(16, 3, padding="same", name="c2")(x)
-    x = L.ReLU()(L.BatchNormalization(name="bn2")(x))
-    x = L.MaxPooling2D(4)(x)
-    x = L.Flatten()(x)
-    return keras.Model(inp, L.Dense(4, name="fc")(x))
-
-
 K = 8
 
 
@@ -188,7 +165,7 @@ K = 8
 def compressed():
     x, y = quadrant_data(512, 0)
     xv, yv = quadrant_data(256, 1)
-    dense = conv_net()
+    dense = two_conv_net()
     dense.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     dense.fit(x, y, epochs=8, batch_size=32, verbose=0)
     before = [w.copy() for w in dense.get_weights()]
@@ -383,7 +360,7 @@ def test_options_that_do_not_fit_the_model_fail_before_training(kwargs, name, va
     x, y = quadrant_data(64, 0)
     lrn = _Recorder(training.TrainConfig(epochs=1), pq_codebook_size=8, verbose=0, **kwargs)
     with pytest.raises(errors.InvalidArgumentError) as e:
-        lrn.fit(conv_net(), x, y)
+        lrn.fit(two_conv_net(), x, y)
     assert e.value.name == name and repr(value) in str(e.value) and words in str(e.value)
     assert lrn.history is None
 
@@ -409,7 +386,7 @@ def test_unquantizable_layers_stay_float_and_a_model_without_any_is_refused():
 
 
 def test_target_ratio_picks_the_largest_codebook_that_reaches_it():
-    model = conv_net()
+    model = two_conv_net()
     lrn = ProductQuantLearner(pq_codebook_size=256, pq_target_ratio=6.0)
     p = lrn.make_plan(model)
     assert p.ratio >= 6.0

@@ -15,23 +15,9 @@ from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner, bits_search
 from pocketflow_tf.learners.uniform_quant import bits as bits_lib
 from pocketflow_tf.learners.uniform_quant import storage as storage_lib
+from tests.tiny_models import residual_net
 
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
-
-
-def residual_net(seed=0):
-    """Rescaling -> conv-BN-ReLU -> residual conv -> GAP -> logits, 8x8x1 in."""
-    keras.utils.set_random_seed(seed)
-    L = keras.layers
-    inp = keras.Input((8, 8, 1))
-    x = L.Rescaling(2.0, offset=-1.0, name="normalize")(inp)
-    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(x)
-    x = L.ReLU()(L.BatchNormalization(name="bn1")(x))
-    y = L.Conv2D(8, 3, padding="same", name="c2")(x)
-    x = L.ReLU()(L.Add()([x, y]))
-    x = L.MaxPooling2D(4)(x)
-    x = L.Flatten()(x)
-    return keras.Model(inp, L.Dense(4, name="logits")(x))
 
 
 @pytest.fixture
