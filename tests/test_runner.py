@@ -10,31 +10,53 @@ import pytest
 
 from pocketflow_tf import accounting, atomic_io, datasets, errors, tflite_verify
 from pocketflow_tf.app import runner
+from pocketflow_tf.compat import keras
 from pocketflow_tf.nets import recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 needs_fmnist = pytest.mark.skipif(not os.path.exists(FMNIST), reason="dataset-fashion-mnist")
+#: The committed trained baseline of the convnet_at_fmnist recipe.
+BASELINE = os.path.join(ROOT, "bench", "artifacts", "convnet_at_fmnist_e15_s0.keras")
+
+
+def run_script(*args, timeout=300):
+    """The convnet_at_fmnist run script in a child process, given ``args``."""
+    script = os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py")
+    return subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(autouse=True)
+def run_seed():
+    """Every test starts from the global seeds of a fresh run (``RunOptions.seed``, 0),
+    whatever ran before it in this process.
+
+    A run leaves two things to the process's global seed: the runner builds a recipe model
+    before ``Learner.fit`` sets the seed (its initial weights), and ``AutoLearner.fit`` never
+    sets it, while TF derives its op-seeded shuffle (``training.make_dataset``) from it. So
+    the auto run's 5-step trial trained on another batch order alone (global seed unset:
+    int8 agreement 0.945 < 0.95) than after an earlier run in this file had set it (passed),
+    and a baseline trained from scratch started from whatever weights the process drew.
+    """
+    keras.utils.set_random_seed(runner.RunOptions.seed)
 
 
 @needs_fmnist
-def test_train_export_eval(tmp_path):
-    save = str(tmp_path / "m" / "model.keras")
-    opts = runner.RunOptions(
-        "convnet_at_fmnist",
+def test_train_export_eval(tmp_path, fmnist_run):
+    opts = fmnist_run(
         # From the committed trained baseline: int8 verification (>= 95 % top-1 agreement)
         # of a model trained for one short epoch from scratch (~78 % accurate, many near
         # ties) passed or failed with thread-order noise.
-        model_path=os.path.join(ROOT, "bench", "artifacts", "convnet_at_fmnist_e15_s0.keras"),
+        model_path=BASELINE,
         nb_epochs_rat=0.07,
         nb_train_samples=8192,
         batch_size=32,  # enough steps for BatchNorm moving statistics to settle
-        save_path=save,
-        log_dir=str(tmp_path / "logs"),
         num_verify=1000,
         latency_runs=20,
-        verbose=0,
     )
+    save = opts.save_path
     rec = runner.run(opts)
     m = rec["metrics"]
     assert m["epochs"] == 1
@@ -122,19 +144,7 @@ def test_bad_options_fail_before_any_work(tmp_path, kwargs, name):
 
 
 def test_run_script_reports_user_errors_without_traceback(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
-            "--learner",
-            "magic",
-            "--save_path",
-            str(tmp_path / "m.keras"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_script("--learner", "magic", "--save_path", str(tmp_path / "m.keras"))
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "'magic'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -150,26 +160,20 @@ def test_run_script_reports_user_errors_without_traceback(tmp_path):
 def test_run_script_channel_learner_end_to_end(tmp_path, allocation):
     """The run script drives the channel learner: flags -> thinner model -> verified export."""
     save = tmp_path / "m.keras"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
-            "--learner=channel",
-            *allocation,
-            "--cp_preserve_ratio=0.5",
-            "--cp_criterion=l1",
-            "--cp_nb_samples=64",
-            "--nb_train_samples=512",
-            "--nb_epochs_rat=0.07",
-            "--export_modes=float",
-            "--num_verify=200",
-            "--latency_runs=10",
-            "--verbose=0",
-            f"--save_path={save}",
-            f"--log_dir={tmp_path / 'logs'}",
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "--learner=channel",
+        *allocation,
+        "--cp_preserve_ratio=0.5",
+        "--cp_criterion=l1",
+        "--cp_nb_samples=64",
+        "--nb_train_samples=512",
+        "--nb_epochs_rat=0.07",
+        "--export_modes=float",
+        "--num_verify=200",
+        "--latency_runs=10",
+        "--verbose=0",
+        f"--save_path={save}",
+        f"--log_dir={tmp_path / 'logs'}",
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -199,17 +203,7 @@ def test_run_script_channel_learner_end_to_end(tmp_path, allocation):
     ],
 )
 def test_learner_specific_flags_need_their_learner(tmp_path, args, named):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "nets", "convnet_at_fmnist_run.py"),
-            *args,
-            f"--save_path={tmp_path / 'm.keras'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_script(*args, f"--save_path={tmp_path / 'm.keras'}")
     assert proc.returncode == 2
     assert named in proc.stderr and "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []
@@ -225,19 +219,15 @@ TINY_AUTO = {
 
 
 @needs_fmnist
-def test_auto_learner_run_records_its_own_verified_tflite(tmp_path):
+def test_auto_learner_run_records_its_own_verified_tflite(tmp_path, fmnist_run):
     # --learner auto exports and verifies its deployable file itself; the runner records it,
     # evaluates it on the test split and reports the learner's measured speed-up.
-    baseline = os.path.join(ROOT, "bench", "artifacts", "convnet_at_fmnist_e15_s0.keras")
-    opts = runner.RunOptions(
-        "convnet_at_fmnist",
+    opts = fmnist_run(
         learner="auto",
-        model_path=baseline,
+        model_path=BASELINE,
         nb_epochs_rat=0.07,
         nb_train_samples=1024,
-        save_path=str(tmp_path / "m" / "model.keras"),
         latency_runs=20,
-        verbose=0,
         learner_options={**TINY_AUTO, "auto_dir": str(tmp_path / "m" / "auto")},
     )
     rec = runner.run(opts)
@@ -259,7 +249,9 @@ def test_auto_learner_trains_its_baseline_first_then_reuses_it(tmp_path, capsys)
         learner="auto",
         baseline_path=str(base),
         nb_epochs_rat=0.07,
-        nb_train_samples=1024,
+        # A baseline trained on 1,024 samples (~25 % accurate, all near ties) failed the
+        # final int8 check by one image (drop 0.0100 > 0.01) or passed, with its random init.
+        nb_train_samples=4096,
         latency_runs=10,
         num_verify=200,
         verbose=0,
@@ -283,20 +275,15 @@ def test_auto_learner_trains_its_baseline_first_then_reuses_it(tmp_path, capsys)
         runner.RunOptions("convnet_at_fmnist", baseline_path=str(base))  # auto only
 
 
-def test_fine_tuning_learning_rate_follows_the_learner(tmp_path):
+def test_fine_tuning_learning_rate_follows_the_learner(fmnist_run):
     # Weight clustering collapses at the plain fine-tune rate; its learner asks for a tenth.
-    baseline = os.path.join(ROOT, "bench", "artifacts", "convnet_at_fmnist_e15_s0.keras")
     rec = runner.run(
-        runner.RunOptions(
-            "convnet_at_fmnist",
+        fmnist_run(
             learner="non-uniform",
-            model_path=baseline,
+            model_path=BASELINE,
             nb_epochs_rat=0.07,
             nb_train_samples=512,
             export_modes=(),
-            save_path=str(tmp_path / "m" / "model.keras"),
-            log_dir=str(tmp_path / "logs"),
-            verbose=0,
         )
     )
     plain = recipe.get_recipe("convnet_at_fmnist").finetune_config(0.07).learning_rate
