@@ -68,16 +68,32 @@ def _cifar_arrays(n):
     return rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8), rng.integers(0, 10, n)
 
 
-def test_cifar10_python_format(tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
+def _write_cifar_batches(folder, suffix, n, write):
+    """CIFAR-10's five training batches and its test batch, ``n`` images each, written into
+    ``folder`` by ``write(path, x, y)``; returns ``{file name: (x, y)}``."""
     folder.mkdir()
     batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        x, y = _cifar_arrays(4)
-        batches[name] = (x, y)
-        payload = {b"data": x.transpose(0, 3, 1, 2).reshape(4, -1), b"labels": list(map(int, y))}
-        with open(folder / name, "wb") as f:
-            pickle.dump(payload, f)
+    for name in [f"data_batch_{i}{suffix}" for i in range(1, 6)] + [f"test_batch{suffix}"]:
+        batches[name] = _cifar_arrays(n)
+        write(folder / name, *batches[name])
+    return batches
+
+
+def _write_pickled_batch(path, x, y):
+    payload = {b"data": x.transpose(0, 3, 1, 2).reshape(len(x), -1), b"labels": list(map(int, y))}
+    with open(path, "wb") as f:
+        pickle.dump(payload, f)
+
+
+def _write_binary_batch(path, x, y):
+    rows = np.concatenate(
+        [y[:, None].astype(np.uint8), x.transpose(0, 3, 1, 2).reshape(len(x), -1)], 1
+    )
+    rows.tofile(path)
+
+
+def test_cifar10_python_format(tmp_path):
+    batches = _write_cifar_batches(tmp_path / "cifar-10-batches-py", "", 4, _write_pickled_batch)
     d = datasets.load_cifar10(str(tmp_path))
     assert d.x_train.shape == (20, 32, 32, 3) and d.x_test.shape == (4, 32, 32, 3)
     np.testing.assert_allclose(d.x_test * 255, batches["test_batch"][0], atol=1e-3)
@@ -86,15 +102,7 @@ def test_cifar10_python_format(tmp_path):
 
 def test_cifar10_binary_format(tmp_path):
     folder = tmp_path / "cifar-10-batches-bin"
-    folder.mkdir()
-    batches = {}
-    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        x, y = _cifar_arrays(3)
-        batches[name] = (x, y)
-        rows = np.concatenate(
-            [y[:, None].astype(np.uint8), x.transpose(0, 3, 1, 2).reshape(3, -1)], 1
-        )
-        rows.tofile(folder / name)
+    batches = _write_cifar_batches(folder, ".bin", 3, _write_binary_batch)
     d = datasets.load_dataset("cifar10", str(tmp_path))
     np.testing.assert_allclose(d.x_test * 255, batches["test_batch.bin"][0], atol=1e-3)
     np.testing.assert_array_equal(d.y_test, batches["test_batch.bin"][1])

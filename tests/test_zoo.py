@@ -104,6 +104,15 @@ def _prune_half(model, flops_keep=0.5):
     return thin, ratio
 
 
+def _fully_understood_graph(model):
+    """The channel graph of ``model``, after checking that every layer has a channel rule
+    and a cost (nothing unsupported, nothing uncounted)."""
+    g = channel_graph.build(model)
+    assert g.unsupported == {}
+    assert accounting.profile_model(model).unknown_layers == []
+    return g
+
+
 def _dead_channels_ok(model):
     g = channel_graph.build(model)
     x = np.random.default_rng(1).random((3, *model.input_shape[1:])).astype("float32")
@@ -114,9 +123,7 @@ def _dead_channels_ok(model):
 
 def test_hard_swish_tf_ops_are_per_channel():
     m = hard_swish_net()
-    g = channel_graph.build(m)
-    assert g.unsupported == {}
-    assert accounting.profile_model(m).unknown_layers == []
+    g = _fully_understood_graph(m)
     # The stem's channels flow through x + 3, ReLU6, * (1/6), the depthwise conv and the SE
     # gate: one group, produced by the stem and se_expand, read by se_reduce and project.
     grp = g.group_of("stem")
@@ -133,9 +140,7 @@ def test_hard_swish_tf_ops_are_per_channel():
 
 def test_convnext_grouped_depthwise_layer_norm_and_layer_scale():
     m = convnext_net()
-    g = channel_graph.build(m)
-    assert g.unsupported == {}
-    assert accounting.profile_model(m).unknown_layers == []
+    g = _fully_understood_graph(m)
     stream = g.group_of("stem")
     assert stream.prunable
     assert {"b0_dw", "b0_ln", "b0_scale", "head_ln"} <= set(stream.members)
@@ -193,9 +198,7 @@ def test_mobilenet_v3_small_prunes_end_to_end():
     m = keras.applications.MobileNetV3Small(
         weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
     )
-    g = channel_graph.build(m)
-    assert g.unsupported == {}
-    assert accounting.profile_model(m).unknown_layers == []
+    _fully_understood_graph(m)
     _, ratio = _prune_half(m)
     assert ratio <= 0.55
     _dead_channels_ok(m)
