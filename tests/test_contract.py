@@ -61,17 +61,7 @@ TINY = {
     "weight-sparse": {"ws_prune_ratio": 0.5},
 }
 
-#: Learners whose options are still keyword arguments of their own ``__init__`` rather than
-#: a declared ``Options`` dataclass: ``from_config`` cannot rebuild their options yet.
-NOT_CONVERTED = {"non-uniform", "product-quant", "uniform", "weight-sparse"}
-
 NAMES = learner.available()
-
-
-def _unconverted_xfail(names):
-    """``NAMES`` as parameters, the unconverted learners marked as known (strict) failures."""
-    mark = pytest.mark.xfail(strict=True, reason="not converted to Options yet")
-    return [pytest.param(n, marks=mark) if n in NOT_CONVERTED else n for n in names]
 
 
 def _cls(name):
@@ -113,7 +103,7 @@ def trained_weights(data):
 def test_every_learner_has_tiny_settings_here():
     """A newly registered learner fails here until this module knows how to run it small."""
     assert set(NAMES) == set(TINY)
-    assert set(REQUIRED) <= set(NAMES) and NOT_CONVERTED <= set(NAMES)
+    assert set(REQUIRED) <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -148,7 +138,7 @@ def test_default_config_is_json_and_round_trips(name, tmp_path):
     assert type(lrn).from_config(config).get_config() == config
 
 
-@pytest.mark.parametrize("name", _unconverted_xfail(NAMES))
+@pytest.mark.parametrize("name", NAMES)
 def test_config_with_options_round_trips(name, tmp_path):
     lrn = _build(name, str(tmp_path), **TINY[name])
     config = lrn.get_config()
