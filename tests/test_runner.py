@@ -243,7 +243,10 @@ def test_auto_learner_run_records_its_own_verified_tflite(tmp_path, fmnist_run):
     assert rec["sections"]["compression"]["answer"]["summary"]  # met or not, it says why
 
 
-def test_auto_learner_trains_its_baseline_first_then_reuses_it(tmp_path, capsys):
+def test_auto_learner_trains_its_baseline_first_then_reuses_it(tmp_path, capsys, monkeypatch):
+    # The baseline's run writes its TensorBoard logs to the default logs/<recipe>/full-prec
+    # of the working folder (it is not given the auto run's log_dir): here, not the repo.
+    monkeypatch.chdir(tmp_path)
     base = tmp_path / "base" / "model.keras"
     opts = dict(
         learner="auto",
