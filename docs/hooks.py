@@ -1,0 +1,66 @@
+"""MkDocs hooks: the generated parts of the documentation (``hooks:`` in mkdocs.yml).
+
+* ``<!-- flags -->`` in a page becomes :func:`pocketflow_tf.options.reference_markdown`, the
+  flag reference generated from the learners' ``Options`` fields, so it cannot drift;
+* ``<!-- results -->`` becomes the benchmark tables that ``python -m bench.make_table``
+  writes between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md (one
+  generated copy, read at build time);
+* ``build/docs-src/pocketflow_tf`` mirrors the installed package layout with symlinks
+  (``learners/``, ``hp_optimizers/`` and ``nets/`` are ``pocketflow_tf.<name>`` once
+  installed, see ``package_dir`` in setup.py), so that mkdocstrings reads every docstring
+  from the sources.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = "<!-- flags -->"
+RESULTS = "<!-- results -->"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+MIRROR = os.path.join(ROOT, "build", "docs-src", "pocketflow_tf")
+SUBPACKAGES = ("learners", "hp_optimizers", "nets")
+
+
+def _mirror_package() -> None:
+    # Rebuilt every time: a module added or removed since the last build must show.
+    shutil.rmtree(MIRROR, ignore_errors=True)
+    os.makedirs(MIRROR)
+    core = os.path.join(ROOT, "pocketflow_tf")
+    entries = [(os.path.join(core, n), n) for n in os.listdir(core) if n != "__pycache__"]
+    entries += [(os.path.join(ROOT, n), n) for n in SUBPACKAGES]
+    for src, name in entries:
+        os.symlink(src, os.path.join(MIRROR, name))
+
+
+def on_startup(command: str, dirty: bool) -> None:  # noqa: ARG001 (MkDocs API)
+    """Mirrors the installed package layout before mkdocstrings lists its search paths."""
+    _mirror_package()
+
+
+def _flags() -> str:
+    # The learners register themselves on import; the core does not import them.
+    import pocketflow_tf.learners  # noqa: F401
+    from pocketflow_tf import options
+
+    # The reference's sections are "## <learner>"; the page title is the only "#".
+    return options.reference_markdown()
+
+
+def _results() -> str:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    if START not in text or END not in text:
+        raise ValueError(f"README.md lacks the markers {START} / {END}")
+    return text.split(START, 1)[1].split(END, 1)[0].strip()
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 (MkDocs API)
+    """Replaces the markers of a page by the generated Markdown."""
+    if FLAGS in markdown:
+        markdown = markdown.replace(FLAGS, _flags())
+    if RESULTS in markdown:
+        markdown = markdown.replace(RESULTS, _results())
+    return markdown
