@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,8 +46,10 @@ def _flags() -> str:
     import pocketflow_tf.learners  # noqa: F401
     from pocketflow_tf import options
 
-    # The reference's sections are "## <learner>"; the page title is the only "#".
-    return options.reference_markdown()
+    # Help texts say e.g. "<checkpoint_dir>.auto": outside code spans Markdown would take
+    # that for an HTML tag and drop it.
+    parts = re.split(r"(`[^`]*`)", options.reference_markdown())
+    return "".join(p if p.startswith("`") else p.replace("<", "&lt;") for p in parts)
 
 
 def _results() -> str:
