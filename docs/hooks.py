@@ -2,6 +2,8 @@
 
 * ``<!-- flags -->`` in a page becomes :func:`pocketflow_tf.options.reference_markdown`, the
   flag reference generated from the learners' ``Options`` fields, so it cannot drift;
+* ``<!-- common-flags -->`` becomes a table of the run scripts' other flags, read from the
+  absl flags that :mod:`pocketflow_tf.app.cli` defines;
 * ``<!-- results -->`` becomes the benchmark tables that ``python -m bench.make_table``
   writes between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md (one
   generated copy, read at build time);
@@ -19,6 +21,7 @@ import shutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = "<!-- flags -->"
+COMMON_FLAGS = "<!-- common-flags -->"
 RESULTS = "<!-- results -->"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 MIRROR = os.path.join(ROOT, "build", "docs-src", "pocketflow_tf")
@@ -41,15 +44,45 @@ def on_startup(command: str, dirty: bool) -> None:  # noqa: ARG001 (MkDocs API)
     _mirror_package()
 
 
+def _escape_tags(markdown: str) -> str:
+    # Help texts say e.g. "<checkpoint_dir>.auto": outside code spans Markdown would take
+    # that for an HTML tag and drop it.
+    parts = re.split(r"(`[^`]*`)", markdown)
+    return "".join(p if p.startswith("`") else p.replace("<", "&lt;") for p in parts)
+
+
 def _flags() -> str:
     # The learners register themselves on import; the core does not import them.
     import pocketflow_tf.learners  # noqa: F401
     from pocketflow_tf import options
 
-    # Help texts say e.g. "<checkpoint_dir>.auto": outside code spans Markdown would take
-    # that for an HTML tag and drop it.
-    parts = re.split(r"(`[^`]*`)", options.reference_markdown())
-    return "".join(p if p.startswith("`") else p.replace("<", "&lt;") for p in parts)
+    return _escape_tags(options.reference_markdown())
+
+
+def _common_flags() -> str:
+    import dataclasses
+
+    from absl import flags
+
+    from pocketflow_tf import cli_errors
+    from pocketflow_tf import learner as learner_lib
+    from pocketflow_tf.app import cli
+
+    # The learners' option flags are the other table; these are the rest of the scripts'.
+    learner_options = {
+        f.name
+        for name in learner_lib.available()
+        for f in dataclasses.fields(learner_lib.get_learner_class(name).Options)
+    }
+    lines = ["| flag | default | what it does |", "|---|---|---|"]
+    for module in (cli, cli_errors):
+        for flag in flags.FLAGS.get_flags_for_module(module):
+            if flag.name in learner_options:
+                continue
+            default = ",".join(flag.default) if isinstance(flag.default, list) else flag.default
+            text = flag.help.replace("|", "\\|")
+            lines.append(f"| `--{flag.name}` | `{default}` | {text} |")
+    return _escape_tags("\n".join(lines))
 
 
 def _results() -> str:
@@ -64,6 +97,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001
     """Replaces the markers of a page by the generated Markdown."""
     if FLAGS in markdown:
         markdown = markdown.replace(FLAGS, _flags())
+    if COMMON_FLAGS in markdown:
+        markdown = markdown.replace(COMMON_FLAGS, _common_flags())
     if RESULTS in markdown:
         markdown = markdown.replace(RESULTS, _results())
     return markdown
