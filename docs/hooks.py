@@ -3,7 +3,8 @@
 * ``<!-- flags -->`` in a page becomes :func:`pocketflow_tf.options.reference_markdown`, the
   flag reference generated from the learners' ``Options`` fields, so it cannot drift;
 * ``<!-- common-flags -->`` becomes a table of the run scripts' other flags, read from the
-  absl flags that :mod:`pocketflow_tf.app.cli` defines;
+  absl flags that :mod:`pocketflow_tf.app.cli` defines, and ``<!-- command-flags -->`` one
+  of the ``pocketflow-tf`` command's own flags (:mod:`pocketflow_tf.app.command`);
 * ``<!-- results -->`` becomes the benchmark tables that ``python -m bench.make_table``
   writes between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md (one
   generated copy, read at build time);
@@ -22,6 +23,7 @@ import shutil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = "<!-- flags -->"
 COMMON_FLAGS = "<!-- common-flags -->"
+COMMAND_FLAGS = "<!-- command-flags -->"
 RESULTS = "<!-- results -->"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 MIRROR = os.path.join(ROOT, "build", "docs-src", "pocketflow_tf")
@@ -59,10 +61,22 @@ def _flags() -> str:
     return _escape_tags(options.reference_markdown())
 
 
+def _flag_table(modules, skip: set[str]) -> str:
+    from absl import flags
+
+    lines = ["| flag | default | what it does |", "|---|---|---|"]
+    for module in modules:
+        for flag in flags.FLAGS.get_flags_for_module(module):
+            if flag.name in skip:
+                continue
+            default = ",".join(flag.default) if isinstance(flag.default, list) else flag.default
+            text = flag.help.replace("|", "\\|")
+            lines.append(f"| `--{flag.name}` | `{default}` | {text} |")
+    return _escape_tags("\n".join(lines))
+
+
 def _common_flags() -> str:
     import dataclasses
-
-    from absl import flags
 
     from pocketflow_tf import cli_errors
     from pocketflow_tf import learner as learner_lib
@@ -74,15 +88,13 @@ def _common_flags() -> str:
         for name in learner_lib.available()
         for f in dataclasses.fields(learner_lib.get_learner_class(name).Options)
     }
-    lines = ["| flag | default | what it does |", "|---|---|---|"]
-    for module in (cli, cli_errors):
-        for flag in flags.FLAGS.get_flags_for_module(module):
-            if flag.name in learner_options:
-                continue
-            default = ",".join(flag.default) if isinstance(flag.default, list) else flag.default
-            text = flag.help.replace("|", "\\|")
-            lines.append(f"| `--{flag.name}` | `{default}` | {text} |")
-    return _escape_tags("\n".join(lines))
+    return _flag_table((cli, cli_errors), learner_options)
+
+
+def _command_flags() -> str:
+    from pocketflow_tf.app import command
+
+    return _flag_table((command,), set())
 
 
 def _results() -> str:
@@ -99,6 +111,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001
         markdown = markdown.replace(FLAGS, _flags())
     if COMMON_FLAGS in markdown:
         markdown = markdown.replace(COMMON_FLAGS, _common_flags())
+    if COMMAND_FLAGS in markdown:
+        markdown = markdown.replace(COMMAND_FLAGS, _command_flags())
     if RESULTS in markdown:
         markdown = markdown.replace(RESULTS, _results())
     return markdown
