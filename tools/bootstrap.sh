@@ -19,7 +19,8 @@ if [ ! -x "$PFTF_VENV/bin/python" ]; then
   python3 -m venv "$PFTF_VENV"
 fi
 # One stamp per requirements file: run_local.sh (requirements.txt) and run_tests.sh
-# (requirements-dev.txt) alternating must not reinstall each other's set every time.
+# (requirements-dev.txt, then requirements-docs.txt for the documentation build) alternating
+# must not reinstall each other's set every time.
 _stamp="$PFTF_VENV/.pftf-installed-$(basename "$_req")"
 _want="$(cat "$PFTF_ROOT/$_req" "$PFTF_ROOT/requirements.txt" "$PFTF_ROOT/constraints.txt" "$PFTF_ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
