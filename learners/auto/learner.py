@@ -371,6 +371,9 @@ class AutoLearner(learner.Learner):
 
     def _start(self, run: _Run) -> None:
         """Writes the study's settings, measures the dense reference and plans the chains."""
+        # Seeded like Learner.fit: the builds' shuffles and initialisations then do not
+        # depend on what ran before in the process.
+        keras.utils.set_random_seed(self.seed)
         os.makedirs(self.auto_dir, exist_ok=True)
         atomic_io.write_json(os.path.join(self.auto_dir, CONFIG_FILE), run.config)
         run.teacher = self.teacher if self.teacher is not None else learner.copy_model(run.model)

@@ -55,6 +55,7 @@ from pocketflow_tf import (
     tflite_verify,
     training,
 )
+from pocketflow_tf.compat import keras
 from pocketflow_tf.nets import recipe as recipe_lib
 
 EXEC_MODES = ("train", "eval")
@@ -376,6 +377,7 @@ def _baseline_for_auto(opts: RunOptions, command, backend: distributed.Backend) 
         nb_epochs_rat=opts.nb_epochs_rat,
         data_dir=opts.data_dir,
         save_path=path,
+        log_dir=os.path.join(opts.log_dir, "baseline"),  # beside the run's own logs
         export_modes=("float",),
         num_verify=opts.num_verify,
         build_options=opts.build_options,
@@ -500,6 +502,8 @@ def _train(
             )
         inputs.model_classes(model, num_classes=data.num_classes)  # before any training
     else:
+        # Seeded first: RunOptions.seed promises the same initial weights in every process.
+        keras.utils.set_random_seed(opts.seed)
         model = rec_cfg.build(data.input_shape, data.num_classes, **opts.build_options)
 
     teacher = None
