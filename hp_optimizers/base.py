@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, options
 from pocketflow_tf.hp_optimizers import space as space_lib
 
 DIRECTIONS = ("maximize", "minimize")
@@ -107,10 +107,8 @@ class Optimizer(abc.ABC):
             raise errors.InvalidArgumentError("space", space, "a SearchSpace")
         if direction not in DIRECTIONS:
             raise errors.InvalidArgumentError("direction", direction, f"one of {DIRECTIONS}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise errors.InvalidArgumentError("seed", seed, "an integer >= 0")
         self.space = space
-        self.seed = seed
+        self.seed = options.check_integer("seed", seed, low=0)
         self.direction = direction
         self.history: list[Record] = []
         self.pending: dict[int, dict[str, Any]] = {}

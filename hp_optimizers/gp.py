@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, options
 from pocketflow_tf.hp_optimizers import base, random_search
 from pocketflow_tf.hp_optimizers import space as space_lib
 
@@ -144,13 +144,9 @@ class GaussianProcess(base.Optimizer):
         beta: float = 2.6,
     ):
         super().__init__(space, seed=seed, direction=direction)
-        if num_initial_points is not None and (
-            isinstance(num_initial_points, bool)
-            or not isinstance(num_initial_points, int)
-            or num_initial_points < 1
-        ):
-            raise errors.InvalidArgumentError(
-                "num_initial_points", num_initial_points, "None or an int >= 1"
+        if num_initial_points is not None:
+            num_initial_points = options.check_integer(
+                "num_initial_points", num_initial_points, low=1
             )
         if isinstance(beta, bool) or not isinstance(beta, int | float) or not beta > 0:
             raise errors.InvalidArgumentError("beta", beta, "a number > 0")

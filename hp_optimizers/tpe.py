@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, options
 from pocketflow_tf.hp_optimizers import base
 from pocketflow_tf.hp_optimizers import space as space_lib
 
@@ -114,12 +114,7 @@ class TPE(base.Optimizer):
         multivariate: bool = True,
     ):
         super().__init__(space, seed=seed, direction=direction)
-        if (
-            isinstance(n_startup_trials, bool)
-            or not isinstance(n_startup_trials, int)
-            or n_startup_trials < 1
-        ):
-            raise errors.InvalidArgumentError("n_startup_trials", n_startup_trials, "an int >= 1")
+        n_startup_trials = options.check_integer("n_startup_trials", n_startup_trials, low=1)
         if not isinstance(multivariate, bool):
             raise errors.InvalidArgumentError("multivariate", multivariate, "True or False")
         self.n_startup_trials = n_startup_trials

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, options
 from pocketflow_tf.compat import keras, tf
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,7 @@ def convert(
         raise errors.InvalidArgumentError("mode", mode, f"one of {MODES}")
     if int8_io and mode != "int8":
         raise errors.InvalidArgumentError("int8_io", int8_io, "False unless mode='int8'")
-    if isinstance(num_calibration, bool) or not isinstance(num_calibration, int | np.integer):
-        raise errors.InvalidArgumentError("num_calibration", num_calibration, "an integer >= 1")
-    if num_calibration < 1:
-        raise errors.InvalidArgumentError("num_calibration", num_calibration, "an integer >= 1")
+    options.check_integer("num_calibration", num_calibration, low=1)
 
     calib = (
         _calibration_subset(model, representative_data, num_calibration) if mode == "int8" else None
