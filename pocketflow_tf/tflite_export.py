@@ -36,7 +36,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pocketflow_tf import errors, options
+from pocketflow_tf import calibration, errors, options
 from pocketflow_tf.compat import keras, tf
 
 logger = logging.getLogger(__name__)
@@ -175,11 +175,8 @@ def _calibration_subset(model: keras.Model, data: np.ndarray | None, limit: int)
             f"array of shape {data.shape}",
             f"a non-empty array of shape (N, {', '.join(map(str, expected))})",
         )
-    if len(data) > limit:
-        # A seeded random subset: user arrays may be sorted by class, and calibrating on the
-        # first `limit` samples would then see a single class.
-        idx = np.sort(np.random.default_rng(0).choice(len(data), limit, replace=False))
-        data = data[idx]
+    # A seeded random subset (all of it, in order, when there are no more than `limit`).
+    data = calibration.sample(data, n=limit, seed=0, in_order=True)[0]
     return data.astype(np.float32, copy=False)
 
 
