@@ -134,6 +134,7 @@ class GaussianProcess(base.Optimizer):
     """
 
     name = "gp"
+    SETTINGS = ("num_initial_points", "beta")
 
     def __init__(
         self,
@@ -267,16 +268,3 @@ class GaussianProcess(base.Optimizer):
             # discrete space): repeating a point is allowed here, so draw one ourselves.
             return random_search.sample(self.space, rng)
         return self._from_oracle(trial.hyperparameters.values)
-
-    def get_state(self) -> dict[str, Any]:
-        """The base state plus the GP settings (so a restore needs no kwargs)."""
-        state = super().get_state()
-        state["num_initial_points"] = self.num_initial_points
-        state["beta"] = self.beta
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], **kwargs: Any) -> GaussianProcess:
-        """Rebuilds a GP optimiser from ``get_state()``; ``kwargs`` override its settings."""
-        settings = {k: state[k] for k in ("num_initial_points", "beta") if k in state}
-        return super().from_state(state, **{**settings, **kwargs})

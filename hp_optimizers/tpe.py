@@ -104,6 +104,7 @@ class TPE(base.Optimizer):
     """
 
     name = "tpe"
+    SETTINGS = ("n_startup_trials", "multivariate")
 
     def __init__(
         self,
@@ -153,16 +154,3 @@ class TPE(base.Optimizer):
             study.add_trials(self._completed + running)
             trial = study.ask(self._distributions)
         return dict(trial.params)
-
-    def get_state(self) -> dict[str, Any]:
-        """The base state plus the TPE settings (so a restore needs no kwargs)."""
-        state = super().get_state()
-        state["n_startup_trials"] = self.n_startup_trials
-        state["multivariate"] = self.multivariate
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], **kwargs: Any) -> TPE:
-        """Rebuilds a TPE from ``get_state()``; ``kwargs`` override the stored settings."""
-        settings = {k: state[k] for k in ("n_startup_trials", "multivariate") if k in state}
-        return super().from_state(state, **{**settings, **kwargs})
