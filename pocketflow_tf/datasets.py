@@ -21,6 +21,7 @@ import dataclasses
 import gzip
 import os
 import struct
+from collections.abc import Callable
 
 import numpy as np
 
@@ -276,14 +277,7 @@ def _cifar_pickle(folder: str) -> dict:
             )
         return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
 
-    train = [read(p) for p in _batch_files(folder, "")]
-    x_test, y_test = read(os.path.join(folder, "test_batch"))
-    return {
-        "x_train": np.concatenate([t[0] for t in train]),
-        "y_train": np.concatenate([t[1] for t in train]),
-        "x_test": x_test,
-        "y_test": y_test,
-    }
+    return _cifar_splits(folder, "", read)
 
 
 def _cifar_binary(folder: str) -> dict:
@@ -299,8 +293,13 @@ def _cifar_binary(folder: str) -> dict:
         raw = raw.reshape(-1, record)
         return raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), raw[:, 0].astype(np.int64)
 
-    train = [read(p) for p in _batch_files(folder, ".bin")]
-    x_test, y_test = read(os.path.join(folder, "test_batch.bin"))
+    return _cifar_splits(folder, ".bin", read)
+
+
+def _cifar_splits(folder: str, ext: str, read: Callable[[str], tuple]) -> dict:
+    """The train batches and the test batch of either CIFAR-10 format, read with ``read``."""
+    train = [read(p) for p in _batch_files(folder, ext)]
+    x_test, y_test = read(os.path.join(folder, "test_batch" + ext))
     return {
         "x_train": np.concatenate([t[0] for t in train]),
         "y_train": np.concatenate([t[1] for t in train]),

@@ -57,15 +57,12 @@ class _FakeQuantMixin:
         self.narrow_range = bool(narrow_range)
 
     def call(self, inputs):
-        if isinstance(self.minimum, list):  # one range per channel (the last axis)
-            return tf.quantization.fake_quant_with_min_max_vars_per_channel(
-                inputs,
-                tf.constant(self.minimum, tf.float32),
-                tf.constant(self.maximum, tf.float32),
-                num_bits=self.num_bits,
-                narrow_range=self.narrow_range,
-            )
-        return tf.quantization.fake_quant_with_min_max_vars(
+        fake_quant = (
+            tf.quantization.fake_quant_with_min_max_vars_per_channel  # per last-axis channel
+            if isinstance(self.minimum, list)
+            else tf.quantization.fake_quant_with_min_max_vars
+        )
+        return fake_quant(
             inputs,
             tf.constant(self.minimum, tf.float32),
             tf.constant(self.maximum, tf.float32),
