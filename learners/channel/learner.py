@@ -53,6 +53,7 @@ from pocketflow_tf import (
     training,
 )
 from pocketflow_tf.compat import keras, tf
+from pocketflow_tf.hp_optimizers import in_memory
 from pocketflow_tf.learners.channel import (
     allocation,
     importance,
@@ -65,7 +66,7 @@ PRUNE_OPTIONS = ("uniform", "list", "auto")
 CRITERIA = ("lasso", "l1", "bn_gamma")
 COSTS = ("flops", "latency")
 PROXIES = ("mask", "refit")
-RATIO_SEARCHES = ("greedy", "amc", "tpe", "gp", "random")
+RATIO_SEARCHES = ("greedy", "amc", *in_memory.OPTIMIZERS)
 
 
 _RATIO = {"low": 0, "high": 1, "low_open": True}
@@ -179,7 +180,7 @@ class ChannelOptions(options.Options):
         owners = {
             "cp_amc_episodes": ("amc",),
             "cp_amc_reward": ("amc",),
-            "cp_search_trials": ("tpe", "gp", "random"),
+            "cp_search_trials": in_memory.OPTIMIZERS,
         }
         for name, searches in owners.items():
             if getattr(self, name) is not None and self.cp_ratio_search not in searches:
