@@ -2,7 +2,8 @@
 
 Installed as ``pocketflow_tf.hp_optimizers``. ``space`` describes what is searched, ``base``
 holds the ask/tell contract and the registry of optimisers ("random", "tpe", "gp", "amc"),
-``search`` the resumable study loop.
+``search`` the resumable study loop, ``in_memory`` the loop a learner's own search runs
+inside one ``fit``.
 
 Example:
     >>> from pocketflow_tf.hp_optimizers import space
@@ -15,6 +16,7 @@ from pocketflow_tf.hp_optimizers import (  # noqa: F401
     amc,  # "amc": DDPG in the AMC design
     base,  # the ask/tell contract and the registry
     gp,  # "gp": keras-tuner's Bayesian oracle
+    in_memory,  # the in-memory loop of a learner's own search
     random_search,  # "random"
     search,  # the resumable study loop
     space,  # what is searched

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, options
 from pocketflow_tf.hp_optimizers import base, ddpg
 from pocketflow_tf.hp_optimizers import space as space_lib
 
@@ -264,20 +264,14 @@ class AMCSearch(base.Optimizer):
             raise errors.InvalidArgumentError("reward", reward, f"one of {REWARDS}")
         if error_from not in ERROR_FROM:
             raise errors.InvalidArgumentError("error_from", error_from, f"one of {ERROR_FROM}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise errors.InvalidArgumentError("warmup", warmup, "an integer >= 0")
+        warmup = options.check_integer("warmup", warmup, low=0)
         if not isinstance(sigma, int | float) or sigma < 0:
             raise errors.InvalidArgumentError("sigma", sigma, "a number >= 0")
         if not isinstance(sigma_decay, int | float) or not 0.0 < sigma_decay <= 1.0:
             raise errors.InvalidArgumentError("sigma_decay", sigma_decay, "a number in (0, 1]")
-        if not isinstance(buffer_episodes, int) or buffer_episodes < 1:
-            raise errors.InvalidArgumentError("buffer_episodes", buffer_episodes, "an int >= 1")
-        if updates_per_episode is not None and (
-            not isinstance(updates_per_episode, int) or updates_per_episode < 0
-        ):
-            raise errors.InvalidArgumentError(
-                "updates_per_episode", updates_per_episode, "None or an integer >= 0"
-            )
+        options.check_integer("buffer_episodes", buffer_episodes, low=1)
+        if updates_per_episode is not None:
+            options.check_integer("updates_per_episode", updates_per_episode, low=0)
         self.budget, self.resource, self.reward = float(budget), resource, reward
         self.error_from, self.warmup = error_from, warmup
         self.sigma, self.sigma_decay = float(sigma), float(sigma_decay)

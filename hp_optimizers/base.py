@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, options
 from pocketflow_tf.hp_optimizers import space as space_lib
 
 DIRECTIONS = ("maximize", "minimize")
@@ -101,16 +101,17 @@ class Optimizer(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    #: Constructor keywords kept as attributes of the same name and stored in the state, so
+    #: that ``from_state`` needs them not again (callables, which are not data, are not here).
+    SETTINGS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, space: space_lib.SearchSpace, seed: int = 0, direction: str = "maximize"):
         if not isinstance(space, space_lib.SearchSpace):
             raise errors.InvalidArgumentError("space", space, "a SearchSpace")
         if direction not in DIRECTIONS:
             raise errors.InvalidArgumentError("direction", direction, f"one of {DIRECTIONS}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise errors.InvalidArgumentError("seed", seed, "an integer >= 0")
         self.space = space
-        self.seed = seed
+        self.seed = options.check_integer("seed", seed, low=0)
         self.direction = direction
         self.history: list[Record] = []
         self.pending: dict[int, dict[str, Any]] = {}
@@ -178,16 +179,18 @@ class Optimizer(abc.ABC):
             "next_number": self._next_number,
             "history": [dataclasses.asdict(r) for r in self.history],
             "pending": [{"number": n, "params": p} for n, p in sorted(self.pending.items())],
+            **{key: getattr(self, key) for key in self.SETTINGS},
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any], **kwargs: Any) -> Optimizer:
         """Rebuilds an optimiser from ``get_state()``; ``kwargs`` go to the constructor
-        (for what is not data, e.g. a callable)."""
+        (for what is not data, e.g. a callable) and override the stored ``SETTINGS``."""
         if state.get("optimizer") != cls.name:
             raise errors.InvalidArgumentError(
                 "state['optimizer']", state.get("optimizer"), f"{cls.name!r}"
             )
+        kwargs = {**{key: state[key] for key in cls.SETTINGS if key in state}, **kwargs}
         opt = cls(
             space_lib.SearchSpace.from_config(state["space"]),
             seed=state["seed"],

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, options
 
 
 class MLP:
@@ -208,17 +208,15 @@ class DDPG:
         invert_gradients: bool = True,
         seed: int = 0,
     ):
-        for name, value in (("state_dim", state_dim), ("action_dim", action_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise errors.InvalidArgumentError(name, value, "an integer >= 1")
+        state_dim = options.check_integer("state_dim", state_dim, low=1)
+        action_dim = options.check_integer("action_dim", action_dim, low=1)
         if not hidden or any(not isinstance(h, int) or h < 1 for h in hidden):
             raise errors.InvalidArgumentError("hidden", hidden, "a non-empty list of ints >= 1")
         for name, value in (("tau", tau), ("discount", discount), ("moving_alpha", moving_alpha)):
             if not 0.0 <= value <= 1.0:
                 raise errors.InvalidArgumentError(name, value, "a number in [0, 1]")
-        for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size)):
-            if not isinstance(value, int) or value < 1:
-                raise errors.InvalidArgumentError(name, value, "an integer >= 1")
+        batch_size = options.check_integer("batch_size", batch_size, low=1)
+        buffer_size = options.check_integer("buffer_size", buffer_size, low=1)
         self.state_dim, self.action_dim = state_dim, action_dim
         self.tau, self.discount, self.batch_size = tau, discount, batch_size
         self.moving_alpha = moving_alpha

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, options
 from pocketflow_tf.hp_optimizers import base, random_search
 from pocketflow_tf.hp_optimizers import space as space_lib
 
@@ -134,6 +134,7 @@ class GaussianProcess(base.Optimizer):
     """
 
     name = "gp"
+    SETTINGS = ("num_initial_points", "beta")
 
     def __init__(
         self,
@@ -144,13 +145,9 @@ class GaussianProcess(base.Optimizer):
         beta: float = 2.6,
     ):
         super().__init__(space, seed=seed, direction=direction)
-        if num_initial_points is not None and (
-            isinstance(num_initial_points, bool)
-            or not isinstance(num_initial_points, int)
-            or num_initial_points < 1
-        ):
-            raise errors.InvalidArgumentError(
-                "num_initial_points", num_initial_points, "None or an int >= 1"
+        if num_initial_points is not None:
+            num_initial_points = options.check_integer(
+                "num_initial_points", num_initial_points, low=1
             )
         if isinstance(beta, bool) or not isinstance(beta, int | float) or not beta > 0:
             raise errors.InvalidArgumentError("beta", beta, "a number > 0")
@@ -271,16 +268,3 @@ class GaussianProcess(base.Optimizer):
             # discrete space): repeating a point is allowed here, so draw one ourselves.
             return random_search.sample(self.space, rng)
         return self._from_oracle(trial.hyperparameters.values)
-
-    def get_state(self) -> dict[str, Any]:
-        """The base state plus the GP settings (so a restore needs no kwargs)."""
-        state = super().get_state()
-        state["num_initial_points"] = self.num_initial_points
-        state["beta"] = self.beta
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], **kwargs: Any) -> GaussianProcess:
-        """Rebuilds a GP optimiser from ``get_state()``; ``kwargs`` override its settings."""
-        settings = {k: state[k] for k in ("num_initial_points", "beta") if k in state}
-        return super().from_state(state, **{**settings, **kwargs})

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import atomic_io, errors
+from pocketflow_tf import atomic_io, errors, options
 from pocketflow_tf.hp_optimizers import base
 from pocketflow_tf.hp_optimizers import space as space_lib
 
@@ -241,23 +241,19 @@ class Study:
 
     Example:
         >>> import tempfile
-        >>> from pocketflow_tf.hp_optimizers import base, space as space_lib
-        >>> class Walk(base.Optimizer):
-        ...     name = "doc-walk"
-        ...     def _propose(self, number, rng):
-        ...         return {"x": float(rng.uniform(-1.0, 1.0))}
-        >>> _ = base.register(Walk)
+        >>> import pocketflow_tf.hp_optimizers  # registers "random"
+        >>> from pocketflow_tf.hp_optimizers import space as space_lib
         >>> space = space_lib.SearchSpace([space_lib.Float("x", -1.0, 1.0)])
         >>> d = tempfile.mkdtemp()
         >>> def objective(params, trial_seed):
         ...     if params["x"] > 0.5:
         ...         raise TrialFailed("x too large")
         ...     return -abs(params["x"])
-        >>> r = Study(d, space, objective, optimizer="doc-walk", max_trials=5,
+        >>> r = Study(d, space, objective, optimizer="random", max_trials=5,
         ...           verbose=False).run()
-        >>> sorted({t.status for t in r.trials}) <= ["complete", "failed"]
-        True
-        >>> Study(d, space, objective, optimizer="doc-walk", seed=1, max_trials=5)
+        >>> [t.status for t in r.trials], r.best.number
+        (['complete', 'failed', 'complete', 'failed', 'failed'], 0)
+        >>> Study(d, space, objective, optimizer="random", seed=1, max_trials=5)
         Traceback (most recent call last):
         ...
         pocketflow_tf.errors.InvalidArgumentError: Invalid value for `seed`: 1. ...
@@ -284,20 +280,17 @@ class Study:
             raise errors.InvalidArgumentError("objective", objective, "a callable")
         if direction not in base.DIRECTIONS:
             raise errors.InvalidArgumentError("direction", direction, f"one of {base.DIRECTIONS}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise errors.InvalidArgumentError("seed", seed, "an integer >= 0")
+        seed = options.check_integer("seed", seed, low=0)
         if max_trials is None and max_wall_s is None:
             raise errors.InvalidArgumentError(
                 "max_trials/max_wall_s", (None, None), "at least one budget"
             )
-        for name, value in (
-            ("max_trials", max_trials),
-            ("max_consecutive_failures", max_consecutive_failures),
-        ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise errors.InvalidArgumentError(name, value, "an integer >= 1 or None")
-            if value is not None and value < 1:
-                raise errors.InvalidArgumentError(name, value, "an integer >= 1 or None")
+        if max_trials is not None:
+            max_trials = options.check_integer("max_trials", max_trials, low=1)
+        if max_consecutive_failures is not None:
+            max_consecutive_failures = options.check_integer(
+                "max_consecutive_failures", max_consecutive_failures, low=1
+            )
         if max_wall_s is not None and not (_is_finite_number(max_wall_s) and max_wall_s > 0):
             raise errors.InvalidArgumentError("max_wall_s", max_wall_s, "a number > 0 or None")
         self.optimizer_cls = base.get(optimizer)  # unknown names fail here, not mid-run
@@ -346,12 +339,8 @@ class Study:
 
         Example:
             >>> import tempfile
-            >>> from pocketflow_tf.hp_optimizers import base, space as space_lib
-            >>> class Walk(base.Optimizer):
-            ...     name = "doc-walk"
-            ...     def _propose(self, number, rng):
-            ...         return {"x": float(rng.uniform(-1.0, 1.0))}
-            >>> _ = base.register(Walk)
+            >>> import pocketflow_tf.hp_optimizers  # registers "random"
+            >>> from pocketflow_tf.hp_optimizers import space as space_lib
             >>> space = space_lib.SearchSpace([space_lib.Float("x", -1.0, 1.0)])
             >>> seeds = []
             >>> def objective(params, trial_seed):
@@ -359,7 +348,7 @@ class Study:
             ...     if len(seeds) == 2:
             ...         raise OSError("disk full")  # not a trial error: it propagates
             ...     return params["x"]
-            >>> study = Study(tempfile.mkdtemp(), space, objective, optimizer="doc-walk",
+            >>> study = Study(tempfile.mkdtemp(), space, objective, optimizer="random",
             ...               max_trials=3, verbose=False)
             >>> try:
             ...     study.run()

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, options
 from pocketflow_tf.hp_optimizers import base
 from pocketflow_tf.hp_optimizers import space as space_lib
 
@@ -104,6 +104,7 @@ class TPE(base.Optimizer):
     """
 
     name = "tpe"
+    SETTINGS = ("n_startup_trials", "multivariate")
 
     def __init__(
         self,
@@ -114,12 +115,7 @@ class TPE(base.Optimizer):
         multivariate: bool = True,
     ):
         super().__init__(space, seed=seed, direction=direction)
-        if (
-            isinstance(n_startup_trials, bool)
-            or not isinstance(n_startup_trials, int)
-            or n_startup_trials < 1
-        ):
-            raise errors.InvalidArgumentError("n_startup_trials", n_startup_trials, "an int >= 1")
+        n_startup_trials = options.check_integer("n_startup_trials", n_startup_trials, low=1)
         if not isinstance(multivariate, bool):
             raise errors.InvalidArgumentError("multivariate", multivariate, "True or False")
         self.n_startup_trials = n_startup_trials
@@ -158,16 +154,3 @@ class TPE(base.Optimizer):
             study.add_trials(self._completed + running)
             trial = study.ask(self._distributions)
         return dict(trial.params)
-
-    def get_state(self) -> dict[str, Any]:
-        """The base state plus the TPE settings (so a restore needs no kwargs)."""
-        state = super().get_state()
-        state["n_startup_trials"] = self.n_startup_trials
-        state["multivariate"] = self.multivariate
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], **kwargs: Any) -> TPE:
-        """Rebuilds a TPE from ``get_state()``; ``kwargs`` override the stored settings."""
-        settings = {k: state[k] for k in ("n_startup_trials", "multivariate") if k in state}
-        return super().from_state(state, **{**settings, **kwargs})

@@ -14,7 +14,7 @@ import functools
 import math
 from collections.abc import Callable
 
-from pocketflow_tf import errors, training
+from pocketflow_tf import errors, options, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.nets import mobilenet, resnet, simple
 
@@ -69,10 +69,8 @@ class Recipe:
             >>> cfg.epochs, cfg.warmup_epochs
             (4, 0.0)
         """
-        if epochs is not None and (
-            isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
-        ):
-            raise errors.InvalidArgumentError("epochs", epochs, "an integer >= 1")
+        if epochs is not None:
+            epochs = options.check_integer("epochs", epochs, low=1)
         changes = {
             "learning_rate": self.train.learning_rate * FINETUNE_LR_FACTOR,
             "warmup_epochs": 0.0,

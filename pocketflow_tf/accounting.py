@@ -64,7 +64,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pocketflow_tf import errors, interop, layer_rules
+from pocketflow_tf import errors, interop, layer_rules, options
 from pocketflow_tf.compat import keras, tf
 
 # TFMOT wrappers are matched by class name, not imported: their module paths are private and
@@ -262,8 +262,8 @@ class ModelProfile:
             Total  1 call                   8     18      10    100.0
             = 8 MACs, 18 FLOPs, 10 params (10 trainable, 0 non-trainable)
         """
-        if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
-            raise errors.InvalidArgumentError("top", top, "None or an integer >= 1")
+        if top is not None:
+            top = options.check_integer("top", top, low=1)
         rows = list(self.layers)
         if top is not None:
             rows = sorted(rows, key=lambda r: (r.flops, r.params), reverse=True)[:top]

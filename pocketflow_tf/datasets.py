@@ -21,6 +21,7 @@ import dataclasses
 import gzip
 import os
 import struct
+from collections.abc import Callable
 
 import numpy as np
 
@@ -295,10 +296,10 @@ def _cifar_binary(folder: str) -> dict:
     return _cifar_splits(folder, ".bin", read)
 
 
-def _cifar_splits(folder: str, suffix: str, read) -> dict:
-    """The train and test arrays of a CIFAR-10 folder whose batch files ``read`` parses."""
-    train = [read(p) for p in _batch_files(folder, suffix)]
-    x_test, y_test = read(os.path.join(folder, "test_batch" + suffix))
+def _cifar_splits(folder: str, ext: str, read: Callable[[str], tuple]) -> dict:
+    """The train batches and the test batch of either CIFAR-10 format, read with ``read``."""
+    train = [read(p) for p in _batch_files(folder, ext)]
+    x_test, y_test = read(os.path.join(folder, "test_batch" + ext))
     return {
         "x_train": np.concatenate([t[0] for t in train]),
         "y_train": np.concatenate([t[1] for t in train]),

@@ -58,8 +58,8 @@ class _FakeQuantMixin:
 
     def call(self, inputs):
         fake_quant = (
-            tf.quantization.fake_quant_with_min_max_vars_per_channel  # one range per channel
-            if isinstance(self.minimum, list)  # (the last axis)
+            tf.quantization.fake_quant_with_min_max_vars_per_channel  # per last-axis channel
+            if isinstance(self.minimum, list)
             else tf.quantization.fake_quant_with_min_max_vars
         )
         return fake_quant(

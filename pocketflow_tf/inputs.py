@@ -48,11 +48,18 @@ _IMAGES_ACCEPTED = (
 )
 
 
-def _first_bad(mask: np.ndarray) -> tuple[int, int]:
-    """``(count of samples with a True, index of the first)`` over the leading axis."""
+def _refuse_marked(
+    mask: np.ndarray, name: str, what: str, accepted: str, values: np.ndarray | None = None
+) -> None:
+    """Raises, naming how many samples ``mask`` marks (over the leading axis) and the first
+    (with its value from ``values``), when it marks any."""
     per_sample = mask.reshape(len(mask), -1).any(axis=1) if mask.ndim > 1 else mask
     idx = np.flatnonzero(per_sample)
-    return len(idx), int(idx[0]) if len(idx) else -1
+    if len(idx):
+        shown = f": {values[idx[0]].item()!r}" if values is not None else ""
+        raise errors.InvalidArgumentError(
+            name, f"{len(idx)} {what}, first at index {idx[0]}{shown}", accepted
+        )
 
 
 def images(
@@ -99,14 +106,7 @@ def images(
         )
     if input_shape is not None:
         arr = _match_shape(arr, tuple(input_shape), name)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        count, first = _first_bad(bad)
-        raise errors.InvalidArgumentError(
-            name,
-            f"{count} image(s) holding NaN or inf, first at index {first}",
-            "finite values only",
-        )
+    _refuse_marked(~np.isfinite(arr), name, "image(s) holding NaN or inf", "finite values only")
     return arr
 
 
@@ -172,28 +172,23 @@ def labels(
             name, f"{len(arr)} labels for {n} images", "one label per image"
         )
     if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr) | (arr != np.round(arr))
-        if bad.any():
-            count, first = _first_bad(bad)
-            raise errors.InvalidArgumentError(
-                name,
-                f"{count} fractional label(s), first at index {first}: {arr[first].item()!r}",
-                "integer class indices (floats only when they hold whole numbers)",
-            )
+        _refuse_marked(
+            ~np.isfinite(arr) | (arr != np.round(arr)),
+            name,
+            "fractional label(s)",
+            "integer class indices (floats only when they hold whole numbers)",
+            arr,
+        )
     out = arr.astype(np.int64)
+    span = f"[0, {num_classes})" if num_classes is not None else "[0, inf)"
+    accepted = (
+        f"class indices 0..{num_classes - 1} (the model has {num_classes} outputs or the "
+        f"data set {num_classes} classes)"
+        if num_classes is not None
+        else "class indices >= 0"
+    )
     bad = (out < 0) | (out >= num_classes if num_classes is not None else False)
-    if bad.any():
-        count, first = _first_bad(bad)
-        span = f"[0, {num_classes})" if num_classes is not None else "[0, inf)"
-        accepted = (
-            f"class indices 0..{num_classes - 1} (the model has {num_classes} outputs or the "
-            f"data set {num_classes} classes)"
-            if num_classes is not None
-            else "class indices >= 0"
-        )
-        raise errors.InvalidArgumentError(
-            name, f"{count} label(s) outside {span}, first at index {first}: {out[first]}", accepted
-        )
+    _refuse_marked(bad, name, f"label(s) outside {span}", accepted, out)
     return out
 
 

@@ -26,7 +26,6 @@ import dataclasses
 import datetime as _dt
 import json
 import math
-import numbers
 import os
 import platform
 import sys
@@ -35,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from typing import IO, Any, TypeVar
 
-from pocketflow_tf import atomic_io, errors
+from pocketflow_tf import atomic_io, errors, options
 
 T = TypeVar("T")
 
@@ -383,10 +382,8 @@ class ProgressBar:
         every_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ):
-        if total is not None and (
-            isinstance(total, bool) or not isinstance(total, numbers.Integral) or total < 0
-        ):
-            raise errors.InvalidArgumentError("total", total, "None or an integer >= 0")
+        if total is not None:
+            options.check_integer("total", total, low=0)
         if not (isinstance(every_s, int | float) and every_s >= 0):
             raise errors.InvalidArgumentError("every_s", every_s, "a number of seconds >= 0")
         self.total = None if total is None else int(total)

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import calibration, errors, options
 from pocketflow_tf.compat import keras, tf
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,7 @@ def convert(
         raise errors.InvalidArgumentError("mode", mode, f"one of {MODES}")
     if int8_io and mode != "int8":
         raise errors.InvalidArgumentError("int8_io", int8_io, "False unless mode='int8'")
-    if isinstance(num_calibration, bool) or not isinstance(num_calibration, int | np.integer):
-        raise errors.InvalidArgumentError("num_calibration", num_calibration, "an integer >= 1")
-    if num_calibration < 1:
-        raise errors.InvalidArgumentError("num_calibration", num_calibration, "an integer >= 1")
+    options.check_integer("num_calibration", num_calibration, low=1)
 
     calib = (
         _calibration_subset(model, representative_data, num_calibration) if mode == "int8" else None
@@ -178,11 +175,8 @@ def _calibration_subset(model: keras.Model, data: np.ndarray | None, limit: int)
             f"array of shape {data.shape}",
             f"a non-empty array of shape (N, {', '.join(map(str, expected))})",
         )
-    if len(data) > limit:
-        # A seeded random subset: user arrays may be sorted by class, and calibrating on the
-        # first `limit` samples would then see a single class.
-        idx = np.sort(np.random.default_rng(0).choice(len(data), limit, replace=False))
-        data = data[idx]
+    # A seeded random subset (all of it, in order, when there are no more than `limit`).
+    data = calibration.sample(data, n=limit, seed=0, in_order=True)[0]
     return data.astype(np.float32, copy=False)
 
 

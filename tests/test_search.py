@@ -392,9 +392,12 @@ def test_hard_crash_leaves_a_running_trial_that_is_rerun(tmp_path):
 
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
     """Kill a running study again and again, then check it matches an uninterrupted run."""
-    # Trials long enough (20 x 0.15 s) that a fast idle machine cannot finish the study
-    # inside the kill schedule (with 0.03 s, CI's idle run finished after 3 kills).
-    n_trials, sleep_s, n_kills = 20, 0.15, 12
+    # No machine can finish the study inside the kill schedule, so every run is killed and
+    # the kill count is exact: a run killed after a random delay (< 0.8 s) finishes at most
+    # 5 trials of 0.15 s, one killed after an "end" line at most 1 (its next trial is 0.15 s
+    # away, the kill at most 4 ms), one killed after a "start" line none; 4 x 5 + 4 x 1 + 0
+    # = 24 < 30 trials. (The count used to depend on the machine's speed.)
+    n_trials, sleep_s, n_kills = 30, 0.15, 12
     t_start = time.monotonic()
     ref_log = tmp_path / "ref.log"
     subprocess.run(
@@ -423,16 +426,14 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
             )
             time.sleep(rng.uniform(0.0, 0.004))
             alive = alive and proc.poll() is None
-        if alive:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-            modes.append(mode)
+        assert alive, f"run {i} ({mode}) finished the study before its kill"
+        proc.send_signal(signal.SIGKILL)
+        kills += 1
+        modes.append(mode)
         proc.wait()
         # A temporary state file left behind means the kill cut an atomic write.
         left = os.listdir(directory) if directory.exists() else []
         torn += any(n.startswith(f".{search.STATE_FILE}.") for n in left)
-        if not alive:
-            break
     final = subprocess.run(cmd, timeout=60)
     assert final.returncode == 0
     runtime = time.monotonic() - t_start
@@ -472,7 +473,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
         f"{sum(t['attempts'] for t in trials)} attempts, {lost} finished results lost to a "
         f"kill and rerun, {torn} kills inside a state write, {runtime:.1f} s"
     )
-    assert kills >= n_kills // 2
+    assert kills == n_kills
 
 
 # -- Pareto front ----------------------------------------------------------------------------

@@ -105,16 +105,12 @@ class ProxyConfig:
     keep_tflite: bool = True
 
     def __post_init__(self):
-        from pocketflow_tf import errors
+        from pocketflow_tf import options
 
-        for name, value, low in (
-            ("proxy steps", self.steps, 0),
-            ("proxy calib_samples", self.calib_samples, 1),
-            ("eval_samples", self.eval_samples, 1),
-            ("latency_rounds", self.latency_rounds, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise errors.InvalidArgumentError(name, value, f"an integer >= {low}")
+        options.check_integer("proxy steps", self.steps, low=0)
+        options.check_integer("proxy calib_samples", self.calib_samples, low=1)
+        options.check_integer("eval_samples", self.eval_samples, low=1)
+        options.check_integer("latency_rounds", self.latency_rounds, low=1)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form.

@@ -215,16 +215,18 @@ class AllocationProblem:
             alone does not promise a speed-up.
 
     Example:
+        A convolution of 12 filters kept in multiples of 4:
+
         >>> from pocketflow_tf.compat import keras
-        >>> m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, name="a"),
-        ...                       keras.layers.Dense(32, name="b"), keras.layers.Dense(2)])
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(12, 3, name="c"),
+        ...                       keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
         >>> fm = FlopsModel.build(m)
-        >>> problem = AllocationProblem(fm, 0.5, 8, choices_for(fm.graph),
-        ...                             evaluate=lambda counts: counts["a"] / 32)
+        >>> problem = AllocationProblem(fm, 0.5, 4, choices_for(fm.graph, 4),
+        ...                             evaluate=lambda counts: counts["c"] / 12)
         >>> problem.choices
-        {'a': [8, 16, 24, 32], 'b': [8, 16, 24, 32]}
-        >>> problem.evaluate({"a": 16, "b": 32})
-        0.5
+        {'c': [4, 8, 12]}
+        >>> problem.evaluate({"c": 8})
+        0.6666666666666666
     """
 
     flops_model: FlopsModel

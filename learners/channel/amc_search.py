@@ -14,14 +14,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from pocketflow_tf import errors
-from pocketflow_tf.hp_optimizers import amc
+from pocketflow_tf import options as options_lib
+from pocketflow_tf.hp_optimizers import amc, in_memory
 from pocketflow_tf.hp_optimizers import space as space_lib
 from pocketflow_tf.learners.channel import allocation
 
@@ -149,22 +149,16 @@ class AMCRatioSearch:
             **options,
         )
         self.optimizer = opt
-        cache: dict[tuple, float] = {}  # discrete plans repeat: score each once
-        best = -math.inf
-        for episode in range(self.episodes):
-            trial = opt.ask()
-            counts = counts_of({k: trial.params[f"keep:{k}"] for k in size})
-            key = tuple(sorted(counts.items()))
-            if key not in cache:
-                cache[key] = float(problem.evaluate(counts))
-            opt.tell(trial.number, cache[key])
-            best = max(best, cache[key])
-            if self.verbose and (episode + 1) % max(1, self.episodes // 10) == 0:
-                print(
-                    f"  amc episode {episode + 1}/{self.episodes}: score {cache[key]:.4f}, "
-                    f"best {best:.4f}, flops {fm.flops(counts) / fm.dense_flops:.3f}, "
-                    f"{len(cache)} plans scored"
-                )
+        in_memory.run(
+            opt,
+            lambda params: counts_of({k: params[f"keep:{k}"] for k in size}),
+            problem.evaluate,
+            self.episodes,
+            cache_key=lambda counts: tuple(sorted(counts.items())),  # discrete plans repeat
+            label="amc",
+            verbose=self.verbose,
+            describe=lambda counts: f"flops {fm.flops(counts) / fm.dense_flops:.3f}",
+        )
         target = problem.flops_keep * fm.dense_flops
         ranked = sorted(
             (r for r in opt.history if not r.failed), key=lambda r: (-r.value, r.number)
@@ -205,10 +199,8 @@ def amc_ratio_search(
         >>> amc_ratio_search(episodes=40, seed=1)
         AMCRatioSearch(episodes=40, seed=1, reward='error', verbose=False, options={})
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise errors.InvalidArgumentError("episodes", episodes, "an integer >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise errors.InvalidArgumentError("seed", seed, "an integer >= 0")
+    episodes = options_lib.check_integer("episodes", episodes, low=1)
+    seed = options_lib.check_integer("seed", seed, low=0)
     if reward not in amc.REWARDS:
         raise errors.InvalidArgumentError("reward", reward, f"one of {amc.REWARDS}")
     return AMCRatioSearch(episodes, seed, reward, verbose, dict(options))

@@ -43,6 +43,7 @@ import numpy as np
 from pocketflow_tf import (
     accounting,
     batchnorm,
+    calibration,
     channel_graph,
     distillation,
     errors,
@@ -52,6 +53,7 @@ from pocketflow_tf import (
     training,
 )
 from pocketflow_tf.compat import keras, tf
+from pocketflow_tf.hp_optimizers import in_memory
 from pocketflow_tf.learners.channel import (
     allocation,
     importance,
@@ -64,7 +66,7 @@ PRUNE_OPTIONS = ("uniform", "list", "auto")
 CRITERIA = ("lasso", "l1", "bn_gamma")
 COSTS = ("flops", "latency")
 PROXIES = ("mask", "refit")
-RATIO_SEARCHES = ("greedy", "amc", "tpe", "gp", "random")
+RATIO_SEARCHES = ("greedy", "amc", *in_memory.OPTIMIZERS)
 
 
 _RATIO = {"low": 0, "high": 1, "low_open": True}
@@ -176,7 +178,7 @@ class ChannelOptions(options.Options):
         owners = {
             "cp_amc_episodes": ("amc",),
             "cp_amc_reward": ("amc",),
-            "cp_search_trials": ("tpe", "gp", "random"),
+            "cp_search_trials": in_memory.OPTIMIZERS,
         }
         for name, searches in owners.items():
             if getattr(self, name) is not None and self.cp_ratio_search not in searches:
@@ -339,8 +341,8 @@ class ChannelPrunedLearner(learner.Learner):
             pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'sequential...'. Accepted: a model with at least one prunable channel group; blocked: ...
         """
         self.plan(model)  # validates before any work
-        self._calib = _calibration_sample(
-            x, y, max(self.cp_nb_samples, self.cp_nb_eval), self.train_config.seed
+        self._calib = calibration.sample(
+            x, y, n=max(self.cp_nb_samples, self.cp_nb_eval), seed=self.train_config.seed
         )
         return super().fit(model, x, y, **kwargs)
 
@@ -356,8 +358,8 @@ class ChannelPrunedLearner(learner.Learner):
             >>> lrn.prune(m, x).get_layer("h").units, m.get_layer("h").units
             (8, 16)
         """
-        self._calib = _calibration_sample(
-            x, y, max(self.cp_nb_samples, self.cp_nb_eval), self.train_config.seed
+        self._calib = calibration.sample(
+            x, y, n=max(self.cp_nb_samples, self.cp_nb_eval), seed=self.train_config.seed
         )
         return self.prepare(model)
 
@@ -495,8 +497,8 @@ class ChannelPrunedLearner(learner.Learner):
             )
         self.plan(model)  # validates
         graph = channel_graph.build(model, self.cp_exclude)
-        calib = _calibration_sample(
-            x, y, max(self.cp_nb_samples, self.cp_nb_eval), self.train_config.seed
+        calib = calibration.sample(
+            x, y, n=max(self.cp_nb_samples, self.cp_nb_eval), seed=self.train_config.seed
         )
         return self._problem(model, graph, allocation.FlopsModel.build(model, graph), calib)
 
@@ -681,26 +683,6 @@ class ChannelPrunedLearner(learner.Learner):
         if bias is not None:
             w[1][out_cols] = bias
         layer.set_weights(w)
-
-
-def _calibration_sample(x, y, n: int, seed: int):
-    """Up to ``n`` shuffled training images (and labels) for selection and scoring."""
-    if isinstance(x, tf.data.Dataset):
-        xs, ys, got = [], [], 0
-        for bx, by in x:
-            xs.append(np.asarray(bx))
-            ys.append(np.asarray(by))
-            got += len(xs[-1])
-            if got >= n:
-                break
-        return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
-    if x is None:
-        raise errors.InvalidArgumentError(
-            "x", None, "training images (an array or tf.data.Dataset)"
-        )
-    x = np.asarray(x)
-    idx = np.random.default_rng(seed).permutation(len(x))[:n]
-    return x[idx], None if y is None else np.asarray(y)[idx]
 
 
 def _group_of_layer(graph, name):

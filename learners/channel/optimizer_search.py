@@ -28,17 +28,16 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import pocketflow_tf.hp_optimizers  # noqa: F401  (registers the optimisers)
-from pocketflow_tf import errors
-from pocketflow_tf.hp_optimizers import base, space
+from pocketflow_tf import errors, options
+from pocketflow_tf.hp_optimizers import base, in_memory, space
 from pocketflow_tf.learners.channel import allocation
 
 #: Optimisers a search can use (``hp_optimizers`` names).
-OPTIMIZERS = ("tpe", "gp", "random")
+OPTIMIZERS = in_memory.OPTIMIZERS
 
 
 def fit_to_flops(
@@ -131,31 +130,25 @@ class OptimizerRatioSearch:
             space.SearchSpace([space.Int(k, 0, len(problem.choices[k]) - 1) for k in keys]),
             seed=self.seed,
         )
-        self.history = []
-        cache: dict[tuple, float] = {}
-        best_score, best_counts = None, None
-        for t in range(self.trials):
-            trial = opt.ask()
-            proposed = {**fixed, **{k: problem.choices[k][trial.params[k]] for k in keys}}
-            counts = fit_to_flops(problem, proposed)
-            key = tuple(sorted(counts.items()))
-            if key not in cache:
-                cache[key] = float(problem.evaluate(counts))
-            score = cache[key]
-            opt.tell(trial.number, score)
-            # NaN and +-inf count as failed, as the optimiser's tell() treats them.
-            if math.isfinite(score) and (best_score is None or score > best_score):
-                best_score, best_counts = score, counts
-            self.history.append({"trial": t, "counts": counts, "score": score, "best": best_score})
-            if self.verbose and (t + 1) % max(1, self.trials // 10) == 0:
-                print(
-                    f"  {self.optimizer} trial {t + 1}/{self.trials}: score {score:.4f}, "
-                    f"best {best_score}, {len(cache)} plans scored"
-                )
-        if best_counts is None:  # every score failed: the largest uniform plan
+        result = in_memory.run(
+            opt,
+            lambda params: fit_to_flops(
+                problem, {**fixed, **{k: problem.choices[k][params[k]] for k in keys}}
+            ),
+            problem.evaluate,
+            self.trials,
+            cache_key=lambda counts: tuple(sorted(counts.items())),
+            label=self.optimizer,
+            verbose=self.verbose,
+        )
+        self.history = [
+            {"trial": h.trial, "counts": h.plan, "score": h.value, "best": h.best}
+            for h in result.history
+        ]
+        if result.best is None:  # every score failed: the largest uniform plan
             fm = problem.flops_model
             return allocation.uniform_counts_for_flops(fm, problem.flops_keep, problem.multiple)[0]
-        return best_counts
+        return result.best.plan
 
 
 def optimizer_ratio_search(
@@ -177,12 +170,9 @@ def optimizer_ratio_search(
         ...
         pocketflow_tf.errors.InvalidArgumentError: Invalid value for `cp_ratio_search`: 'anneal'. Accepted: one of ('tpe', 'gp', 'random').
     """
-    if optimizer not in OPTIMIZERS:
-        raise errors.InvalidArgumentError("cp_ratio_search", optimizer, f"one of {OPTIMIZERS}")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise errors.InvalidArgumentError("cp_search_trials", trials, "an integer >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise errors.InvalidArgumentError("seed", seed, "an integer >= 0")
+    in_memory.check_optimizer("cp_ratio_search", optimizer)
+    trials = options.check_integer("cp_search_trials", trials, low=1)
+    seed = options.check_integer("seed", seed, low=0)
     return OptimizerRatioSearch(optimizer, trials, seed, verbose)
 
 

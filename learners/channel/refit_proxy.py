@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from pocketflow_tf import channel_graph, errors, surgery
+from pocketflow_tf import channel_graph, errors, options, surgery
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.channel import lasso
 
@@ -78,8 +78,7 @@ class RefitProxy:
         ridge: float = 1e-4,
         batch_size: int = 128,
     ):
-        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
-            raise errors.InvalidArgumentError("points", points, "an integer >= 1")
+        options.check_integer("points", points, low=1)
         if len(images) == 0:
             raise errors.InvalidArgumentError("images", "0 images", "at least one image")
         self.model = model

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pocketflow_tf import accounting, channel_graph, errors, learner, options, training
+from pocketflow_tf import accounting, calibration, channel_graph, errors, learner, options, training
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.learners.channel import allocation
 from pocketflow_tf.learners.dcp import selection
@@ -348,40 +348,15 @@ class DisChnPrunedLearner(learner.Learner):
         return pruned
 
     def _calibration(self, x, y) -> tuple[np.ndarray, np.ndarray]:
-        n = self.dcp_nb_samples
-        if isinstance(x, tf.data.Dataset):
-            if y is not None:
-                raise errors.InvalidArgumentError(
-                    "y", "an array", "None when x is a tf.data.Dataset (it yields (x, y))"
-                )
-            xs, ys, got = [], [], 0
-            for batch in x:
-                if not isinstance(batch, tuple | list) or len(batch) < 2:
-                    raise errors.InvalidArgumentError(
-                        "x", "a dataset without labels", "a batched tf.data.Dataset of (x, y)"
-                    )
-                xs.append(np.asarray(batch[0]))
-                ys.append(np.asarray(batch[1]))
-                got += len(xs[-1])
-                if got >= n:
-                    break
-            if not xs:
-                raise errors.InvalidArgumentError("x", "an empty dataset", "training data")
-            return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
-        if x is None or y is None:
-            raise errors.InvalidArgumentError(
-                "x",
-                None if x is None else "arrays without y",
-                "arrays x and y (DCP needs labels), or a tf.data.Dataset of (x, y)",
-            )
-        x, y = np.asarray(x), np.asarray(y)
-        if len(x) == 0 or len(y) != len(x):
-            raise errors.InvalidArgumentError(
-                "y", f"{len(y)} labels for {len(x)} images", "one label per image, at least one"
-            )
-        rng = np.random.default_rng(self.train_config.seed)
-        idx = np.sort(rng.choice(len(x), size=min(n, len(x)), replace=False))
-        return x[idx], y[idx]
+        return calibration.sample(
+            x,
+            y,
+            n=self.dcp_nb_samples,
+            seed=self.train_config.seed,
+            labels=True,
+            in_order=True,
+            purpose="DCP needs labels",
+        )
 
     # -- the Learner contract --------------------------------------------------------
     def fit(

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import channel_graph, errors, learner, surgery
+from pocketflow_tf import channel_graph, errors, learner, options, surgery
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.learners.dcp import aux, stages
 
@@ -96,15 +96,11 @@ class SelectionConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name, value, low in (
-            ("dcp_nb_stages", self.nb_stages, 1),
-            ("dcp_nb_iters_aux", self.nb_iters_aux, 0),
-            ("dcp_nb_rounds", self.nb_rounds, 1),
-            ("dcp_nb_iters_layer", self.nb_iters_layer, 0),
-            ("dcp_batch_size", self.batch_size, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise errors.InvalidArgumentError(name, value, f"an integer >= {low}")
+        options.check_integer("dcp_nb_stages", self.nb_stages, low=1)
+        options.check_integer("dcp_nb_iters_aux", self.nb_iters_aux, low=0)
+        options.check_integer("dcp_nb_rounds", self.nb_rounds, low=1)
+        options.check_integer("dcp_nb_iters_layer", self.nb_iters_layer, low=0)
+        options.check_integer("dcp_batch_size", self.batch_size, low=1)
         for name, value in (
             ("dcp_lrn_rate_adam", self.lrn_rate_adam),
             ("dcp_lrn_rate_aux", self.lrn_rate_aux),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import calibration
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.learners.product_quant import pq
 
@@ -33,21 +33,7 @@ def calibration_images(x: np.ndarray | tf.data.Dataset | None, n: int, seed: int
         >>> calibration_images(np.zeros((10, 2, 2, 1)), 4, 0).shape
         (4, 2, 2, 1)
     """
-    if isinstance(x, tf.data.Dataset):
-        out, got = [], 0
-        for batch in x:
-            images = batch[0] if isinstance(batch, tuple | list) else batch
-            out.append(np.asarray(images))
-            got += len(out[-1])
-            if got >= n:
-                break
-        return np.concatenate(out)[:n]
-    if x is None:
-        raise errors.InvalidArgumentError(
-            "x", None, "training images (an array or a tf.data.Dataset): PQ samples activations"
-        )
-    x = np.asarray(x)
-    return x[np.random.default_rng(seed).permutation(len(x))[:n]]
+    return calibration.sample(x, n=n, seed=seed, purpose="PQ samples activations")[0]
 
 
 def _rows(layer: keras.layers.Layer, x: np.ndarray) -> np.ndarray:

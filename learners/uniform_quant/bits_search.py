@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 import pocketflow_tf.hp_optimizers  # noqa: F401  (registers the optimisers)
-from pocketflow_tf import errors
+from pocketflow_tf import options
 from pocketflow_tf.compat import keras
-from pocketflow_tf.hp_optimizers import base, space
+from pocketflow_tf.hp_optimizers import base, in_memory, space
 from pocketflow_tf.learners.uniform_quant import bits as bits_lib
 
 #: Optimisers a search can use (``hp_optimizers`` names).
-OPTIMIZERS = ("tpe", "gp", "random")
+OPTIMIZERS = in_memory.OPTIMIZERS
 
 
 def bound_to_budget(
@@ -140,29 +140,29 @@ def search_bits(
     Example:
         >>> search_bits(model, x, layers, 4.0, 2, 8, trials=20).bits  # doctest: +SKIP
     """
-    if optimizer not in OPTIMIZERS:
-        raise errors.InvalidArgumentError("uql_bits_search", optimizer, f"one of {OPTIMIZERS}")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise errors.InvalidArgumentError("uql_search_trials", trials, "a positive integer")
+    in_memory.check_optimizer("uql_bits_search", optimizer)
+    trials = options.check_integer("uql_search_trials", trials, low=1)
     ref = bits_lib.log_probs(model, x)
-    scored: list[dict[str, Any]] = []
+    starts = []
     if start is not None:
         start = bits_lib.check_allocation(layers, start, budget, bit_min, bit_max)
-        scored.append({"bits": start, "kl": joint_kl(model, x, layers, start, ref)})
+        starts.append(("start", start))
     opt = base.get(optimizer)(
         space.SearchSpace([space.Int(info.name, bit_min, bit_max) for info in layers]),
         seed=seed,
         direction="minimize",
     )
-    for _ in range(trials):
-        trial = opt.ask()
-        bits = bound_to_budget(layers, trial.params, budget, bit_min)
-        kl = joint_kl(model, x, layers, bits, ref)
-        opt.tell(trial.number, kl)
-        scored.append({"bits": bits, "kl": kl})
-    best = min(scored, key=lambda t: t["kl"])
+    result = in_memory.run(
+        opt,
+        lambda params: bound_to_budget(layers, params, budget, bit_min),
+        lambda bits: joint_kl(model, x, layers, bits, ref),
+        trials,
+        starts=starts,
+    )
+    scored = [{"bits": h.plan, "kl": h.value} for h in result.history]
+    best = result.best or result.history[0]  # every KL NaN: the first allocation scored
     start_kl = scored[0]["kl"] if start is not None else float("nan")
-    return SearchResult(dict(best["bits"]), best["kl"], start_kl, scored)
+    return SearchResult(dict(best.plan), best.value, start_kl, scored)
 
 
 __all__ = ["OPTIMIZERS", "SearchResult", "bound_to_budget", "joint_kl", "search_bits"]

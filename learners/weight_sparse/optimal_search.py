@@ -36,12 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import batchnorm, errors
+from pocketflow_tf import batchnorm, errors, options
 from pocketflow_tf.compat import keras, tf
-from pocketflow_tf.hp_optimizers import base, space
+from pocketflow_tf.hp_optimizers import base, in_memory, space
 from pocketflow_tf.learners.weight_sparse import ratios as ratios_lib
 
-OPTIMIZERS = ("tpe", "gp", "random")
+OPTIMIZERS = in_memory.OPTIMIZERS
 #: Range of the per-layer density factor: a layer may keep 2x more or 2x fewer weights than
 #: in the heurist plan (before the clamp and the fit onto the target). Measured on ResNet-20
 #: at 75 %, 40 TPE trials: with [1/4, 4] no proposal beat heurist on the proxy (in 12+
@@ -122,19 +122,11 @@ class ProxyRatioSearch:
     )
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise errors.InvalidArgumentError(
-                "ws_ratio_search", self.optimizer, f"one of {OPTIMIZERS}"
-            )
-        for name, value, low in (("ws_search_trials", self.trials, 1), ("seed", self.seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise errors.InvalidArgumentError(name, value, f"an integer >= {low}")
-        for name, value, low in (
-            ("holdout", self.holdout, 1),
-            ("calibration", self.calibration, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise errors.InvalidArgumentError(name, value, f"an integer >= {low}")
+        in_memory.check_optimizer("ws_ratio_search", self.optimizer)
+        options.check_integer("ws_search_trials", self.trials, low=1)
+        options.check_integer("seed", self.seed, low=0)
+        options.check_integer("holdout", self.holdout, low=1)
+        options.check_integer("calibration", self.calibration, low=0)
         self._bound: tuple | None = None
 
     def bind(self, model: keras.Model, x: Any, y: Any) -> ProxyRatioSearch:
@@ -202,22 +194,8 @@ class ProxyRatioSearch:
         self._require_bound()
         pruned = [i for i in infos if i.prunable]
         params = np.array([i.params for i in pruned], dtype=float)
-        self.history = []
-        best_score, best = -math.inf, None
-
-        def record(trial, ratios: dict[str, float]) -> float:
-            nonlocal best_score, best
-            value = self.score(pruned, ratios)
-            if math.isfinite(value) and value > best_score:
-                best_score, best = value, ratios
-            self.history.append(
-                {"trial": trial, "ratios": ratios, "score": value, "best": best_score}
-            )
-            return value
-
-        record("uniform", ratios_lib.resolve_ratios("uniform", pruned, target))
+        uniform = ratios_lib.resolve_ratios("uniform", pruned, target)
         heurist = ratios_lib.resolve_ratios("heurist", pruned, target)
-        record("heurist", heurist)
         # kept shares of the heurist plan, floored so that a factor can revive a layer
         centre = np.maximum([1.0 - heurist[i.name] for i in pruned], 1e-3)
         names = [f"d{j}" for j in range(len(pruned))]
@@ -225,20 +203,31 @@ class ProxyRatioSearch:
             space.SearchSpace([space.Float(n, *DENSITY_RANGE, log=True) for n in names]),
             seed=self.seed,
         )
-        for t in range(self.trials):
-            trial = opt.ask()
-            density = centre * np.array([trial.params[n] for n in names])
+
+        def decode(trial_params: dict[str, float]) -> dict[str, float]:
+            density = centre * np.array([trial_params[n] for n in names])
             fitted = fit_to_target(params, density, target)
-            value = record(t, {i.name: float(r) for i, r in zip(pruned, fitted, strict=True)})
-            opt.tell(trial.number, value)
-            if self.verbose and (t + 1) % max(1, self.trials // 10) == 0:
-                print(f"  ws {self.optimizer} trial {t + 1}/{self.trials}: best {best_score:.4f}")
-        if best is None:
+            return {i.name: float(r) for i, r in zip(pruned, fitted, strict=True)}
+
+        result = in_memory.run(
+            opt,
+            decode,
+            lambda ratios: self.score(pruned, ratios),
+            self.trials,
+            starts=[("uniform", uniform), ("heurist", heurist)],
+            label=f"ws {self.optimizer}",
+            verbose=self.verbose,
+        )
+        self.history = [
+            {"trial": h.trial, "ratios": h.plan, "score": h.value, "best": _best(h.best)}
+            for h in result.history
+        ]
+        if result.best is None:
             raise errors.DataError(
                 "the 'optimal' sparsity proxy scored no plan (every score was NaN or inf): "
                 "check the model's outputs on the training images"
             )
-        return best
+        return result.best.plan
 
     def _require_bound(self) -> tuple:
         if self._bound is None:
@@ -246,6 +235,11 @@ class ProxyRatioSearch:
                 "ratio_search", "an unbound ProxyRatioSearch", "one given bind(model, x, y)"
             )
         return self._bound
+
+
+def _best(value: float | None) -> float:
+    # The history's "best" has always been -inf before the first finite score.
+    return -math.inf if value is None else value
 
 
 __all__ = ["DENSITY_RANGE", "OPTIMIZERS", "ProxyRatioSearch", "fit_to_target"]
