@@ -451,6 +451,24 @@ class Learner:
         return np.concatenate(xs)[:n] if xs else None
 
     # -- the contract ------------------------------------------------------------------
+    def adapt(
+        self, model: keras.Model, x: np.ndarray | tf.data.Dataset, y: np.ndarray | None
+    ) -> None:
+        """Reads what :meth:`prepare` needs from the model and the training data, before
+        any training (default: nothing), like a Keras preprocessing layer's ``adapt``.
+
+        :meth:`fit` calls it first, with the checked inputs: a learner samples its
+        calibration images here, checks its plan against the model, binds a search to the
+        data -- and raises for a request it cannot serve before any work.
+
+        Example:
+            >>> import numpy as np
+            >>> import pocketflow_tf.learners
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            >>> get_learner_class("full-prec")().adapt(m, np.zeros((8, 4)), np.zeros(8)) is None
+            True
+        """
+
     def prepare(self, model: keras.Model) -> keras.Model:
         """Returns the trainable model (default: a copy of ``model``)."""
         return copy_model(model)
@@ -543,6 +561,7 @@ class Learner:
             The finalised, deployable Keras model (the input model is not modified), with
             the input's output contract: a model ending in a softmax comes back ending in one.
         """
+        self.adapt(model, x, y)  # the learner's own look at the data, before any work
         cfg = self.train_config
         if epochs is not None or batch_size is not None:
             cfg = cfg.replace(epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)

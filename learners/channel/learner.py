@@ -325,8 +325,9 @@ class ChannelPrunedLearner(learner.Learner):
         self._latency: latency_table.LatencyTable | None = None
 
     # -- entry points ----------------------------------------------------------------
-    def fit(self, model, x=None, y=None, **kwargs) -> keras.Model:
-        """Plans, prunes and fine-tunes; see :meth:`learner.Learner.fit` for the arguments.
+    def adapt(self, model, x, y) -> None:
+        """Checks the plan against ``model`` and samples the calibration images (called by
+        :meth:`~learner.Learner.fit` before any training).
 
         Everything that can be wrong with the request (ratios, layer names, blocked groups)
         is checked before any sampling or training starts.
@@ -335,7 +336,7 @@ class ChannelPrunedLearner(learner.Learner):
             A model with nothing to prune is refused before the data is looked at:
 
             >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-            >>> ChannelPrunedLearner().fit(m, np.zeros((8, 4), "float32"))
+            >>> ChannelPrunedLearner().fit(m, np.zeros((8, 4), "float32"))  # adapt() refuses
             Traceback (most recent call last):
             ...
             pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'sequential...'. Accepted: a model with at least one prunable channel group; blocked: ...
@@ -344,7 +345,6 @@ class ChannelPrunedLearner(learner.Learner):
         self._calib = calibration.sample(
             x, y, n=max(self.cp_nb_samples, self.cp_nb_eval), seed=self.train_config.seed
         )
-        return super().fit(model, x, y, **kwargs)
 
     def prune(self, model: keras.Model, x: np.ndarray, y: np.ndarray | None = None) -> keras.Model:
         """Prunes ``model`` without fine-tuning (calibration images ``x``, labels for ``auto``).
@@ -358,9 +358,7 @@ class ChannelPrunedLearner(learner.Learner):
             >>> lrn.prune(m, x).get_layer("h").units, m.get_layer("h").units
             (8, 16)
         """
-        self._calib = calibration.sample(
-            x, y, n=max(self.cp_nb_samples, self.cp_nb_eval), seed=self.train_config.seed
-        )
+        self.adapt(model, x, y)
         return self.prepare(model)
 
     def prepare(self, model: keras.Model) -> keras.Model:

@@ -359,22 +359,10 @@ class DisChnPrunedLearner(learner.Learner):
         )
 
     # -- the Learner contract --------------------------------------------------------
-    def fit(
-        self,
-        model: keras.Model,
-        x: np.ndarray | tf.data.Dataset | None = None,
-        y: np.ndarray | None = None,
-        *,
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        validation_data: tuple[np.ndarray, np.ndarray] | tf.data.Dataset | None = None,
-        callbacks: list[keras.callbacks.Callback] | None = None,
-    ) -> keras.Model:
-        """Prunes ``model`` by DCP (:meth:`prune`), then fine-tunes it like ``keras.Model.fit``.
-
-        Returns:
-            The fine-tuned thinner model (no auxiliary heads); :attr:`pruned_model` holds
-            the one before fine-tuning.
+    def adapt(self, model: keras.Model, x, y) -> None:
+        """Prunes ``model`` by DCP (:meth:`prune`) on the training data, before the
+        fine-tune of :meth:`~learner.Learner.fit`, which returns the fine-tuned thinner model
+        (no auxiliary heads); :attr:`pruned_model` holds the one before fine-tuning.
 
         Example:
             DCP's auxiliary heads are trained on labels, so images alone are refused:
@@ -387,15 +375,6 @@ class DisChnPrunedLearner(learner.Learner):
             pocketflow_tf.errors.InvalidArgumentError: Invalid value for `x`: None. Accepted: arrays x and y (DCP needs labels), or a tf.data.Dataset of (x, y).
         """
         self.prune(model, x, y)
-        return super().fit(
-            model,
-            x,
-            y,
-            epochs=epochs,
-            batch_size=batch_size,
-            validation_data=validation_data,
-            callbacks=callbacks,
-        )
 
     def prepare(self, model: keras.Model) -> keras.Model:
         """Returns a copy of the pruned model to fine-tune (call :meth:`prune` first).

@@ -211,8 +211,9 @@ class ProductQuantLearner(learner.Learner):
             return plan.plan_for_ratio(model, self.pq_target_ratio, self.pq_codebook_size, **kw)
         return plan.make_plan(model, self.pq_codebook_size, **kw)
 
-    def fit(self, model, x=None, y=None, **kwargs) -> keras.Model:
-        """Plans, quantizes layer by layer and fine-tunes; see :meth:`learner.Learner.fit`.
+    def adapt(self, model: keras.Model, x, y) -> None:
+        """Plans the layers and samples the calibration images (called by
+        :meth:`~learner.Learner.fit` before the layer-by-layer quantization and fine-tune).
 
         Everything that can be wrong with the options for this model (block sizes, the
         target ratio, nothing to quantize) is checked before any sampling or training.
@@ -228,13 +229,8 @@ class ProductQuantLearner(learner.Learner):
             ...
             pocketflow_tf.errors.InvalidArgumentError: Invalid value for `pq_target_ratio`: 1000.0. Accepted: a ratio <= ..., the most this model reaches (codebook size 2, the smallest).
         """
-        if not isinstance(model, keras.Model):
-            raise errors.InvalidArgumentError(
-                "model", type(model).__name__, "a keras.Model of the framework's Keras (tf-keras)"
-            )
         self.layer_plan = self.make_plan(model)
         self._calib = sampling.calibration_images(x, self.pq_nb_samples, self.train_config.seed)
-        return super().fit(model, x, y, **kwargs)
 
     def save_artifacts(self, prefix: str) -> dict[str, str]:
         """Writes the compact form beside the decoded Keras model: ``<prefix>.pq.npz``.

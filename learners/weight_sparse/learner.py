@@ -337,16 +337,21 @@ class WeightSparseLearner(learner.Learner):
         )
 
     # -- the Learner contract ----------------------------------------------------------
-    def fit(self, model: keras.Model, x=None, y=None, **kwargs: Any) -> keras.Model:
-        """Prunes and fine-tunes ``model``; see :meth:`pocketflow_tf.learner.Learner.fit`.
+    def adapt(self, model: keras.Model, x, y) -> None:
+        """Refuses a dataset of unknown length and binds the ``optimal`` search to the
+        training data (called by :meth:`~pocketflow_tf.learner.Learner.fit` first).
 
         Raises:
-            InvalidArgumentError: Also for a ``tf.data.Dataset`` of unknown length, since
-                the schedule is planned in steps (use ``dataset.apply(
+            InvalidArgumentError: For a ``tf.data.Dataset`` of unknown length, since the
+                schedule is planned in steps (use ``dataset.apply(
                 tf.data.experimental.assert_cardinality(n))``).
 
         Example:
-            >>> WeightSparseLearner().fit(model, x_train, y_train)  # doctest: +SKIP
+            >>> ds = tf.data.Dataset.range(4).repeat()
+            >>> WeightSparseLearner().adapt(None, ds, None)
+            Traceback (most recent call last):
+            ...
+            pocketflow_tf.errors.InvalidArgumentError: Invalid value for `x`: 'a tf.data.Dataset of unknown or infinite length'. Accepted: arrays, or a finite dataset of known length (apply tf.data.experimental.assert_cardinality(n)): the pruning schedule is planned in training steps.
         """
         if isinstance(x, tf.data.Dataset) and int(x.cardinality()) < 1:
             raise errors.InvalidArgumentError(
@@ -359,7 +364,6 @@ class WeightSparseLearner(learner.Learner):
         if isinstance(self.ratio_search, optimal_search.ProxyRatioSearch):
             # The proxy prunes this model's kernels (and restores them) on training images.
             self.ratio_search.bind(model, x, y)
-        return super().fit(model, x, y, **kwargs)
 
     def prepare(self, model: keras.Model) -> keras.Model:
         """Plans, then wraps the chosen layers of a copy of ``model`` for pruning.
