@@ -43,14 +43,12 @@ import os
 import time
 
 from bench import baselines as baseline_cache
-from bench import results_io
+from bench import exports, results_io
 from pocketflow_tf import (
     accounting,
     datasets,
     distillation,
     errors,
-    latency,
-    tflite_verify,
     training,
 )
 from pocketflow_tf.learners.channel import ChannelPrunedLearner, amc_search
@@ -139,9 +137,7 @@ def run() -> list[dict]:
             changes["seed"] = seed
         cfg = recipe.get_recipe(name).finetune_config(epochs=epochs, **changes)
         dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
-        dense_exp = tflite_verify.export_tflite(
-            dense, dense_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-        )
+        dense_exp = exports.export(dense, dense_path, data).export
         dense_profile = accounting.profile_model(dense)
         for keep in (float(k) for k in _env_list("PFTF_CP_KEEP", "0.5,0.4")):
             for method in _env_list("PFTF_CP_METHODS", ",".join(METHODS)):
@@ -155,10 +151,8 @@ def run() -> list[dict]:
                 path = os.path.join(
                     baseline_cache.ARTIFACTS, f"{name}.{method}.keep{keep}.float.tflite"
                 )
-                exp = tflite_verify.export_tflite(
-                    out, path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-                )
-                ratio = latency.interleaved_ratio(path, dense_path, rounds=60).latency_ratio
+                deployed = exports.export(out, path, data, reference=dense_path, rounds=60)
+                exp, ratio = deployed.export, deployed.latency_ratio
                 rec = results_io.make_record(
                     model=dense.name,
                     dataset="fmnist",

@@ -33,14 +33,12 @@ import os
 import time
 
 from bench import baselines as baseline_cache
-from bench import results_io
+from bench import exports, results_io
 from pocketflow_tf import (
     accounting,
     datasets,
     distillation,
     errors,
-    latency,
-    tflite_verify,
     training,
 )
 from pocketflow_tf.learners.non_uniform import NonUniformQuantLearner
@@ -103,19 +101,15 @@ def run() -> list[dict]:
         acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
         cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
         dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
-        dense_exp = tflite_verify.export_tflite(
-            dense, dense_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-        )
+        dense_exp = exports.export(dense, dense_path, data).export
         for method, (kind, size) in zip(methods, parsed, strict=True):
             start = time.time()
             model, packed, float32, lrn = _compress(kind, size, cfg, dense, data)
             wall = time.time() - start
             acc = training.evaluate_accuracy(model, data.x_test, data.y_test)
             path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}.float.tflite")
-            exp = tflite_verify.export_tflite(
-                model, path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-            )
-            ratio = latency.interleaved_ratio(path, dense_path, rounds=30).latency_ratio
+            deployed = exports.export(model, path, data, reference=dense_path, rounds=30)
+            exp, ratio = deployed.export, deployed.latency_ratio
             rec = results_io.make_record(
                 model=dense.name,
                 dataset="fmnist",

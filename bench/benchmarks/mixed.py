@@ -33,9 +33,9 @@ import time
 import numpy as np
 
 from bench import baselines as baseline_cache
-from bench import results_io
+from bench import exports, results_io
 from bench.benchmarks import qat as qat_bench
-from pocketflow_tf import datasets, distillation, latency, learner, tflite_verify, training
+from pocketflow_tf import datasets, distillation, latency, learner, training
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
 from pocketflow_tf.learners.uniform_quant import bits as bits_lib
 from pocketflow_tf.nets import recipe
@@ -111,9 +111,7 @@ def run() -> list[dict]:
     dense, _ = baseline_cache.train_or_load(RECIPE)
     acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
     float_path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.float.tflite")
-    tflite_verify.export_tflite(
-        dense, float_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-    )
+    exports.export(dense, float_path, data)
     recs = []
     for setting in [s for s in settings.split(",") if s]:
         cfg = recipe.get_recipe(RECIPE).finetune_config(epochs=epochs)

@@ -19,8 +19,8 @@ import time
 import numpy as np
 
 from bench import baselines as baseline_cache
-from bench import results_io
-from pocketflow_tf import datasets, latency, tflite_verify, training
+from bench import exports, results_io
+from pocketflow_tf import datasets, latency, training
 
 RECIPES = ("convnet_at_fmnist", "resnet_at_fmnist")
 MODES = ("float", "dynamic", "int8")
@@ -45,21 +45,12 @@ def run() -> list[dict]:
         for mode in MODES:
             start = time.time()
             path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{mode}.tflite")
-            exp = tflite_verify.export_tflite(
-                model,
-                path,
-                mode=mode,
-                x_verify=data.x_test[:1000],
-                y_verify=data.y_test[:1000],
-                representative_data=rep if mode == "int8" else None,
-            )
-            logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
-            acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
+            d = exports.export(model, path, data, mode=mode, n_verify=1000, rep=rep, evaluate=True)
             paths[mode] = path
             rows[mode] = dict(
-                acc=acc,
-                bytes=exp.bytes,
-                bytes_gzip=exp.bytes_gzip,
+                acc=d.acc,
+                bytes=d.export.bytes,
+                bytes_gzip=d.export.bytes_gzip,
                 wall_s=round(time.time() - start, 1),
             )
         for mode in MODES:

@@ -22,8 +22,8 @@ import time
 import numpy as np
 
 from bench import baselines as baseline_cache
-from bench import results_io
-from pocketflow_tf import datasets, distillation, latency, tflite_verify, training
+from bench import exports, results_io
+from pocketflow_tf import datasets, distillation, training
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
 from pocketflow_tf.nets import recipe
 
@@ -37,18 +37,18 @@ def score_int8(qat_model, path: str, data, rep, float_path: str, rounds: int = 6
     Example:
         >>> exp, acc, ratio = score_int8(qat_model, "m.int8.tflite", data, rep, "f.tflite")  # doctest: +SKIP
     """
-    exp = tflite_verify.export_tflite(
+    d = exports.export(
         qat_model,
         path,
+        data,
         mode="int8",
-        x_verify=data.x_test[:1000],
-        y_verify=data.y_test[:1000],
-        representative_data=rep,
+        n_verify=1000,
+        rep=rep,
+        evaluate=True,
+        reference=float_path,
+        rounds=rounds,
     )
-    logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
-    acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
-    ratio = latency.interleaved_ratio(path, float_path, rounds=rounds).latency_ratio
-    return exp, acc, ratio
+    return d.export, d.acc, d.latency_ratio
 
 
 def run() -> list[dict]:
@@ -68,9 +68,7 @@ def run() -> list[dict]:
         acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
         cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
         float_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
-        tflite_verify.export_tflite(
-            dense, float_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-        )
+        exports.export(dense, float_path, data)
         start = time.time()
         lrn = UniformQuantLearner(
             cfg, distillation=distillation.DistillationConfig(1.0, 2.0), verbose=2
