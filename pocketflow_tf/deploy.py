@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import numpy as np
 
@@ -58,32 +59,25 @@ def deploy(
     model: keras.Model,
     path: str | os.PathLike,
     *,
-    mode: str = "float",
-    x_verify: np.ndarray,
-    y_verify: np.ndarray | None = None,
-    representative_data: np.ndarray | None = None,
-    sparse: bool = False,
     x_eval: np.ndarray | None = None,
     y_eval: np.ndarray | None = None,
     eval_batch_size: int = 100,
     reference: str | os.PathLike | None = None,
     rounds: int = 60,
+    **export: Any,
 ) -> Deployed:
     """Exports ``model`` to a verified ``path``, then scores and times the file on request.
 
     Args:
         model: The Keras model to export.
         path: Destination ``.tflite`` path (``<path>.sha256`` is written beside it).
-        mode: One of :data:`pocketflow_tf.tflite_export.MODES`.
-        x_verify: Verification inputs (at least 200), as fed to the Keras model.
-        y_verify: Optional verification labels (checks the accuracy drop).
-        representative_data: Calibration inputs for ``mode="int8"``.
-        sparse: Enable the converter's sparsity encoding.
         x_eval: Inputs to measure the file's top-1 accuracy on; ``None`` skips it.
         y_eval: Labels of ``x_eval`` (required with it).
         eval_batch_size: Samples per LiteRT ``invoke()`` while scoring.
         reference: A ``.tflite`` to time the file against; ``None`` skips timing.
         rounds: Interleaved timing rounds (see :func:`pocketflow_tf.latency.interleaved_ratio`).
+        **export: The keywords of :func:`pocketflow_tf.tflite_verify.export_tflite`
+            (``mode``, ``x_verify`` required, ``y_verify``, ``representative_data``, ...).
 
     Returns:
         The :class:`Deployed` file and figures.
@@ -102,22 +96,14 @@ def deploy(
     """
     if x_eval is not None and y_eval is None:
         raise errors.InvalidArgumentError("y_eval", None, "the labels of x_eval")
-    export = tflite_verify.export_tflite(
-        model,
-        path,
-        mode=mode,
-        x_verify=x_verify,
-        y_verify=y_verify,
-        representative_data=representative_data,
-        sparse=sparse,
-    )
+    result = tflite_verify.export_tflite(model, path, **export)
     acc = None
     if x_eval is not None:
-        acc = tflite_verify.tflite_accuracy(export.path, x_eval, y_eval, batch_size=eval_batch_size)
+        acc = tflite_verify.tflite_accuracy(result.path, x_eval, y_eval, batch_size=eval_batch_size)
     ratio = None
     if reference is not None:
-        ratio = latency.interleaved_ratio(export.path, reference, rounds=rounds).latency_ratio
-    return Deployed(export=export, acc=acc, latency_ratio=ratio)
+        ratio = latency.interleaved_ratio(result.path, reference, rounds=rounds).latency_ratio
+    return Deployed(export=result, acc=acc, latency_ratio=ratio)
 
 
 __all__ = ["Deployed", "deploy"]

@@ -212,6 +212,18 @@ class TFLiteRunner:
         return ((y.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
 
 
+def _labels(y: np.ndarray, n: int) -> np.ndarray:
+    # Integer labels or one-hot rows -> integer labels, one per sample.
+    y = np.asarray(y)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    if y.ndim != 1 or len(y) != n:
+        raise errors.InvalidArgumentError(
+            "y", f"labels of shape {y.shape}", f"{n} labels, one per sample of x"
+        )
+    return y
+
+
 def tflite_accuracy(
     model: bytes | str | os.PathLike, x: np.ndarray, y: np.ndarray, batch_size: int = 64
 ) -> float:
@@ -242,13 +254,7 @@ def tflite_accuracy(
         >>> tflite_accuracy(tflite_export.convert(m), x, np.array([0, 1, 1, 1]))
         0.75
     """
-    y = np.asarray(y)
-    if y.ndim == 2:
-        y = y.argmax(axis=1)
-    if y.ndim != 1 or len(y) != len(x):
-        raise errors.InvalidArgumentError(
-            "y", f"labels of shape {y.shape}", f"{len(x)} labels, one per sample of x"
-        )
+    y = _labels(y, len(x))
     logits = TFLiteRunner(model).predict(x, batch_size=batch_size)
     return float(np.mean(np.argmax(logits.reshape(len(x), -1), axis=1) == y))
 
@@ -422,13 +428,7 @@ def verify(
             f"at least {min_samples} samples (min_samples)",
         )
     if y is not None:
-        y = np.asarray(y)
-        if y.ndim == 2:
-            y = y.argmax(axis=1)
-        if y.ndim != 1 or len(y) != len(x):
-            raise errors.InvalidArgumentError(
-                "y", f"labels of shape {y.shape}", f"{len(x)} labels, one per sample of x"
-            )
+        y = _labels(y, len(x))
 
     ref = _keras_outputs(model, x).reshape(len(x), -1)
     try:
