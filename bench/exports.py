@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import results_io
 from pocketflow_tf import deploy
 from pocketflow_tf.compat import keras
 
@@ -73,4 +74,49 @@ def export(
         eval_batch_size=100,
         reference=reference,
         rounds=rounds,
+    )
+
+
+def _round4(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def record(
+    deployed: deploy.Deployed,
+    *,
+    acc: float,
+    acc_baseline: float | None = None,
+    dataset: str = "fmnist",
+    **fields: Any,
+) -> dict[str, Any]:
+    """A result record of a deployed model (:func:`bench.results_io.make_record`).
+
+    Fills ``bytes``, ``bytes_gzip`` and ``latency_ratio`` from ``deployed`` and rounds the
+    accuracies and the ratio to 4 digits, as every benchmark records them.
+
+    Args:
+        deployed: What :func:`export` returned.
+        acc: The accuracy the row reports (Keras or LiteRT: the benchmark decides).
+        acc_baseline: The dense model's accuracy.
+        dataset: The data set's name.
+        **fields: The other fields (``model``, ``method``, ``setting``, ``wall_s``, extras).
+
+    Returns:
+        The record.
+
+    Example:
+        >>> from pocketflow_tf import deploy, tflite_verify
+        >>> exp = tflite_verify.ExportResult("m.tflite", "ab" * 32, 1000, 600, None)
+        >>> r = record(deploy.Deployed(exp, latency_ratio=0.512345), acc=0.91234, model="m")
+        >>> r["acc"], r["bytes_gzip"], r["latency_ratio"], r["acc_baseline"]
+        (0.9123, 600, 0.5123, None)
+    """
+    return results_io.make_record(
+        dataset=dataset,
+        acc=_round4(acc),
+        acc_baseline=_round4(acc_baseline),
+        bytes=deployed.export.bytes,
+        bytes_gzip=deployed.export.bytes_gzip,
+        latency_ratio=_round4(deployed.latency_ratio),
+        **fields,
     )

@@ -43,7 +43,7 @@ import os
 import time
 
 from bench import baselines as baseline_cache
-from bench import exports, results_io
+from bench import exports
 from pocketflow_tf import (
     accounting,
     datasets,
@@ -152,19 +152,16 @@ def run() -> list[dict]:
                     baseline_cache.ARTIFACTS, f"{name}.{method}.keep{keep}.float.tflite"
                 )
                 deployed = exports.export(out, path, data, reference=dense_path, rounds=60)
-                exp, ratio = deployed.export, deployed.latency_ratio
-                rec = results_io.make_record(
+                ratio = deployed.latency_ratio
+                rec = exports.record(
+                    deployed,
                     model=dense.name,
-                    dataset="fmnist",
                     method=method,
                     setting=f"flops_keep={keep},{setting}",
-                    acc=round(acc, 4),
-                    acc_baseline=round(acc_dense, 4),
+                    acc=acc,
+                    acc_baseline=acc_dense,
                     flops_ratio=round(prof.total_flops / dense_profile.total_flops, 4),
                     params_ratio=round(prof.total_params / dense_profile.total_params, 4),
-                    bytes=exp.bytes,
-                    bytes_gzip=exp.bytes_gzip,
-                    latency_ratio=round(ratio, 4),
                     wall_s=round(wall, 1),
                     command=COMMAND,
                     acc_pruned=round(acc_pruned, 4),

@@ -33,7 +33,7 @@ import os
 import time
 
 from bench import baselines as baseline_cache
-from bench import exports, results_io
+from bench import exports
 from pocketflow_tf import (
     accounting,
     datasets,
@@ -109,23 +109,19 @@ def run() -> list[dict]:
             acc = training.evaluate_accuracy(model, data.x_test, data.y_test)
             path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}.float.tflite")
             deployed = exports.export(model, path, data, reference=dense_path, rounds=30)
-            exp, ratio = deployed.export, deployed.latency_ratio
-            rec = results_io.make_record(
+            rec = exports.record(
+                deployed,
                 model=dense.name,
-                dataset="fmnist",
                 method=method,
                 setting=f"epochs={epochs}",
-                acc=round(acc, 4),
-                acc_baseline=round(acc_dense, 4),
+                acc=acc,
+                acc_baseline=acc_dense,
                 flops_ratio=1.0,
                 params_ratio=round(
                     accounting.profile_model(model).total_params
                     / accounting.profile_model(dense).total_params,
                     4,
                 ),
-                bytes=exp.bytes,
-                bytes_gzip=exp.bytes_gzip,
-                latency_ratio=round(ratio, 4),
                 wall_s=round(wall, 1),
                 command=f"PFTF_CB_METHODS={method} PFTF_CB_EPOCHS={epochs} {COMMAND}",
                 compressed_bytes=int(packed),
@@ -143,6 +139,6 @@ def run() -> list[dict]:
             print(
                 f"[bench] {name} {method}: acc {acc:.4f} (dense {acc_dense:.4f}), compressed "
                 f"{packed:,} B vs {float32:,} B float32 (x{rec['compression_ratio']}), "
-                f".tflite gzip {exp.bytes_gzip:,} B, {wall:.0f} s"
+                f".tflite gzip {deployed.export.bytes_gzip:,} B, {wall:.0f} s"
             )
     return recs

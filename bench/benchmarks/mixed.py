@@ -126,22 +126,20 @@ def run() -> list[dict]:
         wall = time.time() - start
         acc_keras = training.evaluate_accuracy(qat_model, data.x_test, data.y_test)
         path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.{setting}.int8.tflite")
-        exp, acc, ratio = qat_bench.score_int8(qat_model, path, data, rep, float_path, rounds=30)
+        d = qat_bench.score_int8(qat_model, path, data, rep, float_path, rounds=30)
+        acc, ratio = d.acc, d.latency_ratio
         storage = lrn.report["storage"]
         levels = lrn.report.get("tflite_int8_levels", [])
         recs.append(
-            results_io.make_record(
+            exports.record(
+                d,
                 model=dense.name,
-                dataset="fmnist",
                 method=f"qat-{setting.split('-')[0]}",
                 setting=f"avg_bits={setting.split('-')[1]},epochs={epochs}",
-                acc=round(acc, 4),
-                acc_baseline=round(acc_dense, 4),
+                acc=acc,
+                acc_baseline=acc_dense,
                 flops_ratio=1.0,
                 params_ratio=1.0,
-                bytes=exp.bytes,
-                bytes_gzip=exp.bytes_gzip,
-                latency_ratio=round(ratio, 4),
                 wall_s=round(wall, 1),
                 command=COMMAND,
                 compressed_bytes=storage["total_bytes"],

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from bench import baselines as baseline_cache
-from bench import exports, results_io
+from bench import exports
 from pocketflow_tf import datasets, latency, training
 
 RECIPES = ("convnet_at_fmnist", "resnet_at_fmnist")
@@ -41,42 +41,38 @@ def run() -> list[dict]:
     for name in RECIPES:
         model, _ = baseline_cache.train_or_load(name)
         acc_keras = training.evaluate_accuracy(model, data.x_test, data.y_test)
-        paths, rows = {}, {}
+        deployed, walls = {}, {}
         for mode in MODES:
             start = time.time()
             path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{mode}.tflite")
-            d = exports.export(model, path, data, mode=mode, n_verify=1000, rep=rep, evaluate=True)
-            paths[mode] = path
-            rows[mode] = dict(
-                acc=d.acc,
-                bytes=d.export.bytes,
-                bytes_gzip=d.export.bytes_gzip,
-                wall_s=round(time.time() - start, 1),
+            deployed[mode] = exports.export(
+                model, path, data, mode=mode, n_verify=1000, rep=rep, evaluate=True
             )
+            walls[mode] = round(time.time() - start, 1)
+        # Timed once every file exists, each against the float export of the same model.
         for mode in MODES:
-            ratio = None
+            d = deployed[mode]
             if mode != "float":
-                r = latency.interleaved_ratio(paths[mode], paths["float"], rounds=60)
-                ratio = round(r.latency_ratio, 4)
+                ref = deployed["float"].export.path
+                d.latency_ratio = latency.interleaved_ratio(
+                    d.export.path, ref, rounds=60
+                ).latency_ratio
             recs.append(
-                results_io.make_record(
+                exports.record(
+                    d,
                     model=model.name,
-                    dataset="fmnist",
                     method=f"ptq-{mode}" if mode != "float" else "float",
                     setting=f"tflite={mode}",
-                    acc=round(rows[mode]["acc"], 4),
-                    acc_baseline=round(acc_keras, 4),
+                    acc=d.acc,
+                    acc_baseline=acc_keras,
                     flops_ratio=1.0,
                     params_ratio=1.0,
-                    bytes=rows[mode]["bytes"],
-                    bytes_gzip=rows[mode]["bytes_gzip"],
-                    latency_ratio=ratio,
-                    wall_s=rows[mode]["wall_s"],
+                    wall_s=walls[mode],
                     command=COMMAND,
                 )
             )
             print(
-                f"[bench] {name} {mode}: acc {rows[mode]['acc']:.4f} (keras {acc_keras:.4f}), "
-                f"{rows[mode]['bytes']} B, latency ratio {ratio}"
+                f"[bench] {name} {mode}: acc {d.acc:.4f} (keras {acc_keras:.4f}), "
+                f"{d.export.bytes} B, latency ratio {recs[-1]['latency_ratio']}"
             )
     return recs

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from bench import baselines as baseline_cache
-from bench import exports, results_io
+from bench import exports
 from pocketflow_tf import datasets, distillation, training
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
 from pocketflow_tf.nets import recipe
@@ -31,13 +31,15 @@ COMMAND = "python -m bench.run qat"
 
 
 def score_int8(qat_model, path: str, data, rep, float_path: str, rounds: int = 60):
-    """Exports ``qat_model`` to a verified int8 ``path``; returns ``(export, test acc, latency
-    ratio vs float_path)`` (accuracy through LiteRT on the whole test split).
+    """Exports ``qat_model`` to a verified int8 ``path``, scored through LiteRT on the whole
+    test split and timed against ``float_path``.
 
     Example:
-        >>> exp, acc, ratio = score_int8(qat_model, "m.int8.tflite", data, rep, "f.tflite")  # doctest: +SKIP
+        >>> d = score_int8(qat_model, "m.int8.tflite", data, rep, "f.tflite")  # doctest: +SKIP
+        >>> d.acc, d.latency_ratio  # doctest: +SKIP
+        (0.9212, 0.41)
     """
-    d = exports.export(
+    return exports.export(
         qat_model,
         path,
         data,
@@ -48,7 +50,6 @@ def score_int8(qat_model, path: str, data, rep, float_path: str, rounds: int = 6
         reference=float_path,
         rounds=rounds,
     )
-    return d.export, d.acc, d.latency_ratio
 
 
 def run() -> list[dict]:
@@ -77,20 +78,18 @@ def run() -> list[dict]:
         wall = time.time() - start
         acc_keras = training.evaluate_accuracy(qat_model, data.x_test, data.y_test)
         path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.qat-int8.int8.tflite")
-        exp, acc, ratio = score_int8(qat_model, path, data, rep, float_path)
+        d = score_int8(qat_model, path, data, rep, float_path)
+        acc, ratio = d.acc, d.latency_ratio
         recs.append(
-            results_io.make_record(
+            exports.record(
+                d,
                 model=dense.name,
-                dataset="fmnist",
                 method="qat-int8",
                 setting=f"epochs={epochs}",
-                acc=round(acc, 4),
-                acc_baseline=round(acc_dense, 4),
+                acc=acc,
+                acc_baseline=acc_dense,
                 flops_ratio=1.0,
                 params_ratio=1.0,
-                bytes=exp.bytes,
-                bytes_gzip=exp.bytes_gzip,
-                latency_ratio=round(ratio, 4),
                 wall_s=round(wall, 1),
                 command=COMMAND,
                 acc_keras_qat=round(acc_keras, 4),
@@ -99,6 +98,6 @@ def run() -> list[dict]:
         )
         print(
             f"[bench] {name} qat-int8: acc {acc:.4f} (QAT Keras {acc_keras:.4f}, float "
-            f"{acc_dense:.4f}), {exp.bytes} B, latency ratio {ratio:.3f}, {wall:.0f} s"
+            f"{acc_dense:.4f}), {d.export.bytes} B, latency ratio {ratio:.3f}, {wall:.0f} s"
         )
     return recs
