@@ -25,6 +25,23 @@ from pocketflow_tf.compat import keras
 N_VERIFY = 500
 
 
+def calibration(data: Any, n: int = 512, seed: int = 0) -> np.ndarray:
+    """``n`` int8 calibration images drawn without replacement from the training split.
+
+    From the training split, not the test images the exports are verified and scored on,
+    and fed to the converter exactly as the Keras model is fed them.
+
+    Example:
+        >>> import types
+        >>> data = types.SimpleNamespace(x_train=np.arange(10.0)[:, None])
+        >>> rep = calibration(data, n=4)
+        >>> rep.shape, len(np.unique(rep)), bool(np.array_equal(rep, calibration(data, n=4)))
+        ((4, 1), 4, True)
+    """
+    rng = np.random.default_rng(seed)
+    return data.x_train[rng.choice(len(data.x_train), n, replace=False)]
+
+
 def export(
     model: keras.Model,
     path: str,

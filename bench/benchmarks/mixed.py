@@ -30,8 +30,6 @@ import json
 import os
 import time
 
-import numpy as np
-
 from bench import baselines as baseline_cache
 from bench import exports, results_io
 from bench.benchmarks import qat as qat_bench
@@ -106,8 +104,7 @@ def run() -> list[dict]:
     epochs = int(os.environ.get("PFTF_MP_EPOCHS", "2"))
     settings = os.environ.get("PFTF_MP_SETTINGS", "mixed-4,uniform-4,mixed-3,uniform-3")
     data = datasets.load_dataset("fmnist")
-    rng = np.random.default_rng(0)
-    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    rep = exports.calibration(data)
     dense, _ = baseline_cache.train_or_load(RECIPE)
     acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
     float_path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.float.tflite")

@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-
 from bench import baselines as baseline_cache
 from bench import exports
 from pocketflow_tf import datasets, latency, training
@@ -34,9 +32,7 @@ def run() -> list[dict]:
         >>> recs = run()  # doctest: +SKIP
     """
     data = datasets.load_dataset("fmnist")
-    rng = np.random.default_rng(0)
-    # Calibration images come from the training split, as the Keras model is fed them.
-    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    rep = exports.calibration(data)
     recs = []
     for name in RECIPES:
         model, _ = baseline_cache.train_or_load(name)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-
 from bench import baselines as baseline_cache
 from bench import exports
 from pocketflow_tf import datasets, distillation, training
@@ -61,8 +59,7 @@ def run() -> list[dict]:
     epochs = int(os.environ.get("PFTF_QAT_EPOCHS", "2"))
     names = [n for n in os.environ.get("PFTF_QAT_RECIPES", "resnet_at_fmnist").split(",") if n]
     data = datasets.load_dataset("fmnist")
-    rng = np.random.default_rng(0)
-    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    rep = exports.calibration(data)
     recs = []
     for name in names:
         dense, _ = baseline_cache.train_or_load(name)

@@ -245,9 +245,7 @@ def run(
         )
     settings = _settings()
     data = datasets.load_dataset("fmnist")
-    rng = np.random.default_rng(0)
-    # Calibration images come from the training split, as the Keras model is fed them.
-    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    rep = exports.calibration(data)
     os.makedirs(CACHE, exist_ok=True)
     recs = []
     for name in recipes:
@@ -285,15 +283,19 @@ def run(
                 )
                 for export, row in files.items():
                     ref = dense_files[export.removesuffix("-sparse")]
+                    # The fields of both rows of this (method, sparsity, export), in this order.
+                    row_id = dict(
+                        model=dense.name,
+                        dataset="fmnist",
+                        method=method,
+                        setting=f"sparsity={target},tflite={export}",
+                        export=export,
+                        target_sparsity=target,
+                    )
                     if "error" in row:
                         recs.append(
                             results_io.make_record(
-                                model=dense.name,
-                                dataset="fmnist",
-                                method=method,
-                                setting=f"sparsity={target},tflite={export}",
-                                export=export,
-                                target_sparsity=target,
+                                **row_id,
                                 acc_baseline=round(ref["acc"], 4),
                                 acc_keras=round(acc_keras, 4),
                                 sparsity_keras=round(kernel_sparsity, 4),
@@ -306,12 +308,7 @@ def run(
                     ratio = latency.interleaved_ratio(row["path"], ref["path"], rounds=40)
                     recs.append(
                         results_io.make_record(
-                            model=dense.name,
-                            dataset="fmnist",
-                            method=method,
-                            setting=f"sparsity={target},tflite={export}",
-                            export=export,
-                            target_sparsity=target,
+                            **row_id,
                             epochs=settings["epochs"],
                             acc=round(row["acc"], 4),
                             acc_baseline=round(ref["acc"], 4),
