@@ -638,15 +638,8 @@ def _finish(view: _RunView, model, lrn, data: UserData, record, out: str, saved)
     record.add_section("profile", profile.to_dict())
     for kind, path in saved.items():
         record.add_artifact(f"model_{kind}", path)
-    export_data = data.for_export()
     deployed = None if lrn is None else lrn.deployed()
-    if deployed is not None:
-        exports = runner.record_deployed(deployed, export_data, record)
-        view = dataclasses.replace(view, export_modes=tuple(exports))
-    else:
-        exports = runner.export_all(view, model, export_data, out, "model", record)
-    if exports:
-        runner.measure_latency(view, exports, record)
+    view = runner.deploy_and_time(view, deployed, model, data.for_export(), out, "model", record)
     record.finish("ok")
     json_path = record.save(os.path.join(out, f"model.{view.exec_mode}.record.json"))
     md_path = record.save_markdown(os.path.join(out, f"model.{view.exec_mode}.report.md"))

@@ -429,7 +429,6 @@ def _run(opts: RunOptions, command, backend: distributed.Backend) -> dict[str, A
     )
     record.add_section("profile", profile.to_dict())
 
-    exports = {}
     if opts.exec_mode == "train":
         # No Keras 3 copy of a QAT model: TFMOT's wrappers exist only in Keras 2.
         keras3_copy = came_as_keras3 and not qat.is_quantized(model)
@@ -442,13 +441,7 @@ def _run(opts: RunOptions, command, backend: distributed.Backend) -> dict[str, A
         saved = model_io.save_model(model, save_path, keras3_copy=keras3_copy)
         for kind, path in saved.items():
             record.add_artifact(f"model_{kind}", path)
-        if deployed:
-            exports = record_deployed(deployed, data, record)
-            opts = dataclasses.replace(opts, export_modes=tuple(exports))  # for the summary
-        else:
-            exports = export_all(opts, model, data, out_dir, stem, record)
-        if exports:
-            measure_latency(opts, exports, record)
+        opts = deploy_and_time(opts, deployed, model, data, out_dir, stem, record)
 
     record.finish("ok")
     json_path = record.save(os.path.join(out_dir, f"{stem}.{opts.exec_mode}.record.json"))
@@ -655,6 +648,28 @@ def record_deployed(deployed: learner.Deployed, data, record) -> dict[str, str]:
     for kind, artifact in deployed.artifacts.items():
         record.add_artifact(kind, artifact)
     return {mode: path}
+
+
+def deploy_and_time(opts, deployed: learner.Deployed | None, model, data, out_dir, stem, record):
+    """Records the file the learner deployed itself, else exports ``model`` in every mode
+    (:func:`export_all`), then times what was written (:func:`measure_latency`).
+
+    Returns:
+        ``opts``, with ``export_modes`` set to the learner's own file's mode when it deployed
+        one (what the summary lists).
+
+    Example:
+        >>> opts = deploy_and_time(opts, lrn.deployed(), model, data, "models/m", "model",
+        ...                        record)  # doctest: +SKIP
+    """
+    if deployed is not None:
+        exports = record_deployed(deployed, data, record)
+        opts = dataclasses.replace(opts, export_modes=tuple(exports))
+    else:
+        exports = export_all(opts, model, data, out_dir, stem, record)
+    if exports:
+        measure_latency(opts, exports, record)
+    return opts
 
 
 def measure_latency(opts, exports: dict[str, str], record) -> None:
