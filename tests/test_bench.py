@@ -10,24 +10,21 @@ from pocketflow_tf import errors
 
 
 def test_results_file_and_table(tmp_path):
+    ptq = dict(model="resnet20", dataset="fmnist", acc_baseline=0.9400)
     recs = [
         results_io.make_record(
-            model="resnet20",
-            dataset="fmnist",
+            **ptq,
             method="float",
             setting="tflite=float",
             acc=0.9400,
-            acc_baseline=0.9400,
             bytes=1100000,
             command="python -m bench.run ptq",
         ),
         results_io.make_record(
-            model="resnet20",
-            dataset="fmnist",
+            **ptq,
             method="ptq-int8",
             setting="tflite=int8",
             acc=0.9391,
-            acc_baseline=0.9400,
             bytes=300000,
             latency_ratio=0.41,
             command="python -m bench.run ptq",

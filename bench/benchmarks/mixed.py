@@ -128,17 +128,14 @@ def run() -> list[dict]:
         storage = lrn.report["storage"]
         levels = lrn.report.get("tflite_int8_levels", [])
         recs.append(
-            exports.record(
+            qat_bench.qat_record(
                 d,
+                acc_dense=acc_dense,
+                wall=wall,
+                command=COMMAND,
                 model=dense.name,
                 method=f"qat-{setting.split('-')[0]}",
                 setting=f"avg_bits={setting.split('-')[1]},epochs={epochs}",
-                acc=acc,
-                acc_baseline=acc_dense,
-                flops_ratio=1.0,
-                params_ratio=1.0,
-                wall_s=round(wall, 1),
-                command=COMMAND,
                 compressed_bytes=storage["total_bytes"],
                 compression_ratio=round(storage["float_bytes"] / storage["total_bytes"], 2),
                 average_bits=storage["average_bits"],

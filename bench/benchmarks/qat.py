@@ -50,6 +50,26 @@ def score_int8(qat_model, path: str, data, rep, float_path: str, rounds: int = 6
     )
 
 
+def qat_record(d, *, acc_dense: float, wall: float, command: str = COMMAND, **fields) -> dict:
+    """The record of a QAT int8 export ``d`` (:func:`score_int8`): its LiteRT accuracy against
+    the float model's, FLOPs and parameter count those of the dense model, ``wall`` seconds.
+
+    Example:
+        >>> rec = qat_record(d, acc_dense=0.93, wall=412.3, model="resnet20",
+        ...                  method="qat-int8", setting="epochs=2")  # doctest: +SKIP
+    """
+    return exports.record(
+        d,
+        acc=d.acc,
+        acc_baseline=acc_dense,
+        flops_ratio=1.0,
+        params_ratio=1.0,
+        wall_s=round(wall, 1),
+        command=command,
+        **fields,
+    )
+
+
 def run() -> list[dict]:
     """QAT-fine-tunes, exports, verifies, evaluates and times; one record per model.
 
@@ -78,17 +98,13 @@ def run() -> list[dict]:
         d = score_int8(qat_model, path, data, rep, float_path)
         acc, ratio = d.acc, d.latency_ratio
         recs.append(
-            exports.record(
+            qat_record(
                 d,
+                acc_dense=acc_dense,
+                wall=wall,
                 model=dense.name,
                 method="qat-int8",
                 setting=f"epochs={epochs}",
-                acc=acc,
-                acc_baseline=acc_dense,
-                flops_ratio=1.0,
-                params_ratio=1.0,
-                wall_s=round(wall, 1),
-                command=COMMAND,
                 acc_keras_qat=round(acc_keras, 4),
                 epochs=epochs,
             )
