@@ -130,8 +130,7 @@ def run() -> list[dict]:
     data = datasets.load_dataset("fmnist")
     recs = []
     for name in _env_list("PFTF_CP_RECIPES", "resnet_at_fmnist,mobilenet_at_fmnist"):
-        dense, _ = baseline_cache.train_or_load(name)
-        acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+        dense, acc_dense = baseline_cache.scored(name, data)
         changes = {"learning_rate": float(lr)} if lr else {}
         if seed:
             changes["seed"] = seed

@@ -97,8 +97,7 @@ def run() -> list[dict]:
     data = datasets.load_dataset("fmnist")
     recs = []
     for name in [n for n in os.environ.get("PFTF_CB_RECIPES", "resnet_at_fmnist").split(",") if n]:
-        dense, _ = baseline_cache.train_or_load(name)
-        acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+        dense, acc_dense = baseline_cache.scored(name, data)
         cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
         dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
         dense_exp = exports.export(dense, dense_path, data).export

@@ -105,8 +105,7 @@ def run() -> list[dict]:
     settings = os.environ.get("PFTF_MP_SETTINGS", "mixed-4,uniform-4,mixed-3,uniform-3")
     data = datasets.load_dataset("fmnist")
     rep = exports.calibration(data)
-    dense, _ = baseline_cache.train_or_load(RECIPE)
-    acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+    dense, acc_dense = baseline_cache.scored(RECIPE, data)
     float_path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.float.tflite")
     exports.export(dense, float_path, data)
     recs = []

@@ -18,7 +18,7 @@ import time
 
 from bench import baselines as baseline_cache
 from bench import exports
-from pocketflow_tf import datasets, latency, training
+from pocketflow_tf import datasets, latency
 
 RECIPES = ("convnet_at_fmnist", "resnet_at_fmnist")
 MODES = ("float", "dynamic", "int8")
@@ -35,8 +35,7 @@ def run() -> list[dict]:
     rep = exports.calibration(data)
     recs = []
     for name in RECIPES:
-        model, _ = baseline_cache.train_or_load(name)
-        acc_keras = training.evaluate_accuracy(model, data.x_test, data.y_test)
+        model, acc_keras = baseline_cache.scored(name, data)
         deployed, walls = {}, {}
         for mode in MODES:
             start = time.time()

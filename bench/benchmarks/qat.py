@@ -82,8 +82,7 @@ def run() -> list[dict]:
     rep = exports.calibration(data)
     recs = []
     for name in names:
-        dense, _ = baseline_cache.train_or_load(name)
-        acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+        dense, acc_dense = baseline_cache.scored(name, data)
         cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
         float_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
         exports.export(dense, float_path, data)
