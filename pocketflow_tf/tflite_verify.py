@@ -212,6 +212,53 @@ class TFLiteRunner:
         return ((y.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
 
 
+def _labels(y: np.ndarray, n: int) -> np.ndarray:
+    # Integer labels or one-hot rows -> integer labels, one per sample.
+    y = np.asarray(y)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    if y.ndim != 1 or len(y) != n:
+        raise errors.InvalidArgumentError(
+            "y", f"labels of shape {y.shape}", f"{n} labels, one per sample of x"
+        )
+    return y
+
+
+def tflite_accuracy(
+    model: bytes | str | os.PathLike, x: np.ndarray, y: np.ndarray, batch_size: int = 64
+) -> float:
+    """Top-1 accuracy of a TFLite model on arrays, run by LiteRT through :class:`TFLiteRunner`.
+
+    The one place the framework scores a ``.tflite`` (the runner, auto's proxy and every
+    benchmark call it), so int8 I/O, input checks and one-hot labels are handled alike.
+
+    Args:
+        model: Flatbuffer bytes or the path of a ``.tflite`` file.
+        x: Float inputs ``(N, ...)``, preprocessed as for the Keras model.
+        y: Integer labels ``(N,)`` or one-hot rows ``(N, classes)``.
+        batch_size: Samples per ``invoke()``.
+
+    Returns:
+        The share of samples whose argmax output is their label.
+
+    Raises:
+        InvalidArgumentError: If ``y`` does not hold one label per sample of ``x``.
+
+    Example:
+        >>> import numpy as np
+        >>> from pocketflow_tf.compat import keras
+        >>> from pocketflow_tf import tflite_export
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> m.layers[0].set_weights([np.eye(2, dtype=np.float32), np.zeros(2, np.float32)])
+        >>> x = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], np.float32)
+        >>> tflite_accuracy(tflite_export.convert(m), x, np.array([0, 1, 1, 1]))
+        0.75
+    """
+    y = _labels(y, len(x))
+    logits = TFLiteRunner(model).predict(x, batch_size=batch_size)
+    return float(np.mean(np.argmax(logits.reshape(len(x), -1), axis=1) == y))
+
+
 @dataclasses.dataclass
 class VerificationReport:
     """What :func:`verify` measured and decided.
@@ -381,13 +428,7 @@ def verify(
             f"at least {min_samples} samples (min_samples)",
         )
     if y is not None:
-        y = np.asarray(y)
-        if y.ndim == 2:
-            y = y.argmax(axis=1)
-        if y.ndim != 1 or len(y) != len(x):
-            raise errors.InvalidArgumentError(
-                "y", f"labels of shape {y.shape}", f"{len(x)} labels, one per sample of x"
-            )
+        y = _labels(y, len(x))
 
     ref = _keras_outputs(model, x).reshape(len(x), -1)
     try:
@@ -673,5 +714,6 @@ __all__ = [
     "VerificationReport",
     "check_in_child_process",
     "export_tflite",
+    "tflite_accuracy",
     "verify",
 ]

@@ -10,24 +10,21 @@ from pocketflow_tf import errors
 
 
 def test_results_file_and_table(tmp_path):
+    ptq = dict(model="resnet20", dataset="fmnist", acc_baseline=0.9400)
     recs = [
         results_io.make_record(
-            model="resnet20",
-            dataset="fmnist",
+            **ptq,
             method="float",
             setting="tflite=float",
             acc=0.9400,
-            acc_baseline=0.9400,
             bytes=1100000,
             command="python -m bench.run ptq",
         ),
         results_io.make_record(
-            model="resnet20",
-            dataset="fmnist",
+            **ptq,
             method="ptq-int8",
             setting="tflite=int8",
             acc=0.9391,
-            acc_baseline=0.9400,
             bytes=300000,
             latency_ratio=0.41,
             command="python -m bench.run ptq",
@@ -113,3 +110,27 @@ def test_channel_seed_knob_is_checked(monkeypatch):
         monkeypatch.setenv("PFTF_CP_SEED", bad)
         with pytest.raises(errors.InvalidArgumentError, match=f"PFTF_CP_SEED.*'{bad}'"):
             channel._env_seed()
+
+
+def test_export_step_verifies_on_the_head_of_the_test_split_and_scores_the_file(tmp_path):
+    import types
+
+    import numpy as np
+
+    from bench import exports
+    from pocketflow_tf import tflite_verify
+    from pocketflow_tf.compat import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((300, 4), dtype=np.float32)
+    y = np.argmax(model(x).numpy(), axis=1)
+    y[:30] = (y[:30] + 1) % 3  # the file scores 0.9 on the whole split
+    data = types.SimpleNamespace(x_test=x, y_test=y)
+    ref = exports.export(model, str(tmp_path / "ref.tflite"), data, n_verify=200)
+    assert ref.export.report.n_samples == 200 and ref.acc is None
+    d = exports.export(
+        model, str(tmp_path / "m.tflite"), data, evaluate=True, reference=ref.export.path, rounds=2
+    )
+    assert d.export.report.n_samples == 300
+    assert d.acc == pytest.approx(0.9) == tflite_verify.tflite_accuracy(d.export.path, x, y)
+    assert d.latency_ratio > 0

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 
 from bench import baselines as baseline_cache
-from bench import results_io
-from pocketflow_tf import accounting, datasets, latency, tflite_verify, training
+from bench import exports
+from pocketflow_tf import accounting, datasets, latency, training
 
 RECIPES = ("convnet_at_fmnist", "resnet_at_fmnist", "mobilenet_at_fmnist")
 COMMAND = "python -m bench.run baselines"
@@ -35,25 +35,23 @@ def run() -> list[dict]:
         acc = training.evaluate_accuracy(model, data.x_test, data.y_test)
         prof = accounting.profile_model(model)
         path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
-        exp = tflite_verify.export_tflite(
-            model, path, mode="float", x_verify=data.x_test[:1000], y_verify=data.y_test[:1000]
-        )
+        deployed = exports.export(model, path, data, n_verify=1000)
         lat = latency.measure_latency(path, runs=500)
         recs.append(
-            results_io.make_record(
+            exports.record(
+                deployed,
                 model=model.name,
-                dataset="fmnist",
                 method="full-prec",
                 setting=f"epochs={meta['train']['epochs']}",
-                acc=round(acc, 4),
+                acc=acc,
                 params=prof.total_params,
                 flops=prof.total_flops,
-                bytes=exp.bytes,
-                bytes_gzip=exp.bytes_gzip,
                 latency_ms=round(lat.median_ms, 4),
                 wall_s=meta["train_wall_s"],
                 command=COMMAND,
             )
         )
-        print(f"[bench] {name}: test acc {acc:.4f}, {prof.total_flops:,} FLOPs, {exp.bytes} B")
+        print(
+            f"[bench] {name}: test acc {acc:.4f}, {prof.total_flops:,} FLOPs, {deployed.export.bytes} B"
+        )
     return recs

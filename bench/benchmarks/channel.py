@@ -43,14 +43,12 @@ import os
 import time
 
 from bench import baselines as baseline_cache
-from bench import results_io
+from bench import exports
 from pocketflow_tf import (
     accounting,
     datasets,
     distillation,
     errors,
-    latency,
-    tflite_verify,
     training,
 )
 from pocketflow_tf.learners.channel import ChannelPrunedLearner, amc_search
@@ -132,16 +130,13 @@ def run() -> list[dict]:
     data = datasets.load_dataset("fmnist")
     recs = []
     for name in _env_list("PFTF_CP_RECIPES", "resnet_at_fmnist,mobilenet_at_fmnist"):
-        dense, _ = baseline_cache.train_or_load(name)
-        acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+        dense, acc_dense = baseline_cache.scored(name, data)
         changes = {"learning_rate": float(lr)} if lr else {}
         if seed:
             changes["seed"] = seed
         cfg = recipe.get_recipe(name).finetune_config(epochs=epochs, **changes)
         dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
-        dense_exp = tflite_verify.export_tflite(
-            dense, dense_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-        )
+        dense_exp = exports.export(dense, dense_path, data).export
         dense_profile = accounting.profile_model(dense)
         for keep in (float(k) for k in _env_list("PFTF_CP_KEEP", "0.5,0.4")):
             for method in _env_list("PFTF_CP_METHODS", ",".join(METHODS)):
@@ -155,22 +150,17 @@ def run() -> list[dict]:
                 path = os.path.join(
                     baseline_cache.ARTIFACTS, f"{name}.{method}.keep{keep}.float.tflite"
                 )
-                exp = tflite_verify.export_tflite(
-                    out, path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-                )
-                ratio = latency.interleaved_ratio(path, dense_path, rounds=60).latency_ratio
-                rec = results_io.make_record(
+                deployed = exports.export(out, path, data, reference=dense_path, rounds=60)
+                ratio = deployed.latency_ratio
+                rec = exports.record(
+                    deployed,
                     model=dense.name,
-                    dataset="fmnist",
                     method=method,
                     setting=f"flops_keep={keep},{setting}",
-                    acc=round(acc, 4),
-                    acc_baseline=round(acc_dense, 4),
+                    acc=acc,
+                    acc_baseline=acc_dense,
                     flops_ratio=round(prof.total_flops / dense_profile.total_flops, 4),
                     params_ratio=round(prof.total_params / dense_profile.total_params, 4),
-                    bytes=exp.bytes,
-                    bytes_gzip=exp.bytes_gzip,
-                    latency_ratio=round(ratio, 4),
                     wall_s=round(wall, 1),
                     command=COMMAND,
                     acc_pruned=round(acc_pruned, 4),

@@ -33,14 +33,12 @@ import os
 import time
 
 from bench import baselines as baseline_cache
-from bench import results_io
+from bench import exports
 from pocketflow_tf import (
     accounting,
     datasets,
     distillation,
     errors,
-    latency,
-    tflite_verify,
     training,
 )
 from pocketflow_tf.learners.non_uniform import NonUniformQuantLearner
@@ -99,39 +97,30 @@ def run() -> list[dict]:
     data = datasets.load_dataset("fmnist")
     recs = []
     for name in [n for n in os.environ.get("PFTF_CB_RECIPES", "resnet_at_fmnist").split(",") if n]:
-        dense, _ = baseline_cache.train_or_load(name)
-        acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+        dense, acc_dense = baseline_cache.scored(name, data)
         cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
         dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
-        dense_exp = tflite_verify.export_tflite(
-            dense, dense_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-        )
+        dense_exp = exports.export(dense, dense_path, data).export
         for method, (kind, size) in zip(methods, parsed, strict=True):
             start = time.time()
             model, packed, float32, lrn = _compress(kind, size, cfg, dense, data)
             wall = time.time() - start
             acc = training.evaluate_accuracy(model, data.x_test, data.y_test)
             path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}.float.tflite")
-            exp = tflite_verify.export_tflite(
-                model, path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-            )
-            ratio = latency.interleaved_ratio(path, dense_path, rounds=30).latency_ratio
-            rec = results_io.make_record(
+            deployed = exports.export(model, path, data, reference=dense_path, rounds=30)
+            rec = exports.record(
+                deployed,
                 model=dense.name,
-                dataset="fmnist",
                 method=method,
                 setting=f"epochs={epochs}",
-                acc=round(acc, 4),
-                acc_baseline=round(acc_dense, 4),
+                acc=acc,
+                acc_baseline=acc_dense,
                 flops_ratio=1.0,
                 params_ratio=round(
                     accounting.profile_model(model).total_params
                     / accounting.profile_model(dense).total_params,
                     4,
                 ),
-                bytes=exp.bytes,
-                bytes_gzip=exp.bytes_gzip,
-                latency_ratio=round(ratio, 4),
                 wall_s=round(wall, 1),
                 command=f"PFTF_CB_METHODS={method} PFTF_CB_EPOCHS={epochs} {COMMAND}",
                 compressed_bytes=int(packed),
@@ -149,6 +138,6 @@ def run() -> list[dict]:
             print(
                 f"[bench] {name} {method}: acc {acc:.4f} (dense {acc_dense:.4f}), compressed "
                 f"{packed:,} B vs {float32:,} B float32 (x{rec['compression_ratio']}), "
-                f".tflite gzip {exp.bytes_gzip:,} B, {wall:.0f} s"
+                f".tflite gzip {deployed.export.bytes_gzip:,} B, {wall:.0f} s"
             )
     return recs

@@ -30,12 +30,10 @@ import json
 import os
 import time
 
-import numpy as np
-
 from bench import baselines as baseline_cache
-from bench import results_io
+from bench import exports, results_io
 from bench.benchmarks import qat as qat_bench
-from pocketflow_tf import datasets, distillation, latency, learner, tflite_verify, training
+from pocketflow_tf import datasets, distillation, latency, learner, training
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
 from pocketflow_tf.learners.uniform_quant import bits as bits_lib
 from pocketflow_tf.nets import recipe
@@ -106,14 +104,10 @@ def run() -> list[dict]:
     epochs = int(os.environ.get("PFTF_MP_EPOCHS", "2"))
     settings = os.environ.get("PFTF_MP_SETTINGS", "mixed-4,uniform-4,mixed-3,uniform-3")
     data = datasets.load_dataset("fmnist")
-    rng = np.random.default_rng(0)
-    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
-    dense, _ = baseline_cache.train_or_load(RECIPE)
-    acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+    rep = exports.calibration(data)
+    dense, acc_dense = baseline_cache.scored(RECIPE, data)
     float_path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.float.tflite")
-    tflite_verify.export_tflite(
-        dense, float_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-    )
+    exports.export(dense, float_path, data)
     recs = []
     for setting in [s for s in settings.split(",") if s]:
         cfg = recipe.get_recipe(RECIPE).finetune_config(epochs=epochs)
@@ -128,24 +122,19 @@ def run() -> list[dict]:
         wall = time.time() - start
         acc_keras = training.evaluate_accuracy(qat_model, data.x_test, data.y_test)
         path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.{setting}.int8.tflite")
-        exp, acc, ratio = qat_bench.score_int8(qat_model, path, data, rep, float_path, rounds=30)
+        d = qat_bench.score_int8(qat_model, path, data, rep, float_path, rounds=30)
+        acc, ratio = d.acc, d.latency_ratio
         storage = lrn.report["storage"]
         levels = lrn.report.get("tflite_int8_levels", [])
         recs.append(
-            results_io.make_record(
+            qat_bench.qat_record(
+                d,
+                acc_dense=acc_dense,
+                wall=wall,
+                command=COMMAND,
                 model=dense.name,
-                dataset="fmnist",
                 method=f"qat-{setting.split('-')[0]}",
                 setting=f"avg_bits={setting.split('-')[1]},epochs={epochs}",
-                acc=round(acc, 4),
-                acc_baseline=round(acc_dense, 4),
-                flops_ratio=1.0,
-                params_ratio=1.0,
-                bytes=exp.bytes,
-                bytes_gzip=exp.bytes_gzip,
-                latency_ratio=round(ratio, 4),
-                wall_s=round(wall, 1),
-                command=COMMAND,
                 compressed_bytes=storage["total_bytes"],
                 compression_ratio=round(storage["float_bytes"] / storage["total_bytes"], 2),
                 average_bits=storage["average_bits"],

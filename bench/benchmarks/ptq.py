@@ -16,11 +16,9 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-
 from bench import baselines as baseline_cache
-from bench import results_io
-from pocketflow_tf import datasets, latency, tflite_verify, training
+from bench import exports
+from pocketflow_tf import datasets, latency
 
 RECIPES = ("convnet_at_fmnist", "resnet_at_fmnist")
 MODES = ("float", "dynamic", "int8")
@@ -34,58 +32,42 @@ def run() -> list[dict]:
         >>> recs = run()  # doctest: +SKIP
     """
     data = datasets.load_dataset("fmnist")
-    rng = np.random.default_rng(0)
-    # Calibration images come from the training split, as the Keras model is fed them.
-    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    rep = exports.calibration(data)
     recs = []
     for name in RECIPES:
-        model, _ = baseline_cache.train_or_load(name)
-        acc_keras = training.evaluate_accuracy(model, data.x_test, data.y_test)
-        paths, rows = {}, {}
+        model, acc_keras = baseline_cache.scored(name, data)
+        deployed, walls = {}, {}
         for mode in MODES:
             start = time.time()
             path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{mode}.tflite")
-            exp = tflite_verify.export_tflite(
-                model,
-                path,
-                mode=mode,
-                x_verify=data.x_test[:1000],
-                y_verify=data.y_test[:1000],
-                representative_data=rep if mode == "int8" else None,
+            deployed[mode] = exports.export(
+                model, path, data, mode=mode, n_verify=1000, rep=rep, evaluate=True
             )
-            logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
-            acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
-            paths[mode] = path
-            rows[mode] = dict(
-                acc=acc,
-                bytes=exp.bytes,
-                bytes_gzip=exp.bytes_gzip,
-                wall_s=round(time.time() - start, 1),
-            )
+            walls[mode] = round(time.time() - start, 1)
+        # Timed once every file exists, each against the float export of the same model.
         for mode in MODES:
-            ratio = None
+            d = deployed[mode]
             if mode != "float":
-                r = latency.interleaved_ratio(paths[mode], paths["float"], rounds=60)
-                ratio = round(r.latency_ratio, 4)
+                ref = deployed["float"].export.path
+                d.latency_ratio = latency.interleaved_ratio(
+                    d.export.path, ref, rounds=60
+                ).latency_ratio
             recs.append(
-                results_io.make_record(
+                exports.record(
+                    d,
                     model=model.name,
-                    dataset="fmnist",
                     method=f"ptq-{mode}" if mode != "float" else "float",
                     setting=f"tflite={mode}",
-                    acc=round(rows[mode]["acc"], 4),
-                    acc_baseline=round(acc_keras, 4),
+                    acc=d.acc,
+                    acc_baseline=acc_keras,
                     flops_ratio=1.0,
                     params_ratio=1.0,
-                    bytes=rows[mode]["bytes"],
-                    bytes_gzip=rows[mode]["bytes_gzip"],
-                    latency_ratio=ratio,
-                    wall_s=rows[mode]["wall_s"],
+                    wall_s=walls[mode],
                     command=COMMAND,
                 )
             )
             print(
-                f"[bench] {name} {mode}: acc {rows[mode]['acc']:.4f} (keras {acc_keras:.4f}), "
-                f"{rows[mode]['bytes']} B, latency ratio {ratio}"
+                f"[bench] {name} {mode}: acc {d.acc:.4f} (keras {acc_keras:.4f}), "
+                f"{d.export.bytes} B, latency ratio {recs[-1]['latency_ratio']}"
             )
     return recs

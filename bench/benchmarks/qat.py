@@ -19,11 +19,9 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-
 from bench import baselines as baseline_cache
-from bench import results_io
-from pocketflow_tf import datasets, distillation, latency, tflite_verify, training
+from bench import exports
+from pocketflow_tf import datasets, distillation, training
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
 from pocketflow_tf.nets import recipe
 
@@ -31,24 +29,45 @@ COMMAND = "python -m bench.run qat"
 
 
 def score_int8(qat_model, path: str, data, rep, float_path: str, rounds: int = 60):
-    """Exports ``qat_model`` to a verified int8 ``path``; returns ``(export, test acc, latency
-    ratio vs float_path)`` (accuracy through LiteRT on the whole test split).
+    """Exports ``qat_model`` to a verified int8 ``path``, scored through LiteRT on the whole
+    test split and timed against ``float_path``.
 
     Example:
-        >>> exp, acc, ratio = score_int8(qat_model, "m.int8.tflite", data, rep, "f.tflite")  # doctest: +SKIP
+        >>> d = score_int8(qat_model, "m.int8.tflite", data, rep, "f.tflite")  # doctest: +SKIP
+        >>> d.acc, d.latency_ratio  # doctest: +SKIP
+        (0.9212, 0.41)
     """
-    exp = tflite_verify.export_tflite(
+    return exports.export(
         qat_model,
         path,
+        data,
         mode="int8",
-        x_verify=data.x_test[:1000],
-        y_verify=data.y_test[:1000],
-        representative_data=rep,
+        n_verify=1000,
+        rep=rep,
+        evaluate=True,
+        reference=float_path,
+        rounds=rounds,
     )
-    logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
-    acc = float(np.mean(np.argmax(logits, -1) == data.y_test))
-    ratio = latency.interleaved_ratio(path, float_path, rounds=rounds).latency_ratio
-    return exp, acc, ratio
+
+
+def qat_record(d, *, acc_dense: float, wall: float, command: str = COMMAND, **fields) -> dict:
+    """The record of a QAT int8 export ``d`` (:func:`score_int8`): its LiteRT accuracy against
+    the float model's, FLOPs and parameter count those of the dense model, ``wall`` seconds.
+
+    Example:
+        >>> rec = qat_record(d, acc_dense=0.93, wall=412.3, model="resnet20",
+        ...                  method="qat-int8", setting="epochs=2")  # doctest: +SKIP
+    """
+    return exports.record(
+        d,
+        acc=d.acc,
+        acc_baseline=acc_dense,
+        flops_ratio=1.0,
+        params_ratio=1.0,
+        wall_s=round(wall, 1),
+        command=command,
+        **fields,
+    )
 
 
 def run() -> list[dict]:
@@ -60,17 +79,13 @@ def run() -> list[dict]:
     epochs = int(os.environ.get("PFTF_QAT_EPOCHS", "2"))
     names = [n for n in os.environ.get("PFTF_QAT_RECIPES", "resnet_at_fmnist").split(",") if n]
     data = datasets.load_dataset("fmnist")
-    rng = np.random.default_rng(0)
-    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    rep = exports.calibration(data)
     recs = []
     for name in names:
-        dense, _ = baseline_cache.train_or_load(name)
-        acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
+        dense, acc_dense = baseline_cache.scored(name, data)
         cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
         float_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
-        tflite_verify.export_tflite(
-            dense, float_path, mode="float", x_verify=data.x_test[:500], y_verify=data.y_test[:500]
-        )
+        exports.export(dense, float_path, data)
         start = time.time()
         lrn = UniformQuantLearner(
             cfg, distillation=distillation.DistillationConfig(1.0, 2.0), verbose=2
@@ -79,28 +94,22 @@ def run() -> list[dict]:
         wall = time.time() - start
         acc_keras = training.evaluate_accuracy(qat_model, data.x_test, data.y_test)
         path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.qat-int8.int8.tflite")
-        exp, acc, ratio = score_int8(qat_model, path, data, rep, float_path)
+        d = score_int8(qat_model, path, data, rep, float_path)
+        acc, ratio = d.acc, d.latency_ratio
         recs.append(
-            results_io.make_record(
+            qat_record(
+                d,
+                acc_dense=acc_dense,
+                wall=wall,
                 model=dense.name,
-                dataset="fmnist",
                 method="qat-int8",
                 setting=f"epochs={epochs}",
-                acc=round(acc, 4),
-                acc_baseline=round(acc_dense, 4),
-                flops_ratio=1.0,
-                params_ratio=1.0,
-                bytes=exp.bytes,
-                bytes_gzip=exp.bytes_gzip,
-                latency_ratio=round(ratio, 4),
-                wall_s=round(wall, 1),
-                command=COMMAND,
                 acc_keras_qat=round(acc_keras, 4),
                 epochs=epochs,
             )
         )
         print(
             f"[bench] {name} qat-int8: acc {acc:.4f} (QAT Keras {acc_keras:.4f}, float "
-            f"{acc_dense:.4f}), {exp.bytes} B, latency ratio {ratio:.3f}, {wall:.0f} s"
+            f"{acc_dense:.4f}), {d.export.bytes} B, latency ratio {ratio:.3f}, {wall:.0f} s"
         )
     return recs

@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from bench import baselines as baseline_cache
-from bench import results_io
+from bench import exports, results_io
 from pocketflow_tf import (
     accounting,
     atomic_io,
@@ -59,7 +59,6 @@ from pocketflow_tf import (
     errors,
     latency,
     learner,
-    tflite_verify,
     training,
 )
 from pocketflow_tf import sparsity as sparsity_lib
@@ -198,14 +197,8 @@ def _exports(model: keras.Model, stem: str, data, rep: np.ndarray) -> dict[str, 
         mode, sparse = export.removesuffix("-sparse"), export.endswith("-sparse")
         path = os.path.join(CACHE, f"{stem}.{export}.tflite")
         try:
-            res = tflite_verify.export_tflite(
-                model,
-                path,
-                mode=mode,
-                x_verify=data.x_test[:1000],
-                y_verify=data.y_test[:1000],
-                representative_data=rep if mode == "int8" else None,
-                sparse=sparse,
+            d = exports.export(
+                model, path, data, mode=mode, n_verify=1000, rep=rep, sparse=sparse, evaluate=True
             )
         except (errors.VerificationError, RuntimeError) as e:
             # E.g. LiteRT's XNNPACK delegate fails to prepare a FULLY_CONNECTED whose int8
@@ -214,13 +207,12 @@ def _exports(model: keras.Model, stem: str, data, rep: np.ndarray) -> dict[str, 
             print(f"[bench] {stem} {export}: export refused: {e}")
             out[export] = {"error": str(e)[:500]}
             continue
-        logits = tflite_verify.TFLiteRunner(path).predict(data.x_test, batch_size=100)
         report = sparsity_lib.sparsity_report(model, path)
         out[export] = {
             "path": path,
-            "acc": float(np.mean(np.argmax(logits, -1) == data.y_test)),
-            "bytes": res.bytes,
-            "bytes_gzip": res.bytes_gzip,
+            "acc": d.acc,
+            "bytes": d.export.bytes,
+            "bytes_gzip": d.export.bytes_gzip,
             "sparsity_tflite": report.tflite_sparsity,
         }
     return out
@@ -253,9 +245,7 @@ def run(
         )
     settings = _settings()
     data = datasets.load_dataset("fmnist")
-    rng = np.random.default_rng(0)
-    # Calibration images come from the training split, as the Keras model is fed them.
-    rep = data.x_train[rng.choice(len(data.x_train), 512, replace=False)]
+    rep = exports.calibration(data)
     os.makedirs(CACHE, exist_ok=True)
     recs = []
     for name in recipes:
@@ -293,15 +283,19 @@ def run(
                 )
                 for export, row in files.items():
                     ref = dense_files[export.removesuffix("-sparse")]
+                    # The fields of both rows of this (method, sparsity, export), in this order.
+                    row_id = dict(
+                        model=dense.name,
+                        dataset="fmnist",
+                        method=method,
+                        setting=f"sparsity={target},tflite={export}",
+                        export=export,
+                        target_sparsity=target,
+                    )
                     if "error" in row:
                         recs.append(
                             results_io.make_record(
-                                model=dense.name,
-                                dataset="fmnist",
-                                method=method,
-                                setting=f"sparsity={target},tflite={export}",
-                                export=export,
-                                target_sparsity=target,
+                                **row_id,
                                 acc_baseline=round(ref["acc"], 4),
                                 acc_keras=round(acc_keras, 4),
                                 sparsity_keras=round(kernel_sparsity, 4),
@@ -314,12 +308,7 @@ def run(
                     ratio = latency.interleaved_ratio(row["path"], ref["path"], rounds=40)
                     recs.append(
                         results_io.make_record(
-                            model=dense.name,
-                            dataset="fmnist",
-                            method=method,
-                            setting=f"sparsity={target},tflite={export}",
-                            export=export,
-                            target_sparsity=target,
+                            **row_id,
                             epochs=settings["epochs"],
                             acc=round(row["acc"], 4),
                             acc_baseline=round(ref["acc"], 4),

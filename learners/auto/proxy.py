@@ -122,15 +122,8 @@ class ProxyConfig:
         return dataclasses.asdict(self)
 
 
-def tflite_accuracy(path: str, x: np.ndarray, y: np.ndarray, batch_size: int = 64) -> float:
-    """Top-1 accuracy of a ``.tflite`` file on arrays (int8 I/O handled by the runner).
-
-    Example:
-        >>> tflite_accuracy("m.tflite", x_hold, y_hold)  # doctest: +SKIP
-        0.91
-    """
-    logits = tflite_verify.TFLiteRunner(path).predict(x, batch_size=batch_size)
-    return float(np.mean(np.argmax(logits.reshape(len(x), -1), axis=1) == np.asarray(y)))
+# The core scorer, re-exported: auto's learner and report call ``proxy.tflite_accuracy``.
+tflite_accuracy = tflite_verify.tflite_accuracy
 
 
 def measure(

@@ -622,39 +622,17 @@ def _export_modes(deploy: tuple[str, ...] | None) -> tuple[str, ...]:
 
 def _finish(view: _RunView, model, lrn, data: UserData, record, out: str, saved) -> dict:
     """Evaluates, exports (verified), times and reports, as a run script does."""
-    from pocketflow_tf import accounting, training
     from pocketflow_tf.app import runner
 
-    _say(f"evaluating on {data.eval_from} ({len(data.y_eval)} images)")
-    acc = training.evaluate_accuracy(model, data.x_eval, data.y_eval)
-    profile = accounting.profile_model(model)
-    record.add_metrics(
-        test_acc=acc,
-        eval_split=data.eval_from,
-        params=profile.total_params,
-        flops=profile.total_flops,
-        macs=profile.total_macs,
+    split = f"{data.eval_from} ({len(data.y_eval)} images)"
+    runner.record_evaluation(
+        model, data.x_eval, data.y_eval, record, split, eval_split=data.eval_from
     )
-    record.add_section("profile", profile.to_dict())
     for kind, path in saved.items():
         record.add_artifact(f"model_{kind}", path)
-    export_data = data.for_export()
     deployed = None if lrn is None else lrn.deployed()
-    if deployed is not None:
-        exports = runner.record_deployed(deployed, export_data, record)
-        view = dataclasses.replace(view, export_modes=tuple(exports))
-    else:
-        exports = runner.export_all(view, model, export_data, out, "model", record)
-    if exports:
-        runner.measure_latency(view, exports, record)
-    record.finish("ok")
-    json_path = record.save(os.path.join(out, f"model.{view.exec_mode}.record.json"))
-    md_path = record.save_markdown(os.path.join(out, f"model.{view.exec_mode}.report.md"))
-    if lrn is not None:
-        lrn.release_backups()
-    result = record.to_dict()
-    runner.print_summary(view, result, json_path, md_path)
-    return result
+    view = runner.deploy_and_time(view, deployed, model, data.for_export(), out, "model", record)
+    return runner.conclude(view, record, out, "model", lrn)
 
 
 def learn_command(model_path: str, command: Sequence[str]) -> int:
