@@ -244,6 +244,27 @@ class ChannelGraph:
         """Groups that may be pruned, in the order their first producer runs."""
         return [g for g in self.groups if g.prunable]
 
+    def require_prunable(self) -> list[ChannelGroup]:
+        """:meth:`prunable_groups`, refusing a model without any (the error lists every
+        group with what blocks it).
+
+        Example:
+            >>> from pocketflow_tf.compat import keras
+            >>> build(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])).require_prunable()
+            Traceback (most recent call last):
+            ...
+            pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'sequential...'. Accepted: a model with at least one prunable channel group; this one has none:...
+        """
+        groups = self.prunable_groups()
+        if not groups:
+            raise errors.InvalidArgumentError(
+                "model",
+                self.model.name,
+                "a model with at least one prunable channel group; this one has none:\n"
+                + self.summary(),
+            )
+        return groups
+
     def group(self, gid: int) -> ChannelGroup:
         """The group with id ``gid`` (after merges).
 

@@ -123,6 +123,31 @@ BRIDGEABLE_LAYERS = frozenset(
 )
 _MODEL_CLASSES = ("Functional", "Sequential", "Model")
 _ACCEPTED = "a .keras file, a .h5/.hdf5 file, or a SavedModel folder"
+
+
+def check_model_path(name: str, path: str, *, time_it: str) -> None:
+    """Refuses, before any work, a model argument that is a ``.tflite`` file (already
+    exported; ``time_it`` says how to time it instead) or does not exist.
+
+    Example:
+        >>> check_model_path("MODEL", "m.tflite", time_it="pocketflow-tf latency m.tflite")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `MODEL`: 'm.tflite'. Accepted: a saved Keras model (.keras, .h5 or a SavedModel folder); a .tflite file is already exported (time it with: pocketflow-tf latency m.tflite).
+    """
+    if path.lower().endswith(".tflite"):
+        raise errors.InvalidArgumentError(
+            name,
+            path,
+            "a saved Keras model (.keras, .h5 or a SavedModel folder); a .tflite file is "
+            f"already exported (time it with: {time_it})",
+        )
+    if not os.path.exists(path):
+        raise errors.InvalidArgumentError(
+            name, path, "an existing Keras model file (.keras, .h5) or SavedModel folder"
+        )
+
+
 _TRUST_HINT = (
     "pass trust_unsafe=True (flag --trust_model) only if you trust where the file came from"
 )

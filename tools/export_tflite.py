@@ -20,12 +20,11 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 from absl import flags
 
-from pocketflow_tf import cli_errors, datasets, errors, tflite_export, tflite_verify
+from pocketflow_tf import cli_errors, datasets, model_io, tflite_export, tflite_verify
 
 FLAGS = flags.FLAGS
 
@@ -94,19 +93,9 @@ def check_arguments(model_path: str, output: str) -> None:
         >>> check_arguments("m.tflite", "out.tflite")
         Traceback (most recent call last):
         ...
-        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model_path`: 'm.tflite'. Accepted: a saved Keras model (.keras, .h5 or a SavedModel folder); a .tflite file is already exported (time it with tools/benchmark_tflite.py).
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model_path`: 'm.tflite'. Accepted: a saved Keras model (.keras, .h5 or a SavedModel folder); a .tflite file is already exported (time it with: tools/benchmark_tflite.py).
     """
-    if model_path.lower().endswith(".tflite"):
-        raise errors.InvalidArgumentError(
-            "model_path",
-            model_path,
-            "a saved Keras model (.keras, .h5 or a SavedModel folder); a .tflite file is "
-            "already exported (time it with tools/benchmark_tflite.py)",
-        )
-    if not os.path.exists(model_path):
-        raise errors.InvalidArgumentError(
-            "model_path", model_path, "an existing Keras model file or SavedModel folder"
-        )
+    model_io.check_model_path("model_path", model_path, time_it="tools/benchmark_tflite.py")
     cli_errors.check_output_path("output", output, suffixes=(".tflite",))
 
 

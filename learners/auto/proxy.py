@@ -35,8 +35,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from pocketflow_tf import distillation, latency, tflite_verify, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.auto import candidate, planner, splits

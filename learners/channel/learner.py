@@ -339,7 +339,7 @@ class ChannelPrunedLearner(learner.Learner):
             >>> ChannelPrunedLearner().fit(m, np.zeros((8, 4), "float32"))  # adapt() refuses
             Traceback (most recent call last):
             ...
-            pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'sequential...'. Accepted: a model with at least one prunable channel group; blocked: ...
+            pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'sequential...'. Accepted: a model with at least one prunable channel group; this one has none:...
         """
         self.plan(model)  # validates before any work
         self._calib = calibration.sample(
@@ -428,14 +428,7 @@ class ChannelPrunedLearner(learner.Learner):
             {'h': 8}
         """
         graph = channel_graph.build(model, self.cp_exclude)
-        groups = graph.prunable_groups()
-        if not groups:
-            raise errors.InvalidArgumentError(
-                "model",
-                model.name,
-                "a model with at least one prunable channel group; blocked: "
-                + "; ".join(f"{g.producers or g.id}: {g.blockers}" for g in graph.groups),
-            )
+        groups = graph.require_prunable()
         if self.cp_criterion == "bn_gamma":
             for g in groups:
                 importance.bn_gamma_scores(model, graph, g)  # raises if a group has no BN

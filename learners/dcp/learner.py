@@ -242,14 +242,7 @@ class DisChnPrunedLearner(learner.Learner):
                 "a classifier with one input and one logits output",
             )
         graph = channel_graph.build(model, self.cp_exclude)
-        groups = graph.prunable_groups()
-        if not groups:
-            raise errors.InvalidArgumentError(
-                "model",
-                model.name,
-                "a model with at least one prunable channel group; this one has none:\n"
-                + graph.summary(),
-            )
+        graph.require_prunable()
         for arg, table in (("cp_prune_list", self.cp_prune_list), ("dcp_counts", self.dcp_counts)):
             if table is None:
                 continue

@@ -393,27 +393,18 @@ def load_data(model, model_path: str, *, stream: bool) -> UserData:
             train = fd.to_arrays("train", max_bytes=max_bytes)
             x_val_arr = fd.to_arrays("val", max_bytes=max_bytes) if fd.val is not None else None
             val = x_val_arr
-        x_calib, y_calib = _take(fd.train, _CALIB_SAMPLES)
-        if x_test is not None:
-            x_eval, y_eval, eval_from = x_test, y_test, "--test_data"
-        elif x_val_arr is not None:
-            (x_eval, y_eval), eval_from = x_val_arr, "the held-out split of --data"
-        else:
-            x_eval, y_eval = _take(fd.train, FLAGS.num_verify)
-            eval_from = "the training data (no --test_data, --validation_split 0)"
-        desc = f"image folder {data_arg} ({fd.num_classes} classes)"
-        return UserData(
-            desc,
+        return _with_eval_split(
+            f"image folder {data_arg} ({fd.num_classes} classes)",
             fd.num_classes,
             train,
             val,
-            x_eval,
-            y_eval,
-            eval_from,
-            x_calib,
-            x_test,
-            y_test,
-            y_calib,
+            test=(x_test, y_test, "--test_data"),
+            held_out=x_val_arr,
+            calib=_take(fd.train, _CALIB_SAMPLES),
+            fallback=lambda: (
+                *_take(fd.train, FLAGS.num_verify),
+                "the training data (no --test_data, --validation_split 0)",
+            ),
         )
 
     splits = _arrays(data_arg, model, flag="data")
@@ -432,25 +423,42 @@ def load_data(model, model_path: str, *, stream: bool) -> UserData:
         val = (held.x_val, held.y_val)
     rng = np.random.default_rng(FLAGS.seed)
     pick = np.sort(rng.choice(len(x), min(_CALIB_SAMPLES, len(x)), replace=False))
-    x_calib, y_calib = x[pick], y[pick]
-    if x_test is not None:
-        x_eval, y_eval, eval_from = x_test, y_test, "the test split"
-    elif val is not None:
-        (x_eval, y_eval), eval_from = val, "the held-out split of --data"
-    else:
-        x_eval, y_eval, eval_from = x, y, "the training data (no test split, --validation_split 0)"
-    return UserData(
+    return _with_eval_split(
         f"{data_arg} ({len(x)} training images)",
         splits.num_classes if named else None,
         (x, y),
         val,
+        test=(x_test, y_test, "the test split"),
+        held_out=val,
+        calib=(x[pick], y[pick]),
+        fallback=lambda: (x, y, "the training data (no test split, --validation_split 0)"),
+    )
+
+
+def _with_eval_split(
+    description, num_classes, train, val, *, test, held_out, calib, fallback
+) -> UserData:
+    """The :class:`UserData` with the split its model is evaluated on: the test data
+    (``test`` is ``(x, y, where)``), else the held-out arrays, else ``fallback()``."""
+    x_test, y_test, test_from = test
+    if x_test is not None:
+        x_eval, y_eval, eval_from = x_test, y_test, test_from
+    elif held_out is not None:
+        (x_eval, y_eval), eval_from = held_out, "the held-out split of --data"
+    else:
+        x_eval, y_eval, eval_from = fallback()
+    return UserData(
+        description,
+        num_classes,
+        train,
+        val,
         x_eval,
         y_eval,
         eval_from,
-        x_calib,
+        calib[0],
         x_test,
         y_test,
-        y_calib,
+        calib[1],
     )
 
 
@@ -466,17 +474,9 @@ def _load_model(path: str):
 
 
 def _check_model_arg(path: str) -> None:
-    if path.lower().endswith(".tflite"):
-        raise errors.InvalidArgumentError(
-            "MODEL",
-            path,
-            "a saved Keras model (.keras, .h5 or a SavedModel folder); a .tflite file is "
-            "already exported (time it with: pocketflow-tf latency MODEL.tflite)",
-        )
-    if not os.path.exists(path):
-        raise errors.InvalidArgumentError(
-            "MODEL", path, "an existing Keras model file (.keras, .h5) or SavedModel folder"
-        )
+    from pocketflow_tf import model_io
+
+    model_io.check_model_path("MODEL", path, time_it="pocketflow-tf latency MODEL.tflite")
 
 
 def _check_out() -> str:
