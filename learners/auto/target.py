@@ -240,17 +240,7 @@ class Target:
             >>> Target.parse("under 1.5 MB, <=0.3x bytes").describe()
             '.tflite <= 1.5 MB, .tflite <= 0.3x of dense float; accuracy drop <= 1 pt'
         """
-        parts = []
-        if self.speedup is not None:
-            parts.append(f"{self.speedup:g}x faster")
-        if self.flops_ratio is not None:
-            parts.append(f"FLOPs <= {self.flops_ratio:g}x")
-        if self.max_bytes is not None:
-            parts.append(f".tflite <= {human_bytes(self.max_bytes)}")
-        if self.bytes_ratio is not None:
-            parts.append(f".tflite <= {self.bytes_ratio:g}x of dense float")
-        if self.int8:
-            parts.append("int8")
+        parts = self._goals(human=True)
         return (
             ", ".join(parts) or "no resource goal"
         ) + f"; accuracy drop <= {self.max_acc_drop:g} pt"
@@ -263,18 +253,16 @@ class Target:
             >>> t.spec(), Target.parse(t.spec()) == t
             ('2x faster, size<=1500000 B, int8, drop<=0.5', True)
         """
-        parts = []
-        if self.speedup is not None:
-            parts.append(f"{_exact(self.speedup)}x faster")
-        if self.flops_ratio is not None:
-            parts.append(f"flops<={_exact(self.flops_ratio)}")
-        if self.max_bytes is not None:
-            parts.append(f"size<={self.max_bytes} B")
-        if self.bytes_ratio is not None:
-            parts.append(f"<={_exact(self.bytes_ratio)}x bytes")
-        if self.int8:
-            parts.append("int8")
-        return ", ".join(parts + [f"drop<={_exact(self.max_acc_drop)}"])
+        return ", ".join(self._goals(human=False) + [f"drop<={_exact(self.max_acc_drop)}"])
+
+    def _goals(self, *, human: bool) -> list[str]:
+        """The resource goals set, as :meth:`describe` (``human``) or :meth:`spec` says them."""
+        parts = [
+            (say if human else spec)(getattr(self, name))
+            for name, say, spec in _GOAL_TEXTS
+            if getattr(self, name) is not None
+        ]
+        return parts + ["int8"] if self.int8 else parts
 
     # -- checking ----------------------------------------------------------------------------
 
@@ -436,6 +424,20 @@ def _exact(value: float) -> str:
     """A number as the shortest string that reads back to it (``2.0`` as ``'2'``)."""
     text = repr(float(value))
     return text[:-2] if text.endswith(".0") else text
+
+
+#: Each resource goal of a :class:`Target`: its field, how :meth:`Target.describe` says it
+#: and how :meth:`Target.spec` writes it for :meth:`Target.parse`.
+_GOAL_TEXTS = (
+    ("speedup", lambda v: f"{v:g}x faster", lambda v: f"{_exact(v)}x faster"),
+    ("flops_ratio", lambda v: f"FLOPs <= {v:g}x", lambda v: f"flops<={_exact(v)}"),
+    ("max_bytes", lambda v: f".tflite <= {human_bytes(v)}", lambda v: f"size<={v} B"),
+    (
+        "bytes_ratio",
+        lambda v: f".tflite <= {v:g}x of dense float",
+        lambda v: f"<={_exact(v)}x bytes",
+    ),
+)
 
 
 def human_bytes(n: float) -> str:

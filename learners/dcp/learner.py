@@ -291,16 +291,17 @@ class DisChnPrunedLearner(learner.Learner):
             The thinner model with DCP's refined weights.
 
         Example:
-            >>> L = keras.layers
+            Dense layers are pruned like convolutions (units for filters):
+
             >>> keras.utils.set_random_seed(0)
-            >>> m = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(8, 3, name="c1"), L.ReLU(),
-            ...     L.Conv2D(8, 3, name="c2"), L.ReLU(), L.GlobalAveragePooling2D(), L.Dense(4)])
-            >>> x, y = np.random.rand(64, 8, 8, 1).astype("float32"), np.arange(64) % 4
-            >>> lrn = DisChnPrunedLearner(training.TrainConfig(batch_size=32), dcp_prune_ratio=0.5,
-            ...     dcp_nb_iters_aux=5, dcp_nb_iters_layer=2, dcp_batch_size=32, verbose=0)
+            >>> m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, name="h"),
+            ...                       keras.layers.ReLU(), keras.layers.Dense(3)])
+            >>> x, y = np.random.rand(48, 6).astype("float32"), np.arange(48) % 3
+            >>> lrn = DisChnPrunedLearner(training.TrainConfig(batch_size=16), dcp_prune_ratio=0.5,
+            ...     dcp_nb_iters_aux=5, dcp_nb_iters_layer=2, dcp_batch_size=16, verbose=0)
             >>> pruned = lrn.prune(m, x, y)
-            >>> pruned is lrn.pruned_model, pruned.get_layer("c1").filters, lrn.report["kept"]
-            (True, 4, {'c1': 4, 'c2': 4})
+            >>> pruned is lrn.pruned_model, pruned.get_layer("h").units, lrn.report["kept"]
+            (True, 8, {'h': 8})
         """
         t0 = time.perf_counter()
         plan = self.plan(model)

@@ -25,16 +25,13 @@ weights and the numbers the selection saw.
 Example:
     >>> import numpy as np
     >>> from pocketflow_tf.compat import keras
-    >>> L = keras.layers
     >>> keras.utils.set_random_seed(0)
-    >>> m = keras.Sequential([keras.Input((6, 6, 1)), L.Conv2D(8, 3, name="c1"),
-    ...     L.ReLU(), L.Conv2D(4, 3, name="c2"), L.GlobalAveragePooling2D(),
-    ...     L.Dense(2, name="fc")])
-    >>> x, y = np.random.rand(32, 6, 6, 1).astype("float32"), np.arange(32) % 2
-    >>> cfg = SelectionConfig(nb_stages=1, nb_iters_layer=2, batch_size=16)
-    >>> res = select_channels(m, x, y, {"c1": 3, "c2": 2}, cfg)
-    >>> res.pruned.get_layer("c2").kernel.shape.as_list()
-    [3, 3, 3, 2]
+    >>> m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, name="h"),
+    ...                       keras.layers.ReLU(), keras.layers.Dense(3, name="fc")])
+    >>> x, y = np.random.rand(48, 6).astype("float32"), np.arange(48) % 3
+    >>> res = select_channels(m, x, y, {"h": 6}, SelectionConfig(nb_stages=1, batch_size=16))
+    >>> res.pruned.get_layer("h").units, res.pruned.get_layer("fc").kernel.shape.as_list()
+    (6, [6, 3])
 """
 
 from __future__ import annotations
