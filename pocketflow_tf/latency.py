@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from pocketflow_tf import errors, tflite_load
+from pocketflow_tf import options, tflite_load
 
 
 @dataclasses.dataclass
@@ -110,9 +110,7 @@ class RatioResult:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise errors.InvalidArgumentError(name, value, f"an integer >= {minimum}")
-    return int(value)
+    return options.check_integer(name, value, low=minimum)
 
 
 def _prepared_interpreter(

@@ -30,7 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import atomic_io, errors, inputs, interop, tflite_export, tflite_load
+from pocketflow_tf import (
+    atomic_io,
+    errors,
+    inputs,
+    interop,
+    options,
+    tflite_export,
+    tflite_load,
+)
 from pocketflow_tf.compat import keras
 
 #: Pass/fail thresholds per mode. Keys:
@@ -85,8 +93,7 @@ class TFLiteRunner:
     """
 
     def __init__(self, model: bytes | str | os.PathLike, num_threads: int = 1):
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise errors.InvalidArgumentError("num_threads", num_threads, "an integer >= 1")
+        options.check_integer("num_threads", num_threads, low=1)
         self._interp = tflite_load.open_interpreter(model, num_threads=num_threads)
         n_in = len(self._interp.get_input_details())
         n_out = len(self._interp.get_output_details())
@@ -151,8 +158,7 @@ class TFLiteRunner:
             >>> runner.predict(x, batch_size=32).dtype  # doctest: +SKIP
             dtype('float32')
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise errors.InvalidArgumentError("batch_size", batch_size, "an integer >= 1")
+        batch_size = options.check_integer("batch_size", batch_size, low=1)
         # The input contract: finite values, uint8 pixels scaled to [0, 1] as everywhere.
         x = inputs.images(x)
         signature = tuple(int(d) for d in self.input_details["shape_signature"])

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, options
 
 #: PocketFlow's defaults for the schedule knobs (``ws_mask_update_step`` is chosen from the
 #: pruning window instead, see :func:`plan_schedule`).
@@ -204,13 +204,7 @@ def plan_schedule(
         pocketflow_tf.errors.InvalidArgumentError: Invalid value for `ws_mask_update_step`: 60. Accepted: an integer <= 50, the pruning window (steps 0 to 50 of 100 planned steps).
     """
     check_schedule_args(iter_ratio_beg, iter_ratio_end, mask_update_step, power)
-    if (
-        isinstance(total_steps, bool)
-        or not isinstance(total_steps, int | np.integer)
-        or total_steps < 1
-    ):
-        raise errors.InvalidArgumentError("total_steps", total_steps, "an integer >= 1")
-    total = int(total_steps)
+    total = options.check_integer("total_steps", total_steps, low=1)
     begin = int(math.floor(iter_ratio_beg * total))
     end = int(math.floor(iter_ratio_end * total))
     window = end - begin
