@@ -110,7 +110,7 @@ class AutoOptions(options.Options):
 
     def check(self) -> None:
         if isinstance(self.auto_target, Target):
-            object.__setattr__(self, "auto_target", self.auto_target.spec())
+            self._set("auto_target", self.auto_target.spec())
         Target.parse(self.auto_target)  # an unreadable target fails here, before any work
         if self.auto_max_trials is None and self.auto_max_wall_s is None:
             raise errors.InvalidArgumentError(
@@ -121,7 +121,7 @@ class AutoOptions(options.Options):
         # A Target object is accepted for auto_target (stored as its spec in check()).
         target = self.auto_target
         if isinstance(target, Target):
-            object.__setattr__(self, "auto_target", target.spec())
+            self._set("auto_target", target.spec())
         if isinstance(self.auto_dir, os.PathLike):
-            object.__setattr__(self, "auto_dir", os.fspath(self.auto_dir))
+            self._set("auto_dir", os.fspath(self.auto_dir))
         super().validate()

@@ -137,15 +137,22 @@ def compress(
         raise errors.InvalidArgumentError(
             unknown[0], options[unknown[0]], f"a keyword of compress: one of {sorted(names)}"
         )
-    lrn = AutoLearner(
-        cfg,
-        auto_target=target,
-        auto_dir=directory,
-        auto_seed=seed,
-        distillation=distill,
-        verbose=verbose,
-        **{names[k]: v for k, v in options.items()},
-    )
+    try:
+        lrn = AutoLearner(
+            cfg,
+            auto_target=target,
+            auto_dir=directory,
+            auto_seed=seed,
+            distillation=distill,
+            verbose=verbose,
+            **{names[k]: v for k, v in options.items()},
+        )
+    except errors.InvalidArgumentError as e:
+        # Named as the caller spelled it: compress(holdout=...), not auto_holdout.
+        keyword = {v: k for k, v in names.items()}.get(e.name)
+        if keyword is None:
+            raise
+        raise errors.InvalidArgumentError(keyword, e.value, e.accepted) from None
     validation = (x_test, y_test) if evaluate_test and x_test is not None and len(x_test) else None
     final = lrn.fit(model, x, y, x_val=xv, y_val=yv, validation_data=validation)
     return CompressResult(

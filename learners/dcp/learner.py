@@ -135,7 +135,7 @@ class DCPOptions(options.Options):
                 if not ok(value):
                     raise errors.InvalidArgumentError(f"{arg}[{key!r}]", value, accepted)
         if not given:
-            object.__setattr__(self, "dcp_prune_ratio", 0.5)  # PocketFlow's default
+            self._set("dcp_prune_ratio", 0.5)  # PocketFlow's default
 
 
 @learner.register(
