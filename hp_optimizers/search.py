@@ -135,6 +135,7 @@ class StudyResult:
         trials: Every trial, by number.
         stop_reason: ``"max_trials"``, ``"max_wall_s"`` or ``"max_consecutive_failures"``.
         directory: Where the state lives.
+        elapsed_s: Wall-clock seconds the study has run, over every run of it.
 
     Example:
         >>> trials = [StudyTrial(0, {"x": 0.1}, 1, "complete", 0.5, {"bytes": 10}),
@@ -148,6 +149,7 @@ class StudyResult:
     trials: list[StudyTrial]
     stop_reason: str
     directory: str
+    elapsed_s: float = 0.0
 
     def pareto_front(self, objectives: Sequence[tuple[str, str]]) -> list[StudyTrial]:
         """The non-dominated complete trials (see the module function ``pareto_front``)."""
@@ -418,7 +420,9 @@ class Study:
                 break
         self._stop_reason = reason
         self._write()
-        return StudyResult(self._best(), list(self._trials), reason, self.directory)
+        return StudyResult(
+            self._best(), list(self._trials), reason, self.directory, self._elapsed()
+        )
 
     def _budget_spent(self) -> str | None:
         finished = sum(t.status != "running" for t in self._trials)

@@ -91,13 +91,19 @@ class SubclassedNet(keras.Model):
 
 
 def auto_budget(*, proxy_steps=4, samples=64, latency_rounds=3, final_latency_rounds=3, **more):
-    """``compress()`` keywords for a tiny automated run: one epoch of Adam, ``proxy_steps``
-    fine-tuning steps per trial, ``samples`` calibration and evaluation samples; ``more``
-    adds or overrides keywords (``max_trials``, ``int8_final``...)."""
+    """``compress()`` keywords for a tiny automated run: a final fine-tune of one epoch of
+    Adam, ``proxy_steps`` fine-tuning steps per trial, ``samples`` calibration and evaluation
+    samples; ``more`` adds or overrides keywords (``max_trials``, ``int8_final``...)."""
     adam = training.TrainConfig(
         epochs=1, batch_size=32, learning_rate=1e-2, optimizer="adam", weight_decay=0.0
     )
     sampled = ("proxy_calib_samples", "final_calib_samples", "eval_samples")
     rounds = {"latency_rounds": latency_rounds, "final_latency_rounds": final_latency_rounds}
-    budget = {"train_config": adam, "proxy_steps": proxy_steps, "verbose": 0, **rounds}
+    budget = {
+        "train_config": adam,
+        "proxy_steps": proxy_steps,
+        "final_epochs": 1,
+        "verbose": 0,
+        **rounds,
+    }
     return {**budget, **dict.fromkeys(sampled, samples), **more}

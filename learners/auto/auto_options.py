@@ -56,11 +56,21 @@ class AutoOptions(options.Options):
         20, help="trial budget, over every run of the study", low=1
     )
     auto_max_wall_s: float | None = options.option(
-        None,
-        help="wall-clock budget of the search in seconds, over every run",
+        3600.0,
+        help="wall-clock budget in seconds of the search and the final build together, "
+        "counted over every run (the final fine-tune plans its epochs to fit what is left)",
         low=0,
         low_open=True,
         accepted="seconds > 0 or None",
+    )
+    auto_search_share: float = options.option(
+        0.5,
+        help="share of auto_max_wall_s the search may use; the final build gets the rest",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+        accepted="a share in (0, 1)",
     )
     auto_max_consecutive_failures: int | None = options.option(
         5, help="stop after this many failed trials in a row", low=1
@@ -101,6 +111,30 @@ class AutoOptions(options.Options):
         "fine-tune, or both with the more accurate on held-out data kept",
     )
     auto_qat_epochs: int = options.option(1, help="epochs of the final QAT fine-tune", low=1)
+    auto_final_epochs: int = options.option(
+        30,
+        help="most epochs of the final distilled fine-tune; it ends earlier once the held-out "
+        "accuracy is back above the floor (plus auto_final_margin), after auto_final_patience "
+        "epochs without gain, or when the wall budget runs out",
+        low=1,
+    )
+    auto_final_patience: int | None = options.option(
+        5, help="epochs without held-out gain before the final fine-tune stops (None: never)", low=1
+    )
+    auto_final_margin: float = options.option(
+        0.25,
+        help="points of held-out accuracy above the target's floor at which the final "
+        "fine-tune stops (room for the int8 export and for noise)",
+        low=0,
+        high=100,
+        accepted="points in [0, 100]",
+    )
+    auto_curve_samples: int = options.option(
+        2000,
+        help="held-out images each trial's learning curve is scored on (the search ranks "
+        "trials by the accuracy extrapolated to the final fine-tune's length)",
+        low=1,
+    )
     auto_seed: int | None = options.option(
         None,
         cli=False,

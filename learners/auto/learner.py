@@ -57,7 +57,15 @@ from pocketflow_tf import (
 )
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.hp_optimizers import base, search
-from pocketflow_tf.learners.auto import auto_options, candidate, planner, proxy, report, splits
+from pocketflow_tf.learners.auto import (
+    auto_options,
+    candidate,
+    planner,
+    proxy,
+    recovery,
+    report,
+    splits,
+)
 from pocketflow_tf.learners.auto.target import Target, Verdict, human_bytes
 
 #: Optimisers of the chain-level search and the modules registering them. AMC is left out on
@@ -66,7 +74,8 @@ from pocketflow_tf.learners.auto.target import Target, Verdict, human_bytes
 OPTIMIZERS = auto_options.OPTIMIZERS
 INT8_FINAL = auto_options.INT8_FINAL
 CONFIG_FILE = "auto_config.json"
-CONFIG_FORMAT = 1
+#: 2: trials are ranked by the accuracy extrapolated to the final fine-tune (acc_predicted).
+CONFIG_FORMAT = 2
 FINAL_FILE = "final.json"
 #: The Pareto front's objectives: held-out accuracy, latency and file size.
 PARETO = (("acc", "max"), ("latency_ratio", "min"), ("bytes", "min"))
@@ -85,6 +94,7 @@ class _Run:
     facts: planner.ModelFacts
     validation_data: tuple[np.ndarray, np.ndarray] | None
     t_start: float
+    final_epochs: int = 1
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     teacher: keras.Model | None = None
     reference: proxy.Reference | None = None
@@ -93,6 +103,8 @@ class _Run:
         default_factory=candidate.SensitivityCache
     )
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: When the whole wall budget ends (``None``: no wall budget); set when the search starts.
+    deadline: float | None = None
 
 
 @learner.register("auto", "auto-compress", "AutoLearner")
@@ -100,9 +112,9 @@ class AutoLearner(learner.Learner):
     """Automated compression for a target (see the module docstring).
 
     Args:
-        train_config: The final fine-tune (epochs, batch, optimiser, base learning rate);
-            trials use its batch size, optimiser and rate (scaled by the searched
-            ``lr_factor``) for ``auto_proxy_steps`` steps.
+        train_config: The fine-tunes' batch size, optimiser and base learning rate (scaled
+            by the searched ``lr_factor``); trials run ``auto_proxy_steps`` steps, the final
+            build up to ``auto_final_epochs`` epochs (its ``epochs`` is not used).
         auto_target: A :class:`~target.Target` or a string such as ``"2x faster"``,
             ``"int8,<=0.3x bytes"``, ``"under 1 MB"``, ``"flops<=0.5, drop<=0.5"``.
         auto_dir: Work directory (study state, trial files, final model, reports); rerunning
@@ -112,8 +124,10 @@ class AutoLearner(learner.Learner):
         auto_optimizer_kwargs: Extra arguments of the optimiser (e.g.
             ``{"n_startup_trials": 4}`` for TPE).
         auto_max_trials: Trial budget, counted over every run of the study.
-        auto_max_wall_s: Wall-clock budget of the search in seconds, over every run
-            (``None``: none); the final build comes on top.
+        auto_max_wall_s: Wall-clock budget in seconds of the search and the final build
+            together, over every run (``None``: none; default one hour).
+        auto_search_share: Share of ``auto_max_wall_s`` the search may use; the final build
+            plans its fine-tune to fit what is left.
         auto_max_consecutive_failures: Stop after this many failed trials in a row.
         auto_holdout: Share of the training data held out to rank candidates (stratified,
             seeded); ignored when ``fit`` gets ``x_val``.
@@ -128,6 +142,13 @@ class AutoLearner(learner.Learner):
             (post-training), ``"qat"`` (quantization-aware fine-tune) or ``"auto"`` (both;
             the one more accurate on the held-out data wins).
         auto_qat_epochs: Epochs of the final QAT fine-tune.
+        auto_final_epochs: Most epochs of the final distilled fine-tune (``fit(epochs=)``
+            overrides it). It ends earlier once the held-out accuracy is back above the
+            target's floor plus ``auto_final_margin`` points, after ``auto_final_patience``
+            epochs without gain, or when the wall budget runs out; the best epoch is kept.
+        auto_final_patience: Epochs without held-out gain before the final fine-tune stops.
+        auto_final_margin: Points above the floor at which it stops.
+        auto_curve_samples: Held-out images each trial's learning curve is scored on.
         auto_seed: Seed of the split, the study and the builds (default:
             ``train_config.seed``).
         distillation: Distillation of every fine-tune (default: on, weight 4, T 2;
@@ -194,7 +215,12 @@ class AutoLearner(learner.Learner):
             calib_samples=o.auto_proxy_calib_samples,
             eval_samples=o.auto_eval_samples,
             latency_rounds=o.auto_latency_rounds,
+            curve_samples=o.auto_curve_samples,
         )
+        self.search_share = o.auto_search_share
+        self.final_epochs = o.auto_final_epochs
+        self.final_patience = o.auto_final_patience
+        self.final_margin = o.auto_final_margin
         self.final_calib_samples = o.auto_final_calib_samples
         self.final_latency_rounds = o.auto_final_latency_rounds
         self.channel_round = o.auto_channel_round
@@ -286,7 +312,7 @@ class AutoLearner(learner.Learner):
             x_val: Optional held-out images from the *training* distribution to rank
                 candidates on (default: ``auto_holdout`` of ``x``). Never pass the test set.
             y_val: Their labels.
-            epochs: Overrides ``train_config.epochs`` (final fine-tune).
+            epochs: Overrides ``auto_final_epochs`` (the most epochs of the final fine-tune).
             batch_size: Overrides ``train_config.batch_size``.
             validation_data: ``(x, y)`` evaluated *after* the final model is built, for the
                 report only: it never influences any choice (run scripts pass the test
@@ -336,8 +362,11 @@ class AutoLearner(learner.Learner):
                 "arrays x and y (the auto learner carves its held-out split from them)",
             )
         cfg = self.train_config
-        if epochs is not None or batch_size is not None:
-            cfg = cfg.replace(epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)
+        if batch_size is not None:
+            cfg = cfg.replace(batch_size=options.check_integer("batch_size", batch_size, low=1))
+        final_epochs = self.final_epochs
+        if epochs is not None:
+            final_epochs = options.check_integer("epochs", epochs, low=1)
         calib = max(
             self.final_calib_samples,
             self.proxy_config.calib_samples,
@@ -364,7 +393,7 @@ class AutoLearner(learner.Learner):
                 self.optimizer_kwargs,
                 f"arguments {self.optimizer!r} takes ({e})",
             ) from None
-        run = _Run(model, data, cfg, facts, validation_data, t_start)
+        run = _Run(model, data, cfg, facts, validation_data, t_start, final_epochs)
         run.config = self._study_config(model, data, cfg)
         self._check_stored_config(run.config)
         return run
@@ -386,6 +415,7 @@ class AutoLearner(learner.Learner):
 
     def _search(self, run: _Run) -> search.StudyResult:
         """Runs (or continues) the study: one proxy-scored candidate per trial."""
+        t_search = time.time()
         objective = proxy.Proxy(
             run.model,
             run.teacher,
@@ -401,11 +431,12 @@ class AutoLearner(learner.Learner):
             cache=run.cache,
             channel_round=self.channel_round,
             prune_seed=self.seed,
+            final_steps=lambda s_per_step: self._final_steps(run, s_per_step, self._final_share()),
         )
         max_trials = self.max_trials
         if run.plan.size is not None:  # a finite space: no point asking twice for one point
             max_trials = min(max_trials or run.plan.size, run.plan.size)
-        return search.Study(
+        result = search.Study(
             os.path.join(self.auto_dir, "study"),
             run.plan.space,
             objective,
@@ -413,10 +444,70 @@ class AutoLearner(learner.Learner):
             optimizer_kwargs=self.optimizer_kwargs,
             seed=self.seed,
             max_trials=max_trials,
-            max_wall_s=self.max_wall_s,
+            max_wall_s=None if self.max_wall_s is None else self.max_wall_s * self.search_share,
             max_consecutive_failures=self.max_consecutive_failures,
             verbose=self.verbose > 0,
         ).run()
+        if self.max_wall_s is not None:
+            # The final build gets what the search (over every run) and this run's setup
+            # left of the budget.
+            setup_s = t_search - run.t_start
+            left = self.max_wall_s - result.elapsed_s - setup_s
+            run.deadline = time.time() + max(0.0, left)
+        return result
+
+    def _final_share(self) -> float | None:
+        """The wall budget the final build plans for while the search runs."""
+        return None if self.max_wall_s is None else self.max_wall_s * (1 - self.search_share)
+
+    def _steps_per_epoch(self, run: _Run) -> int:
+        return max(1, len(run.data.x_train) // int(run.cfg.batch_size))
+
+    def _final_steps(self, run: _Run, s_per_step: float | None, budget_s: float | None) -> int:
+        """The final fine-tune's step count for a training speed and a time budget."""
+        epochs = recovery.plan_epochs(
+            budget_s=budget_s,
+            s_per_step=s_per_step,
+            steps_per_epoch=self._steps_per_epoch(run),
+            max_epochs=run.final_epochs,
+        )
+        return epochs * self._steps_per_epoch(run)
+
+    def _final_fine_tune(
+        self, run: _Run, chain: planner.Chain, s_per_step: float | None
+    ) -> tuple[int, recovery.RecoveryStop]:
+        """The final fine-tune's planned epochs and the callback that may end it earlier.
+
+        The epochs fill the time left (less room for the QAT fine-tune and the export, at the
+        trial's measured speed); the callback stops at the target's floor plus the margin,
+        at a plateau, or at the deadline.
+        """
+        left = None if run.deadline is None else max(0.0, run.deadline - time.time())
+        epoch_s = None if not s_per_step else s_per_step * self._steps_per_epoch(run)
+        reserve_s = 0.0
+        if left is not None:
+            # QAT runs about twice as slow as float training; one epoch's time is kept for
+            # the exports, verification and the latency measurement.
+            qat = 2 * self.qat_epochs if chain.int8 and self.int8_final != "ptq" else 0
+            reserve_s = (1 + qat) * epoch_s if epoch_s else 0.1 * left
+            reserve_s = min(reserve_s, 0.5 * left)
+        budget = None if left is None else left - reserve_s
+        epochs = self._final_steps(run, s_per_step, budget) // self._steps_per_epoch(run)
+        floor = run.reference.acc + (self.final_margin - self.target.max_acc_drop) / 100.0
+        stop = recovery.RecoveryStop(
+            run.data.x_hold,
+            run.data.y_hold,
+            floor=floor,
+            patience=self.final_patience,
+            deadline=None if budget is None else time.time() + budget,
+            say=self._say,
+        )
+        self._say(
+            f"final fine-tune: up to {epochs} epoch(s)"
+            + ("" if budget is None else f" in {budget:.0f} s")
+            + f", stopping at held-out accuracy {floor:.4f}"
+        )
+        return epochs, stop
 
     def _report_search(self, run: _Run, result: search.StudyResult) -> search.StudyTrial:
         """Starts the report with the search and returns the chosen trial (raises, with the
@@ -479,13 +570,15 @@ class AutoLearner(learner.Learner):
     def _final(self, run: _Run, best: search.StudyTrial, callbacks) -> tuple:
         """``(model, figures, info)`` of the chosen trial's final build: reused when a
         previous run built it with the same settings, else built and recorded."""
-        key = self._final_key(best.params, run.cfg)
+        key = self._final_key(best.params, run.cfg, run.final_epochs)
         try:
             reused = self._load_final(key)
             if reused is not None:
                 self._say(f"reusing the final model of trial {best.number} ({reused[2]['tflite']})")
                 return reused
-            final_model, figures, final_info = self._build_final(run, best.params, callbacks)
+            final_model, figures, final_info = self._build_final(
+                run, best.params, callbacks, best.metrics.get("s_per_step")
+            )
             final_info["trial"] = best.number
             atomic_io.write_json(
                 os.path.join(self.auto_dir, "final", FINAL_FILE),
@@ -595,12 +688,19 @@ class AutoLearner(learner.Learner):
         atomic_io.write_json(info_path, {"sha256": exported.sha256, "reference": ref.to_dict()})
         return ref
 
-    def _build_final(self, run: _Run, params: dict[str, Any], callbacks) -> tuple:
+    def _build_final(
+        self, run: _Run, params: dict[str, Any], callbacks, s_per_step: float | None
+    ) -> tuple:
         """The chosen trial rebuilt with the full budget, exported, verified and measured."""
         model, teacher, data, cfg = run.model, run.teacher, run.data, run.cfg
         reference, facts, cache = run.reference, run.facts, run.cache
         t0 = time.time()
         chain = planner.CHAINS[params["chain"]]
+        stop = None
+        if chain.prunes:
+            epochs, stop = self._final_fine_tune(run, chain, s_per_step)
+            cfg = cfg.replace(epochs=epochs)
+            callbacks = [*(callbacks or []), stop]
         folder = os.path.join(self.auto_dir, "final")
         os.makedirs(folder, exist_ok=True)
         cand = candidate.build(
@@ -702,18 +802,24 @@ class AutoLearner(learner.Learner):
             "model_path": model_path,
             "groups": cand.groups,
             "flops_keep_applied": cand.flops_keep_applied,
-            "epochs": cfg.epochs,
+            "epochs": cfg.epochs if stop is not None else None,
+            "fine_tune": None if stop is None else {"planned_epochs": cfg.epochs, **stop.to_dict()},
             "wall_s": round(time.time() - t0, 1),
         }
         return final_model, figures, info
 
-    def _final_key(self, params: dict[str, Any], cfg: training.TrainConfig) -> dict[str, Any]:
+    def _final_key(
+        self, params: dict[str, Any], cfg: training.TrainConfig, final_epochs: int
+    ) -> dict[str, Any]:
         """Everything the final build depends on beyond the study's own configuration."""
         return json.loads(
             json.dumps(
                 {
                     "params": params,
                     "train": cfg.to_dict(),
+                    "final_epochs": final_epochs,
+                    "final_patience": self.final_patience,
+                    "final_margin": self.final_margin,
                     "int8_final": self.int8_final,
                     "qat_epochs": self.qat_epochs,
                     "final_calib_samples": self.final_calib_samples,
@@ -775,6 +881,13 @@ class AutoLearner(learner.Learner):
             f"{f['mode']}), held-out accuracy {f['acc']:.4f} vs {f['acc_dense']:.4f} dense "
             f"({f['acc_drop']:+.2f} pt drop)"
         )
+        val = self.report.get("validation")
+        if val:
+            figures += (
+                f"; on the test data (validation_data, after every choice) "
+                f"{val['acc_final']:.4f} vs {val['acc_dense']:.4f} dense "
+                f"({100.0 * (val['acc_dense'] - val['acc_final']):+.2f} pt drop)"
+            )
         if verdict.met:
             return f"Target met ({self.target.describe()}): {figures}."
         text = f"Target NOT met ({self.target.describe()}): {verdict.explain()}. Final model: {figures}."
@@ -871,6 +984,7 @@ def _trial_row(t: search.StudyTrial) -> dict[str, Any]:
     }
     for key in (
         "acc",
+        "acc_predicted",
         "acc_drop",
         "latency_ratio",
         "speedup",

@@ -11,6 +11,13 @@ and measures it against the dense model's float export (:class:`Reference`):
   (:func:`pocketflow_tf.latency.interleaved_ratio`, one thread, batch 1);
 * FLOPs and parameter ratios of the Keras model.
 
+Candidates that fine-tune are also scored at a quarter, half and all of their steps
+(:class:`recovery.LearningCurve`); the accuracy the final fine-tune should reach is
+extrapolated from that curve (:func:`recovery.extrapolate`) to the final fine-tune's length,
+planned from the trial's own measured seconds per step, and capped at the dense accuracy.
+The search ranks by that ``acc_predicted``, so it does not pick a plan that looks good after
+200 steps but cannot recover; ``acc`` stays the measured figure.
+
 Scoring (:func:`score`): a trial meeting every resource goal scores its held-out accuracy,
 in ``[0, 1]``; a trial missing one scores ``accuracy - 1 - shortfall`` (``shortfall``: sum
 of the log-ratios by which it misses its goals), which is always below 0. So every trial
@@ -32,12 +39,14 @@ import dataclasses
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import numpy as np
 
 from pocketflow_tf import distillation, latency, tflite_verify, training
 from pocketflow_tf.compat import keras
-from pocketflow_tf.learners.auto import candidate, planner, splits
+from pocketflow_tf.learners.auto import candidate, planner, recovery, splits
 from pocketflow_tf.learners.auto.target import Target
 
 
@@ -87,6 +96,7 @@ class ProxyConfig:
         eval_samples: Training images the sensitivity analysis scores on (shared with the
             final build, so its cached scores stay valid).
         latency_rounds: Interleaved A/B rounds of the latency ratio.
+        curve_samples: Held-out images the fine-tune's learning curve is scored on.
         keep_tflite: Keep each trial's ``.tflite`` in ``trials/seed-<trial seed>/``.
 
     Example:
@@ -100,6 +110,7 @@ class ProxyConfig:
     calib_samples: int = 256
     eval_samples: int = 512
     latency_rounds: int = 30
+    curve_samples: int = 2000
     keep_tflite: bool = True
 
     def __post_init__(self):
@@ -109,6 +120,7 @@ class ProxyConfig:
         options.check_integer("proxy calib_samples", self.calib_samples, low=1)
         options.check_integer("eval_samples", self.eval_samples, low=1)
         options.check_integer("latency_rounds", self.latency_rounds, low=1)
+        options.check_integer("curve_samples", self.curve_samples, low=1)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form.
@@ -179,9 +191,11 @@ def score(target: Target, figures: Mapping[str, Any]) -> float:
         0.8
         >>> score(Target(speedup=2.0), {"acc": 0.8, "latency_ratio": 1.0}) < 0
         True
+        >>> score(Target(speedup=2.0), {"acc": 0.8, "acc_predicted": 0.9, "latency_ratio": 0.4})
+        0.9
     """
     verdict = target.check(figures, accuracy=False)
-    acc = float(figures["acc"])
+    acc = float(figures.get("acc_predicted", figures["acc"]))
     if verdict.met:
         return acc
     return acc - 1.0 - verdict.resource_excess
@@ -205,6 +219,8 @@ class Proxy:
         cache: Shared sensitivity scores.
         channel_round: Channel rounding.
         prune_seed: Seed of channel selection (the same for every trial).
+        final_steps: The final fine-tune's step count for a measured training time per step
+            (``None``: unknown, the predicted accuracy is then the measured one).
 
     Example:
         >>> inp = keras.Input((8, 8, 1))
@@ -239,12 +255,18 @@ class Proxy:
         cache: candidate.SensitivityCache,
         channel_round: int,
         prune_seed: int,
+        final_steps: Callable[[float | None], int] | None = None,
     ):
         self.dense, self.teacher, self.plan, self.facts = dense, teacher, plan, facts
         self.data, self.reference, self.target = data, reference, target
         self.work_dir, self.train_config, self.config = work_dir, train_config, config
         self.distill, self.cache = distill, cache
         self.channel_round, self.prune_seed = channel_round, prune_seed
+        self.final_steps = final_steps
+        n = min(config.curve_samples, len(data.x_hold))
+        # A fixed, seeded subset: every trial's curve is scored on the same images.
+        pick = np.sort(np.random.default_rng(prune_seed).choice(len(data.x_hold), n, replace=False))
+        self.x_curve, self.y_curve = data.x_hold[pick], data.y_hold[pick]
 
     def trial_dir(self, trial_seed: int) -> str:
         """Where a trial writes: named by its seed, which the study derives from the trial
@@ -267,6 +289,10 @@ class Proxy:
         """
         t0 = time.perf_counter()
         chain = planner.CHAINS[params["chain"]]
+        steps = self.config.steps
+        curve = recovery.LearningCurve(
+            self.x_curve, self.y_curve, self.data.x_calib, at=(steps // 4, steps // 2, steps)
+        )
         cand = candidate.build(
             self.dense,
             self.teacher,
@@ -282,6 +308,7 @@ class Proxy:
             cache=self.cache,
             prune_seed=self.prune_seed,
             seed=trial_seed,
+            callbacks=[curve],
         )
         t_build = time.perf_counter() - t0
         folder = self.trial_dir(trial_seed)
@@ -300,6 +327,7 @@ class Proxy:
             bytes_gzip=exported.bytes_gzip,
             latency_rounds=self.config.latency_rounds,
         )
+        figures.update(self._prediction(curve, figures["acc"]))
         resources = self.target.check(figures, accuracy=False)
         full = self.target.check(figures)
         if not self.config.keep_tflite:
@@ -315,6 +343,20 @@ class Proxy:
             "tflite": path if self.config.keep_tflite else None,
             "verify_agreement": exported.report.top1_agreement,
             "build_s": round(t_build, 2),
+        }
+
+    def _prediction(self, curve: recovery.LearningCurve, acc: float) -> dict[str, Any]:
+        """``acc_predicted`` (and the curve behind it): ``acc`` plus the gain the curve
+        extrapolates to the final fine-tune's length, at most the dense accuracy."""
+        if not curve.points or self.final_steps is None:
+            return {"acc_predicted": acc, "curve": None}
+        final_steps = int(self.final_steps(curve.s_per_step))
+        gain = recovery.extrapolate(curve.points, final_steps) - curve.points[-1][1]
+        return {
+            "acc_predicted": min(acc + gain, max(acc, self.reference.acc)),
+            "curve": [[s, round(a, 5)] for s, a in curve.points],
+            "s_per_step": curve.s_per_step,
+            "final_steps": final_steps,
         }
 
 

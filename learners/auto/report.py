@@ -188,6 +188,17 @@ def _final_section(report: Mapping[str, Any]) -> list[str]:
             f"{_num(f.get('params_ratio'), 3)}x",
         ],
     ]
+    val = report.get("validation")
+    if val:
+        rows.insert(
+            1,
+            [
+                f"test accuracy (.tflite, {val.get('n')} validation_data samples)",
+                _num(val.get("acc_dense"), 4),
+                _num(val.get("acc_final"), 4),
+                f"{100.0 * ((val.get('acc_final') or 0.0) - (val.get('acc_dense') or 0.0)):+.2f} pt",
+            ],
+        )
     out = [
         "<h2>Final model vs dense</h2>",
         f"<p>Chain <b>{_e(final.get('chain'))}</b> with {_e(_params(final.get('params') or {}))}"
@@ -195,12 +206,22 @@ def _final_section(report: Mapping[str, Any]) -> list[str]:
         + f". Deployable file: <code>{_e(final.get('tflite'))}</code> ({_e(f.get('mode'))}, verified).</p>",
         _table(["", "dense (float)", "final", "ratio"], rows, left=(0,)),
     ]
-    val = report.get("validation")
+    notes = []
     if val:
-        out.append(
-            f"<p class='muted'>validation_data ({val.get('n')} samples; {_e(val.get('note'))}): "
-            f"dense {_num(val.get('acc_dense'), 4)}, final {_num(val.get('acc_final'), 4)}.</p>"
+        notes.append(f"Test accuracy: {_e(val.get('note'))}.")
+    caveat = (report.get("data") or {}).get("holdout_caveat")
+    if caveat:
+        notes.append(f"Held-out split: {_e(caveat)}.")
+    ft = final.get("fine_tune")
+    if ft:
+        curve = ", ".join(f"{e}: {a:.4f}" for e, a, _ in ft.get("curve") or [])
+        notes.append(
+            f"Final fine-tune: {len(ft.get('curve') or [])} of {ft.get('planned_epochs')} "
+            f"planned epoch(s), ended by <b>{_e(ft.get('reason'))}</b> (stops at held-out "
+            f"accuracy {_num(ft.get('floor'), 4)}); kept epoch {ft.get('best_epoch')}. "
+            f"Held-out accuracy by epoch: {_e(curve)}."
         )
+    out += [f"<p class='muted'>{n}</p>" for n in notes]
     return out
 
 
@@ -233,8 +254,9 @@ def _search_line(report: Mapping[str, Any]) -> str:
         f"optimizer {s.get('optimizer')}, {s.get('trials')} trials ({s.get('complete')} complete, "
         f"{s.get('failed')} failed, {s.get('meeting_resources')} meeting the resource goals), "
         f"stopped by {s.get('stop_reason')}. A trial meeting every resource goal scores its "
-        "held-out accuracy (>= 0); one missing a goal scores accuracy - 1 - its log-ratio "
-        "shortfall (< 0)."
+        "held-out accuracy as extrapolated from its fine-tuning curve to the final "
+        "fine-tune's length ('predicted'; >= 0); one missing a goal scores that accuracy - 1 - "
+        "its log-ratio shortfall (< 0)."
     )
 
 
@@ -247,6 +269,7 @@ def _trials_table(trials: Sequence[Mapping[str, Any]], front: set, chosen: int |
         "criterion",
         "lr factor",
         "acc",
+        "predicted",
         "drop pt",
         "speed-up",
         "bytes",
@@ -268,6 +291,7 @@ def _trials_table(trials: Sequence[Mapping[str, Any]], front: set, chosen: int |
                 p.get("criterion", ""),
                 _num(p.get("lr_factor"), 3),
                 _num(t.get("acc"), 4),
+                _num(t.get("acc_predicted"), 4),
                 _num(t.get("acc_drop"), 2),
                 _num(t.get("speedup"), 2),
                 t.get("bytes") if t.get("bytes") is not None else "",
@@ -287,7 +311,7 @@ def _trials_table(trials: Sequence[Mapping[str, Any]], front: set, chosen: int |
             if t.get("status") == "failed"
             else ""
         )
-    return _table(head, rows, left=(1, 2, 4, 14), row_classes=classes) + (
+    return _table(head, rows, left=(1, 2, 4, 15), row_classes=classes) + (
         "<p class='muted'>★ Pareto front (accuracy x latency x bytes); highlighted row: chosen "
         "trial. 'meets': every resource goal met in the proxy evaluation.</p>"
     )

@@ -1,0 +1,184 @@
+"""The budget-following final fine-tune and the learning-curve prediction of ``auto``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pocketflow_tf import errors
+from pocketflow_tf.compat import keras
+from pocketflow_tf.learners.auto import compress, recovery
+from tests import tiny_models
+from tests.test_auto import conv_net, quadrant_data, trained  # noqa: F401 (fixture)
+
+
+# -- planning the epochs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "budget_s, s_per_step, expected",
+    [
+        (None, 0.01, 30),  # no wall budget: the cap
+        (1000.0, None, 30),  # speed unknown: the cap (the deadline guards the budget)
+        (100.0, 0.01, 30),  # 100 s * 0.8 / (0.01 s * 50 steps) = 160 epochs > cap
+        (10.0, 0.01, 16),  # 10 * 0.8 / 0.5 = 16
+        (0.0, 0.01, 1),  # nothing left: still one epoch
+    ],
+)
+def test_plan_epochs_fills_the_budget_within_the_cap(budget_s, s_per_step, expected):
+    got = recovery.plan_epochs(
+        budget_s=budget_s, s_per_step=s_per_step, steps_per_epoch=50, max_epochs=30
+    )
+    assert got == expected
+
+
+# -- extrapolating a learning curve ------------------------------------------------------------
+
+
+def test_extrapolate_recovers_the_model_it_assumes():
+    def acc(t):
+        return 0.93 - 0.6 / np.sqrt(t)
+
+    points = [(s, acc(s)) for s in (50, 100, 200)]
+    assert recovery.extrapolate(points, 5000) == pytest.approx(acc(5000), abs=1e-9)
+    # capped at the ceiling, never below the last measured point
+    assert recovery.extrapolate(points, 5000, ceiling=0.9) == 0.9
+    assert recovery.extrapolate(points, 200) == pytest.approx(acc(200))
+
+
+def test_extrapolate_does_not_invent_gains():
+    assert recovery.extrapolate([(50, 0.8), (100, 0.8), (200, 0.79)], 10_000) == 0.79
+    assert recovery.extrapolate([(200, 0.5)], 10_000) == 0.5
+    with pytest.raises(errors.InvalidArgumentError, match="curve"):
+        recovery.extrapolate([(0, 0.5)], 100)
+
+
+# -- the stopping callback ---------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _linear(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+
+
+def _xy():
+    x = np.random.default_rng(0).random((64, 4)).astype("float32")
+    return x, (x[:, 0] > 0.5).astype("int64")
+
+
+def _epoch(stop, m, weights, epoch, clock, seconds=10.0):
+    m.set_weights(weights)
+    clock.now += seconds
+    stop.on_epoch_end(epoch)
+
+
+def test_recovery_stop_keeps_the_best_epoch_and_stops_at_a_plateau():
+    x, y = _xy()
+    m, clock = _linear(), _Clock()
+    # logit 1 - logit 0 = 10 * (x0 - 0.5): exactly the labels
+    good = [np.array([[-5.0, 5.0]] + [[0.0, 0.0]] * 3, "float32"), np.array([2.5, -2.5], "f4")]
+    bad = [-w for w in good]
+    stop = recovery.RecoveryStop(x, y, floor=2.0, patience=2, deadline=None, clock=clock)
+    stop.set_model(m)
+    stop.on_train_begin()
+    _epoch(stop, m, good, 0, clock)
+    _epoch(stop, m, bad, 1, clock)
+    assert not m.stop_training
+    _epoch(stop, m, bad, 2, clock)
+    assert m.stop_training and stop.reason == "plateau" and stop.best_epoch == 1
+    stop.on_train_end()
+    for got, want in zip(m.get_weights(), good, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert [e for e, _, _ in stop.curve] == [1, 2, 3] and stop.curve[0][1] > stop.curve[1][1]
+
+
+def test_recovery_stop_at_the_floor_and_at_the_deadline():
+    x, y = _xy()
+    m, clock = _linear(), _Clock()
+    stop = recovery.RecoveryStop(x, y, floor=0.0, patience=None, deadline=None, clock=clock)
+    stop.set_model(m)
+    stop.on_train_begin()
+    _epoch(stop, m, m.get_weights(), 0, clock)
+    assert stop.reason == "recovered" and m.stop_training
+
+    m, clock = _linear(), _Clock()
+    stop = recovery.RecoveryStop(x, y, floor=2.0, patience=None, deadline=1035.0, clock=clock)
+    stop.set_model(m)
+    stop.on_train_begin()
+    stop.on_train_batch_end(0)  # past no deadline, and the first epoch always runs
+    clock.now = 2000.0
+    stop.on_train_batch_end(1)
+    assert not m.stop_training
+    clock.now = 1000.0
+    _epoch(stop, m, m.get_weights(), 0, clock, seconds=10.0)  # 10 s/epoch: 1020 < 1035
+    _epoch(stop, m, m.get_weights(), 1, clock, seconds=10.0)  # the next would end at 1030
+    assert not m.stop_training
+    _epoch(stop, m, m.get_weights(), 2, clock, seconds=10.0)  # 1030 + 10 > 1035
+    assert m.stop_training and stop.reason == "budget"
+
+
+def test_learning_curve_scores_with_fresh_batchnorm_and_restores_it():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    out = keras.layers.Dense(2)(keras.layers.BatchNormalization(name="bn")(inp))
+    m = keras.Model(inp, out)
+    m.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _xy()
+    curve = recovery.LearningCurve(x, y, x + 3.0, at=(1, 3, 6), warmup=2)
+    before = m.get_layer("bn").moving_mean.numpy().copy()
+    m.get_layer("bn").momentum = 1.0  # training leaves the moving statistics alone
+    m.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[curve], shuffle=False)
+    assert [s for s, _ in curve.points] == [1, 3, 6]
+    np.testing.assert_array_equal(m.get_layer("bn").moving_mean.numpy(), before)
+    assert curve.s_per_step is not None and curve.s_per_step > 0
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+def test_final_fine_tune_stops_once_recovered_and_reports_why(trained, tmp_path):  # noqa: F811
+    model, data = trained
+    opts = tiny_models.auto_budget(
+        proxy_steps=8, samples=128, int8_final="ptq", final_epochs=4, max_trials=2
+    )
+    # drop<=100: the floor is 0, so the first epoch already recovers
+    result = compress(model, data, "flops<=0.6, drop<=100", str(tmp_path), **opts)
+    ft = result.report["final"]["fine_tune"]
+    assert ft["planned_epochs"] == 4 and ft["reason"] == "recovered"
+    assert len(ft["curve"]) == 1 and ft["best_epoch"] == 1
+    rows = [r for r in result.report["trials"] if r["status"] == "complete"]
+    assert rows and all(r["acc_predicted"] >= r["acc"] for r in rows if r["chain"] != "int8")
+    stored = json.load(open(result.report_path))
+    assert stored["data"]["holdout_caveat"].startswith("carved from the data given")
+    assert "on the test data" in stored["answer"]["summary"]
+    page = open(result.html_path).read()
+    assert "Final fine-tune: 1 of 4 planned epoch(s)" in page and "test accuracy" in page
+
+
+def test_final_fine_tune_follows_a_spent_wall_budget(trained, tmp_path):  # noqa: F811
+    model, data = trained
+    opts = tiny_models.auto_budget(
+        proxy_steps=8,
+        samples=128,
+        int8_final="ptq",
+        final_epochs=4,
+        max_trials=3,
+        max_wall_s=0.5,  # one trial alone takes longer: nothing is left for the final build
+        final_margin=100.0,  # an unreachable floor: only the budget can end the fine-tune
+    )
+    result = compress(model, data, "flops<=0.6", str(tmp_path), **opts)
+    assert result.report["search"]["stop_reason"] == "max_wall_s"
+    assert len(result.report["trials"]) == 1
+    ft = result.report["final"]["fine_tune"]
+    # at least one epoch always runs; the planned count shrank to what fits (1)
+    assert ft["planned_epochs"] == 1 and len(ft["curve"]) == 1 and ft["reason"] == "budget"
