@@ -29,6 +29,17 @@ def artifact_path(recipe_name: str, epochs: int, seed: int) -> str:
     return os.path.join(ARTIFACTS, f"{recipe_name}_e{epochs}_s{seed}.keras")
 
 
+def full_recipe_path(recipe_name: str, seed: int = 0) -> str:
+    """Where :func:`train_or_load` caches the full-recipe baseline of ``recipe_name``.
+
+    Example:
+        >>> full_recipe_path("resnet_at_fmnist").endswith("resnet_at_fmnist_e24_s0.keras")
+        True
+    """
+    epochs = recipe.get_recipe(recipe_name).train_config(1.0, seed=seed).epochs
+    return artifact_path(recipe_name, epochs, seed)
+
+
 def train_or_load(
     recipe_name: str, nb_epochs_rat: float = 1.0, seed: int = 0, data=None, **build_options
 ) -> tuple[keras.Model, dict]:

@@ -2,7 +2,9 @@
 
 The table sits between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md;
 nothing else in README is touched. One sub-table per benchmark; a column appears when at
-least one record of that benchmark measured it.
+least one record of that benchmark measured it. Each sub-table names the host(s) that
+measured its rows (CPU model, ISA flags, CPUs, LiteRT and TF versions; "host unknown" for
+rows of runs before records named their host), with a ``host`` column when there are several.
 
 Example:
     >>> from bench import make_table
@@ -19,6 +21,7 @@ import re
 import statistics
 import sys
 
+from bench import host
 from pocketflow_tf import atomic_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +32,8 @@ COLUMNS = (
     ("model", "model"),
     ("method", "method"),
     ("setting", "setting"),
+    # Only when a table's rows come from more than one host (see host_attribution).
+    ("host_label", "host"),
     # Rows of one benchmark may differ in fine-tuning length (a knob, not part of the setting).
     ("epochs", "epochs"),
     ("acc_pruned", "acc before fine-tune"),
@@ -192,6 +197,37 @@ def split_subtables(recs: list[dict]) -> list[tuple[str | None, list[dict]]]:
     return ([(None, rest)] if rest else []) + parts
 
 
+def host_attribution(recs: list[dict]) -> str:
+    """The line naming the host(s) that measured ``recs`` (:func:`bench.host.describe`).
+
+    One host: that host. Several (rows merged from runs on different machines, or rows of
+    runs before records named their host): each gets a label, stored in the rows'
+    ``host_label`` so that the table shows it in a ``host`` column.
+
+    Example:
+        >>> a = {"cpu_model": "X", "isa": ["avx2"], "cpus": 2, "litert": "2.3.0"}
+        >>> host_attribution([dict(host=a), dict(host=a)])
+        '*measured on: X (avx2), 2 CPUs, LiteRT 2.3.0*'
+        >>> recs = [dict(host=a), dict()]
+        >>> print(host_attribution(recs)); [r["host_label"] for r in recs]
+        *measured on (column host): H1 = X (avx2), 2 CPUs, LiteRT 2.3.0; unknown = host unknown (recorded before records named their host)*
+        ['H1', 'unknown']
+    """
+    keys: dict[str, str] = {}  # json of the host -> its label, in order of appearance
+    described: dict[str, str] = {}
+    for r in recs:
+        key = json.dumps(r.get("host"), sort_keys=True)
+        if key not in keys:
+            keys[key] = "unknown" if not r.get("host") else f"H{sum(k != 'null' for k in keys) + 1}"
+            described[keys[key]] = host.describe(r.get("host"))
+    if len(keys) == 1:
+        return f"*measured on: {next(iter(described.values()))}*"
+    for r in recs:
+        r["host_label"] = keys[json.dumps(r.get("host"), sort_keys=True)]
+    listed = "; ".join(f"{label} = {text}" for label, text in described.items())
+    return f"*measured on (column host): {listed}*"
+
+
 def _table(recs: list[dict]) -> list[str]:
     """One Markdown table: a column for each field at least one record measured."""
     cols = [(k, h) for k, h in COLUMNS if any(r.get(k) is not None for r in recs)]
@@ -231,6 +267,7 @@ def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
             if caption:
                 parts.append("")
             parts.append(f"{title} (`{'`, `'.join(commands)}`)\n")
+            parts += [host_attribution(rows), ""]
             parts += _table(rows)
         summary = seed_summary(recs)
         if summary:

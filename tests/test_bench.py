@@ -39,7 +39,8 @@ def test_results_file_and_table(tmp_path):
     table = make_table.render(str(tmp_path))
     lines = table.splitlines()
     assert lines[0] == "**ptq** (`python -m bench.run ptq`)"
-    header = lines[2]
+    assert lines[2].startswith("*measured on: ")  # the host of both rows (bench.host)
+    header = lines[4]
     assert "test acc" in header and "latency ×" in header and "FLOPs ×" not in header
     assert "| resnet20 | ptq-int8 | tflite=int8 | 93.91 % | -0.09 |" in table
     assert "0.410" in table

@@ -13,7 +13,8 @@ Each target is the real command line, ``./run_local.sh nets/resnet_at_fmnist_run
   machine in ``machine``.
 
 Environment: ``PFTF_AUTO_TARGETS`` (``;``-separated, default ``2x faster,drop<=0.5;
-int8,<=0.3x bytes,drop<=0.5``), ``PFTF_AUTO_TRIALS`` (default 8).
+int8,<=0.3x bytes,drop<=0.5``), ``PFTF_AUTO_TRIALS`` (default 8), ``PFTF_AUTO_MAX_WALL_S``
+(``--auto_max_wall_s`` of each run, seconds; default unset: the learner's own default).
 
 Example:
     >>> from bench.benchmarks import auto
@@ -30,7 +31,6 @@ import tempfile
 from bench import baselines as baseline_cache
 from bench import results_io, scripts
 from pocketflow_tf import datasets, training
-from pocketflow_tf.nets import recipe
 
 COMMAND = "python -m bench.run auto"
 DEFAULT_TARGETS = "2x faster,drop<=0.5;int8,<=0.3x bytes,drop<=0.5"
@@ -46,9 +46,9 @@ def run() -> list[dict]:
     """
     targets = [t for t in os.environ.get("PFTF_AUTO_TARGETS", DEFAULT_TARGETS).split(";") if t]
     trials = int(os.environ.get("PFTF_AUTO_TRIALS", "8"))
+    max_wall = os.environ.get("PFTF_AUTO_MAX_WALL_S")
     dense, _ = baseline_cache.train_or_load(RECIPE)
-    epochs = recipe.get_recipe(RECIPE).train_config(1.0).epochs
-    path = baseline_cache.artifact_path(RECIPE, epochs, 0)
+    path = baseline_cache.full_recipe_path(RECIPE)
     data = datasets.load_dataset("fmnist")
     acc_dense = training.evaluate_accuracy(dense, data.x_test, data.y_test)
     recs = []
@@ -65,6 +65,8 @@ def run() -> list[dict]:
                 f"--save_path={save}",
                 f"--log_dir={os.path.join(tmp, 'logs')}",
             ]
+            if max_wall:
+                cmd.append(f"--auto_max_wall_s={max_wall}")
             record, wall = scripts.run_recorded(cmd, f"auto {text!r}", tmp)
         metrics, rep = record["metrics"], record["sections"]["compression"]
         final = rep["final"]
@@ -73,7 +75,8 @@ def run() -> list[dict]:
             model=dense.name,
             dataset="fmnist",
             method="auto",
-            setting=f"target={text},trials={trials}",
+            setting=f"target={text},trials={trials}"
+            + (f",max_wall_s={max_wall}" if max_wall else ""),
             acc=round(metrics[f"tflite_{mode}_acc"], 4),
             acc_baseline=round(acc_dense, 4),
             flops_ratio=round(figures["flops_ratio"], 4),
@@ -82,7 +85,9 @@ def run() -> list[dict]:
             bytes_gzip=metrics[f"tflite_{mode}_bytes_gzip"],
             latency_ratio=round(figures["latency_ratio"], 4),
             wall_s=round(wall, 1),
-            command=f"PFTF_AUTO_TARGETS='{text}' PFTF_AUTO_TRIALS={trials} {COMMAND}",
+            command=f"PFTF_AUTO_TARGETS='{text}' PFTF_AUTO_TRIALS={trials} "
+            + (f"PFTF_AUTO_MAX_WALL_S={max_wall} " if max_wall else "")
+            + COMMAND,
             met=rep["answer"]["met"],
             summary=rep["answer"]["summary"],
             chain=final.get("chain"),

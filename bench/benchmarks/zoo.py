@@ -107,29 +107,6 @@ N_VERIFY = 200
 INT8_MIN_CORR = 0.9
 
 
-def host() -> dict[str, Any]:
-    """CPU model and the SIMD flags that decide LiteRT kernels (from /proc/cpuinfo).
-
-    Example:
-        >>> sorted(host())[:2]
-        ['cpu_model', 'cpus']
-    """
-    model, flags = None, []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model is None:
-                    model = value.strip()
-                if key.strip() == "flags" and not flags:
-                    flags = value.split()
-    except OSError:
-        pass
-    simd = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni")
-    simd += ("avx512_bf16", "amx_tile", "avx_vnni")
-    return {"cpu_model": model, "cpus": os.cpu_count(), "isa": [f for f in simd if f in flags]}
-
-
 def _inputs(name: str, size: int, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.random((n, size, size, 3)).astype("float32")
@@ -396,7 +373,6 @@ def run() -> list[dict]:
     command = f"PFTF_ZOO_KERAS=3 {COMMAND}" if keras_major == 3 else COMMAND
     wanted = os.environ.get("PFTF_ZOO_MODELS")
     models = [m for m in MODELS if not wanted or m[0] in wanted.split(",")]
-    machine = host()
     recs = []
     with tempfile.TemporaryDirectory(prefix="pftf-zoo-") as workdir:
         for name, size in models:
@@ -419,7 +395,6 @@ def run() -> list[dict]:
                 latency_ratio=extra.pop("latency_ratio", None),
                 wall_s=extra.pop("wall_s", None),
                 command=command,
-                host=machine,
                 **extra,
             )
             recs.append(rec)
