@@ -91,7 +91,7 @@ QUICK: dict[str, dict[str, str]] = {
         "PFTF_CP_EPOCHS": "2",
     },
     "auto": {
-        "PFTF_AUTO_TARGETS": "2x faster,drop<=0.5",
+        "PFTF_AUTO_TARGETS": "5x faster",
         "PFTF_AUTO_TRIALS": "4",
         "PFTF_AUTO_MAX_WALL_S": "900",
     },

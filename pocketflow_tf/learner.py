@@ -284,6 +284,9 @@ class Learner:
     #: Why the learner trains in one process only (``None``: it runs on several workers).
     #: Given several workers it refuses; run scripts then let the chief train alone.
     single_worker_reason: ClassVar[str | None] = None
+    #: How the learner decides its own epoch count when it does not train
+    #: ``train_config.epochs`` (``None``: it does); run scripts say this instead.
+    epochs_note: ClassVar[str | None] = None
     #: With several workers, :meth:`prepare` runs on the chief only and the prepared model
     #: is sent to the others (for preparations that search, e.g. pruning plans).
     prepare_on_chief: ClassVar[bool] = False

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, latency
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.auto import compress, recovery
 from tests import tiny_models
-from tests.test_auto import conv_net, quadrant_data, trained  # noqa: F401 (fixture)
-
+from tests.test_auto import trained  # noqa: F401 (a fixture)
 
 # -- planning the epochs -----------------------------------------------------------------------
 
@@ -182,3 +181,30 @@ def test_final_fine_tune_follows_a_spent_wall_budget(trained, tmp_path):  # noqa
     ft = result.report["final"]["fine_tune"]
     # at least one epoch always runs; the planned count shrank to what fits (1)
     assert ft["planned_epochs"] == 1 and len(ft["curve"]) == 1 and ft["reason"] == "budget"
+
+
+# -- the measured int8 speed-up sets the pruning range -----------------------------------------
+
+
+def test_speed_target_measures_int8_once_and_plans_the_range_from_it(
+    trained,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    model, data = trained
+    opts = tiny_models.auto_budget(proxy_steps=4, samples=128, int8_final="ptq", max_trials=1)
+    result = compress(model, data, "2x faster", str(tmp_path), **opts)
+    speedup = json.load(open(tmp_path / "dense.int8.json"))["speedup"]
+    assert speedup > 0
+    high = result.report["plan"]["flops_keep_range"][1]
+    assert high == pytest.approx(min(0.9, max(1.0, speedup) / 2.0), abs=1e-6)
+    assert any("measured" in n for n in result.report["plan"]["notes"])
+
+    # a rerun (study finished, final build reused) plans the same space from the stored
+    # figure: nothing is timed again
+    def refuse(*a, **k):
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(latency, "interleaved_ratio", refuse)
+    again = compress(model, data, "2x faster", str(tmp_path), **opts)
+    assert again.report["plan"]["flops_keep_range"][1] == high

@@ -306,6 +306,7 @@ def test_auto_run_with_unmet_target_exits_3(monkeypatch, capsys, tmp_path):
         "--auto_target=100x faster",
         "--auto_max_trials=1",
         "--auto_proxy_steps=5",
+        "--auto_final_epochs=1",
         "--nb_epochs_rat=0.07",
         "--nb_train_samples=1024",
         "--num_verify=200",

@@ -232,6 +232,7 @@ TINY_AUTO = {
     "auto_max_trials": 1,
     "auto_proxy_steps": 5,
     "auto_int8_final": "ptq",
+    "auto_final_epochs": 1,
 }
 
 

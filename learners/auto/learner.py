@@ -50,6 +50,7 @@ from pocketflow_tf import (
     distillation,
     errors,
     heads,
+    latency,
     learner,
     model_io,
     options,
@@ -183,6 +184,10 @@ class AutoLearner(learner.Learner):
         "its search trains and records many trials in one study folder"
     )
     save_extension: ClassVar[str] = ".keras"
+    epochs_note: ClassVar[str | None] = (
+        "epochs: the search's trials take auto_proxy_steps steps each; the final fine-tune "
+        "takes up to auto_final_epochs, fewer once recovered or out of budget"
+    )
 
     def __init__(
         self,
@@ -408,6 +413,10 @@ class AutoLearner(learner.Learner):
         run.teacher = self.teacher if self.teacher is not None else learner.copy_model(run.model)
         run.reference = self._reference(run.model, run.data)
         run.facts = dataclasses.replace(run.facts, dense_bytes=run.reference.bytes)
+        chains, _ = planner.candidate_chains(self.target, run.facts)
+        if self.target.speedup is not None and any(c.int8 for c in chains):
+            speedup = self._int8_speedup(run.model, run.data, run.reference)
+            run.facts = dataclasses.replace(run.facts, int8_speedup=speedup)
         run.plan = planner.plan(self.target, run.facts)
         self._say(f"target: {self.target.describe()}; chains {run.plan.chain_names}")
         for note in run.plan.notes:
@@ -687,6 +696,35 @@ class AutoLearner(learner.Learner):
         )
         atomic_io.write_json(info_path, {"sha256": exported.sha256, "reference": ref.to_dict()})
         return ref
+
+    def _int8_speedup(
+        self, model: keras.Model, data: splits.SearchData, reference: proxy.Reference
+    ) -> float | None:
+        """The dense model's int8 speed-up over its float file on this host (measured once
+        per work directory, so a rerun plans the same search space), ``None`` when its int8
+        export is refused."""
+        info_path = os.path.join(self.auto_dir, "dense.int8.json")
+        float_sha = atomic_io.sha256_file(reference.tflite_path)
+        try:
+            with open(info_path) as f:
+                info = json.load(f)
+            if info.get("float_sha256") == float_sha:
+                return info["speedup"]
+        except (OSError, ValueError, KeyError):
+            pass
+        self._say("measuring the dense model's int8 speed-up (it sets the pruning range)")
+        path = os.path.join(self.auto_dir, "dense.int8.tflite")
+        try:
+            candidate.export(model, "int8", path, data, child_check=False)
+        except errors.PocketFlowError as e:
+            self._say(f"  int8 export of the dense model refused ({e}): speed-up assumed")
+            return None
+        ratio = latency.interleaved_ratio(
+            path, reference.tflite_path, rounds=self.proxy_config.latency_rounds
+        )
+        atomic_io.write_json(info_path, {"float_sha256": float_sha, "speedup": ratio.speedup})
+        self._say(f"  int8 is {ratio.speedup:.2f}x faster than float here")
+        return ratio.speedup
 
     def _build_final(
         self, run: _Run, params: dict[str, Any], callbacks, s_per_step: float | None

@@ -50,6 +50,11 @@ CRITERIA = ("lasso", "l1")
 #: a pruned model restarts from good weights, so rates well below the training rate help.
 LR_FACTOR_RANGE = (0.1, 1.0)
 
+#: The speed-up an int8 chain is assumed to bring when it was not measured. Hosts differ
+#: widely (DESIGN.md: int8 was 0.8x of float on one host, 3.5x on another), so ``auto``
+#: measures it (``ModelFacts.int8_speedup``) whenever a speed goal has an int8 candidate.
+INT8_SPEEDUP_GUESS = 2.0
+
 #: FLOPs keep ratios searched by default: below 0.1 a CNN rarely keeps its accuracy, above
 #: 0.9 pruning barely pays for its fine-tuning.
 DEFAULT_FLOPS_KEEP_RANGE = (0.1, 0.9)
@@ -136,6 +141,8 @@ class ModelFacts:
             prunable group at its smallest rounded count).
         dense_bytes: Its float ``.tflite`` size (``None``: unknown; size estimates are skipped).
         blocked: Why groups are blocked, for the notes when nothing is prunable.
+        int8_speedup: The dense model's int8 ``.tflite`` speed-up over its float file,
+            measured on this host (``None``: not measured; :data:`INT8_SPEEDUP_GUESS`).
 
     Example:
         >>> ModelFacts(prunable=False, min_flops_keep=1.0).prunable
@@ -146,6 +153,7 @@ class ModelFacts:
     min_flops_keep: float
     dense_bytes: int | None = None
     blocked: str = ""
+    int8_speedup: float | None = None
 
 
 def model_facts(
@@ -337,7 +345,9 @@ def flops_keep_range(
     * the top is at most the FLOPs goal (keeping more cannot meet it);
     * for a speed goal, pruning alone must cut FLOPs at least as much as latency (measured
       speed-ups trail FLOPs cuts, DESIGN.md section 4), so the top is ``1/speedup``; when
-      an int8 chain is a candidate it shares the work and the top is ``2/speedup``;
+      an int8 chain is a candidate it shares the work and the top is
+      ``int8_speedup/speedup`` (the dense model's measured int8 speed-up, else
+      :data:`INT8_SPEEDUP_GUESS`);
     * the bottom is what the model can reach (rounded channel counts).
 
     An unreachable goal (top below the bottom) keeps a small range at the bottom: those
@@ -347,17 +357,24 @@ def flops_keep_range(
         >>> from pocketflow_tf.learners.auto.target import Target
         >>> flops_keep_range(Target(speedup=4), ModelFacts(True, 0.05), [CHAINS["prune"]])[0]
         (0.1, 0.25)
+        >>> facts = ModelFacts(True, 0.05, int8_speedup=3.2)
+        >>> flops_keep_range(Target(speedup=4), facts, [CHAINS["prune+int8"]])[0]
+        (0.1, 0.8)
     """
     low, high = DEFAULT_FLOPS_KEEP_RANGE
     notes = []
     if target.flops_ratio is not None:
         high = min(high, target.flops_ratio)
     if target.speedup is not None:
-        share = 2.0 if any(c.int8 for c in chains) else 1.0
+        share = 1.0
+        if any(c.int8 for c in chains):
+            share = max(1.0, facts.int8_speedup or INT8_SPEEDUP_GUESS)
         high = min(high, share / target.speedup)
+        measured = " measured" if facts.int8_speedup else " assumed"
         notes.append(
-            f"speed-up {target.speedup:g}x: FLOPs keep searched up to {share:g}/"
-            f"{target.speedup:g}" + (" (an int8 chain shares the speed-up)" if share > 1 else "")
+            f"speed-up {target.speedup:g}x: FLOPs keep searched up to {share:.3g}/"
+            f"{target.speedup:g}"
+            + (f" (an int8 chain shares the speed-up:{measured} {share:.3g}x)" if share > 1 else "")
         )
     floor = facts.min_flops_keep * 1.001  # the planner's rounding must not go below it
     low = max(min(low, high * 0.5), floor)
@@ -410,6 +427,7 @@ __all__ = [
     "CRITERIA",
     "ESTIMATES",
     "INT8_BYTES_RATIO",
+    "INT8_SPEEDUP_GUESS",
     "RULES",
     "Chain",
     "active_params",

@@ -87,7 +87,11 @@ flags.DEFINE_string(
     "target", None, "compress: what to reach, e.g. '2x faster', 'int8,<=0.3x bytes'"
 )
 flags.DEFINE_integer(
-    "epochs", 1, "compress/learn: epochs of the (final) fine-tune on the training data"
+    "epochs",
+    1,
+    "learn: epochs of the fine-tune on the training data; compress: when given, the most "
+    "epochs of the final fine-tune (default: --auto_final_epochs, ending earlier once the "
+    "accuracy has recovered or the --auto_max_wall_s budget is spent)",
 )
 flags.DEFINE_integer(
     "max_data_mb",
@@ -515,6 +519,8 @@ def _compress_keywords(target: str) -> dict[str, Any]:
     from pocketflow_tf.learners.auto.compress import keywords
 
     filled = {"auto_target": target, "auto_holdout": FLAGS.validation_split or 0.1}
+    if FLAGS["epochs"].present:  # --epochs given: the final fine-tune's cap
+        filled["auto_final_epochs"] = FLAGS.epochs
     given = cli.learner_options("auto", filled=filled)
     return {kw: given[name] for kw, name in keywords().items() if name in given}
 

@@ -553,14 +553,21 @@ def _train(
         if backend.size > 1
         else ""
     )
+    epochs = (
+        f"for {cfg.epochs} epoch(s){workers} (nb_epochs_rat={opts.nb_epochs_rat}; 1.0 is the "
+        f"full recipe of {rec_cfg.train.epochs} epochs)"
+        if cls.epochs_note is None
+        else f"{workers} ({cls.epochs_note})"
+    )
     _say(
-        f"training {model.name} with learner '{cls.name}' for {cfg.epochs} epoch(s){workers} "
-        f"(nb_epochs_rat={opts.nb_epochs_rat}; 1.0 is the full recipe of "
-        f"{rec_cfg.train.epochs} epochs); TensorBoard logs in {opts.log_dir}"
+        f"training {model.name} with learner '{cls.name}' {epochs}; TensorBoard logs in "
+        f"{opts.log_dir}"
     )
     start = time.time()
     trained = lrn.fit(model, data.x_train, data.y_train, validation_data=(data.x_test, data.y_test))
-    record.add_metrics(train_wall_s=round(time.time() - start, 1), epochs=cfg.epochs)
+    record.add_metrics(train_wall_s=round(time.time() - start, 1))
+    if cls.epochs_note is None:  # else the learner chose its epochs (epochs_run says how many)
+        record.add_metrics(epochs=cfg.epochs)
     if lrn.history is not None:
         # Fewer than `epochs` when the backups of a killed run already held the others.
         record.add_metrics(epochs_run=len(lrn.history.epoch))
