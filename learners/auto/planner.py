@@ -4,16 +4,32 @@ The decisions are tables, read top to bottom:
 
 * :data:`CHAINS` -- the method chains this version can build, each a short recipe
   (``prune``: channel pruning + distilled fine-tune, float ``.tflite``; ``int8``: full-integer
-  export; ``prune+int8``: both);
+  export; ``prune+int8``: both; ``sparse``: weight sparsity by gradual magnitude pruning +
+  distilled fine-tune, float ``.tflite`` in TFLite's sparse storage; ``sparse+int8``: the
+  same, full-integer int8 sparse ``.tflite``);
 * :data:`RULES` -- for every goal a target can set, the chains able to move it, with why.
-  The candidates are the chains allowed by *every* goal the target sets;
+  The candidates are the chains allowed by *every* goal the target sets. Weight sparsity
+  serves byte goals only: LiteRT densifies the sparse storage when it loads the file, so it
+  buys neither speed nor fewer FLOPs;
 * :data:`ESTIMATES` -- cheap, conservative reasons to drop a candidate that cannot reach a
   goal on this model (e.g. int8 alone only shrinks a float file to ~0.28x), applied only while
   another candidate remains: the search measures, the estimates only save it trials.
 
-The space (:mod:`pocketflow_tf.hp_optimizers.space`) then holds the chain and, when a chain
-prunes, the FLOPs keep ratio (range narrowed by the goals and by what the model can reach),
-the channel-selection criterion and the fine-tuning learning-rate factor.
+===============  ===========  ===============  =============  ===============  ========
+chain            ``speedup``  ``flops_ratio``  ``max_bytes``  ``bytes_ratio``  ``int8``
+===============  ===========  ===============  =============  ===============  ========
+``prune``        yes          yes              yes            yes              no
+``int8``         yes          no               yes            yes              yes
+``prune+int8``   yes          yes              yes            yes              yes
+``sparse``       no           no               yes            yes              no
+``sparse+int8``  no           no               yes            yes              yes
+===============  ===========  ===============  =============  ===============  ========
+
+The space (:mod:`pocketflow_tf.hp_optimizers.space`) then holds the chain and the
+parameters of the candidate chains (each :class:`Chain` lists those it uses): when a chain
+prunes, the FLOPs keep ratio (range narrowed by the goals and by what the model can reach)
+and the channel-selection criterion; when a chain sparsifies, the target weight sparsity
+(range narrowed by a byte goal); for both, the fine-tuning learning-rate factor.
 
 Example:
     >>> from pocketflow_tf.learners.auto.target import Target
@@ -59,6 +75,20 @@ INT8_SPEEDUP_GUESS = 2.0
 #: 0.9 pruning barely pays for its fine-tuning.
 DEFAULT_FLOPS_KEEP_RANGE = (0.1, 0.9)
 
+#: Weight sparsities searched by default: below 0.5 sparse storage barely beats the dense
+#: file (its indices cost more than half the saved values), and 0.97 stays below the 0.99
+#: cap of one layer (:data:`~pocketflow_tf.learners.weight_sparse.ratios.MAX_LAYER_RATIO`)
+#: with room for a short fine-tune to recover.
+DEFAULT_SPARSITY_RANGE = (0.5, 0.97)
+
+#: A sparse ``.tflite`` relative to the dense *float* file is about ``factor * (1 -
+#: sparsity)``, per export mode: the stored values plus their indices, and the layers left
+#: dense. Measured on ResNet-20 / Fashion-MNIST at weight sparsity 0.8957
+#: (``bench/results/sparsity.json``, dense float file 1,099,200 B): float-sparse 175,880 B
+#: (0.160x, factor 1.53), int8-sparse 122,128 B (0.111x, factor 1.07). One point only, so
+#: the planner uses it with a 10 % margin and only to narrow or drop, never to decide.
+SPARSE_BYTES_FACTOR = {"float": 1.53, "int8": 1.07}
+
 
 @dataclasses.dataclass(frozen=True)
 class Chain:
@@ -71,6 +101,11 @@ class Chain:
         int8: Ends with a full-integer int8 ``.tflite`` (PTQ in the per-trial proxy; PTQ or
             QAT for the final model), else a float ``.tflite``.
         summary: One line for people.
+        sparse: Weight sparsity (``WeightSparseLearner``, gradual magnitude pruning) then a
+            distilled fine-tune, exported in TFLite's sparse storage
+            (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
+        params: The search parameters the chain uses besides ``chain``
+            (:func:`active_params`).
 
     Example:
         >>> CHAINS["prune+int8"].export_mode
@@ -81,6 +116,8 @@ class Chain:
     prunes: bool
     int8: bool
     summary: str
+    sparse: bool = False
+    params: tuple[str, ...] = ()
 
     @property
     def export_mode(self) -> str:
@@ -92,42 +129,89 @@ class Chain:
         """
         return "int8" if self.int8 else "float"
 
+    @property
+    def fine_tunes(self) -> bool:
+        """Whether the chain trains the model (channel pruning or weight sparsity).
+
+        Example:
+            >>> CHAINS["sparse"].fine_tunes, CHAINS["int8"].fine_tunes
+            (True, False)
+        """
+        return self.prunes or self.sparse
+
+
+_PRUNE_PARAMS = ("flops_keep", "criterion", "lr_factor")
+_SPARSE_PARAMS = ("sparsity", "lr_factor")
 
 #: Every chain this version builds, in the order they are listed to the search.
 CHAINS: dict[str, Chain] = {
     c.name: c
     for c in (
-        Chain("prune", True, False, "channel pruning + distilled fine-tune, float .tflite"),
+        Chain(
+            "prune",
+            True,
+            False,
+            "channel pruning + distilled fine-tune, float .tflite",
+            params=_PRUNE_PARAMS,
+        ),
         Chain("int8", False, True, "full-integer int8 .tflite of the dense model"),
         Chain(
             "prune+int8",
             True,
             True,
             "channel pruning + distilled fine-tune, then full-integer int8 .tflite",
+            params=_PRUNE_PARAMS,
+        ),
+        Chain(
+            "sparse",
+            False,
+            False,
+            "weight sparsity (magnitude pruning) + distilled fine-tune, sparse float .tflite",
+            sparse=True,
+            params=_SPARSE_PARAMS,
+        ),
+        Chain(
+            "sparse+int8",
+            False,
+            True,
+            "weight sparsity (magnitude pruning) + distilled fine-tune, sparse int8 .tflite",
+            sparse=True,
+            params=_SPARSE_PARAMS,
         ),
     )
 }
+
+_BYTES_WHY = (
+    f"int8 stores ~{INT8_BYTES_RATIO}x of the float bytes; pruning removes weights; sparse "
+    f"storage keeps ~{SPARSE_BYTES_FACTOR['float']:g}x (float) or "
+    f"~{SPARSE_BYTES_FACTOR['int8']:g}x (int8) of (1 - sparsity) of the float bytes"
+)
 
 #: Goal -> (chains able to reach it, why). A target's candidates are the chains every one of
 #: its goals allows.
 RULES: dict[str, tuple[tuple[str, ...], str]] = {
     "speedup": (
         ("prune", "int8", "prune+int8"),
-        "fewer channels and int8 kernels both cut LiteRT latency (measured, not assumed)",
+        "fewer channels and int8 kernels both cut LiteRT latency (measured, not assumed); "
+        "not weight sparsity: LiteRT densifies sparse weights when it loads the file",
     ),
     "flops_ratio": (
         ("prune", "prune+int8"),
-        "only removing channels removes FLOPs; int8 keeps every multiply-accumulate",
+        "only removing channels removes FLOPs; int8 keeps every multiply-accumulate, and "
+        "sparse weights are densified at load",
     ),
     "max_bytes": (
-        ("int8", "prune", "prune+int8"),
-        f"int8 stores ~{INT8_BYTES_RATIO}x of the float bytes; pruning removes weights",
+        ("int8", "prune", "prune+int8", "sparse", "sparse+int8"),
+        _BYTES_WHY,
     ),
     "bytes_ratio": (
-        ("int8", "prune", "prune+int8"),
-        f"int8 stores ~{INT8_BYTES_RATIO}x of the float bytes; pruning removes weights",
+        ("int8", "prune", "prune+int8", "sparse", "sparse+int8"),
+        _BYTES_WHY,
     ),
-    "int8": (("int8", "prune+int8"), "an int8 deployment: every chain must end in int8"),
+    "int8": (
+        ("int8", "prune+int8", "sparse+int8"),
+        "an int8 deployment: every chain must end in int8",
+    ),
 }
 
 
@@ -187,17 +271,39 @@ def model_facts(
     return ModelFacts(True, fm.flops(smallest) / fm.dense_flops, dense_bytes)
 
 
-def _int8_alone_too_big(target: Target, facts: ModelFacts) -> str | None:
-    ratio = INT8_BYTES_RATIO * 0.9  # 10 % of margin: the estimate only drops clear cases
-    if target.bytes_ratio is not None and ratio > target.bytes_ratio:
-        return f"int8 alone gives ~{INT8_BYTES_RATIO}x of the float bytes > {target.bytes_ratio:g}x"
+def bytes_goal_ratio(target: Target, facts: ModelFacts) -> float | None:
+    """The byte goals as one ratio to the dense float file (``None``: no usable byte goal).
+
+    A ``max_bytes`` goal counts only when the dense file's size is known.
+
+    Example:
+        >>> bytes_goal_ratio(Target(max_bytes=200, bytes_ratio=0.5), ModelFacts(True, 0.1, 1000))
+        0.2
+    """
+    ratios = [] if target.bytes_ratio is None else [target.bytes_ratio]
     if target.max_bytes is not None and facts.dense_bytes:
-        if ratio * facts.dense_bytes > target.max_bytes:
-            return (
-                f"int8 alone gives ~{INT8_BYTES_RATIO * facts.dense_bytes:.0f} B "
-                f"> {target.max_bytes} B"
-            )
-    return None
+        ratios.append(target.max_bytes / facts.dense_bytes)
+    return min(ratios) if ratios else None
+
+
+def _too_big(what: str, best_ratio: float, target: Target, facts: ModelFacts) -> str | None:
+    # 10 % of margin: the estimates only drop clear cases.
+    goal = bytes_goal_ratio(target, facts)
+    if goal is None or best_ratio * 0.9 <= goal:
+        return None
+    if target.bytes_ratio is not None and best_ratio * 0.9 > target.bytes_ratio:
+        return f"{what} gives ~{best_ratio:.3g}x of the float bytes > {target.bytes_ratio:g}x"
+    return f"{what} gives ~{best_ratio * facts.dense_bytes:.0f} B > {target.max_bytes} B"
+
+
+def _int8_alone_too_big(target: Target, facts: ModelFacts) -> str | None:
+    return _too_big("int8 alone", INT8_BYTES_RATIO, target, facts)
+
+
+def _sparse_too_big(mode: str) -> Callable[[Target, ModelFacts], str | None]:
+    best = SPARSE_BYTES_FACTOR[mode] * (1.0 - DEFAULT_SPARSITY_RANGE[1])
+    what = f"{mode} sparse storage at sparsity {DEFAULT_SPARSITY_RANGE[1]:g}"
+    return lambda target, facts: _too_big(what, best, target, facts)
 
 
 def _model_not_prunable(target: Target, facts: ModelFacts) -> str | None:
@@ -212,6 +318,8 @@ ESTIMATES: dict[str, tuple[Callable[[Target, ModelFacts], str | None], ...]] = {
     "prune": (_model_not_prunable,),
     "int8": (_int8_alone_too_big,),
     "prune+int8": (_model_not_prunable,),
+    "sparse": (_sparse_too_big("float"),),
+    "sparse+int8": (_sparse_too_big("int8"),),
 }
 
 
@@ -226,12 +334,14 @@ class Plan:
             prunes).
         flops_keep_range: The searched FLOPs keep range (``None`` when nothing prunes).
         notes: Why each chain was kept or dropped, and how ranges were narrowed.
+        sparsity_range: The searched weight sparsity range (``None`` when nothing
+            sparsifies).
 
     Example:
         >>> from pocketflow_tf.learners.auto.target import Target
         >>> p = plan(Target.parse("int8"), ModelFacts(True, 0.1))
         >>> p.chain_names, p.size
-        (['int8', 'prune+int8'], None)
+        (['int8', 'prune+int8', 'sparse+int8'], None)
     """
 
     target: Target
@@ -239,6 +349,7 @@ class Plan:
     space: space_lib.SearchSpace
     flops_keep_range: tuple[float, float] | None
     notes: list[str]
+    sparsity_range: tuple[float, float] | None = None
 
     @property
     def chain_names(self) -> list[str]:
@@ -257,7 +368,7 @@ class Plan:
 
         Example:
             >>> from pocketflow_tf.learners.auto.target import Target
-            >>> plan(Target(int8=True), ModelFacts(False, 1.0)).size
+            >>> plan(Target(int8=True, speedup=2.0), ModelFacts(False, 1.0)).size
             1
         """
         if not all(isinstance(p, space_lib.Choice) for p in self.space.params):
@@ -269,7 +380,7 @@ class Plan:
 
         Example:
             >>> from pocketflow_tf.learners.auto.target import Target
-            >>> plan(Target(int8=True), ModelFacts(False, 1.0)).to_dict()["space"]
+            >>> plan(Target(int8=True, speedup=2.0), ModelFacts(False, 1.0)).to_dict()["space"]
             [{'kind': 'choice', 'name': 'chain', 'values': ['int8']}]
         """
         return {
@@ -277,12 +388,13 @@ class Plan:
             "chains": [dataclasses.asdict(c) for c in self.chains],
             "space": self.space.to_config(),
             "flops_keep_range": self.flops_keep_range,
+            "sparsity_range": self.sparsity_range,
             "notes": list(self.notes),
         }
 
 
 def active_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters a point's chain uses (pruning ones only when the chain prunes).
+    """The parameters a point's chain uses (its :attr:`Chain.params`, and ``chain``).
 
     The space is flat -- every trial carries every parameter -- so reports show only those
     that shaped the trial.
@@ -290,9 +402,12 @@ def active_params(params: dict[str, Any]) -> dict[str, Any]:
     Example:
         >>> active_params({"chain": "int8", "flops_keep": 0.3, "criterion": "l1"})
         {'chain': 'int8'}
+        >>> active_params({"chain": "sparse", "flops_keep": 0.3, "sparsity": 0.9,
+        ...                "lr_factor": 0.5})
+        {'chain': 'sparse', 'sparsity': 0.9, 'lr_factor': 0.5}
     """
     chain = CHAINS[params["chain"]]
-    return {k: v for k, v in params.items() if k == "chain" or chain.prunes}
+    return {k: v for k, v in params.items() if k == "chain" or k in chain.params}
 
 
 def candidate_chains(target: Target, facts: ModelFacts) -> tuple[list[Chain], list[str]]:
@@ -306,7 +421,7 @@ def candidate_chains(target: Target, facts: ModelFacts) -> tuple[list[Chain], li
         >>> from pocketflow_tf.learners.auto.target import Target
         >>> chains, notes = candidate_chains(Target.parse("<=0.2x bytes"), ModelFacts(True, 0.1))
         >>> [c.name for c in chains]
-        ['prune', 'prune+int8']
+        ['prune', 'prune+int8', 'sparse', 'sparse+int8']
     """
     names = list(CHAINS)
     notes = []
@@ -387,6 +502,47 @@ def flops_keep_range(
     return (round(low, 6), round(high, 6)), notes
 
 
+def sparsity_range(
+    target: Target, facts: ModelFacts, chains: list[Chain]
+) -> tuple[tuple[float, float], list[str]]:
+    """The weight sparsities worth searching, and why.
+
+    Without a byte goal: :data:`DEFAULT_SPARSITY_RANGE`. With one, the bottom rises to the
+    sparsity at which the most compact sparse candidate's file is estimated to meet it
+    (:data:`SPARSE_BYTES_FACTOR`, with a 10 % margin towards lower sparsities: the estimate
+    comes from one measured point and small models carry relatively more dense layers). A
+    goal beyond the top keeps a small range at the top: those trials measure how close the
+    model gets.
+
+    Example:
+        >>> from pocketflow_tf.learners.auto.target import Target
+        >>> sparsity_range(Target(bytes_ratio=0.1), ModelFacts(True, 0.1), [CHAINS["sparse"]])[0]
+        (0.9274, 0.97)
+        >>> sparsity_range(Target(int8=True), ModelFacts(True, 0.1), [CHAINS["sparse+int8"]])[0]
+        (0.5, 0.97)
+    """
+    low, high = DEFAULT_SPARSITY_RANGE
+    notes = []
+    goal = bytes_goal_ratio(target, facts)
+    if goal is not None:
+        factor = min(SPARSE_BYTES_FACTOR[c.export_mode] for c in chains if c.sparse)
+        needed = 1.0 - goal / (factor * 0.9)
+        if needed >= high:
+            notes.append(
+                f"bytes <= {goal:.3g}x needs weight sparsity >= {needed:.3g} by the estimate "
+                f"(~{factor:g}x (1 - sparsity)), above the searched top {high:g}: searching "
+                "just below the top"
+            )
+            low = high - 0.05
+        elif needed > low:
+            low = needed
+            notes.append(
+                f"bytes <= {goal:.3g}x: weight sparsity searched from {needed:.3g} "
+                f"(sparse file ~{factor:g}x (1 - sparsity) of the float bytes, 10 % margin)"
+            )
+    return (round(low, 4), high), notes
+
+
 def plan(target: Target, facts: ModelFacts) -> Plan:
     """Turns a target into candidate chains and a search space.
 
@@ -410,31 +566,37 @@ def plan(target: Target, facts: ModelFacts) -> Plan:
     """
     chains, notes = candidate_chains(target, facts)
     params: list[Any] = [space_lib.Choice("chain", [c.name for c in chains])]
-    keep = None
+    keep = sparse = None
     if any(c.prunes for c in chains):
         keep, range_notes = flops_keep_range(target, facts, chains)
         notes += range_notes
-        params += [
-            space_lib.Float("flops_keep", *keep),
-            space_lib.Choice("criterion", CRITERIA),
-            space_lib.Float("lr_factor", *LR_FACTOR_RANGE, log=True),
-        ]
-    return Plan(target, chains, space_lib.SearchSpace(params), keep, notes)
+        params += [space_lib.Float("flops_keep", *keep), space_lib.Choice("criterion", CRITERIA)]
+    if any(c.sparse for c in chains):
+        sparse, range_notes = sparsity_range(target, facts, chains)
+        notes += range_notes
+        params.append(space_lib.Float("sparsity", *sparse))
+    if any("lr_factor" in c.params for c in chains):
+        params.append(space_lib.Float("lr_factor", *LR_FACTOR_RANGE, log=True))
+    return Plan(target, chains, space_lib.SearchSpace(params), keep, notes, sparse)
 
 
 __all__ = [
     "CHAINS",
     "CRITERIA",
+    "DEFAULT_SPARSITY_RANGE",
     "ESTIMATES",
     "INT8_BYTES_RATIO",
     "INT8_SPEEDUP_GUESS",
     "RULES",
+    "SPARSE_BYTES_FACTOR",
     "Chain",
     "active_params",
+    "bytes_goal_ratio",
     "ModelFacts",
     "Plan",
     "candidate_chains",
     "flops_keep_range",
     "model_facts",
     "plan",
+    "sparsity_range",
 ]
