@@ -8,7 +8,9 @@ ranked is what gets built, only trained longer:
    trial's FLOPs keep ratio and criterion, on a fixed calibration subset of the training
    split, then a fine-tune distilled from the dense model at ``lr_factor`` times the
    configured learning rate;
-2. ``int8`` chains: a full-integer int8 export (post-training quantization of the float
+2. ``sparse`` chains: weight sparsity by gradual magnitude pruning during the same distilled
+   fine-tune (:mod:`sparse_build`), exported in TFLite's sparse storage;
+3. ``int8`` chains: a full-integer int8 export (post-training quantization of the float
    candidate; the final build may also try quantization-aware training, :func:`qat_finetune`).
 
 Example:
@@ -111,6 +113,8 @@ class Candidate:
         flops_keep_applied: The FLOPs keep ratio pruning was asked for (the trial's, raised
             to what the model can reach).
         history: Fine-tuning loss curves (``None`` without fine-tuning).
+        sparsity: Weight sparsity of the kernels a sparse chain pruned, measured on
+            ``model`` (``None`` for the other chains).
 
     Example:
         >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
@@ -128,6 +132,7 @@ class Candidate:
     params_ratio: float = 1.0
     flops_keep_applied: float | None = None
     history: dict[str, list[float]] | None = None
+    sparsity: float | None = None
 
 
 def build(
@@ -156,7 +161,8 @@ def build(
         dense: The dense model (never modified).
         teacher: The distillation teacher (a frozen copy of ``dense``).
         params: A point of the plan's space (``chain`` and, for pruning chains,
-            ``flops_keep``, ``criterion``, ``lr_factor``).
+            ``flops_keep``, ``criterion``, ``lr_factor``; for sparse chains ``sparsity``,
+            ``lr_factor``).
         data: The search data (fine-tunes on ``x_train``, selects on ``x_calib``).
         train_config: The configured fine-tuning; its learning rate is scaled by
             ``lr_factor``.
@@ -198,6 +204,22 @@ def build(
         (8, 1)
     """
     chain = planner.CHAINS[params["chain"]]
+    if chain.sparse:
+        from pocketflow_tf.learners.auto import sparse_build  # it builds on this module
+
+        return sparse_build.build(
+            dense,
+            teacher,
+            params,
+            data,
+            train_config=train_config,
+            steps=steps,
+            distill=distill,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
     if not chain.prunes:
         return Candidate(chain, dict(params), learner.copy_model(dense))
     keep = max(float(params["flops_keep"]), facts.min_flops_keep * 1.0001)
@@ -377,6 +399,7 @@ def export(
     data: splits.SearchData,
     *,
     child_check: bool,
+    sparse: bool = False,
 ) -> tflite_verify.ExportResult:
     """Converts, verifies and atomically writes ``model`` as a ``mode`` ``.tflite``.
 
@@ -389,6 +412,7 @@ def export(
             (:func:`tflite_verify.export_tflite`); the per-trial proxy skips it -- LiteRT
             runs the file in-process anyway when measuring it -- and the final export does
             it.
+        sparse: Store pruned weights in TFLite's sparse format (the sparse chains).
 
     Raises:
         VerificationError: The export disagrees with the Keras model (nothing is written).
@@ -405,8 +429,9 @@ def export(
             x_verify=data.x_verify,
             y_verify=data.y_verify,
             representative_data=rep,
+            sparse=sparse,
         )
-    content = tflite_export.convert(model, mode, representative_data=rep)
+    content = tflite_export.convert(model, mode, representative_data=rep, sparse=sparse)
     report = tflite_verify.verify(
         model, content, data.x_verify, data.y_verify, mode=mode, check_child=False
     )

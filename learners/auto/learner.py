@@ -756,7 +756,7 @@ class AutoLearner(learner.Learner):
             cache=cache,
             prune_seed=self.seed,
             seed=self.seed,
-            checkpoint_dir=os.path.join(folder, "ckpt") if chain.prunes else None,
+            checkpoint_dir=os.path.join(folder, "ckpt") if chain.fine_tunes else None,
             callbacks=callbacks,
             verbose=self._keras_verbose,
         )
@@ -771,6 +771,8 @@ class AutoLearner(learner.Learner):
         failures = []
         if chain.int8:
             plans = {"auto": ("ptq", "qat"), "ptq": ("ptq",), "qat": ("qat",)}[self.int8_final]
+            if chain.sparse:  # plain QAT moves the pruned zeros (learners/weight_sparse/pqat.py)
+                plans = ("ptq",)
             for how in plans:
                 try:
                     keras_model = cand.model
@@ -792,7 +794,9 @@ class AutoLearner(learner.Learner):
                     # The deployable keeps the user's output contract (probabilities stay
                     # probabilities); training and the search ran on logits.
                     keras_model = heads.attach(keras_model, self.output_head)
-                    res = candidate.export(keras_model, "int8", path, data, child_check=True)
+                    res = candidate.export(
+                        keras_model, "int8", path, data, child_check=True, sparse=chain.sparse
+                    )
                     acc = proxy.tflite_accuracy(path, data.x_hold, data.y_hold)
                     options.append((how, keras_model, res, acc))
                     self._say(f"int8 by {how.upper()}: held-out accuracy {acc:.4f}")
@@ -809,7 +813,9 @@ class AutoLearner(learner.Learner):
             how = "float"
             final_model = heads.attach(cand.model, self.output_head)
             path = os.path.join(folder, "model.float.tflite")
-            exported = candidate.export(final_model, "float", path, data, child_check=True)
+            exported = candidate.export(
+                final_model, "float", path, data, child_check=True, sparse=chain.sparse
+            )
         is_qat = how == "qat"
         self.save_extension = ".h5" if is_qat else ".keras"
         model_path = os.path.join(folder, "model" + self.save_extension)
@@ -839,6 +845,7 @@ class AutoLearner(learner.Learner):
             "verification": exported.report.to_dict(),
             "model_path": model_path,
             "groups": cand.groups,
+            "sparsity": cand.sparsity,
             "flops_keep_applied": cand.flops_keep_applied,
             "epochs": cfg.epochs if stop is not None else None,
             "fine_tune": None if stop is None else {"planned_epochs": cfg.epochs, **stop.to_dict()},

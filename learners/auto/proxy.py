@@ -315,7 +315,7 @@ class Proxy:
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"model.{chain.export_mode}.tflite")
         exported = candidate.export(
-            cand.model, chain.export_mode, path, self.data, child_check=False
+            cand.model, chain.export_mode, path, self.data, child_check=False, sparse=chain.sparse
         )
         figures = measure(
             path,
@@ -340,6 +340,7 @@ class Proxy:
             "missed": full.explain() if not full.met else "",
             "flops_keep_applied": cand.flops_keep_applied,
             "counts": {g["key"]: g["kept"] for g in cand.groups},
+            "sparsity": cand.sparsity,
             "tflite": path if self.config.keep_tflite else None,
             "verify_agreement": exported.report.top1_agreement,
             "build_s": round(t_build, 2),
