@@ -1042,6 +1042,7 @@ def _trial_row(t: search.StudyTrial) -> dict[str, Any]:
         "meets_target",
         "missed",
         "counts",
+        "sparsity",
         "tflite",
     ):
         row[key] = m.get(key)

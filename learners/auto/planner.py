@@ -510,14 +510,14 @@ def sparsity_range(
     Without a byte goal: :data:`DEFAULT_SPARSITY_RANGE`. With one, the bottom rises to the
     sparsity at which the most compact sparse candidate's file is estimated to meet it
     (:data:`SPARSE_BYTES_FACTOR`, with a 10 % margin towards lower sparsities: the estimate
-    comes from one measured point and small models carry relatively more dense layers). A
-    goal beyond the top keeps a small range at the top: those trials measure how close the
-    model gets.
+    comes from one measured point and small models carry relatively more dense layers),
+    keeping at least 0.05 below the top. A goal beyond the top keeps that small range at the
+    top: those trials measure how close the model gets.
 
     Example:
         >>> from pocketflow_tf.learners.auto.target import Target
-        >>> sparsity_range(Target(bytes_ratio=0.1), ModelFacts(True, 0.1), [CHAINS["sparse"]])[0]
-        (0.9274, 0.97)
+        >>> sparsity_range(Target(bytes_ratio=0.2), ModelFacts(True, 0.1), [CHAINS["sparse"]])[0]
+        (0.8548, 0.97)
         >>> sparsity_range(Target(int8=True), ModelFacts(True, 0.1), [CHAINS["sparse+int8"]])[0]
         (0.5, 0.97)
     """
@@ -533,13 +533,13 @@ def sparsity_range(
                 f"(~{factor:g}x (1 - sparsity)), above the searched top {high:g}: searching "
                 "just below the top"
             )
-            low = high - 0.05
         elif needed > low:
-            low = needed
             notes.append(
-                f"bytes <= {goal:.3g}x: weight sparsity searched from {needed:.3g} "
+                f"bytes <= {goal:.3g}x: weight sparsity searched from {min(needed, high - 0.05):.4g} "
                 f"(sparse file ~{factor:g}x (1 - sparsity) of the float bytes, 10 % margin)"
             )
+        # At least 0.05 wide: the estimate is rough, and the search needs room.
+        low = max(low, min(needed, high - 0.05))
     return (round(low, 4), high), notes
 
 

@@ -1,0 +1,156 @@
+"""Automated compression's weight-sparsity chains: planning, one proxy trial, one tiny run.
+
+The model is test_auto's trained 16x16 conv net: its first conv (144 weights) and logits
+(512) stay dense, conv1 (4,608) and conv2 (9,216) are pruned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from pocketflow_tf import sparsity, tflite_export, tflite_verify
+from pocketflow_tf.learners.auto import Target, candidate, compress, planner, proxy, splits
+from tests.test_auto import FAST, trained  # noqa: F401  (the module-scoped fixture)
+
+SPARSE = {"sparse", "sparse+int8"}
+
+
+# -- planner ---------------------------------------------------------------------------------
+
+
+def test_byte_goals_plan_sparse_chains_and_speed_goals_do_not():
+    facts = planner.ModelFacts(True, 0.05, dense_bytes=1_000_000)
+    for text in ("<=0.2x bytes", "under 200 KB"):
+        p = planner.plan(Target.parse(text), facts)
+        assert SPARSE <= set(p.chain_names), text
+        assert "sparsity" in p.space.names
+    for text in ("2x faster", "flops<=0.5", "2x faster, <=0.5x bytes"):
+        p = planner.plan(Target.parse(text), facts)
+        assert not SPARSE & set(p.chain_names), text
+        assert "sparsity" not in p.space.names
+    why = planner.RULES["speedup"][1]
+    assert "densifies" in why
+    # an int8 goal keeps only the sparse chain that ends in int8
+    p = planner.plan(Target.parse("int8"), facts)
+    assert SPARSE & set(p.chain_names) == {"sparse+int8"}
+    p = planner.plan(Target.parse("int8, <=0.1x bytes"), facts)
+    assert p.chain_names == ["prune+int8", "sparse+int8"]
+
+
+def test_sparse_chains_export_sparse_and_list_their_parameters():
+    chain = planner.CHAINS["sparse+int8"]
+    assert chain.sparse and chain.int8 and not chain.prunes and chain.export_mode == "int8"
+    assert not planner.CHAINS["prune+int8"].sparse
+    params = {"chain": "sparse+int8", "flops_keep": 0.4, "criterion": "l1"}
+    params.update(sparsity=0.9, lr_factor=0.3)
+    assert planner.active_params(params) == {
+        "chain": "sparse+int8",
+        "sparsity": 0.9,
+        "lr_factor": 0.3,
+    }
+    assert planner.active_params({**params, "chain": "prune"}) == {
+        "chain": "prune",
+        "flops_keep": 0.4,
+        "criterion": "l1",
+        "lr_factor": 0.3,
+    }
+    assert planner.active_params({**params, "chain": "int8"}) == {"chain": "int8"}
+
+
+def test_sparsity_range_narrows_by_the_byte_goal_and_estimates_drop_what_cannot_reach_it():
+    facts = planner.ModelFacts(True, 0.05, dense_bytes=1_000_000)
+    p = planner.plan(Target.parse("<=0.5x bytes"), facts)
+    assert p.sparsity_range == planner.DEFAULT_SPARSITY_RANGE
+    assert (p.space["sparsity"].low, p.space["sparsity"].high) == (0.5, 0.97)
+    # 0.1x: int8-sparse needs ~1 - 0.1 / (1.07 * 0.9) = 0.896 by the estimate
+    p = planner.plan(Target.parse("<=0.1x bytes"), facts)
+    low, high = p.sparsity_range
+    assert 0.89 < low < 0.9 and high == 0.97
+    assert any("weight sparsity searched from" in n for n in p.notes)
+    # 200 KB of a 1 MB float file is the same goal as 0.2x
+    same = planner.plan(Target.parse("<=0.2x bytes"), facts).sparsity_range
+    assert planner.plan(Target.parse("under 200 KB"), facts).sparsity_range == same
+    # 0.03x: float sparse storage reaches ~1.53 * 0.03 = 0.046x at best -> dropped, while
+    # int8 sparse (~0.032x, inside the margin) stays and is searched just below the top
+    p = planner.plan(Target.parse("<=0.03x bytes"), facts)
+    assert "sparse" not in p.chain_names and "sparse+int8" in p.chain_names
+    assert any("dropped sparse:" in n for n in p.notes)
+    assert p.sparsity_range == (0.92, 0.97)
+
+
+# -- one proxy trial ------------------------------------------------------------------------
+
+
+def test_sparse_int8_trial_writes_a_verified_file_smaller_than_dense_int8(
+    trained,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    model, splits_ = trained
+    data = splits.make_search_data(splits_.x_train, splits_.y_train, seed=0)
+    target = Target.parse("<=0.2x bytes")
+    facts = planner.model_facts(model)
+    dense = candidate.export(
+        model, "float", str(tmp_path / "dense.tflite"), data, child_check=False
+    )
+    reference = proxy.Reference(dense.path, dense.bytes, dense.bytes_gzip, 0.9, 0.9, 1, 1)
+    built = []
+    build = candidate.build
+    monkeypatch.setattr(
+        candidate, "build", lambda *a, **k: built.append(build(*a, **k)) or built[-1]
+    )
+    trial = proxy.Proxy(
+        model,
+        model,
+        planner.plan(target, facts),
+        facts,
+        data,
+        reference,
+        target,
+        str(tmp_path),
+        FAST["train_config"],
+        proxy.ProxyConfig(steps=20, calib_samples=128, eval_samples=128, latency_rounds=3),
+        distill=None,
+        cache=candidate.SensitivityCache(),
+        channel_round=8,
+        prune_seed=0,
+    )
+    out = trial({"chain": "sparse+int8", "sparsity": 0.8, "lr_factor": 0.3}, trial_seed=3)
+    (cand,) = built
+    assert out["mode"] == "int8" and out["flops_ratio"] == 1.0
+    assert out["sparsity"] == pytest.approx(0.8, abs=0.005) == cand.sparsity
+    assert out["params_ratio"] < 0.35  # 80 % of the 94 % of weights in conv1 and conv2 are 0
+    # the file: verified against the Keras candidate, the pruned kernels stored sparse
+    with open(out["tflite"], "rb") as f:
+        content = f.read()
+    check = tflite_verify.verify(cand.model, content, data.x_verify, mode="int8", check_child=False)
+    assert check.passed
+    kernels = sparsity.tflite_kernel_sparsity(content)
+    stored = [k for k in kernels if k.stored_sparse]
+    assert len(stored) == 2 and all(0.795 <= k.sparsity <= 0.81 for k in stored)
+    plain = tflite_export.convert(cand.model, "int8", representative_data=data.x_rep)
+    assert out["bytes"] < 0.8 * len(plain)
+
+
+# -- end to end -----------------------------------------------------------------------------
+
+
+def test_compress_to_a_fifth_of_the_bytes(trained, tmp_path):  # noqa: F811
+    model, data = trained
+    result = compress(model, data, "<=0.2x bytes", str(tmp_path), max_trials=4, seed=0, **FAST)
+    rep = json.load(open(result.report_path))
+    assert SPARSE <= set(rep["plan"]["space"][0]["values"])
+    rows = [r for r in rep["trials"] if r["params"]["chain"] in SPARSE]
+    assert rows, [r["params"] for r in rep["trials"]]
+    for r in rows:
+        assert set(r["params"]) == {"chain", "sparsity", "lr_factor"}
+    final = rep["final"]
+    assert os.path.exists(result.tflite_path)
+    with open(result.tflite_path + ".sha256") as f:
+        assert f.read().split()[0] == final["sha256"]
+    if final["chain"] in SPARSE:
+        assert final["sparsity"] == pytest.approx(final["params"]["sparsity"], abs=0.005)
+    assert final["figures"]["bytes_ratio"] <= 0.2 or not rep["chosen"]["met_resources_in_search"]
