@@ -167,23 +167,28 @@ def test_planner_speed_target_plans_channel_pruning():
 
 def test_planner_int8_target_ends_every_chain_in_int8():
     p = planner.plan(Target.parse("int8"), planner.ModelFacts(True, 0.05))
-    assert p.chain_names == ["int8", "prune+int8"]
+    assert p.chain_names == ["int8", "prune+int8", "sparse+int8"]
     assert all(c.export_mode == "int8" for c in p.chains)
-    # a model with nothing to prune: int8 alone, a one-point space
+    # a model with no channel to prune: int8 alone or with weight sparsity
     p = planner.plan(Target.parse("int8"), planner.ModelFacts(False, 1.0))
+    assert p.chain_names == ["int8", "sparse+int8"]
+    # ... and with a speed goal too (sparsity does not speed up): a one-point space
+    p = planner.plan(Target.parse("int8, 2x faster"), planner.ModelFacts(False, 1.0))
     assert p.chain_names == ["int8"] and p.size == 1
 
 
-def test_planner_bytes_target_plans_int8_and_pruning():
+def test_planner_bytes_target_plans_int8_pruning_and_sparsity():
     facts = planner.ModelFacts(True, 0.05, dense_bytes=100_000)
     assert planner.plan(Target.parse("<=0.5x bytes"), facts).chain_names == [
         "prune",
         "int8",
         "prune+int8",
+        "sparse",
+        "sparse+int8",
     ]
-    # int8 alone gives ~0.28x: a 0.1x goal needs pruning too
+    # int8 alone gives ~0.28x: a 0.1x goal needs pruning or sparsity too
     p = planner.plan(Target.parse("<=0.1x bytes"), facts)
-    assert p.chain_names == ["prune", "prune+int8"]
+    assert p.chain_names == ["prune", "prune+int8", "sparse", "sparse+int8"]
     assert any("dropped int8" in n for n in p.notes)
 
 
