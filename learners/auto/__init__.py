@@ -7,9 +7,10 @@ budget, verifies its ``.tflite`` and writes a JSON + HTML report with the Pareto
 
 Modules, one job each: :mod:`.target` (what is asked, and whether figures meet it),
 :mod:`.planner` (chains and search space), :mod:`.splits` (held-out data),
-:mod:`.candidate` (building one candidate and its ``.tflite``), :mod:`.proxy` (the per-trial
-objective and its scoring), :mod:`.learner` (``AutoLearner``: search, choice, final build),
-:mod:`.report` (JSON + HTML) and :mod:`.compress` (the Python entry point).
+:mod:`.candidate` (building one candidate and its ``.tflite``; :mod:`.sparse_build` for the
+weight-sparsity chains), :mod:`.proxy` (the per-trial objective and its scoring),
+:mod:`.learner` (``AutoLearner``: search, choice, final build), :mod:`.report` (JSON + HTML)
+and :mod:`.compress` (the Python entry point).
 
 Example:
     >>> from pocketflow_tf.learners.auto import Target, AutoLearner
