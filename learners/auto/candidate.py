@@ -207,18 +207,10 @@ def build(
     if chain.sparse:
         from pocketflow_tf.learners.auto import sparse_build  # it builds on this module
 
+        tune = {"distill": distill, "seed": seed, "checkpoint_dir": checkpoint_dir}
+        tune.update(callbacks=callbacks, verbose=verbose)
         return sparse_build.build(
-            dense,
-            teacher,
-            params,
-            data,
-            train_config=train_config,
-            steps=steps,
-            distill=distill,
-            seed=seed,
-            checkpoint_dir=checkpoint_dir,
-            callbacks=callbacks,
-            verbose=verbose,
+            params, dense, teacher, data, train_config=train_config, steps=steps, **tune
         )
     if not chain.prunes:
         return Candidate(chain, dict(params), learner.copy_model(dense))

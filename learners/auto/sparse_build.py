@@ -64,9 +64,9 @@ def layer_ratios(model: keras.Model, chain: planner.Chain, target: float) -> dic
 
 
 def build(
+    params: Mapping[str, Any],
     dense: keras.Model,
     teacher: keras.Model,
-    params: Mapping[str, Any],
     data: splits.SearchData,
     *,
     train_config: training.TrainConfig,
@@ -79,8 +79,9 @@ def build(
 ) -> candidate.Candidate:
     """Builds the float candidate of a sparse chain's ``params`` (``sparsity``, ``lr_factor``).
 
-    The arguments are :func:`candidate.build`'s; ``steps`` must be at least 2 (the gradual
-    schedule needs a pruning window) or ``None``.
+    The arguments are :func:`candidate.build`'s (``params`` first: the point decides the
+    chain); ``steps`` must be at least 2 (the gradual schedule needs a pruning window) or
+    ``None``.
 
     Returns:
         The :class:`candidate.Candidate`, with ``sparsity`` measured on the pruned kernels
@@ -98,7 +99,7 @@ def build(
         >>> dense = keras.Model(inp, keras.layers.Dense(2)(h))
         >>> x = np.random.default_rng(0).random((300, 8, 8, 1), dtype=np.float32)
         >>> data = splits.make_search_data(x, np.arange(300) % 2, holdout=0.1, seed=0)
-        >>> cand = build(dense, dense, {"chain": "sparse", "sparsity": 0.8, "lr_factor": 0.3},
+        >>> cand = build({"chain": "sparse", "sparsity": 0.8, "lr_factor": 0.3}, dense, dense,
         ...              data, train_config=training.TrainConfig(batch_size=32), steps=10)
         >>> round(cand.sparsity, 2), cand.flops_ratio, len(cand.history["loss"])
         (0.8, 1.0, 1)
