@@ -13,7 +13,17 @@ import os
 import pytest
 
 from pocketflow_tf import sparsity, tflite_export, tflite_verify
-from pocketflow_tf.learners.auto import Target, candidate, compress, planner, proxy, splits
+from pocketflow_tf.compat import keras
+from pocketflow_tf.learners.auto import (
+    Target,
+    candidate,
+    compress,
+    planner,
+    proxy,
+    sparse_build,
+    splits,
+)
+from tests import tiny_models
 from tests.test_auto import FAST, trained  # noqa: F401  (the module-scoped fixture)
 
 SPARSE = {"sparse", "sparse+int8"}
@@ -134,6 +144,34 @@ def test_sparse_int8_trial_writes_a_verified_file_smaller_than_dense_int8(
     assert len(stored) == 2 and all(0.795 <= k.sparsity <= 0.81 for k in stored)
     plain = tflite_export.convert(cand.model, "int8", representative_data=data.x_rep)
     assert out["bytes"] < 0.8 * len(plain)
+
+
+def test_sparse_int8_keeps_hidden_dense_layers_dense_so_the_file_loads(tmp_path):
+    # XNNPACK refuses an int8 FULLY_CONNECTED stored sparse (test_weight_sparse): the
+    # int8 chain leaves the hidden Dense layer dense and the float chain prunes it.
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((16, 16, 1))
+    h = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="c0")(inp)
+    h = L.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="c1")(h)
+    h = L.Dense(48, activation="relu", name="fc")(L.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, L.Dense(4, name="logits")(h))
+    x, y = tiny_models.quadrant_data(300, seed=0, size=16)
+    data = splits.make_search_data(x, y, seed=0)
+    point = {"sparsity": 0.8, "lr_factor": 1.0}
+    common = {"train_config": FAST["train_config"], "steps": 6}
+    fp = sparse_build.build({"chain": "sparse", **point}, model, model, data, **common)
+    assert {k.name: round(k.sparsity, 2) for k in sparsity.keras_kernel_sparsity(fp.model)}[
+        "fc/kernel"
+    ] == 0.8
+    cand = sparse_build.build({"chain": "sparse+int8", **point}, model, model, data, **common)
+    kernels = {k.name: k.sparsity for k in sparsity.keras_kernel_sparsity(cand.model)}
+    assert kernels["fc/kernel"] == 0 and kernels["c1/kernel"] == pytest.approx(0.8, abs=0.005)
+    res = candidate.export(
+        cand.model, "int8", str(tmp_path / "m.tflite"), data, child_check=True, sparse=True
+    )
+    stored = {k.name for k in sparsity.tflite_kernel_sparsity(res.path) if k.stored_sparse}
+    assert len(stored) == 1 and res.report.passed
 
 
 # -- end to end -----------------------------------------------------------------------------
