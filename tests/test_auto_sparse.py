@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from pocketflow_tf import sparsity, tflite_export, tflite_verify
+from pocketflow_tf import errors, sparsity, tflite_export, tflite_verify
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.auto import (
     Target,
@@ -25,6 +25,7 @@ from pocketflow_tf.learners.auto import (
 )
 from tests import tiny_models
 from tests.test_auto import FAST, trained  # noqa: F401  (the module-scoped fixture)
+from tests.test_auto import conv_net as tiny_models_conv
 
 SPARSE = {"sparse", "sparse+int8"}
 
@@ -90,6 +91,22 @@ def test_sparsity_range_narrows_by_the_byte_goal_and_estimates_drop_what_cannot_
     assert "sparse" not in p.chain_names and "sparse+int8" in p.chain_names
     assert any("dropped sparse:" in n for n in p.notes)
     assert p.sparsity_range == (0.92, 0.97)
+
+
+def test_a_chain_with_nothing_to_sparsify_is_dropped():
+    target = Target.parse("<=0.2x bytes")
+    only_dense = planner.ModelFacts(True, 0.05, 1_000_000, sparse_layers=("Dense",))
+    p = planner.plan(target, only_dense)
+    assert "sparse" in p.chain_names and "sparse+int8" not in p.chain_names
+    assert any("int8 keeps dense" in n for n in p.notes)
+    # neither channels nor weights to prune: int8 alone stays, even if it looks too big
+    nothing = planner.ModelFacts(False, 1.0, 1_000_000, sparse_layers=())
+    p = planner.plan(Target.parse("int8, <=0.2x bytes"), nothing)
+    assert p.chain_names == ["int8"]
+    assert not any("dropped int8" in n for n in p.notes)
+    with pytest.raises(errors.InvalidArgumentError, match="FLOPs can only fall by pruning"):
+        planner.plan(Target.parse("flops<=0.5"), nothing)
+    assert planner.model_facts(tiny_models_conv()).sparse_layers == ("Conv2D", "Conv2D")
 
 
 # -- one proxy trial ------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from pocketflow_tf.compat import keras
 from pocketflow_tf.hp_optimizers import space as space_lib
 from pocketflow_tf.learners.auto.target import Target
 from pocketflow_tf.learners.channel import allocation
+from pocketflow_tf.learners.weight_sparse import ratios as ratios_lib
 
 #: Size of a full-integer int8 ``.tflite`` relative to its float32 file: weights go from 4
 #: bytes to 1 plus per-channel scales and the flatbuffer overhead (measured ~0.26-0.30 on
@@ -88,6 +89,10 @@ DEFAULT_SPARSITY_RANGE = (0.5, 0.97)
 #: (0.160x, factor 1.53), int8-sparse 122,128 B (0.111x, factor 1.07). One point only, so
 #: the planner uses it with a 10 % margin and only to narrow or drop, never to decide.
 SPARSE_BYTES_FACTOR = {"float": 1.53, "int8": 1.07}
+
+#: Layers with fewer prunable weights stay dense in the sparse chains (the
+#: ``WeightSparseLearner`` default ``ws_min_params``: little to gain, much to lose).
+SPARSE_MIN_PARAMS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +232,8 @@ class ModelFacts:
         blocked: Why groups are blocked, for the notes when nothing is prunable.
         int8_speedup: The dense model's int8 ``.tflite`` speed-up over its float file,
             measured on this host (``None``: not measured; :data:`INT8_SPEEDUP_GUESS`).
+        sparse_layers: Class names of the layers weight sparsity would prune (the
+            ``WeightSparseLearner`` rules with :data:`SPARSE_MIN_PARAMS`); ``None``: unknown.
 
     Example:
         >>> ModelFacts(prunable=False, min_flops_keep=1.0).prunable
@@ -238,6 +245,7 @@ class ModelFacts:
     dense_bytes: int | None = None
     blocked: str = ""
     int8_speedup: float | None = None
+    sparse_layers: tuple[str, ...] | None = None
 
 
 def model_facts(
@@ -256,19 +264,22 @@ def model_facts(
         >>> x = keras.layers.Conv2D(16, 3, name="c1")(inp)
         >>> x = keras.layers.GlobalAveragePooling2D()(x)
         >>> f = model_facts(keras.Model(inp, keras.layers.Dense(2)(x)))
-        >>> f.prunable, round(f.min_flops_keep, 2)
-        (True, 0.5)
+        >>> f.prunable, round(f.min_flops_keep, 2), f.sparse_layers
+        (True, 0.5, ())
     """
+    infos = ratios_lib.layer_infos(model, min_params=SPARSE_MIN_PARAMS)
+    sparse_layers = tuple(i.class_name for i in infos if i.prunable)
     graph = channel_graph.build(model)
     groups = graph.prunable_groups()
     if not groups:
         blocked = "; ".join(f"{g.producers or g.id}: {g.blockers}" for g in graph.groups)
-        return ModelFacts(False, 1.0, dense_bytes, blocked)
+        return ModelFacts(False, 1.0, dense_bytes, blocked, sparse_layers=sparse_layers)
     fm = allocation.FlopsModel.build(model, graph)
     smallest = {
         allocation.key_of(g): allocation.round_count(1, g.size, channel_round) for g in groups
     }
-    return ModelFacts(True, fm.flops(smallest) / fm.dense_flops, dense_bytes)
+    keep = fm.flops(smallest) / fm.dense_flops
+    return ModelFacts(True, keep, dense_bytes, sparse_layers=sparse_layers)
 
 
 def bytes_goal_ratio(target: Target, facts: ModelFacts) -> float | None:
@@ -312,14 +323,35 @@ def _model_not_prunable(target: Target, facts: ModelFacts) -> str | None:
     return f"the model has no prunable channel group ({facts.blocked or 'none found'})"
 
 
+def _nothing_to_sparsify(int8: bool) -> Callable[[Target, ModelFacts], str | None]:
+    def check(target: Target, facts: ModelFacts) -> str | None:
+        layers = facts.sparse_layers
+        if layers is None or any(not (int8 and c == "Dense") for c in layers):
+            return None
+        if layers:  # only Dense layers: an int8 file must keep them dense (sparse_build)
+            return "weight sparsity could only prune Dense layers, which int8 keeps dense"
+        return (
+            "weight sparsity has no layer to prune (first and last layers and layers under "
+            f"{SPARSE_MIN_PARAMS} weights stay dense)"
+        )
+
+    _HARD.add(check)
+    return check
+
+
+#: Estimates that drop a chain even when it is the last: the chain cannot be built at all.
+_HARD: set[Callable[[Target, ModelFacts], str | None]] = {_model_not_prunable}
+
+
 #: Chain -> checks ``(target, facts) -> reason | None``; a reason drops the chain as long as
-#: another candidate remains (a non-prunable model drops pruning chains unconditionally).
+#: another candidate remains (a chain that cannot be built -- no prunable channel group, no
+#: layer to sparsify -- is dropped unconditionally).
 ESTIMATES: dict[str, tuple[Callable[[Target, ModelFacts], str | None], ...]] = {
     "prune": (_model_not_prunable,),
     "int8": (_int8_alone_too_big,),
     "prune+int8": (_model_not_prunable,),
-    "sparse": (_sparse_too_big("float"),),
-    "sparse+int8": (_sparse_too_big("int8"),),
+    "sparse": (_nothing_to_sparsify(False), _sparse_too_big("float")),
+    "sparse+int8": (_nothing_to_sparsify(True), _sparse_too_big("int8")),
 }
 
 
@@ -429,14 +461,16 @@ def candidate_chains(target: Target, facts: ModelFacts) -> tuple[list[Chain], li
         allowed, why = RULES[goal]
         names = [n for n in names if n in allowed]
         notes.append(f"{goal}: {', '.join(allowed)} ({why})")
-    for name in list(names):
-        for estimate in ESTIMATES[name]:
-            reason = estimate(target, facts)
-            hard = estimate is _model_not_prunable
-            if reason and (hard or len(names) > 1):
-                names.remove(name)
-                notes.append(f"dropped {name}: {reason}")
-                break
+    # Chains that cannot be built go first: a size estimate must not drop the one chain that
+    # would have remained after them.
+    for hard in (True, False):
+        for name in list(names):
+            for estimate in ESTIMATES[name]:
+                reason = (estimate in _HARD) == hard and estimate(target, facts)
+                if reason and (hard or len(names) > 1):
+                    names.remove(name)
+                    notes.append(f"dropped {name}: {reason}")
+                    break
     if not names:
         raise errors.InvalidArgumentError(
             "target",
@@ -589,6 +623,7 @@ __all__ = [
     "INT8_SPEEDUP_GUESS",
     "RULES",
     "SPARSE_BYTES_FACTOR",
+    "SPARSE_MIN_PARAMS",
     "Chain",
     "active_params",
     "bytes_goal_ratio",

@@ -35,9 +35,6 @@ from pocketflow_tf.learners.auto import candidate, planner, splits
 from pocketflow_tf.learners.weight_sparse import ratios as ratios_lib
 from pocketflow_tf.learners.weight_sparse.learner import WeightSparseLearner
 
-#: Layers with fewer prunable weights stay dense (the learner's default ``ws_min_params``).
-MIN_PARAMS = 1000
-
 
 def layer_ratios(model: keras.Model, chain: planner.Chain, target: float) -> dict[str, float]:
     """Per-layer sparsity of every layer the learner may prune (see the module docstring).
@@ -56,7 +53,7 @@ def layer_ratios(model: keras.Model, chain: planner.Chain, target: float) -> dic
         >>> layer_ratios(m, planner.CHAINS["sparse"], 0.8)
         {'b': 0.8}
     """
-    infos = ratios_lib.layer_infos(model, min_params=MIN_PARAMS)
+    infos = ratios_lib.layer_infos(model, min_params=planner.SPARSE_MIN_PARAMS)
     keep_dense = ("Dense",) if chain.int8 else ()
     return {
         i.name: 0.0 if i.class_name in keep_dense else float(target) for i in infos if i.prunable
@@ -112,7 +109,7 @@ def build(
             f"at least 2 for the {chain.name} chain (weight sparsity is reached while training)",
         )
     ratios = layer_ratios(dense, chain, float(params["sparsity"]))
-    infos = ratios_lib.layer_infos(dense, min_params=MIN_PARAMS)
+    infos = ratios_lib.layer_infos(dense, min_params=planner.SPARSE_MIN_PARAMS)
     cfg = train_config.replace(
         learning_rate=train_config.learning_rate * float(params["lr_factor"]),
         seed=int(seed) % (2**31),
@@ -125,7 +122,7 @@ def build(
         ws_prune_ratio=ratios_lib.weighted_sparsity(infos, ratios),
         ws_prune_ratio_prtl="optimal",
         ratio_search=lambda _infos, _target: ratios,
-        ws_min_params=MIN_PARAMS,
+        ws_min_params=planner.SPARSE_MIN_PARAMS,
         distillation=distill,
         teacher=teacher,
         checkpoint_dir=checkpoint_dir,
@@ -157,4 +154,4 @@ def build(
     )
 
 
-__all__ = ["MIN_PARAMS", "build", "layer_ratios"]
+__all__ = ["build", "layer_ratios"]
