@@ -735,10 +735,15 @@ class AutoLearner(learner.Learner):
         t0 = time.time()
         chain = planner.CHAINS[params["chain"]]
         stop = None
-        if chain.prunes:
+        if chain.fine_tunes:
             epochs, stop = self._final_fine_tune(run, chain, s_per_step)
             cfg = cfg.replace(epochs=epochs)
-            callbacks = [*(callbacks or []), stop]
+            if chain.sparse:
+                # Its sparsity schedule spans the planned epochs: stopping early, or going
+                # back to an earlier epoch, would end below the target sparsity.
+                stop = None
+            else:
+                callbacks = [*(callbacks or []), stop]
         folder = os.path.join(self.auto_dir, "final")
         os.makedirs(folder, exist_ok=True)
         cand = candidate.build(
@@ -847,7 +852,7 @@ class AutoLearner(learner.Learner):
             "groups": cand.groups,
             "sparsity": cand.sparsity,
             "flops_keep_applied": cand.flops_keep_applied,
-            "epochs": cfg.epochs if stop is not None else None,
+            "epochs": cfg.epochs if chain.fine_tunes else None,
             "fine_tune": None if stop is None else {"planned_epochs": cfg.epochs, **stop.to_dict()},
             "wall_s": round(time.time() - t0, 1),
         }
