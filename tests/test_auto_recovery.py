@@ -126,6 +126,27 @@ def test_recovery_stop_at_the_floor_and_at_the_deadline():
     assert m.stop_training and stop.reason == "budget"
 
 
+def test_recovery_stop_waits_for_min_epochs_before_stopping_or_choosing():
+    x, y = _xy()
+    m, clock = _linear(), _Clock()
+    good = [np.array([[-5.0, 5.0]] + [[0.0, 0.0]] * 3, "float32"), np.array([2.5, -2.5], "f4")]
+    bad = [-w for w in good]
+    stop = recovery.RecoveryStop(
+        x, y, floor=0.0, patience=1, deadline=900.0, min_epochs=3, clock=clock
+    )
+    stop.set_model(m)
+    stop.on_train_begin()
+    _epoch(stop, m, good, 0, clock)  # recovered, past the deadline: still not stopped
+    stop.on_train_batch_end(0)
+    _epoch(stop, m, bad, 1, clock)
+    assert not m.stop_training and stop.best_epoch is None
+    _epoch(stop, m, bad, 2, clock)
+    assert m.stop_training and stop.reason == "recovered" and stop.best_epoch == 3
+    stop.on_train_end()  # epoch 1 was better, but before the schedule ended: not restored
+    for got, want in zip(m.get_weights(), bad, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_learning_curve_scores_with_fresh_batchnorm_and_restores_it():
     keras.utils.set_random_seed(0)
     inp = keras.Input((4,))

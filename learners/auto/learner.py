@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import os
 import time
 from typing import Any, ClassVar
@@ -65,6 +66,7 @@ from pocketflow_tf.learners.auto import (
     proxy,
     recovery,
     report,
+    sparse_build,
     splits,
 )
 from pocketflow_tf.learners.auto.target import Target, Verdict, human_bytes
@@ -83,6 +85,13 @@ PARETO = (("acc", "max"), ("latency_ratio", "min"), ("bytes", "min"))
 #: Default distillation of every fine-tune (the dense model teaches its compressed copy).
 DEFAULT_DISTILLATION = distillation.DistillationConfig()
 _UNSET: Any = object()
+#: ``auto_int8_final`` -> the int8 methods the final build tries (the more accurate wins).
+INT8_METHODS = {"auto": ("ptq", "qat"), "ptq": ("ptq",), "qat": ("qat",)}
+#: Why a sparse chain's int8 file is made by PTQ only, whatever ``auto_int8_final`` says.
+SPARSE_NO_QAT = (
+    "not tried on a sparse chain (plain QAT moves the pruned zeros; "
+    "learners/weight_sparse/pqat.py keeps them, auto does not use it yet)"
+)
 
 
 @dataclasses.dataclass
@@ -497,24 +506,29 @@ class AutoLearner(learner.Learner):
         if left is not None:
             # QAT runs about twice as slow as float training; one epoch's time is kept for
             # the exports, verification and the latency measurement.
-            qat = 2 * self.qat_epochs if chain.int8 and self.int8_final != "ptq" else 0
+            qat = 2 * self.qat_epochs if self._tries_qat(chain) else 0
             reserve_s = (1 + qat) * epoch_s if epoch_s else 0.1 * left
             reserve_s = min(reserve_s, 0.5 * left)
         budget = None if left is None else left - reserve_s
         epochs = self._final_steps(run, s_per_step, budget) // self._steps_per_epoch(run)
         floor = run.reference.acc + (self.final_margin - self.target.max_acc_drop) / 100.0
+        # A sparse chain's schedule must reach its target sparsity before anything may stop
+        # it or pick an earlier epoch.
+        first = math.ceil(epochs * sparse_build.SCHEDULE_END) if chain.sparse else 1
         stop = recovery.RecoveryStop(
             run.data.x_hold,
             run.data.y_hold,
             floor=floor,
             patience=self.final_patience,
             deadline=None if budget is None else time.time() + budget,
+            min_epochs=first,
             say=self._say,
         )
         self._say(
             f"final fine-tune: up to {epochs} epoch(s)"
             + ("" if budget is None else f" in {budget:.0f} s")
             + f", stopping at held-out accuracy {floor:.4f}"
+            + (f" once its {first} sparsity-schedule epoch(s) are done" if first > 1 else "")
         )
         return epochs, stop
 
@@ -697,6 +711,14 @@ class AutoLearner(learner.Learner):
         atomic_io.write_json(info_path, {"sha256": exported.sha256, "reference": ref.to_dict()})
         return ref
 
+    def _int8_methods(self, chain: planner.Chain) -> tuple[str, ...]:
+        """How the final build makes an int8 chain's file (``auto_int8_final``; PTQ only for
+        a sparse chain)."""
+        return ("ptq",) if chain.sparse else INT8_METHODS[self.int8_final]
+
+    def _tries_qat(self, chain: planner.Chain) -> bool:
+        return chain.int8 and "qat" in self._int8_methods(chain)
+
     def _int8_speedup(
         self, model: keras.Model, data: splits.SearchData, reference: proxy.Reference
     ) -> float | None:
@@ -738,12 +760,7 @@ class AutoLearner(learner.Learner):
         if chain.fine_tunes:
             epochs, stop = self._final_fine_tune(run, chain, s_per_step)
             cfg = cfg.replace(epochs=epochs)
-            if chain.sparse:
-                # Its sparsity schedule spans the planned epochs: stopping early, or going
-                # back to an earlier epoch, would end below the target sparsity.
-                stop = None
-            else:
-                callbacks = [*(callbacks or []), stop]
+            callbacks = [*(callbacks or []), stop]
         folder = os.path.join(self.auto_dir, "final")
         os.makedirs(folder, exist_ok=True)
         cand = candidate.build(
@@ -775,9 +792,10 @@ class AutoLearner(learner.Learner):
         options = []  # (name, keras model, export result); the best held-out accuracy wins
         failures = []
         if chain.int8:
-            plans = {"auto": ("ptq", "qat"), "ptq": ("ptq",), "qat": ("qat",)}[self.int8_final]
-            if chain.sparse:  # plain QAT moves the pruned zeros (learners/weight_sparse/pqat.py)
-                plans = ("ptq",)
+            plans = self._int8_methods(chain)
+            if plans != INT8_METHODS[self.int8_final]:
+                failures.append(f"qat: {SPARSE_NO_QAT}")
+                self._say(f"int8 by PTQ only: {SPARSE_NO_QAT}")
             for how in plans:
                 try:
                     keras_model = cand.model

@@ -118,7 +118,9 @@ class RecoveryStop(keras.callbacks.Callback):
       done: a pruned model is never returned without any fine-tuning), or the next epoch
       would end after it (from the epochs timed so far).
 
-    At the end the best epoch's weights are restored when the last epoch was worse.
+    At the end the best epoch's weights are restored when the last epoch was worse. Before
+    ``min_epochs`` epochs nothing stops training and no epoch counts as the best (a schedule
+    that must finish, e.g. gradual weight sparsity reaching its target).
 
     Args:
         x: Held-out images.
@@ -126,6 +128,7 @@ class RecoveryStop(keras.callbacks.Callback):
         floor: Accuracy to reach (in ``[0, 1]``; ``None``: never stop for it).
         patience: Epochs without improvement before stopping (``None``: never).
         deadline: ``time.time()`` at which to stop (``None``: none).
+        min_epochs: Epochs that always run (at least 1).
         batch_size: Scoring batch size.
         say: Progress lines (``None``: silent).
         clock: Time source (tests).
@@ -157,6 +160,7 @@ class RecoveryStop(keras.callbacks.Callback):
         floor: float | None,
         patience: int | None,
         deadline: float | None,
+        min_epochs: int = 1,
         batch_size: int = 256,
         say: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -164,6 +168,7 @@ class RecoveryStop(keras.callbacks.Callback):
         super().__init__()
         self.x, self.y = x, np.asarray(y).reshape(-1)
         self.floor, self.patience, self.deadline = floor, patience, deadline
+        self.min_epochs = max(1, int(min_epochs))
         self.batch_size, self.say, self.clock = batch_size, say, clock
         self.reason = "epochs"
         self.curve: list[tuple[int, float, float]] = []
@@ -187,7 +192,8 @@ class RecoveryStop(keras.callbacks.Callback):
         self._t0 = self.clock()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.curve and self.deadline is not None and self.clock() >= self.deadline:
+        done = len(self.curve) >= self.min_epochs
+        if done and self.deadline is not None and self.clock() >= self.deadline:
             self._stop("budget")
 
     def on_epoch_end(self, epoch, logs=None):
@@ -196,11 +202,13 @@ class RecoveryStop(keras.callbacks.Callback):
         acc = float(np.mean(np.argmax(logits, axis=-1) == self.y))
         elapsed = self.clock() - self._t0
         self.curve.append((epoch + 1, acc, round(elapsed, 1)))
+        if self.say:
+            self.say(f"final fine-tune epoch {epoch + 1}: held-out accuracy {acc:.4f}")
+        if epoch + 1 < self.min_epochs:
+            return
         if acc > self.best_acc:
             self.best_acc, self.best_epoch = acc, epoch + 1
             self._best_weights = student.get_weights()
-        if self.say:
-            self.say(f"final fine-tune epoch {epoch + 1}: held-out accuracy {acc:.4f}")
         if self.floor is not None and acc >= self.floor:
             self._stop("recovered")
         elif self.patience is not None and epoch + 1 - self.best_epoch >= self.patience:
@@ -234,6 +242,7 @@ class RecoveryStop(keras.callbacks.Callback):
             "reason": self.reason,
             "floor": self.floor,
             "patience": self.patience,
+            "min_epochs": self.min_epochs,
             "curve": [list(p) for p in self.curve],
             "best_epoch": self.best_epoch,
             "best_acc": None if self.best_epoch is None else self.best_acc,

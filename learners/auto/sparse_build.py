@@ -35,6 +35,10 @@ from pocketflow_tf.learners.auto import candidate, planner, splits
 from pocketflow_tf.learners.weight_sparse import ratios as ratios_lib
 from pocketflow_tf.learners.weight_sparse.learner import WeightSparseLearner
 
+#: Share of the fine-tune after which the gradual schedule has reached the target sparsity;
+#: the rest recovers at the target (the final build never stops before it).
+SCHEDULE_END = 0.5
+
 
 def layer_ratios(model: keras.Model, chain: planner.Chain, target: float) -> dict[str, float]:
     """Per-layer sparsity of every layer the learner may prune (see the module docstring).
@@ -123,6 +127,7 @@ def build(
         ws_prune_ratio_prtl="optimal",
         ratio_search=lambda _infos, _target: ratios,
         ws_min_params=planner.SPARSE_MIN_PARAMS,
+        ws_iter_ratio_end=SCHEDULE_END,
         distillation=distill,
         teacher=teacher,
         checkpoint_dir=checkpoint_dir,
