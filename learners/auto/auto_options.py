@@ -119,7 +119,10 @@ class AutoOptions(options.Options):
         low=1,
     )
     auto_final_patience: int | None = options.option(
-        5, help="epochs without held-out gain before the final fine-tune stops (None: never)", low=1
+        None,
+        help="epochs without held-out gain before the final fine-tune stops (None: never; "
+        "under the cosine schedule the late epochs gain most)",
+        low=1,
     )
     auto_final_margin: float = options.option(
         0.25,

@@ -156,7 +156,8 @@ class AutoLearner(learner.Learner):
             overrides it). It ends earlier once the held-out accuracy is back above the
             target's floor plus ``auto_final_margin`` points, after ``auto_final_patience``
             epochs without gain, or when the wall budget runs out; the best epoch is kept.
-        auto_final_patience: Epochs without held-out gain before the final fine-tune stops.
+        auto_final_patience: Epochs without held-out gain before the final fine-tune stops
+            (default ``None``: never; the cosine schedule's late epochs gain most).
         auto_final_margin: Points above the floor at which it stops.
         auto_curve_samples: Held-out images each trial's learning curve is scored on.
         auto_seed: Seed of the split, the study and the builds (default:
