@@ -58,7 +58,8 @@ class AutoOptions(options.Options):
     auto_max_wall_s: float | None = options.option(
         3600.0,
         help="wall-clock budget in seconds of the search and the final build together, "
-        "counted over every run (the final fine-tune plans its epochs to fit what is left)",
+        "(the search's time counts over every run of the study; the final fine-tune plans its "
+        "epochs to fit what is left)",
         low=0,
         low_open=True,
         accepted="seconds > 0 or None",

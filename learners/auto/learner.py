@@ -135,7 +135,8 @@ class AutoLearner(learner.Learner):
             ``{"n_startup_trials": 4}`` for TPE).
         auto_max_trials: Trial budget, counted over every run of the study.
         auto_max_wall_s: Wall-clock budget in seconds of the search and the final build
-            together, over every run (``None``: none; default one hour).
+            together (``None``: none; default one hour). The search's time counts over
+            every run of the study; the final build gets what is left.
         auto_search_share: Share of ``auto_max_wall_s`` the search may use; the final build
             plans its fine-tune to fit what is left.
         auto_max_consecutive_failures: Stop after this many failed trials in a row.
