@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -231,9 +232,9 @@ def kernel_types(content: bytes) -> list[tuple[str, str, str, int]]:
 
     Example:
         >>> from pocketflow_tf.compat import keras
-        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")])
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")], name="m")
         >>> kernel_types(tflite_export.convert(m))
-        [('FULLY_CONNECTED', 'sequential/fc/MatMul', 'FLOAT32', 32)]
+        [('FULLY_CONNECTED', 'm/fc/MatMul', 'FLOAT32', 32)]
     """
     return [(op, name, dtype, size) for _, op, name, dtype, size, _ in _kernels(content)]
 
@@ -332,10 +333,14 @@ def convert(
     signature = tflite_load.open_interpreter(float_content).get_signature_list()
     ((key, sig),) = signature.items()
     (input_name,) = sig["inputs"]
-    calibration = q.calibrate(
-        {key: [{input_name: calib[i : i + 1]} for i in range(len(calib))]}, num_threads=1
-    )
-    content = bytes(q.quantize(calibration, enable_progress_report=False).quantized_model)
+    with warnings.catch_warnings():
+        # The calibrator keeps every intermediate tensor by design (its default mode) and
+        # LiteRT warns about that on each such interpreter.
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        calibration = q.calibrate(
+            {key: [{input_name: calib[i : i + 1]} for i in range(len(calib))]}, num_threads=1
+        )
+        content = bytes(q.quantize(calibration, enable_progress_report=False).quantized_model)
 
     stored = kernel_types(content)
     layers = []

@@ -1,0 +1,104 @@
+"""int4 kernels in the .tflite through litert-quantizer (pocketflow_tf.int4_export)."""
+
+import numpy as np
+import pytest
+
+from pocketflow_tf import errors, int4_export, tflite_export, tflite_load
+from pocketflow_tf.compat import keras
+from tests.tiny_models import quadrant_data
+
+L = keras.layers
+BITS = {"conv": 4, "dw": 4, "fc": 3, "logits": 8}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Conv -> depthwise -> pool -> Dense -> Dense logits, trained on the quadrant task."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inp)
+    x = L.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(x)
+    x = L.Flatten()(L.MaxPooling2D(4, name="pool")(x))
+    x = L.Dense(16, activation="relu", name="fc")(x)
+    model = keras.Model(inp, L.Dense(4, name="logits")(x))
+    model.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    x_train, y_train = quadrant_data(512, seed=0)
+    model.fit(x_train, y_train, epochs=5, batch_size=32, verbose=0)
+    return model, x_train[:256], quadrant_data(300, seed=1)
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    model, calib, (x_val, y_val) = trained
+    return int4_export.export(model, BITS, calib, x_val, y_val)
+
+
+def test_low_bit_layers_are_int4_in_the_file_and_verified(exported):
+    stored = {s.layer: (s.op, s.stored) for s in exported.layers}
+    assert stored == {
+        "conv": ("CONV_2D", "INT4"),
+        "dw": ("DEPTHWISE_CONV_2D", "INT8"),
+        "fc": ("FULLY_CONNECTED", "INT4"),
+        "logits": ("FULLY_CONNECTED", "INT8"),
+    }
+    # Read independently from the bytes: int4 packs two weights a byte.
+    types = {
+        name.split("/")[1]: (t, n) for _, name, t, n in int4_export.kernel_types(exported.content)
+    }
+    assert types["conv"] == ("INT4", 8 * 3 * 3 * 1 // 2)
+    assert types["fc"] == ("INT4", 16 * 32 // 2)
+    assert types["logits"] == ("INT8", 4 * 16)
+    assert exported.report.passed and exported.report.top1_agreement >= 0.95
+    assert exported.report.child_process_ok
+
+
+def test_depthwise_fallback_is_named_with_its_reason(exported):
+    (fallback,) = exported.fallbacks
+    assert fallback.layer == "dw" and fallback.bits == 4 and fallback.stored == "INT8"
+    assert "DEPTHWISE_CONV_2D has no int4 kernel" in fallback.fallback
+    assert exported.to_dict()["fallbacks"] == ["dw"]
+
+
+def test_int4_levels_read_back_and_file_smaller_than_int8(trained, exported):
+    model, calib, _ = trained
+    interp = tflite_load.open_interpreter(exported.content)
+    kernels = {
+        d["name"].split("/")[1]: interp.get_tensor(d["index"])
+        for d in interp.get_tensor_details()
+        if d["name"].endswith(("/Conv2D", "/MatMul"))
+    }
+    # LiteRT unpacks int4 to int8 values: symmetric levels -7..7, the largest used per channel.
+    for layer in ("conv", "fc"):
+        k = kernels[layer].reshape(len(kernels[layer]), -1)
+        assert k.min() >= -7 and k.max() <= 7
+        assert np.all(np.abs(k).max(axis=1) == 7)
+    int8 = tflite_export.convert(model, "int8", representative_data=calib)
+    raw8, gz8 = tflite_export.tflite_size(int8)
+    assert (exported.bytes, exported.bytes_gzip) == tflite_export.tflite_size(exported.content)
+    assert exported.bytes < raw8 and exported.bytes_gzip < gz8
+
+
+@pytest.mark.parametrize(
+    ("bits", "match"),
+    [
+        ({"nope": 4}, "names of layers with a weight kernel"),
+        ({"pool": 4}, "names of layers with a weight kernel"),
+        ({"conv": 1}, r"bits in \(2, 3, 4, 5, 6, 7, 8\)"),
+        ({"conv": 9}, "bits in"),
+        ({"conv": "4"}, "bits in"),
+        ({"conv": True}, "bits in"),
+        ([("conv", 4)], "a mapping"),
+    ],
+)
+def test_bad_bit_allocations_are_refused(trained, bits, match):
+    model, calib, _ = trained
+    with pytest.raises(errors.InvalidArgumentError, match=match):
+        int4_export.convert(model, bits, calib)
+
+
+def test_bad_calibration_data_is_refused(trained):
+    model, _, _ = trained
+    with pytest.raises(errors.InvalidArgumentError, match="representative_data"):
+        int4_export.convert(model, {"conv": 4}, np.zeros((4, 8, 8), np.float32))
