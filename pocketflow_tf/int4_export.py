@@ -50,9 +50,12 @@ import numpy as np
 
 from pocketflow_tf import (
     errors,
+    fake_quant,
+    graph_rebuild,
     interop,
     options,
     qat,
+    qat_freeze,
     tflite_export,
     tflite_load,
     tflite_verify,
@@ -258,19 +261,33 @@ def _check_bits(bits: Any, accepted_layers: list[str]) -> dict[str, int]:
 
 def convert(
     model: keras.Model,
-    bits: Mapping[str, int],
+    bits: Mapping[str, int] | None,
     representative_data: np.ndarray,
     *,
     num_calibration: int = 256,
 ) -> Int4Export:
-    """Converts a float Keras model to a ``.tflite`` with int4 kernels where ``bits`` <= 4.
+    """Converts a Keras model to a ``.tflite`` with int4 kernels where ``bits`` <= 4.
 
-    Layers not in ``bits`` are stored as int8. Every activation is int8.
+    Layers not in ``bits`` are stored as int8. Every activation is int8, calibrated on
+    ``representative_data``.
+
+    A quantization-aware model (:func:`pocketflow_tf.qat.quantize_model`, trained) starts
+    the file from its learned integer levels: it is frozen
+    (:func:`pocketflow_tf.qat_freeze.freeze`), its fake-quant steps dropped (activations
+    are calibrated again), ``bits`` defaults to its own allocation
+    (:func:`pocketflow_tf.qat.weight_bits_of`), and layers it quantized with one range per
+    tensor (``Dense``) get one int4 scale per tensor, so that the file's int4 levels are the
+    model's ``b``-bit levels (exactly for ``b = 4`` and ``b = 2``; ``b = 3`` levels land on
+    the nearest int4 levels). litert-quantizer's ``dequantized_weight_recovery`` cannot do
+    this: the QAT weights sit on the int8 grid (:func:`pocketflow_tf.qat.low_bit_weights`),
+    not on a uniform 4-bit one, and it refuses them.
 
     Args:
-        model: A single-input Keras model (tf-keras, or Keras 3: rebuilt in tf-keras first).
+        model: A single-input Keras model (tf-keras, or Keras 3: rebuilt in tf-keras
+            first), float or quantization-aware.
         bits: ``{layer name: bits}`` for layers with a weight kernel (``Conv2D``, ``Dense``,
-            ``DepthwiseConv2D``...), bits in :data:`ACCEPTED_BITS`.
+            ``DepthwiseConv2D``...), bits in :data:`ACCEPTED_BITS`. ``None`` for a QAT
+            model: its own allocation.
         representative_data: Calibration inputs, preprocessed as for ``model.predict``.
         num_calibration: At most this many of them are used (a seeded subset).
 
@@ -279,7 +296,8 @@ def convert(
 
     Raises:
         InvalidArgumentError: On an unknown layer name, a layer without a weight kernel,
-            bits outside :data:`ACCEPTED_BITS`, or bad calibration data.
+            bits outside :data:`ACCEPTED_BITS`, bits that differ from a QAT model's own, or
+            bad calibration data.
         VerificationError: If a layer meant for int4 is not int4 in the produced file.
 
     Example:
@@ -291,13 +309,76 @@ def convert(
         ...
         pocketflow_tf.errors.InvalidArgumentError: Invalid value for `bits`: {'fc': 9}. Accepted: bits in (2, 3, 4, 5, 6, 7, 8).
     """
+    model = interop.to_framework(model)[0]
+    per_tensor: set[str] = set()
+    if qat.is_quantized(model):
+        own = qat.weight_bits_of(model)
+        if bits is not None and {k: v for k, v in bits.items() if v != 8} != {
+            k: v for k, v in own.items() if v != 8
+        }:
+            raise errors.InvalidArgumentError(
+                "bits", dict(bits), f"None or the QAT model's own allocation {own}"
+            )
+        bits = own
+        per_tensor = _per_tensor_layers(model)
+        model = _without_fake_quant(qat_freeze.freeze(model))
+    elif bits is None:
+        raise errors.InvalidArgumentError(
+            "bits", None, "a mapping {layer name: bits} (None only for a QAT model)"
+        )
+    return _convert(model, bits, representative_data, num_calibration, per_tensor)
+
+
+def _per_tensor_layers(qat_model: keras.Model) -> set[str]:
+    # TFMOT's 8-bit scheme (and qat.BitsQuantizeConfig) gives Dense kernels one range per
+    # tensor, convolutions one per output channel: the quantizer's `per_axis`.
+    out = set()
+    for layer in qat_model.layers:
+        quantizer_ = getattr(getattr(layer, "quantize_config", None), "weight_quantizer", None)
+        if quantizer_ is not None and not getattr(quantizer_, "per_axis", True):
+            out.add(layer.layer.name)
+    return out
+
+
+def _without_fake_quant(frozen: keras.Model) -> keras.Model:
+    """The frozen QAT model with its FakeQuant steps left out (same weights).
+
+    Kept, each becomes a QUANTIZE / DEQUANTIZE pair in the file (measured: 16 extra ops and
+    a file larger than the QAT model's int8 one); the quantizer sets activation ranges
+    from calibration instead.
+    """
+    copies = []
+
+    def copy(layer) -> graph_rebuild.Call:
+        if isinstance(layer, fake_quant.FakeQuant):
+            return lambda args, kwargs: args[0]
+        new = layer.__class__.from_config(layer.get_config())
+        copies.append((new, layer))
+        return lambda args, kwargs: new(*args, **kwargs)
+
+    plain = graph_rebuild.rebuild(frozen, copy)
+    for new, layer in copies:
+        new.set_weights(layer.get_weights())
+    return plain
+
+
+def _convert(
+    model: keras.Model,
+    bits: Mapping[str, int],
+    representative_data: np.ndarray,
+    num_calibration: int,
+    per_tensor: set[str],
+) -> Int4Export:
     from litert_quantizer import qtyping, quantizer, recipe_manager
 
-    model = interop.to_framework(model)[0]
     options.check_integer("num_calibration", num_calibration, low=1)
     float_content = tflite_export.convert(model, "float")
+    # Only layers with a kernel can own one (a fused kernel tensor may also name BatchNorm).
     layer_names = {
-        layer.name for layer in model.submodules if isinstance(layer, keras.layers.Layer)
+        layer.name
+        for layer in model.submodules
+        if isinstance(layer, keras.layers.Layer)
+        and (hasattr(layer, "kernel") or hasattr(layer, "depthwise_kernel"))
     }
     ops = _kernel_ops(float_content, layer_names)
     bits = _check_bits(bits, [o.layer for o in ops])
@@ -327,6 +408,11 @@ def convert(
             operation_name=qtyping.TFLOperationName(o.op),
             activation_num_bits=8,
             weight_num_bits=4,
+            weight_granularity=(
+                qtyping.QuantGranularity.TENSORWISE
+                if o.layer in per_tensor
+                else qtyping.QuantGranularity.CHANNELWISE
+            ),
         )
 
     q = quantizer.Quantizer(float_content, manager.get_quantization_recipe())
@@ -360,7 +446,7 @@ def convert(
 
 def export(
     model: keras.Model,
-    bits: Mapping[str, int],
+    bits: Mapping[str, int] | None,
     representative_data: np.ndarray,
     x_verify: np.ndarray,
     y_verify: np.ndarray | None = None,
@@ -375,8 +461,9 @@ def export(
     process; ``thresholds`` overrides its defaults key by key.
 
     Args:
-        model: The float Keras model.
-        bits: ``{layer name: bits}``, as for :func:`convert`.
+        model: The Keras model, float or quantization-aware (as for :func:`convert`); the
+            file is verified against it.
+        bits: ``{layer name: bits}``, as for :func:`convert` (``None`` for a QAT model).
         representative_data: Calibration inputs (training samples).
         x_verify: At least 200 verification inputs.
         y_verify: Optional labels.
