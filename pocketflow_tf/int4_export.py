@@ -347,19 +347,7 @@ def _without_fake_quant(frozen: keras.Model) -> keras.Model:
     a file larger than the QAT model's int8 one); the quantizer sets activation ranges
     from calibration instead.
     """
-    copies = []
-
-    def copy(layer) -> graph_rebuild.Call:
-        if isinstance(layer, fake_quant.FakeQuant):
-            return lambda args, kwargs: args[0]
-        new = layer.__class__.from_config(layer.get_config())
-        copies.append((new, layer))
-        return lambda args, kwargs: new(*args, **kwargs)
-
-    plain = graph_rebuild.rebuild(frozen, copy)
-    for new, layer in copies:
-        new.set_weights(layer.get_weights())
-    return plain
+    return graph_rebuild.copy(frozen, skip=lambda layer: isinstance(layer, fake_quant.FakeQuant))
 
 
 def _convert(
