@@ -209,18 +209,16 @@ def _kernel_ops(content: bytes, layer_names: set[str]) -> list[_KernelOp]:
     The converter names a kernel tensor ``<model>/<layer>/Conv2D`` (several such names
     joined by ``;`` when ops were fused), also for the last layer, whose output tensor is
     only ``StatefulPartitionedCall:0``: the kernel's name is the one that always holds
-    the layer.
+    the layer. A kernel naming no kernel layer, or several, is labelled by its tensor name
+    (stored int8; naming it in ``bits`` is refused with the labels that exist).
     """
     out = []
     for index, name, kernel, _, _, scope in _kernels(content):
         parts = {p for full in kernel.split(";") for p in full.split("/")}
-        owners = sorted(parts & layer_names)
+        owners = parts & layer_names
         if len(owners) != 1:
-            raise errors.UnsupportedModelError(
-                f"cannot tell which Keras layer owns the {name} kernel {kernel!r} "
-                f"(candidates: {owners or 'none'})"
-            )
-        out.append(_KernelOp(index, name, owners[0], scope))
+            logger.info("int4 export: no single Keras layer owns %s kernel %r", name, kernel)
+        out.append(_KernelOp(index, name, owners.pop() if len(owners) == 1 else kernel, scope))
     return out
 
 
@@ -269,7 +267,9 @@ def convert(
     """Converts a Keras model to a ``.tflite`` with int4 kernels where ``bits`` <= 4.
 
     Layers not in ``bits`` are stored as int8. Every activation is int8, calibrated on
-    ``representative_data``.
+    ``representative_data``. A float model's kernels are quantized by min-max to the int4
+    levels ``-7..7`` whatever their allocation <= 4 (a 2- or 3-bit allocation gets the
+    finer int4 levels: the file cannot hold fewer bits).
 
     A quantization-aware model (:func:`pocketflow_tf.qat.quantize_model`, trained) starts
     the file from its learned integer levels: it is frozen
