@@ -87,4 +87,36 @@ def rebuild(model: keras.Model, convert: Callable[[Any], Call]) -> keras.Model:
     )
 
 
-__all__ = ["Call", "rebuild"]
+def copy(model: keras.Model, skip: Callable[[Any], bool] | None = None) -> keras.Model:
+    """A copy of ``model`` (nested models inlined) whose layers are fresh copies with the
+    same weights; a layer for which ``skip(layer)`` holds is left out, its first input
+    passed on in its place.
+
+    Args:
+        model: A tf-keras functional or Sequential model.
+        skip: ``layer -> bool``; ``None`` keeps every layer.
+
+    Returns:
+        The new model.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2), keras.layers.ReLU()])
+        >>> [type(x).__name__ for x in copy(m, lambda l: type(l).__name__ == "ReLU").layers]
+        ['InputLayer', 'Dense']
+    """
+    copies: list[tuple[Any, Any]] = []
+
+    def convert(layer) -> Call:
+        if skip is not None and skip(layer):
+            return lambda args, kwargs: args[0]
+        new = layer.__class__.from_config(layer.get_config())
+        copies.append((new, layer))
+        return lambda args, kwargs: new(*args, **kwargs)
+
+    out = rebuild(model, convert)
+    for new, layer in copies:
+        new.set_weights(layer.get_weights())
+    return out
+
+
+__all__ = ["Call", "copy", "rebuild"]

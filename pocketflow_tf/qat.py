@@ -382,17 +382,7 @@ def _flat(model: keras.Model) -> keras.Model:
     keeps one call and :func:`_folded_by_transforms` still sees its producer."""
     if not any(isinstance(layer, keras.Model) for layer in model.layers):
         return model
-    copies: list[tuple[Any, Any]] = []
-
-    def copy(layer) -> graph_rebuild.Call:
-        new = layer.__class__.from_config(layer.get_config())
-        copies.append((new, layer))
-        return lambda args, kwargs: new(*args, **kwargs)
-
-    flat = graph_rebuild.rebuild(model, copy)
-    for new, layer in copies:
-        new.set_weights(layer.get_weights())
-    return flat
+    return graph_rebuild.copy(model)
 
 
 def _set_weight_bits(q: keras.Model, bits: Mapping[str, int]) -> keras.Model:
