@@ -239,15 +239,15 @@ class _Editor:
         return bytes(flatbuffer_utils.convert_object_to_bytearray(self.model))
 
 
-def _rebuild(ed: _Editor, code: storage.LayerCode, weight_index: int, scale, book_dtype):
+def _rebuild(ed: _Editor, code: storage.LayerCode, weight: int, scale, book_dtype) -> None:
+    # Appends the ops that compute tensor `weight` (TFLite layout) from the codes.
     name = code.name
     k, d = code.codebook.shape
-    out_ch = code.kernel_shape[-1]
-    m = code.codes.shape[0]
+    m, out_ch = code.codes.shape
     if book_dtype == np.float16:
         book16 = ed.const(f"{name}/pq_codebook", code.codebook.astype(np.float16), _TYPES.FLOAT16)
         book = ed.tensor(f"{name}/pq_codebook_f32", (k, d))
-        ed.op(_OPS.DEQUANTIZE, [book16], [book], version=3)
+        ed.op(_OPS.DEQUANTIZE, [book16], [book], version=3)  # version 3: float16 input
     else:
         book = ed.const(f"{name}/pq_codebook", code.codebook.astype(np.float32), _TYPES.FLOAT32)
     codes_t = np.ascontiguousarray(np.asarray(code.codes).T)  # (O, m): output channel first
@@ -263,40 +263,37 @@ def _rebuild(ed: _Editor, code: storage.LayerCode, weight_index: int, scale, boo
     options = schema.GatherOptionsT()
     options.axis, options.batchDims = 0, 0
     ed.op(_OPS.GATHER, [book, positions], [rows], schema.BuiltinOptions.GatherOptions, options)
-    last = weight_index if scale is None else ed.tensor(f"{name}/pq_kernel", ())
-    shape = (
-        (out_ch, -1)
-        if len(code.kernel_shape) == 2
-        else (out_ch, code.kernel_shape[2], code.kernel_shape[0], code.kernel_shape[1])
-    )
-    shaped = last if len(shape) == 2 else ed.tensor(f"{name}/pq_columns", shape)
-    ed.graph.tensors[shaped].shape = np.asarray(
-        [out_ch, m * d] if len(shape) == 2 else shape, np.int32
-    )
+
+    weight_shape = tuple(int(s) for s in ed.graph.tensors[weight].shape)
+    dense = len(code.kernel_shape) == 2
+    kernel = weight if scale is None else ed.tensor(f"{name}/pq_kernel", weight_shape)
+    if dense:  # (O, m, d) -> (O, D) is already the FULLY_CONNECTED layout
+        layout, reshaped = weight_shape, kernel
+    else:  # (O, m, d) -> (O, c_in, kh, kw), TRANSPOSE-d to CONV_2D's (O, kh, kw, c_in)
+        kh, kw, cin, _ = code.kernel_shape
+        layout = (out_ch, cin, kh, kw)
+        reshaped = ed.tensor(f"{name}/pq_columns", layout)
     options = schema.ReshapeOptionsT()
-    options.newShape = list(shape)
-    new_shape = ed.const(f"{name}/pq_shape", np.asarray(shape, np.int32), _TYPES.INT32)
-    ed.op(_OPS.RESHAPE, [rows, new_shape], [shaped], schema.BuiltinOptions.ReshapeOptions, options)
-    if len(shape) == 4:
+    options.newShape = list(layout)
+    new_shape = ed.const(f"{name}/pq_shape", np.asarray(layout, np.int32), _TYPES.INT32)
+    ed.op(
+        _OPS.RESHAPE, [rows, new_shape], [reshaped], schema.BuiltinOptions.ReshapeOptions, options
+    )
+    if not dense:
         perm = ed.const(f"{name}/pq_perm", np.asarray([0, 2, 3, 1], np.int32), _TYPES.INT32)
+        options = schema.TransposeOptionsT()
         ed.op(
             _OPS.TRANSPOSE,
-            [shaped, perm],
-            [last],
+            [reshaped, perm],
+            [kernel],
             schema.BuiltinOptions.TransposeOptions,
-            schema.TransposeOptionsT(),
+            options,
         )
     if scale is not None:
-        weight_shape = ed.graph.tensors[weight_index].shape
-        ed.graph.tensors[last].shape = np.asarray(weight_shape, np.int32)
         bshape = (out_ch,) + (1,) * (len(weight_shape) - 1)
         s = ed.const(f"{name}/pq_channel_scale", scale.reshape(bshape), _TYPES.FLOAT32)
         ed.op(
-            _OPS.MUL,
-            [last, s],
-            [weight_index],
-            schema.BuiltinOptions.MulOptions,
-            schema.MulOptionsT(),
+            _OPS.MUL, [kernel, s], [weight], schema.BuiltinOptions.MulOptions, schema.MulOptionsT()
         )
 
 
