@@ -182,3 +182,30 @@ def test_cluster_code_refuses_an_unclustered_kernel():
     kernel = np.arange(300, dtype=np.float32).reshape(30, 10)
     with pytest.raises(errors.InvalidArgumentError, match="300 distinct values"):
         compact_export.cluster_code("fc", kernel)
+
+
+def test_export_compact_writes_a_verified_file_with_its_checksum(pq_model, x, tmp_path):
+    model, codes = pq_model
+    res = compact_export.export_compact(model, codes, tmp_path / "m.tflite", x_verify=x)
+    assert res.report.passed and res.report.child_process_ok and res.report.mode == "float"
+    assert res.bytes == (tmp_path / "m.tflite").stat().st_size
+    assert (tmp_path / "m.tflite.sha256").read_text().startswith(res.sha256)
+    # Rounding float32 codebooks to float16 is judged by the float16 thresholds.
+    res16 = compact_export.export_compact(
+        model, codes, tmp_path / "m16.tflite", x_verify=x, codebook_dtype="float16"
+    )
+    assert res16.report.mode == "float16" and res16.bytes < res.bytes
+
+
+def test_export_compact_writes_nothing_when_verification_fails(pq_model, x, tmp_path):
+    model, codes = pq_model
+    with pytest.raises(errors.VerificationError, match="max"):
+        compact_export.export_compact(
+            model,
+            codes,
+            tmp_path / "m.tflite",
+            x_verify=x,
+            thresholds={"max_abs_diff": 0.0},
+            codebook_dtype="float16",
+        )
+    assert not list(tmp_path.iterdir())

@@ -52,7 +52,7 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from pocketflow_tf import errors, tflite_export
+from pocketflow_tf import errors, tflite_export, tflite_verify
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.product_quant import pq, storage
 
@@ -379,6 +379,55 @@ def compact_tflite(
     return ed.finish()
 
 
+def export_compact(
+    model: keras.Model,
+    codes: Mapping[str, storage.LayerCode],
+    path: str | os.PathLike,
+    *,
+    x_verify: np.ndarray,
+    y_verify: np.ndarray | None = None,
+    codebook_dtype: str | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> tflite_verify.ExportResult:
+    """Builds the compact file, verifies it against ``model`` and writes it like every export.
+
+    :func:`compact_tflite`, then :func:`pocketflow_tf.tflite_verify.export_tflite` with that
+    content: LiteRT must agree with the Keras model on ``x_verify`` (float thresholds; float16
+    ones when ``codebook_dtype="float16"`` rounds float32 codebooks), the file must run in a
+    fresh process, and it is written atomically with its ``.sha256``; nothing is written when
+    a check fails.
+
+    Args:
+        model: The decoded Keras model.
+        codes: ``{layer name: LayerCode}`` of its quantized layers.
+        path: Destination ``.tflite``.
+        x_verify: Verification inputs (at least 200), as fed to ``model.predict``.
+        y_verify: Optional labels, to check the accuracy drop.
+        codebook_dtype: As for :func:`compact_tflite`.
+        thresholds: Overrides of the verification thresholds.
+
+    Returns:
+        The :class:`pocketflow_tf.tflite_verify.ExportResult`.
+
+    Example:
+        >>> res = export_compact(model, learner.codes, "out/m_pq.tflite",
+        ...                      x_verify=x_test[:1000])  # doctest: +SKIP
+    """
+    content = compact_tflite(model, codes, codebook_dtype=codebook_dtype)
+    rounded = codebook_dtype == "float16" and any(
+        np.asarray(c.codebook).dtype != np.float16 for c in codes.values()
+    )
+    return tflite_verify.export_tflite(
+        model,
+        path,
+        mode="float16" if rounded else "float",
+        x_verify=x_verify,
+        y_verify=y_verify,
+        thresholds=thresholds,
+        content=content,
+    )
+
+
 def compact_tflite_from_file(
     path: str | os.PathLike, model: keras.Model | None = None, **kwargs
 ) -> tuple[keras.Model, bytes]:
@@ -406,4 +455,5 @@ __all__ = [
     "cluster_code",
     "compact_tflite",
     "compact_tflite_from_file",
+    "export_compact",
 ]
