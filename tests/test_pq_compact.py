@@ -209,3 +209,21 @@ def test_export_compact_writes_nothing_when_verification_fails(pq_model, x, tmp_
             codebook_dtype="float16",
         )
     assert not list(tmp_path.iterdir())
+
+
+def test_two_layers_with_the_same_codes_share_one_rebuilt_kernel(x):
+    # The converter gives equal constants one tensor (here it even merges the two equal
+    # FULLY_CONNECTED ops): the second layer finds its kernel already rebuilt.
+    inp = keras.Input((10, 10, 3))
+    flat = keras.layers.Flatten()(inp)
+    a = keras.layers.Dense(10, name="a")(flat)
+    b = keras.layers.Dense(10, name="b")(flat)
+    model = keras.Model(inp, keras.layers.Add()([a, b * 2.0]))
+    rng = np.random.default_rng(3)
+    codes = _codes(model, rng, "float32", plan=(("a", 16, 4),))
+    codes["b"] = dataclasses.replace(codes["a"], name="b")
+    storage.apply_codes(model, codes)
+    content = compact_export.compact_tflite(model, codes)
+    assert _ops(content).count("GATHER") == 1
+    report = tflite_verify.verify(model, content, x, mode="float", check_child=False)
+    assert report.top1_agreement == 1.0

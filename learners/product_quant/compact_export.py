@@ -190,6 +190,21 @@ def _channel_scale(weight: np.ndarray, target: np.ndarray) -> np.ndarray | None:
     return s.astype(np.float32)
 
 
+def _find_weight(
+    weights: Mapping[int, np.ndarray], weight: np.ndarray, name: str
+) -> tuple[int, np.ndarray]:
+    # The tensor index among `weights` holding `weight` times a per-output-channel scale.
+    for index, data in weights.items():
+        if data.shape == weight.shape:
+            scale = _channel_scale(weight, data)
+            if scale is not None:
+                return index, scale
+    raise errors.UnsupportedModelError(
+        f"layer {name}: no float32 CONV_2D/FULLY_CONNECTED weight of shape "
+        f"{weight.shape} in the converted file equals its decoded kernel"
+    )
+
+
 class _Editor:
     """Appends constant tensors and operators to subgraph 0 of a flatbuffer object."""
 
@@ -341,33 +356,28 @@ def compact_tflite(
         bytearray(tflite_export.convert(model, "float"))
     )
     ed = _Editor(obj)
-    # Candidate weights: the constant second input of every CONV_2D / FULLY_CONNECTED.
-    free = {}
+    # Candidate weights: the constant second input of every CONV_2D / FULLY_CONNECTED (the
+    # converter may give equal constants one tensor, read by several ops).
+    weights: dict[int, np.ndarray] = {}
     for op in ed.graph.operators:
-        if obj.operatorCodes[op.opcodeIndex].builtinCode in _WEIGHT_OPS:
-            t = ed.graph.tensors[op.inputs[1]]
-            if t.buffer and obj.buffers[t.buffer].data is not None:
-                free[op.inputs[1]] = t
-    for name, code in codes.items():
-        weight = _tflite_weight(code)
-        found = None
-        for index, t in free.items():
-            if tuple(t.shape) != weight.shape or t.type != _TYPES.FLOAT32:
-                continue
+        t = ed.graph.tensors[op.inputs[1]] if len(op.inputs) > 1 else None
+        if (
+            obj.operatorCodes[op.opcodeIndex].builtinCode in _WEIGHT_OPS
+            and t.buffer
+            and obj.buffers[t.buffer].data is not None
+            and t.type == _TYPES.FLOAT32
+        ):
             data = np.frombuffer(obj.buffers[t.buffer].data.tobytes(), np.float32)
-            scale = _channel_scale(weight, data.reshape(weight.shape))
-            if scale is not None:
-                found = index, scale
-                break
-        if found is None:
-            raise errors.UnsupportedModelError(
-                f"layer {name}: no float32 CONV_2D/FULLY_CONNECTED weight of shape "
-                f"{weight.shape} in the converted file equals its decoded kernel"
-            )
-        index, scale = found
-        del free[index]
+            weights[op.inputs[1]] = data.reshape(tuple(t.shape))
+    rebuilt: set[int] = set()
+    for name, code in codes.items():
+        index, scale = _find_weight(weights, _tflite_weight(code), name)
+        if index in rebuilt:  # a shared tensor, already rebuilt from codes decoding alike
+            continue
+        rebuilt.add(index)
         t = ed.graph.tensors[index]
-        obj.buffers[t.buffer].data = None  # the dense weight leaves the file
+        if sum(other.buffer == t.buffer for other in ed.graph.tensors) == 1:
+            obj.buffers[t.buffer].data = None  # the dense weight leaves the file
         t.buffer = 0
         if np.allclose(scale, 1.0, rtol=0, atol=FOLD_TOLERANCE):
             scale = None
