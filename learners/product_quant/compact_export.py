@@ -66,8 +66,14 @@ _WEIGHT_OPS = (_OPS.CONV_2D, _OPS.FULLY_CONNECTED)
 
 
 def cluster_code(name: str, kernel: np.ndarray, max_values: int = 256) -> storage.LayerCode:
-    """The :class:`.storage.LayerCode` of a clustered kernel: its distinct values as a
-    ``(k, 1)`` codebook and every weight's index as a code.
+    """The :class:`.storage.LayerCode` of a clustered kernel (few distinct values).
+
+    With ``k`` distinct values, ``g`` consecutive weights of a column (the layout of
+    :mod:`.pq`) form one sub-vector whose code is their ``g`` indices as base-``k`` digits;
+    the codebook lists all ``k ** g`` combinations. ``g = 1`` is one byte per weight;
+    ``g = 2`` with 16 values is 4 bits per weight, as clustering promises. ``g`` is the one
+    giving the fewest bytes (codes plus a float32 codebook) with ``k ** g <= 256`` and ``g``
+    dividing the kernel's input rows.
 
     Args:
         name: Layer name.
@@ -82,19 +88,31 @@ def cluster_code(name: str, kernel: np.ndarray, max_values: int = 256) -> storag
         >>> c = cluster_code("fc", np.array([[0.5, -1.0], [0.5, 0.5]], "float32"))
         >>> c.codebook.ravel().tolist(), c.codes.tolist()
         ([-1.0, 0.5], [[1, 0], [1, 1]])
+        >>> kernel = np.random.default_rng(0).choice([-0.5, 0.0, 0.5, 1.0], (576, 10))
+        >>> c = cluster_code("fc", kernel)  # 4 values: 3 weights share one byte
+        >>> c.codebook.shape, c.codes.shape, np.array_equal(c.decode(), kernel)
+        ((64, 3), (192, 10), True)
     """
     kernel = np.asarray(kernel, dtype=np.float32)
     if not np.all(np.isfinite(kernel)):
         raise errors.InvalidArgumentError(
             f"kernel of {name}", "non-finite values", "a finite clustered kernel"
         )
-    values, index = np.unique(pq.kernel_to_columns(kernel), return_inverse=True)
-    if len(values) > max_values:
+    columns = pq.kernel_to_columns(kernel)
+    values, index = np.unique(columns, return_inverse=True)
+    k = len(values)
+    if k > max_values:
         raise errors.InvalidArgumentError(
-            f"kernel of {name}", f"{len(values)} distinct values", f"at most {max_values}"
+            f"kernel of {name}", f"{k} distinct values", f"at most {max_values}"
         )
-    codes = index.reshape(-1, kernel.shape[-1])  # (D, O): one code per weight, d = 1
-    return storage.LayerCode(name, tuple(kernel.shape), values[:, None], codes)
+    rows, out_ch = columns.shape
+    groups = [g for g in range(1, 9) if k**g <= max(max_values, k) and rows % g == 0]
+    g = min(groups, key=lambda g: (rows // g * out_ch + k**g * g * 4, g))
+    digits = index.reshape(rows // g, g, out_ch)
+    codes = sum(digits[:, i] * k ** (g - 1 - i) for i in range(g))
+    # Row r of the codebook holds values[digit i of r] at position i (first digit first).
+    book = np.stack(np.meshgrid(*[values] * g, indexing="ij"), axis=-1).reshape(-1, g)
+    return storage.LayerCode(name, tuple(kernel.shape), book, codes)
 
 
 def check_code(model: keras.Model, code: storage.LayerCode) -> None:
