@@ -25,8 +25,10 @@ of more than 256 codewords take int32 codes. LiteRT rebuilds the kernels on ever
 non-constant weights to the builtin kernels, so the file is smaller and slower; measure
 with :func:`pocketflow_tf.latency.interleaved_ratio`.
 
-Clustered kernels (a few shared values per layer) are the ``d = 1`` case: :func:`cluster_code`
-turns such a kernel into a :class:`.storage.LayerCode` and the same export applies.
+Clustered kernels (a few shared values per layer) go the same way: :func:`cluster_code` turns
+such a kernel into a :class:`.storage.LayerCode` whose codes each hold the indices of ``g``
+consecutive weights (16 values: 2 weights per byte) and whose codebook lists the index
+combinations.
 
 Example:
     >>> import numpy as np
