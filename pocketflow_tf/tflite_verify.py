@@ -648,6 +648,7 @@ def export_tflite(
     int8_io: bool = False,
     sparse: bool = False,
     thresholds: dict[str, float] | None = None,
+    content: bytes | None = None,
 ) -> ExportResult:
     """Converts, verifies and atomically writes a TFLite model plus ``<path>.sha256``.
 
@@ -671,6 +672,9 @@ def export_tflite(
         int8_io: int8 input/output tensors (``mode="int8"`` only).
         sparse: Enable the converter's sparsity encoding.
         thresholds: Overrides of :data:`DEFAULT_THRESHOLDS` ``[mode]``.
+        content: A flatbuffer already built from ``model`` by other means (e.g. the compact
+            product-quantized file); it is verified and written instead of converting, and
+            ``mode`` then only picks the thresholds.
 
     Returns:
         The :class:`ExportResult`.
@@ -683,9 +687,10 @@ def export_tflite(
         True
     """
     model = interop.to_framework(model)[0]  # a Keras 3 model is rebuilt in tf-keras
-    content = tflite_export.convert(
-        model, mode, representative_data=representative_data, int8_io=int8_io, sparse=sparse
-    )
+    if content is None:
+        content = tflite_export.convert(
+            model, mode, representative_data=representative_data, int8_io=int8_io, sparse=sparse
+        )
     x_verify = np.asarray(x_verify)
     report = verify(
         model, content, x_verify, y_verify, mode=mode, thresholds=thresholds, check_child=False

@@ -7,9 +7,19 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from pocketflow_tf import distillation, errors, learner, model_io, qat, tflite_verify, training
+from pocketflow_tf import (
+    distillation,
+    errors,
+    learner,
+    model_io,
+    qat,
+    tflite_export,
+    tflite_verify,
+    training,
+)
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.non_uniform import NonUniformQuantLearner, options, storage
+from pocketflow_tf.learners.product_quant import compact_export
 from tests.tiny_models import quadrant_data
 
 L = keras.layers
@@ -140,6 +150,21 @@ def test_float_tflite_keeps_the_codebooks_and_verifies(clustered, data, tmp_path
     assert got["c3/kernel"].distinct == np.unique(c3).size and got["c3/kernel"].stored_as_is
     assert got["c2/kernel"].max_per_channel == per_channel_distinct(c2)
     assert not got["c2/kernel"].stored_as_is and not got["c2/kernel"].within_limit
+
+
+def test_compact_tflite_stores_indices_and_centroids_and_verifies(clustered, data):
+    # The product-quantization compact export takes clustered kernels as codes + codebook
+    # (g indices per byte); c2's folded BatchNorm becomes a per-channel MUL in the graph.
+    lrn, out = clustered
+    _, (xt, yt) = data
+    codes = {
+        p.name: compact_export.cluster_code(p.name, out.get_layer(p.name).kernel.numpy())
+        for p in lrn.plan.clustered
+    }
+    content = compact_export.compact_tflite(out, codes)
+    report = tflite_verify.verify(out, content, xt, yt, mode="float", check_child=False)
+    assert report.top1_agreement == 1.0 and report.max_abs_diff < 1e-4
+    assert len(content) < len(tflite_export.convert(out, "float"))
 
 
 def test_storage_equals_a_hand_computation(clustered, trained):

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from pocketflow_tf import batchnorm, errors, learner, tflite_verify, training
+from pocketflow_tf import batchnorm, errors, learner, tflite_export, tflite_verify, training
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.learners import product_quant
 from pocketflow_tf.learners.product_quant import (
+    compact_export,
     layers,
     plan,
     pq,
@@ -289,6 +290,18 @@ def test_decoded_model_exports_to_a_verified_float_tflite(compressed, tmp_path):
         y_verify=yv[:200],
     )
     assert res.report.passed and os.path.exists(res.path) and res.bytes > 0
+
+
+def test_learner_codes_export_to_a_verified_compact_tflite(compressed, tmp_path):
+    # The learner's own codes (float16 codebooks, BatchNorm folded by the converter) rebuild
+    # its decoded model exactly in LiteRT, from a file holding codes and codebooks.
+    xv, yv = compressed["val"]
+    lrn, out = compressed["learner"], compressed["out"]
+    res = compact_export.export_compact(
+        out, lrn.codes, tmp_path / "pq.tflite", x_verify=xv[:200], y_verify=yv[:200]
+    )
+    assert res.report.top1_agreement == 1.0 and res.report.max_abs_diff <= 2e-5
+    assert res.bytes < len(tflite_export.convert(out, "float"))
 
 
 def test_fit_on_a_dataset_without_distillation_with_float32_codebooks(tiny_model, tiny_data):

@@ -22,8 +22,10 @@ Product quantization of Conv2D and Dense kernels as in Stock et al. (ICLR 2020):
 The returned model is that plain model (kernels ``codebook[codes]``), so the framework's
 float / float16 / int8 TFLite exports and their verification apply unchanged; the compact
 form -- packed codes, codebooks, float rest -- is written by :meth:`save_compressed`
-(:mod:`.storage`). A ``.tflite`` holds dense kernels (TFLite has no PQ kernel), so the
-compressed size is the one in :attr:`ProductQuantLearner.report`, also the ``.npz``'s payload.
+(:mod:`.storage`). The framework's ``.tflite`` exports hold dense kernels (TFLite has no PQ
+kernel), so the compressed size is the one in :attr:`ProductQuantLearner.report`, also the
+``.npz``'s payload; :mod:`.compact_export` writes a ``.tflite`` holding the codes and
+codebooks instead, rebuilding the kernels in the graph (smaller, slower).
 
 Example:
     >>> import numpy as np
