@@ -168,6 +168,55 @@ def seed_summary(recs: list[dict]) -> list[str]:
     ]
 
 
+def _mean_std_cell(rec: dict | None) -> str:
+    """``"mean ± std %"`` of a phase record (``–`` when missing; no ``±`` with one seed)."""
+    if rec is None or rec.get("acc") is None:
+        return "–"
+    std = rec.get("acc_std")
+    return f"{100 * rec['acc']:.2f}" + ("" if std is None else f" ± {100 * std:.2f}") + " %"
+
+
+def phase_summary(recs: list[dict]) -> list[str]:
+    """The before/after table of records that carry a ``phase`` (``bench.benchmarks.compare``):
+    one row per (model, method, setting) with the mean ± std test accuracy over the seeds
+    before and after the fine-tune, and what the method is held to (FLOPs ratio or average
+    weight bits, measured, mean over the seeds).
+
+    Example:
+        >>> recs = [dict(model="m", method="a", setting="k=1,phase=before", phase="before",
+        ...              seeds=[0, 1], acc=0.5, acc_std=0.01, flops_ratio=0.3),
+        ...         dict(model="m", method="a", setting="k=1,phase=after", phase="after",
+        ...              seeds=[0, 1], acc=0.9, acc_std=0.002, flops_ratio=0.3)]
+        >>> phase_summary(recs)[2]
+        '| m | a | k=1 | 0, 1 | 50.00 ± 1.00 % | 90.00 ± 0.20 % | FLOPs × 0.300 |'
+    """
+    rows: dict[tuple, dict[str, dict]] = {}
+    for r in recs:
+        setting = ",".join(p for p in r["setting"].split(",") if not p.startswith("phase="))
+        rows.setdefault((r.get("model"), r.get("method"), setting), {})[r["phase"]] = r
+    if not rows:
+        return []
+    lines = [
+        "| model | method | setting | seeds | before fine-tune (mean ± std) "
+        "| after fine-tune (mean ± std) | held to |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (model, method, setting), phases in rows.items():
+        any_rec = phases.get("after") or phases.get("before")
+        if any_rec.get("flops_ratio") is not None:
+            held = f"FLOPs × {any_rec['flops_ratio']:.3f}"
+        elif any_rec.get("average_bits") is not None:
+            held = f"{any_rec['average_bits']:.2f} avg bits"
+        else:
+            held = "–"
+        seeds = ", ".join(str(s) for s in any_rec.get("seeds") or [])
+        lines.append(
+            f"| {model} | {method} | {setting} | {seeds} | {_mean_std_cell(phases.get('before'))} "
+            f"| {_mean_std_cell(phases.get('after'))} | {held} |"
+        )
+    return lines
+
+
 #: Records whose field has this value go to a table of their own after the main one, under
 #: this caption: the same rows measured another way (zoo: models built by Keras 3 and
 #: bridged) stay side by side with, not mixed into, the original rows.
@@ -257,7 +306,8 @@ def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
     for path in files:
         with open(path) as f:
             doc = json.load(f)
-        recs = doc["records"]
+        phased = [r for r in doc["records"] if r.get("phase")]
+        recs = [r for r in doc["records"] if not r.get("phase")]
         for r in recs:
             if r.get("acc") is not None and r.get("acc_baseline") is not None:
                 r["acc_delta"] = 100 * (r["acc"] - r["acc_baseline"])
@@ -272,6 +322,12 @@ def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
         summary = seed_summary(recs)
         if summary:
             parts += ["", f"*{doc['benchmark']}, over seeds:*", "", *summary]
+        if phased:
+            # Records of one method and phase summarise several seeds already: one row per
+            # method, before and after side by side, instead of the per-record table.
+            commands = sorted({r["command"] for r in phased if r.get("command")})
+            parts.append(f"**{doc['benchmark']}** (`{'`, `'.join(commands)}`)\n")
+            parts += [host_attribution(phased), "", *phase_summary(phased)]
         parts.append("")
     return "\n".join(parts).rstrip()
 
