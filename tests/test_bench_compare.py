@@ -1,6 +1,7 @@
 """The ``compare`` benchmark (issue 22 item 4): its knobs, its summary records, their README
 table, and its whole code path on a tiny model."""
 
+import doctest
 import types
 
 import pytest
@@ -155,3 +156,9 @@ def test_whole_benchmark_on_a_tiny_model(clean_env):
             assert r["flops_ratio"] <= 0.6 + 1e-6 and len(r["flops_ratio_per_seed"]) == 2
         else:
             assert r["average_bits"] <= 2.5 + 1e-6
+
+
+def test_docstring_examples(clean_env):
+    # tests/test_doctests.py walks pocketflow_tf only; bench's examples run in its tests.
+    result = doctest.testmod(compare, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
