@@ -215,6 +215,39 @@ def summary_records(
     return recs
 
 
+def _over_seeds(method, setting, k, dense, acc_dense, one_seed, detail: str) -> list[dict]:
+    """Runs ``one_seed(seed) -> (acc before, acc after, {field: measured}, detail)`` for
+    every seed and summarises them (:func:`summary_records`); ``detail`` names the field
+    that lists the per-seed details (kept channels, bits per layer)."""
+    accs: dict[str, list[float]] = {p: [] for p in PHASES}
+    measured: dict[str, list[float]] = {}
+    details, start = [], time.time()
+    for seed in k["seeds"]:
+        before, after, values, info = one_seed(seed)
+        accs["before"].append(before)
+        accs["after"].append(after)
+        for name, value in values.items():
+            measured.setdefault(name, []).append(value)
+        details.append(info)
+        print(
+            f"[bench] compare {method} {setting} seed {seed}: before {before:.4f}, after "
+            f"{after:.4f} (dense {acc_dense:.4f}), {values}",
+            flush=True,
+        )
+    return summary_records(
+        method,
+        setting,
+        k["seeds"],
+        accs,
+        measured,
+        model=dense.name,
+        acc_baseline=round(acc_dense, 4),
+        wall_s=round(time.time() - start, 1),
+        epochs=k["epochs"],
+        **{detail: details},
+    )
+
+
 def allocation(data, dense, acc_dense: float, k: dict[str, Any]) -> list[dict[str, Any]]:
     """Prunes with each allocation and seed, fine-tunes; two summary records per method.
 
@@ -222,12 +255,10 @@ def allocation(data, dense, acc_dense: float, k: dict[str, Any]) -> list[dict[st
         >>> recs = allocation(data, dense, acc_dense, knobs())  # doctest: +SKIP
     """
     dense_flops = accounting.profile_model(dense).total_flops
-    setting = f"flops_keep={k['keep']},epochs={k['epochs']}"
     recs = []
     for method in k["methods"]:
-        accs: dict[str, list[float]] = {p: [] for p in PHASES}
-        ratios, kept, start = [], [], time.time()
-        for seed in k["seeds"]:
+
+        def one_seed(seed, method=method):
             lrn = ChannelPrunedLearner(
                 _finetune_config(k["epochs"], seed),
                 distillation=DISTILLATION,
@@ -235,28 +266,15 @@ def allocation(data, dense, acc_dense: float, k: dict[str, Any]) -> list[dict[st
                 **_channel_options(method, k),
             )
             out = lrn.fit(dense, data.x_train, data.y_train)
-            pruned = lrn.pruned_model
-            accs["before"].append(training.evaluate_accuracy(pruned, data.x_test, data.y_test))
-            accs["after"].append(training.evaluate_accuracy(out, data.x_test, data.y_test))
-            ratios.append(accounting.profile_model(out).total_flops / dense_flops)
-            kept.append([g["kept"] for g in lrn.report["groups"]])
-            print(
-                f"[bench] compare {method} seed {seed}: before {accs['before'][-1]:.4f}, "
-                f"after {accs['after'][-1]:.4f} (dense {acc_dense:.4f}), FLOPs x{ratios[-1]:.3f}",
-                flush=True,
+            return (
+                training.evaluate_accuracy(lrn.pruned_model, data.x_test, data.y_test),
+                training.evaluate_accuracy(out, data.x_test, data.y_test),
+                {"flops_ratio": accounting.profile_model(out).total_flops / dense_flops},
+                [g["kept"] for g in lrn.report["groups"]],
             )
-        recs += summary_records(
-            method,
-            setting,
-            k["seeds"],
-            accs,
-            {"flops_ratio": ratios},
-            model=dense.name,
-            acc_baseline=round(acc_dense, 4),
-            wall_s=round(time.time() - start, 1),
-            epochs=k["epochs"],
-            kept=kept,
-        )
+
+        setting = f"flops_keep={k['keep']},epochs={k['epochs']}"
+        recs += _over_seeds(method, setting, k, dense, acc_dense, one_seed, "kept")
     return recs
 
 
@@ -268,10 +286,8 @@ def precision(data, dense, acc_dense: float, k: dict[str, Any]) -> list[dict[str
     """
     recs = []
     for setting in k["bits"]:
-        kind, _, bits = setting.partition("-")
-        accs: dict[str, list[float]] = {p: [] for p in PHASES}
-        averages, allocations, start = [], [], time.time()
-        for seed in k["seeds"]:
+
+        def one_seed(seed, setting=setting):
             lrn = UniformQuantLearner(
                 _finetune_config(k["epochs"], seed),
                 distillation=DISTILLATION,
@@ -279,30 +295,16 @@ def precision(data, dense, acc_dense: float, k: dict[str, Any]) -> list[dict[str
                 **mixed_bench._options(setting),
             )
             qat_model = lrn.fit(dense, data.x_train, data.y_train)
-            accs["before"].append(
-                mixed_bench.weights_only_accuracy(dense, lrn.weight_bits, data.x_test, data.y_test)
+            return (
+                mixed_bench.weights_only_accuracy(dense, lrn.weight_bits, data.x_test, data.y_test),
+                training.evaluate_accuracy(qat_model, data.x_test, data.y_test),
+                {"average_bits": lrn.report["storage"]["average_bits"]},
+                dict(lrn.weight_bits),
             )
-            accs["after"].append(training.evaluate_accuracy(qat_model, data.x_test, data.y_test))
-            averages.append(lrn.report["storage"]["average_bits"])
-            allocations.append(dict(lrn.weight_bits))
-            print(
-                f"[bench] compare {setting} seed {seed}: weights-only {accs['before'][-1]:.4f}, "
-                f"QAT {accs['after'][-1]:.4f} (float {acc_dense:.4f}), "
-                f"avg {averages[-1]:.3f} bits",
-                flush=True,
-            )
-        recs += summary_records(
-            f"bits-{kind}",
-            f"avg_bits={bits},epochs={k['epochs']}",
-            k["seeds"],
-            accs,
-            {"average_bits": averages},
-            model=dense.name,
-            acc_baseline=round(acc_dense, 4),
-            wall_s=round(time.time() - start, 1),
-            epochs=k["epochs"],
-            bits=allocations,
-        )
+
+        kind, _, bits = setting.partition("-")
+        name, how = f"bits-{kind}", f"avg_bits={bits},epochs={k['epochs']}"
+        recs += _over_seeds(name, how, k, dense, acc_dense, one_seed, "bits")
     return recs
 
 
