@@ -30,8 +30,9 @@ Records, two per method (``phase`` ``before`` and ``after``, also named in the s
 ``acc`` is the mean test accuracy over the seeds, ``acc_std`` its sample standard deviation
 (``None`` with one seed), ``acc_per_seed`` the values in the order of ``seeds``;
 ``flops_ratio`` (allocation) is the mean measured FLOPs ratio of the pruned models and
-``flops_ratio_per_seed`` the values; ``average_bits`` (precision) likewise. ``wall_s`` is the
-method's total time over the seeds.
+``flops_ratio_per_seed`` the values; ``average_bits`` (precision) likewise; ``kept``
+(channels kept per group) and ``bits`` (bits per layer) list each seed's plan. ``wall_s`` is
+the method's total time over the seeds.
 
 Example:
     >>> from bench.benchmarks import compare
@@ -215,23 +216,30 @@ def summary_records(
     return recs
 
 
-def _over_seeds(method, setting, k, dense, acc_dense, one_seed, detail: str) -> list[dict]:
-    """Runs ``one_seed(seed) -> (acc before, acc after, {field: measured}, detail)`` for
-    every seed and summarises them (:func:`summary_records`); ``detail`` names the field
-    that lists the per-seed details (kept channels, bits per layer)."""
+def _over_seeds(method, setting, k, base, make, measure, detail: str) -> list[dict]:
+    """Fine-tunes ``make(train_config)`` (a learner) from the dense model once per seed and
+    summarises the seeds (:func:`summary_records`).
+
+    ``base`` is ``(data, dense, acc_dense)``; ``measure(learner, fine-tuned model)`` returns
+    ``(acc before fine-tune, {field: measured value}, detail)``, and ``detail`` names the
+    field listing the per-seed details (kept channels, bits per layer).
+    """
+    data, dense, acc_dense = base
     accs: dict[str, list[float]] = {p: [] for p in PHASES}
     measured: dict[str, list[float]] = {}
     details, start = [], time.time()
     for seed in k["seeds"]:
-        before, after, values, info = one_seed(seed)
+        lrn = make(_finetune_config(k["epochs"], seed))
+        out = lrn.fit(dense, data.x_train, data.y_train)
+        before, values, info = measure(lrn, out)
         accs["before"].append(before)
-        accs["after"].append(after)
+        accs["after"].append(training.evaluate_accuracy(out, data.x_test, data.y_test))
         for name, value in values.items():
             measured.setdefault(name, []).append(value)
         details.append(info)
         print(
             f"[bench] compare {method} {setting} seed {seed}: before {before:.4f}, after "
-            f"{after:.4f} (dense {acc_dense:.4f}), {values}",
+            f"{accs['after'][-1]:.4f} (dense {acc_dense:.4f}), {values}",
             flush=True,
         )
     return summary_records(
@@ -248,63 +256,59 @@ def _over_seeds(method, setting, k, dense, acc_dense, one_seed, detail: str) -> 
     )
 
 
-def allocation(data, dense, acc_dense: float, k: dict[str, Any]) -> list[dict[str, Any]]:
+def allocation(base, k: dict[str, Any]) -> list[dict[str, Any]]:
     """Prunes with each allocation and seed, fine-tunes; two summary records per method.
 
     Example:
-        >>> recs = allocation(data, dense, acc_dense, knobs())  # doctest: +SKIP
+        >>> recs = allocation((data, dense, acc_dense), knobs())  # doctest: +SKIP
     """
+    data, dense, _ = base
     dense_flops = accounting.profile_model(dense).total_flops
+
+    def measure(lrn, out):
+        return (
+            training.evaluate_accuracy(lrn.pruned_model, data.x_test, data.y_test),
+            {"flops_ratio": accounting.profile_model(out).total_flops / dense_flops},
+            [g["kept"] for g in lrn.report["groups"]],
+        )
+
     recs = []
     for method in k["methods"]:
+        opts = _channel_options(method, k)
 
-        def one_seed(seed, method=method):
-            lrn = ChannelPrunedLearner(
-                _finetune_config(k["epochs"], seed),
-                distillation=DISTILLATION,
-                verbose=1,
-                **_channel_options(method, k),
-            )
-            out = lrn.fit(dense, data.x_train, data.y_train)
-            return (
-                training.evaluate_accuracy(lrn.pruned_model, data.x_test, data.y_test),
-                training.evaluate_accuracy(out, data.x_test, data.y_test),
-                {"flops_ratio": accounting.profile_model(out).total_flops / dense_flops},
-                [g["kept"] for g in lrn.report["groups"]],
-            )
+        def make(cfg, opts=opts):
+            return ChannelPrunedLearner(cfg, distillation=DISTILLATION, verbose=1, **opts)
 
         setting = f"flops_keep={k['keep']},epochs={k['epochs']}"
-        recs += _over_seeds(method, setting, k, dense, acc_dense, one_seed, "kept")
+        recs += _over_seeds(method, setting, k, base, make, measure, "kept")
     return recs
 
 
-def precision(data, dense, acc_dense: float, k: dict[str, Any]) -> list[dict[str, Any]]:
+def precision(base, k: dict[str, Any]) -> list[dict[str, Any]]:
     """QAT with each bits setting and seed; two summary records per setting.
 
     Example:
-        >>> recs = precision(data, dense, acc_dense, knobs())  # doctest: +SKIP
+        >>> recs = precision((data, dense, acc_dense), knobs())  # doctest: +SKIP
     """
+    data, dense, _ = base
+
+    def measure(lrn, out):
+        return (
+            mixed_bench.weights_only_accuracy(dense, lrn.weight_bits, data.x_test, data.y_test),
+            {"average_bits": lrn.report["storage"]["average_bits"]},
+            dict(lrn.weight_bits),
+        )
+
     recs = []
     for setting in k["bits"]:
+        opts = mixed_bench._options(setting)
 
-        def one_seed(seed, setting=setting):
-            lrn = UniformQuantLearner(
-                _finetune_config(k["epochs"], seed),
-                distillation=DISTILLATION,
-                verbose=1,
-                **mixed_bench._options(setting),
-            )
-            qat_model = lrn.fit(dense, data.x_train, data.y_train)
-            return (
-                mixed_bench.weights_only_accuracy(dense, lrn.weight_bits, data.x_test, data.y_test),
-                training.evaluate_accuracy(qat_model, data.x_test, data.y_test),
-                {"average_bits": lrn.report["storage"]["average_bits"]},
-                dict(lrn.weight_bits),
-            )
+        def make(cfg, opts=opts):
+            return UniformQuantLearner(cfg, distillation=DISTILLATION, verbose=1, **opts)
 
         kind, _, bits = setting.partition("-")
         name, how = f"bits-{kind}", f"avg_bits={bits},epochs={k['epochs']}"
-        recs += _over_seeds(name, how, k, dense, acc_dense, one_seed, "bits")
+        recs += _over_seeds(name, how, k, base, make, measure, "bits")
     return recs
 
 
@@ -315,10 +319,10 @@ def run() -> list[dict]:
         >>> recs = run()  # doctest: +SKIP
     """
     k = knobs()  # every knob checked before the baseline loads
-    data, dense, acc_dense = _baseline()
+    base = _baseline()
     recs = []
     if "allocation" in k["parts"]:
-        recs += allocation(data, dense, acc_dense, k)
+        recs += allocation(base, k)
     if "precision" in k["parts"]:
-        recs += precision(data, dense, acc_dense, k)
+        recs += precision(base, k)
     return recs
