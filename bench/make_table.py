@@ -168,27 +168,33 @@ def seed_summary(recs: list[dict]) -> list[str]:
     ]
 
 
-def _mean_std_cell(rec: dict | None) -> str:
-    """``"mean ± std %"`` of a phase record (``–`` when missing; no ``±`` with one seed)."""
-    if rec is None or rec.get("acc") is None:
+def _mean_std_cell(values: list[float] | None) -> str:
+    """``"mean ± std %"`` of per-seed accuracies (``–`` when none; no ``±`` with one seed).
+
+    Example:
+        >>> _mean_std_cell([0.9, 0.92]), _mean_std_cell([0.9]), _mean_std_cell(None)
+        ('91.00 ± 1.41 %', '90.00 %', '–')
+    """
+    if not values:
         return "–"
-    std = rec.get("acc_std")
-    return f"{100 * rec['acc']:.2f}" + ("" if std is None else f" ± {100 * std:.2f}") + " %"
+    spread = f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{100 * statistics.mean(values):.2f}{spread} %"
 
 
 def phase_summary(recs: list[dict]) -> list[str]:
     """The before/after table of records that carry a ``phase`` (``bench.benchmarks.compare``):
     one row per (model, method, setting) with the mean ± std test accuracy over the seeds
-    before and after the fine-tune, and what the method is held to (FLOPs ratio or average
-    weight bits, measured, mean over the seeds).
+    before and after the fine-tune (and before with BatchNorm re-estimated, when measured),
+    and what the method is held to (FLOPs ratio or average weight bits, measured, mean over
+    the seeds).
 
     Example:
         >>> recs = [dict(model="m", method="a", setting="k=1,phase=before", phase="before",
-        ...              seeds=[0, 1], acc=0.5, acc_std=0.01, flops_ratio=0.3),
+        ...              seeds=[0, 1], acc_per_seed=[0.49, 0.51], flops_ratio=0.3),
         ...         dict(model="m", method="a", setting="k=1,phase=after", phase="after",
-        ...              seeds=[0, 1], acc=0.9, acc_std=0.002, flops_ratio=0.3)]
+        ...              seeds=[0, 1], acc_per_seed=[0.9, 0.9], flops_ratio=0.3)]
         >>> phase_summary(recs)[2]
-        '| m | a | k=1 | 0, 1 | 50.00 ± 1.00 % | 90.00 ± 0.20 % | FLOPs × 0.300 |'
+        '| m | a | k=1 | 0, 1 | 50.00 ± 1.41 % | 90.00 ± 0.00 % | FLOPs × 0.300 |'
     """
     rows: dict[tuple, dict[str, dict]] = {}
     for r in recs:
@@ -196,24 +202,27 @@ def phase_summary(recs: list[dict]) -> list[str]:
         rows.setdefault((r.get("model"), r.get("method"), setting), {})[r["phase"]] = r
     if not rows:
         return []
+    bn = any(r.get("acc_before_bn_per_seed") for r in recs)
     lines = [
         "| model | method | setting | seeds | before fine-tune (mean ± std) "
-        "| after fine-tune (mean ± std) | held to |",
-        "|---|---|---|---|---|---|---|",
+        + ("| before, BN re-estimated " if bn else "")
+        + "| after fine-tune (mean ± std) | held to |",
+        "|---|---|---|---|---|---|" + ("---|" if bn else "") + "---|",
     ]
     for (model, method, setting), phases in rows.items():
-        any_rec = phases.get("after") or phases.get("before")
-        if any_rec.get("flops_ratio") is not None:
-            held = f"FLOPs × {any_rec['flops_ratio']:.3f}"
-        elif any_rec.get("average_bits") is not None:
-            held = f"{any_rec['average_bits']:.2f} avg bits"
+        one = phases.get("after") or phases.get("before")
+        if one.get("flops_ratio") is not None:
+            held = f"FLOPs × {one['flops_ratio']:.3f}"
+        elif one.get("average_bits") is not None:
+            held = f"{one['average_bits']:.2f} avg bits"
         else:
             held = "–"
-        seeds = ", ".join(str(s) for s in any_rec.get("seeds") or [])
-        lines.append(
-            f"| {model} | {method} | {setting} | {seeds} | {_mean_std_cell(phases.get('before'))} "
-            f"| {_mean_std_cell(phases.get('after'))} | {held} |"
-        )
+        cells = [model, method, setting, ", ".join(str(s) for s in one.get("seeds") or [])]
+        cells.append(_mean_std_cell(phases.get("before", {}).get("acc_per_seed")))
+        if bn:
+            cells.append(_mean_std_cell(one.get("acc_before_bn_per_seed")))
+        cells += [_mean_std_cell(phases.get("after", {}).get("acc_per_seed")), held]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 
 

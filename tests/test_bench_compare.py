@@ -78,7 +78,7 @@ def test_before_and_after_are_rendered_side_by_side_with_mean_and_std(tmp_path):
         "flops_keep=0.3,epochs=2",
         [0, 1, 2],
         {"before": [0.50, 0.52, 0.54], "after": [0.90, 0.91, 0.92]},
-        {"flops_ratio": [0.30, 0.29, 0.31]},
+        {"flops_ratio": [0.30, 0.29, 0.31], "acc_before_bn": [0.80, 0.82, 0.84]},
         model="synthetic-net",
         acc_baseline=0.94,
     )
@@ -98,10 +98,11 @@ def test_before_and_after_are_rendered_side_by_side_with_mean_and_std(tmp_path):
     table = make_table.render(str(tmp_path))
     assert (
         "| synthetic-net | alloc-greedy | flops_keep=0.3,epochs=2 | 0, 1, 2 "
-        "| 52.00 ± 2.00 % | 91.00 ± 1.00 % | FLOPs × 0.300 |"
+        "| 52.00 ± 2.00 % | 82.00 ± 2.00 % | 91.00 ± 1.00 % | FLOPs × 0.300 |"
     ) in table
-    # One seed: no spread to show.
-    assert "| bits-mixed | avg_bits=2.5,epochs=2 | 0 | 80.00 % | 93.00 % | 2.49 avg bits |" in table
+    # One seed: no spread to show; no BatchNorm to re-estimate in a bits row.
+    assert "| avg_bits=2.5,epochs=2 | 0 | 80.00 % | – | 93.00 % | 2.49 avg bits |" in table
+    assert "| before, BN re-estimated |" in table
     # Phase records only in the summary; the plain record still in the per-record table.
     assert "phase=" not in table and "| synthetic-net | float | s |" in table
 
@@ -154,6 +155,7 @@ def test_whole_benchmark_on_a_tiny_model(clean_env):
         assert 0 <= r["acc"] <= 1 and r["acc_std"] is not None
         if r["method"].startswith("alloc-"):
             assert r["flops_ratio"] <= 0.6 + 1e-6 and len(r["flops_ratio_per_seed"]) == 2
+            assert len(r["acc_before_bn_per_seed"]) == 2
         else:
             assert r["average_bits"] <= 2.5 + 1e-6
 

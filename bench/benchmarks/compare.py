@@ -11,8 +11,10 @@ cost too little for an allocation to win much):
   ``alloc-tpe`` and ``alloc-gp`` (``PFTF_CMP_TRIALS`` plans, default 100) search per-group
   counts, each plan scored by the learner's no-fine-tuning proxy. Everything else is shared:
   LASSO selection with least-squares refit, then the same distilled fine-tune (teacher: the
-  dense baseline). ``before`` is the test accuracy right after pruning: the learner does not
-  re-estimate BatchNorm statistics after its refit, so neither does this benchmark.
+  dense baseline). ``before`` is the test accuracy right after pruning, BatchNorm statistics
+  as the learner leaves them (it does not re-estimate them after its refit);
+  ``acc_before_bn`` is the same pruned model with them re-estimated on 2,000 training
+  images (EagleEye's adaptive BN), mean over the seeds (``acc_before_bn_per_seed``).
 * **precision** (``PFTF_CMP_PARTS`` has ``precision``): weight bits by QAT, activations
   8-bit, each setting of ``PFTF_CMP_BITS`` (default ``mixed-3,uniform-3,mixed-2.5,uniform-2``)
   as in :mod:`bench.benchmarks.mixed` (``mixed-B``: per-layer bits 2..8 by measured
@@ -54,7 +56,8 @@ from typing import Any
 from bench import baselines as baseline_cache
 from bench import results_io
 from bench.benchmarks import mixed as mixed_bench
-from pocketflow_tf import accounting, datasets, distillation, errors, training
+from pocketflow_tf import accounting, batchnorm, datasets, distillation, errors, learner, training
+from pocketflow_tf.compat import tf
 from pocketflow_tf.learners.channel import ChannelPrunedLearner
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
 from pocketflow_tf.nets import recipe
@@ -77,6 +80,9 @@ ALLOCATIONS = tuple(_ALLOCATION_OPTIONS)
 
 #: Options every allocation shares (the learner's defaults unless a test makes them small).
 CHANNEL_OPTIONS: dict[str, Any] = {"cp_criterion": "lasso"}
+#: Training images on which ``acc_before_bn`` re-estimates the pruned model's BatchNorm
+#: statistics (the learner's calibration sample size).
+BN_IMAGES = 2000
 #: The distillation of every fine-tune here and in ``channel`` / ``mixed``: T=2, weight 1.
 DISTILLATION = distillation.DistillationConfig(1.0, 2.0)
 
@@ -265,10 +271,19 @@ def allocation(base, k: dict[str, Any]) -> list[dict[str, Any]]:
     data, dense, _ = base
     dense_flops = accounting.profile_model(dense).total_flops
 
+    bn_images = tf.data.Dataset.from_tensor_slices(data.x_train[:BN_IMAGES]).batch(128)
+
     def measure(lrn, out):
+        # The learner keeps BatchNorm statistics as they were; the same pruned model with
+        # them re-estimated (EagleEye's adaptive BN) is measured too, as a second figure.
+        adapted = learner.copy_model(lrn.pruned_model)
+        batchnorm.reestimate(adapted, bn_images, max_batches=BN_IMAGES // 128 + 1)
         return (
             training.evaluate_accuracy(lrn.pruned_model, data.x_test, data.y_test),
-            {"flops_ratio": accounting.profile_model(out).total_flops / dense_flops},
+            {
+                "flops_ratio": accounting.profile_model(out).total_flops / dense_flops,
+                "acc_before_bn": training.evaluate_accuracy(adapted, data.x_test, data.y_test),
+            },
             [g["kept"] for g in lrn.report["groups"]],
         )
 
