@@ -45,6 +45,8 @@ def test_default_knobs_are_the_issue_s_comparisons(clean_env):
         ("PFTF_CMP_METHODS", "alloc-random-walk"),
         ("PFTF_CMP_PARTS", "latency"),
         ("PFTF_CMP_TRIALS", "-3"),
+        ("PFTF_CMP_KEEP", "0"),
+        ("PFTF_CMP_KEEP", "a third"),
     ],
 )
 def test_a_bad_knob_stops_before_anything_loads(clean_env, name, value):

@@ -110,6 +110,27 @@ def _env_int(name: str, default: int, low: int) -> int:
     return int(raw)
 
 
+def _env_ratio(name: str, default: float) -> float:
+    """The ratio knob ``name``, a number in (0, 1], or a clear error.
+
+    Example:
+        >>> os.environ["PFTF_CMP_KEEP"] = "1.5"
+        >>> _env_ratio("PFTF_CMP_KEEP", 0.3)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `PFTF_CMP_KEEP`: '1.5'. Accepted: a number in (0, 1].
+        >>> del os.environ["PFTF_CMP_KEEP"]
+    """
+    raw = os.environ.get(name, str(default)).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:  # also refuses nan
+        raise errors.InvalidArgumentError(name, raw, "a number in (0, 1]")
+    return value
+
+
 def knobs() -> dict[str, Any]:
     """Every environment knob of this benchmark, parsed and checked (the one place that
     reads them).
@@ -123,7 +144,7 @@ def knobs() -> dict[str, Any]:
         "parts": _env_list("PFTF_CMP_PARTS", ",".join(PARTS)),
         "seeds": _env_list("PFTF_CMP_SEEDS", "0,1,2"),
         "epochs": _env_int("PFTF_CMP_EPOCHS", 2, 1),
-        "keep": float(os.environ.get("PFTF_CMP_KEEP", "0.3")),
+        "keep": _env_ratio("PFTF_CMP_KEEP", 0.3),
         "methods": _env_list("PFTF_CMP_METHODS", ",".join(ALLOCATIONS)),
         "trials": _env_int("PFTF_CMP_TRIALS", 100, 1),
         "amc_episodes": _env_int("PFTF_CMP_AMC_EPISODES", 300, 1),
