@@ -168,6 +168,64 @@ def seed_summary(recs: list[dict]) -> list[str]:
     ]
 
 
+def _mean_std_cell(values: list[float] | None) -> str:
+    """``"mean ± std %"`` of per-seed accuracies (``–`` when none; no ``±`` with one seed).
+
+    Example:
+        >>> _mean_std_cell([0.9, 0.92]), _mean_std_cell([0.9]), _mean_std_cell(None)
+        ('91.00 ± 1.41 %', '90.00 %', '–')
+    """
+    if not values:
+        return "–"
+    spread = f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{100 * statistics.mean(values):.2f}{spread} %"
+
+
+def phase_summary(recs: list[dict]) -> list[str]:
+    """The before/after table of records that carry a ``phase`` (``bench.benchmarks.compare``):
+    one row per (model, method, setting) with the mean ± std test accuracy over the seeds
+    before and after the fine-tune (and before with BatchNorm re-estimated, when measured),
+    and what the method is held to (FLOPs ratio or average weight bits, measured, mean over
+    the seeds).
+
+    Example:
+        >>> recs = [dict(model="m", method="a", setting="k=1,phase=before", phase="before",
+        ...              seeds=[0, 1], acc_per_seed=[0.49, 0.51], flops_ratio=0.3),
+        ...         dict(model="m", method="a", setting="k=1,phase=after", phase="after",
+        ...              seeds=[0, 1], acc_per_seed=[0.9, 0.9], flops_ratio=0.3)]
+        >>> phase_summary(recs)[2]
+        '| m | a | k=1 | 0, 1 | 50.00 ± 1.41 % | 90.00 ± 0.00 % | FLOPs × 0.300 |'
+    """
+    rows: dict[tuple, dict[str, dict]] = {}
+    for r in recs:
+        setting = ",".join(p for p in r["setting"].split(",") if not p.startswith("phase="))
+        rows.setdefault((r.get("model"), r.get("method"), setting), {})[r["phase"]] = r
+    if not rows:
+        return []
+    bn = any(r.get("acc_before_bn_per_seed") for r in recs)
+    lines = [
+        "| model | method | setting | seeds | before fine-tune (mean ± std) "
+        + ("| before, BN re-estimated " if bn else "")
+        + "| after fine-tune (mean ± std) | held to |",
+        "|---|---|---|---|---|---|" + ("---|" if bn else "") + "---|",
+    ]
+    for (model, method, setting), phases in rows.items():
+        one = phases.get("after") or phases.get("before")
+        if one.get("flops_ratio") is not None:
+            held = f"FLOPs × {one['flops_ratio']:.3f}"
+        elif one.get("average_bits") is not None:
+            held = f"{one['average_bits']:.2f} avg bits"
+        else:
+            held = "–"
+        cells = [model, method, setting, ", ".join(str(s) for s in one.get("seeds") or [])]
+        cells.append(_mean_std_cell(phases.get("before", {}).get("acc_per_seed")))
+        if bn:
+            cells.append(_mean_std_cell(one.get("acc_before_bn_per_seed")))
+        cells += [_mean_std_cell(phases.get("after", {}).get("acc_per_seed")), held]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
 #: Records whose field has this value go to a table of their own after the main one, under
 #: this caption: the same rows measured another way (zoo: models built by Keras 3 and
 #: bridged) stay side by side with, not mixed into, the original rows.
@@ -257,7 +315,8 @@ def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
     for path in files:
         with open(path) as f:
             doc = json.load(f)
-        recs = doc["records"]
+        phased = [r for r in doc["records"] if r.get("phase")]
+        recs = [r for r in doc["records"] if not r.get("phase")]
         for r in recs:
             if r.get("acc") is not None and r.get("acc_baseline") is not None:
                 r["acc_delta"] = 100 * (r["acc"] - r["acc_baseline"])
@@ -272,6 +331,12 @@ def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
         summary = seed_summary(recs)
         if summary:
             parts += ["", f"*{doc['benchmark']}, over seeds:*", "", *summary]
+        if phased:
+            # Records of one method and phase summarise several seeds already: one row per
+            # method, before and after side by side, instead of the per-record table.
+            commands = sorted({r["command"] for r in phased if r.get("command")})
+            parts.append(f"**{doc['benchmark']}** (`{'`, `'.join(commands)}`)\n")
+            parts += [host_attribution(phased), "", *phase_summary(phased)]
         parts.append("")
     return "\n".join(parts).rstrip()
 

@@ -58,6 +58,7 @@ BENCHMARKS = {
     "distributed": "bench.benchmarks.distributed",
     "sparsity": "bench.benchmarks.sparsity",
     "channel": "bench.benchmarks.channel",
+    "compare": "bench.benchmarks.compare",
     "auto": "bench.benchmarks.auto",
 }
 
@@ -90,6 +91,15 @@ QUICK: dict[str, dict[str, str]] = {
         "PFTF_CP_METHODS": "channel-lasso-auto-2x,channel-l1-uniform",
         "PFTF_CP_EPOCHS": "2",
     },
+    # Issue 22's restated comparisons, smallest form: uniform against greedy at 0.3x FLOPs,
+    # mixed-2.5 against uniform-2, one seed, 1 epoch (the full run: 5 allocations, 4 bit
+    # settings, 3 seeds, 2 epochs, about 2.5-3 h on 2 cores).
+    "compare": {
+        "PFTF_CMP_SEEDS": "0",
+        "PFTF_CMP_EPOCHS": "1",
+        "PFTF_CMP_METHODS": "alloc-uniform,alloc-greedy",
+        "PFTF_CMP_BITS": "mixed-2.5,uniform-2",
+    },
     "auto": {
         "PFTF_AUTO_TARGETS": "5x faster",
         "PFTF_AUTO_TRIALS": "4",
@@ -114,7 +124,7 @@ def resolve(names: list[str]) -> list[str]:
         >>> resolve(["ptqq"])
         Traceback (most recent call last):
         ...
-        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `benchmark`: 'ptqq'. Accepted: all, baselines, ptq, qat, mixed, codebooks, search, zoo, distributed, sparsity, channel, auto.
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `benchmark`: 'ptqq'. Accepted: all, baselines, ptq, qat, mixed, codebooks, search, zoo, distributed, sparsity, channel, compare, auto.
     """
     out: list[str] = []
     for name in names:

@@ -52,7 +52,9 @@ def test_every_benchmark_has_a_quick_setting_and_the_list_shows_it(capsys):
     run.main(["--list"])
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == list(run.BENCHMARKS)
-    assert "channel      quick: PFTF_CP_RECIPES=resnet_at_fmnist " in out[-2]
+    listed = dict(zip(run.BENCHMARKS, out, strict=True))
+    assert "channel      quick: PFTF_CP_RECIPES=resnet_at_fmnist " in listed["channel"]
+    assert "compare      quick: PFTF_CMP_SEEDS=0 " in listed["compare"]
     assert "PFTF_AUTO_TARGETS='5x faster'" in out[-1]
 
 
