@@ -557,7 +557,7 @@ def _train(
         f"for {cfg.epochs} epoch(s){workers} (nb_epochs_rat={opts.nb_epochs_rat}; 1.0 is the "
         f"full recipe of {rec_cfg.train.epochs} epochs)"
         if cls.epochs_note is None
-        else f"{workers} ({cls.epochs_note})"
+        else f"({cls.epochs_note}){workers}"
     )
     _say(
         f"training {model.name} with learner '{cls.name}' {epochs}; TensorBoard logs in "
