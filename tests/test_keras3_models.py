@@ -7,6 +7,7 @@ import pytest
 import pocketflow_tf.learners  # noqa: F401  (registers the learners)
 from pocketflow_tf import errors, learner, model_io, qat, tflite_verify, training
 from pocketflow_tf.compat import keras
+from pocketflow_tf.learners.auto import planner
 from pocketflow_tf.learners.auto.compress import compress
 from tests import tiny_models
 
@@ -87,7 +88,11 @@ def test_keras3_model_through_qat_comes_back_frozen_in_keras3(softmax, tiny_data
 
 
 @pytest.mark.parametrize("int8_final", ["ptq", "qat"])
-def test_keras3_softmax_model_through_compress(int8_final, tiny_data, tmp_path):
+def test_keras3_softmax_model_through_compress(int8_final, tiny_data, tmp_path, monkeypatch):
+    # The Keras 3 and softmax contract is under test, not the search: the int8 target keeps
+    # one chain, the dense model's int8 (a heavily pruned tiny net's int8 probabilities
+    # drift further from its float ones than the few steps checked below).
+    monkeypatch.setitem(planner.RULES, "int8", (("int8",), "the int8 chain alone (a test)"))
     model3 = _user_net3(softmax=True)
     # A trained model, as users bring: int8 probabilities of an untrained one sit within a
     # step or two of each other and the int8 verification (rightly) cannot tell them apart.
