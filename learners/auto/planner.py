@@ -67,6 +67,11 @@ CRITERIA = ("lasso", "l1")
 #: a pruned model restarts from good weights, so rates well below the training rate help.
 LR_FACTOR_RANGE = (0.1, 1.0)
 
+#: Room on the FLOPs keep ratio a byte goal allows a pruning chain: weights and FLOPs do not
+#: shrink alike (ResNet-20 pruned to 0.36x and 0.41x FLOPs gave int8 files of 0.094x and
+#: 0.112x of the float file, about 0.27x of the FLOPs share), so the range stays loose.
+PRUNE_BYTES_MARGIN = 1.3
+
 #: The speed-up an int8 chain is assumed to bring when it was not measured. Hosts differ
 #: widely (DESIGN.md: int8 was 0.8x of float on one host, 3.5x on another), so ``auto``
 #: measures it (``ModelFacts.int8_speedup``) whenever a speed goal has an int8 candidate.
@@ -497,6 +502,10 @@ def flops_keep_range(
       an int8 chain is a candidate it shares the work and the top is
       ``int8_speedup/speedup`` (the dense model's measured int8 speed-up, else
       :data:`INT8_SPEEDUP_GUESS`);
+    * for a byte goal, a pruned file keeps about the FLOPs keep ratio of its weights (times
+      :data:`INT8_BYTES_RATIO` when a pruning chain ends in int8), so the top is the bytes
+      ratio over that, with :data:`PRUNE_BYTES_MARGIN` of room (weights and FLOPs do not
+      shrink alike);
     * the bottom is what the model can reach (rounded channel counts).
 
     An unreachable goal (top below the bottom) keeps a small range at the bottom: those
@@ -509,6 +518,8 @@ def flops_keep_range(
         >>> facts = ModelFacts(True, 0.05, int8_speedup=3.2)
         >>> flops_keep_range(Target(speedup=4), facts, [CHAINS["prune+int8"]])[0]
         (0.1, 0.8)
+        >>> flops_keep_range(Target(bytes_ratio=0.1), facts, [CHAINS["prune+int8"]])[0]
+        (0.1, 0.464286)
     """
     low, high = DEFAULT_FLOPS_KEEP_RANGE
     notes = []
@@ -525,6 +536,21 @@ def flops_keep_range(
             f"{target.speedup:g}"
             + (f" (an int8 chain shares the speed-up:{measured} {share:.3g}x)" if share > 1 else "")
         )
+    ratio = target.bytes_ratio
+    if target.max_bytes is not None and facts.dense_bytes:
+        ratio = min(ratio or 1.0, target.max_bytes / facts.dense_bytes)
+    pruning = [c for c in chains if c.prunes]
+    if ratio is not None and pruning:
+        per_flop = INT8_BYTES_RATIO if any(c.int8 for c in pruning) else 1.0
+        top = ratio * PRUNE_BYTES_MARGIN / per_flop
+        if top < high:
+            high = top
+            notes.append(
+                f"bytes <= {ratio:.3g}x: FLOPs keep searched up to {top:.3g} (a pruned file "
+                f"keeps about its FLOPs share of the weights"
+                + (f", x{INT8_BYTES_RATIO} in int8" if per_flop < 1 else "")
+                + f"; {PRUNE_BYTES_MARGIN}x margin)"
+            )
     floor = facts.min_flops_keep * 1.001  # the planner's rounding must not go below it
     low = max(min(low, high * 0.5), floor)
     if high <= low:
@@ -621,6 +647,7 @@ __all__ = [
     "ESTIMATES",
     "INT8_BYTES_RATIO",
     "INT8_SPEEDUP_GUESS",
+    "PRUNE_BYTES_MARGIN",
     "RULES",
     "SPARSE_BYTES_FACTOR",
     "SPARSE_MIN_PARAMS",
