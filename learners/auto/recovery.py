@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, training
 from pocketflow_tf.compat import keras
 
 #: Share of the time left the planned epochs may fill: per-epoch held-out scoring, the
@@ -198,8 +198,7 @@ class RecoveryStop(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         student = self.student
-        logits = student.predict(self.x, batch_size=self.batch_size, verbose=0)
-        acc = float(np.mean(np.argmax(logits, axis=-1) == self.y))
+        acc = training.evaluate_accuracy(student, self.x, self.y, batch_size=self.batch_size)
         elapsed = self.clock() - self._t0
         self.curve.append((epoch + 1, acc, round(elapsed, 1)))
         if self.say:
@@ -331,10 +330,10 @@ class LearningCurve(keras.callbacks.Callback):
         bns = [v for v in student.variables if "moving_" in v.name]
         saved = [v.numpy() for v in bns]
         candidate.reestimate_batchnorm(student, self.x_stats, max_batches=8)
-        logits = student.predict(self.x, batch_size=256, verbose=0)
+        acc = training.evaluate_accuracy(student, self.x, self.y)
         for v, value in zip(bns, saved, strict=True):
             v.assign(value)
-        return float(np.mean(np.argmax(logits, axis=-1) == self.y))
+        return acc
 
 
 __all__ = [
