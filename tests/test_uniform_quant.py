@@ -434,3 +434,63 @@ def test_run_script_qat_from_a_trained_model(tmp_path):
         )
     )
     assert ev["metrics"]["test_acc"] == pytest.approx(m["test_acc"], abs=1e-6)
+
+
+@pytest.mark.skipif(not os.path.exists(FMNIST), reason="dataset-fashion-mnist")
+def test_run_script_4_bit_weights_export_an_int4_file_with_the_levels(tmp_path):
+    base = tmp_path / "fp" / "model.keras"
+    common = dict(nb_train_samples=1024, num_verify=200, latency_runs=10, verbose=0)
+    runner.run(
+        runner.RunOptions(
+            "convnet_at_fmnist",
+            nb_epochs_rat=0.07,
+            batch_size=32,
+            save_path=str(base),
+            log_dir=str(tmp_path / "logs"),
+            export_modes=(),
+            **common,
+        )
+    )
+    opts = runner.RunOptions(
+        "convnet_at_fmnist",
+        learner="uniform",
+        learner_options={"uql_weight_bits": 4},
+        model_path=str(base),
+        nb_epochs_rat=0.07,
+        batch_size=32,
+        save_path=str(tmp_path / "q" / "model.h5"),
+        log_dir=str(tmp_path / "logs_q"),
+        **common,
+    )
+    # 4-bit weights deploy as int8 storage and as int4 storage, both by default.
+    assert opts.export_modes == ("int8", "int4")
+    rec = runner.run(opts)
+    m, layers = rec["metrics"], rec["sections"]["storage_int4"]["layers"]
+    assert {"tflite_int8", "tflite_int4"} <= set(rec["artifacts"])
+    # Every kernel is int4 in the file with at most 2**4 - 1 values per output channel.
+    assert layers and all(s["stored"] == "INT4" and s["levels"] <= 15 for s in layers)
+    assert all(s["max_levels"] == 15 for s in layers) and m["tflite_int4_fallbacks"] == []
+    assert m["tflite_int4_bytes"] < 0.7 * m["tflite_int8_bytes"]
+    # Same model, same levels: the two files agree with the QAT model alike.
+    assert m["tflite_int4_agreement"] >= 0.95
+    assert abs(m["tflite_int4_acc"] - m["tflite_int8_acc"]) <= 0.02
+
+
+def test_int4_export_mode_is_checked_before_any_work(tmp_path):
+    with pytest.raises(errors.InvalidArgumentError) as e:
+        runner.RunOptions(
+            "convnet_at_fmnist",
+            learner="uniform",
+            learner_options={"uql_weight_bits": 4},
+            export_modes=("int4-sparse",),
+            save_path=str(tmp_path / "m.h5"),
+        )
+    assert e.value.name == "export_modes" and "int4-sparse" in str(e.value)
+    # int8 storage only: no layer can get <= 4 bits, so no int4 file is offered.
+    with pytest.raises(errors.InvalidArgumentError, match="modes among"):
+        runner.RunOptions(
+            "convnet_at_fmnist",
+            learner="uniform",
+            export_modes=("int4",),
+            save_path=str(tmp_path / "m.h5"),
+        )

@@ -177,6 +177,30 @@ class UniformQuantLearner(learner.Learner):
 
     Options = UniformQuantOptions
 
+    @classmethod
+    def deployment(cls, **learner_options: Any) -> tuple[tuple[str, ...] | None, str]:
+        """``("int8", "int4")`` when some layer may get <= 4 bits, else ``("int8",)``.
+
+        The ``int4`` export (:mod:`pocketflow_tf.int4_export`) stores those layers' kernels
+        as int4 in the file (two weights a byte); the ``int8`` one keeps them on int8
+        storage (their levels show only under gzip).
+
+        Example:
+            >>> UniformQuantLearner.deployment(uql_weight_bits=4)
+            (('int8', 'int4'), '.h5')
+            >>> UniformQuantLearner.deployment()
+            (('int8',), '.h5')
+        """
+        opts = {f.name: f.default for f in dataclasses.fields(cls.Options)}
+        opts.update(learner_options)
+        mixed = opts["uql_equivalent_bits"] is not None
+        low = opts["uql_w_bit_min"] if mixed else opts["uql_weight_bits"]
+        try:
+            modes = cls.deploy_modes + ("int4",) if low <= 4 else cls.deploy_modes
+        except TypeError:  # a bad value: the constructor's check names it
+            modes = cls.deploy_modes
+        return modes, cls.save_extension
+
     def __init__(self, train_config: training.TrainConfig | None = None, **kwargs: Any):
         super().__init__(train_config, **kwargs)
         # The sensitivities depend on each worker's data shard: with several workers the

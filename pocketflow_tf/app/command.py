@@ -607,15 +607,9 @@ class _RunView:
 
 
 def _export_modes(deploy: tuple[str, ...] | None) -> tuple[str, ...]:
-    from pocketflow_tf import tflite_export
     from pocketflow_tf.app import runner
 
-    modes = tuple(m for m in FLAGS.export_modes if m)
-    for mode in modes:
-        if runner.split_export_mode(mode)[0] not in tflite_export.MODES:
-            raise errors.InvalidArgumentError(
-                "export_modes", mode, f"a comma-separated subset of {tflite_export.MODES}"
-            )
+    modes = tuple(runner.check_export_mode(m) for m in FLAGS.export_modes if m)
     if deploy:
         if not FLAGS["export_modes"].present:
             return tuple(deploy)

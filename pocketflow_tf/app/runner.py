@@ -45,6 +45,7 @@ from pocketflow_tf import (
     ecq,
     errors,
     inputs,
+    int4_export,
     latency,
     learner,
     model_io,
@@ -66,6 +67,36 @@ SPARSE_SUFFIX = "-sparse"
 
 #: Exports made when the user names none (a quantization learner replaces them by its own).
 DEFAULT_EXPORT_MODES = ("float", "int8")
+#: Export modes another module writes (not the TFLite converter), with the mode whose
+#: verification thresholds they are checked at: ``int4`` is
+#: :mod:`pocketflow_tf.int4_export` (int4 kernels where a layer has <= 4 bits, int8 else).
+OWN_EXPORTS = {"int4": "int8"}
+#: Every export mode a run accepts (each but the own ones optionally ``-sparse``).
+EXPORT_MODES = (*tflite_export.MODES, *OWN_EXPORTS)
+
+
+def check_export_mode(mode: str) -> str:
+    """Returns ``mode`` if a run can export it, else raises naming what is accepted.
+
+    Example:
+        >>> check_export_mode("int4"), check_export_mode("int8-sparse")
+        ('int4', 'int8-sparse')
+        >>> check_export_mode("int4-sparse")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `export_modes`: 'int4-sparse'. Accepted: a comma-separated subset of ('float', 'dynamic', 'float16', 'int8', 'int4'), each of ('float', 'dynamic', 'float16', 'int8') optionally with '-sparse' (sparse storage of pruned weights).
+    """
+    base, sparse = split_export_mode(mode)
+    if base not in EXPORT_MODES or (sparse and base in OWN_EXPORTS):
+        raise errors.InvalidArgumentError(
+            "export_modes",
+            mode,
+            f"a comma-separated subset of {EXPORT_MODES}, each of {tflite_export.MODES} "
+            f"optionally with '{SPARSE_SUFFIX}' (sparse storage of pruned weights)",
+        )
+    return mode
+
+
 #: Model file endings a training run can save to (what model_io.save_model writes).
 SAVE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -172,13 +203,7 @@ class RunOptions:
             raise errors.InvalidArgumentError("exec_mode", self.exec_mode, f"one of {EXEC_MODES}")
         self.export_modes = tuple(m for m in self.export_modes if m)
         for mode in self.export_modes:
-            if split_export_mode(mode)[0] not in tflite_export.MODES:
-                raise errors.InvalidArgumentError(
-                    "export_modes",
-                    mode,
-                    f"a comma-separated subset of {tflite_export.MODES}, each optionally "
-                    f"with '{SPARSE_SUFFIX}' (sparse storage of pruned weights)",
-                )
+            check_export_mode(mode)
         # A quantization learner trains for one deployable form (a QAT model's "float"
         # export would be fake-quantised float, matching neither the Keras model nor int8).
         deploy, ext = cls.deployment(**self.learner_options)
@@ -613,14 +638,18 @@ def export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
         _say(f"exporting {mode} .tflite and verifying it on {n} test samples")
         base, sparse = split_export_mode(mode)
         try:
+            content, checked_as = None, base
+            if base == "int4":
+                content, checked_as = _int4_content(model, rep, mode, record), OWN_EXPORTS[base]
             res = tflite_verify.export_tflite(
                 model,
                 path,
-                mode=base,
+                mode=checked_as,
                 x_verify=x_verify,
                 y_verify=y_verify,
                 representative_data=rep if base == "int8" else None,
                 sparse=sparse,
+                content=content,
             )
         except errors.VerificationError as e:
             # A quantized export of a model that is not yet trained enough (or not suited to
@@ -654,6 +683,25 @@ def export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
         record.add_section(f"verify_{mode}", rep_d)
         exports[mode] = res.path
     return exports
+
+
+def _int4_content(model, rep, mode: str, record) -> bytes:
+    """The int4 file of ``model`` (its own allocation when quantization-aware, every
+    kernel at 4 bits else); records each layer's storage and says which layers fell back
+    to int8 and why."""
+    out = int4_export.convert(model, None if qat.is_quantized(model) else 4, rep)
+    n4 = sum(s.stored == "INT4" for s in out.layers)
+    _say(f"  {mode}: {n4} of {len(out.layers)} kernels stored as int4, levels checked in the file")
+    for s in out.fallbacks:
+        _say(f"  {mode}: layer {s.layer!r} ({s.bits} bits) stays int8: {s.fallback}")
+    record.add_section(f"storage_{mode}", out.to_dict())
+    record.add_metrics(
+        **{
+            f"tflite_{mode}_int4_layers": n4,
+            f"tflite_{mode}_fallbacks": [s.layer for s in out.fallbacks],
+        }
+    )
+    return out.content
 
 
 def record_deployed(deployed: learner.Deployed, data, record) -> dict[str, str]:
