@@ -10,6 +10,14 @@ split through LiteRT, checked to keep ``2**b - 1`` levels per output channel of 
 ``b``-bit kernel, and timed against the float export (interleaved, one thread, batch 1).
 ``compressed_bytes`` is the bit-packed storage (codes + float32 scales + float32 rest).
 
+Each setting is also exported as an ``int4`` file (:mod:`pocketflow_tf.int4_export`: the
+layers at <= 4 bits stored as int4, the others int8, the QAT model's levels and activation
+ranges kept), verified against the QAT model like the int8 one, scored on the whole test
+split and timed against the float file: ``int4_bytes`` (and ``int4_vs_int8``, its share of
+the int8 file's raw bytes), ``int4_acc``, ``int4_latency_ratio``, the layers it stores as
+int4 and the ones that fell back to int8 (with why), and whether every kernel's levels read
+back from the file are within ``2**b - 1``.
+
 ``acc_pruned`` ("before fine-tune") is the float model with only its weights put on the
 setting's levels (:func:`~pocketflow_tf.learners.uniform_quant.bits.fake_quantize`, the QAT
 grid; activations float): how much the allocation alone keeps, before QAT recovers it.
@@ -33,7 +41,7 @@ import time
 from bench import baselines as baseline_cache
 from bench import exports, results_io
 from bench.benchmarks import qat as qat_bench
-from pocketflow_tf import datasets, distillation, latency, learner, training
+from pocketflow_tf import datasets, deploy, distillation, int4_export, latency, learner, training
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner
 from pocketflow_tf.learners.uniform_quant import bits as bits_lib
 from pocketflow_tf.nets import recipe
@@ -62,6 +70,41 @@ def weights_only_accuracy(dense, bits: dict[str, int], x, y) -> float:
         variable = bits_lib.kernel_variable(model.get_layer(info.name))
         variable.assign(bits_lib.fake_quantize(variable.numpy(), bits[info.name], info.per_channel))
     return training.evaluate_accuracy(model, x, y)
+
+
+def score_int4(qat_model, path: str, data, rep, float_path: str, rounds: int = 30) -> dict:
+    """The ``int4`` file of ``qat_model``: exported, verified, scored on the whole test split
+    and timed against ``float_path``; its record fields.
+
+    Example:
+        >>> f = score_int4(qat_model, "m.int4.tflite", data, rep, "f.tflite")  # doctest: +SKIP
+        >>> f["int4_bytes"], f["int4_fallbacks"]  # doctest: +SKIP
+        (175088, {})
+    """
+    out = int4_export.convert(qat_model, None, rep)
+    d = deploy.deploy(
+        qat_model,
+        path,
+        mode="int8",  # the int8 thresholds: int4 kernels, int8 activations
+        content=out.content,
+        x_verify=data.x_test[:1000],
+        y_verify=data.y_test[:1000],
+        x_eval=data.x_test,
+        y_eval=data.y_test,
+        reference=float_path,
+        rounds=rounds,
+    )
+    return {
+        "int4_bytes": d.export.bytes,
+        "int4_bytes_gzip": d.export.bytes_gzip,
+        "int4_acc": round(d.acc, 4),
+        "int4_latency_ratio": round(d.latency_ratio, 4),
+        "int4_layers": [s.layer for s in out.layers if s.stored == "INT4"],
+        "int4_fallbacks": {s.layer: s.fallback for s in out.fallbacks},
+        "int4_levels_within_limit": all(
+            s.levels is None or s.levels <= s.max_levels for s in out.layers
+        ),
+    }
 
 
 def retime(rounds: int = 60) -> list[dict]:
@@ -124,6 +167,7 @@ def run() -> list[dict]:
         path = os.path.join(baseline_cache.ARTIFACTS, f"{RECIPE}.{setting}.int8.tflite")
         d = qat_bench.score_int8(qat_model, path, data, rep, float_path, rounds=30)
         acc, ratio = d.acc, d.latency_ratio
+        int4 = score_int4(qat_model, path.replace(".int8.", ".int4."), data, rep, float_path)
         storage = lrn.report["storage"]
         levels = lrn.report.get("tflite_int8_levels", [])
         recs.append(
@@ -146,13 +190,18 @@ def run() -> list[dict]:
                 levels_within_limit=all(lv["within_limit"] for lv in levels),
                 allocation_s=lrn.report["allocation_s"],
                 epochs=epochs,
+                **int4,
+                int4_vs_int8=round(int4["int4_bytes"] / d.export.bytes, 4),
             )
         )
         print(
             f"[bench] {setting}: acc {acc:.4f} (QAT Keras {acc_keras:.4f}, float "
             f"{acc_dense:.4f}), avg {storage['average_bits']:.3f} bits, packed "
             f"{storage['total_bytes']} B (float {storage['float_bytes']} B), levels ok "
-            f"{recs[-1]['levels_within_limit']}, latency ratio {ratio:.3f}, {wall:.0f} s",
+            f"{recs[-1]['levels_within_limit']}, latency ratio {ratio:.3f}, {wall:.0f} s; int4 "
+            f"file {int4['int4_bytes']} B ({recs[-1]['int4_vs_int8']:.3f}x int8), acc "
+            f"{int4['int4_acc']:.4f}, latency ratio {int4['int4_latency_ratio']:.3f}, "
+            f"fallbacks {int4['int4_fallbacks']}",
             flush=True,
         )
     return recs

@@ -11,7 +11,9 @@ ranked is what gets built, only trained longer:
 2. ``sparse`` chains: weight sparsity by gradual magnitude pruning during the same distilled
    fine-tune (:mod:`sparse_build`), exported in TFLite's sparse storage;
 3. ``int8`` chains: a full-integer int8 export (post-training quantization of the float
-   candidate; the final build may also try quantization-aware training, :func:`qat_finetune`).
+   candidate; the final build may also try quantization-aware training, :func:`qat_finetune`);
+   ``int4`` chains the same with every CONV_2D / FULLY_CONNECTED kernel stored as int4
+   (:mod:`pocketflow_tf.int4_export`; QAT at 4 bits).
 
 Example:
     >>> SensitivityCache().size
@@ -31,7 +33,9 @@ import numpy as np
 from pocketflow_tf import (
     atomic_io,
     distillation,
+    int4_export,
     learner,
+    qat,
     tflite_export,
     tflite_verify,
     training,
@@ -363,8 +367,10 @@ def qat_finetune(
     epochs: int,
     distill: distillation.DistillationConfig | None,
     verbose: int = 0,
+    weight_bits: int = 8,
 ) -> keras.Model:
-    """Quantization-aware fine-tune of a float candidate (``UniformQuantLearner``, int8).
+    """Quantization-aware fine-tune of a float candidate (``UniformQuantLearner``): int8, or
+    ``weight_bits`` per kernel (4 for an ``int4`` chain) with int8 activations.
 
     QAT starts from trained weights, so it runs at a tenth of the fine-tuning rate.
 
@@ -380,7 +386,14 @@ def qat_finetune(
     cfg = train_config.replace(
         epochs=int(epochs), learning_rate=train_config.learning_rate * 0.1, warmup_epochs=0.0
     )
-    lrn = UniformQuantLearner(cfg, distillation=distill, teacher=teacher, verbose=verbose)
+    lrn = UniformQuantLearner(
+        cfg,
+        distillation=distill,
+        teacher=teacher,
+        verbose=verbose,
+        uql_weight_bits=int(weight_bits),
+        uql_report_tflite=False,  # the int4 / int8 export checks the levels itself
+    )
     return lrn.fit(model, full_batches(data.x_train, data.y_train, cfg))
 
 
@@ -396,8 +409,10 @@ def export(
     """Converts, verifies and atomically writes ``model`` as a ``mode`` ``.tflite``.
 
     Args:
-        model: The Keras model (float, or QAT for int8).
-        mode: ``"float"`` or ``"int8"``.
+        model: The Keras model (float, or QAT for int8 / int4).
+        mode: ``"float"``, ``"int8"`` or ``"int4"`` (:mod:`pocketflow_tf.int4_export`: a QAT
+            model keeps its own bits and levels, a float one gets every kernel at 4 bits;
+            verified at the int8 thresholds).
         path: Destination.
         data: Verification inputs (``x_verify``) and int8 calibration (``x_rep``).
         child_check: Also load the file in a fresh process
@@ -412,7 +427,11 @@ def export(
     Example:
         >>> export(cand.model, "int8", "/tmp/c.tflite", data, child_check=False)  # doctest: +SKIP
     """
-    rep = data.x_rep if mode == "int8" else None
+    rep = data.x_rep if mode in ("int8", "int4") else None
+    content = None
+    if mode == "int4":
+        content = int4_export.convert(model, None if qat.is_quantized(model) else 4, rep).content
+        mode = "int8"  # its verification thresholds: int8 activations
     if child_check:
         return tflite_verify.export_tflite(
             model,
@@ -422,8 +441,10 @@ def export(
             y_verify=data.y_verify,
             representative_data=rep,
             sparse=sparse,
+            content=content,
         )
-    content = tflite_export.convert(model, mode, representative_data=rep, sparse=sparse)
+    if content is None:
+        content = tflite_export.convert(model, mode, representative_data=rep, sparse=sparse)
     report = tflite_verify.verify(
         model, content, data.x_verify, data.y_verify, mode=mode, check_child=False
     )

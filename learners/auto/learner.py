@@ -814,23 +814,30 @@ class AutoLearner(learner.Learner):
                             epochs=self.qat_epochs,
                             distill=self.distillation,
                             verbose=self._keras_verbose,
+                            weight_bits=chain.weight_bits,
                         )
-                    path = os.path.join(folder, f"model.{how}.int8.tflite")
+                    path = os.path.join(folder, f"model.{how}.{chain.export_mode}.tflite")
                     # The deployable keeps the user's output contract (probabilities stay
                     # probabilities); training and the search ran on logits.
                     keras_model = heads.attach(keras_model, self.output_head)
                     res = candidate.export(
-                        keras_model, "int8", path, data, child_check=True, sparse=chain.sparse
+                        keras_model,
+                        chain.export_mode,
+                        path,
+                        data,
+                        child_check=True,
+                        sparse=chain.sparse,
                     )
                     acc = proxy.tflite_accuracy(path, data.x_hold, data.y_hold)
                     options.append((how, keras_model, res, acc))
-                    self._say(f"int8 by {how.upper()}: held-out accuracy {acc:.4f}")
+                    self._say(f"{chain.export_mode} by {how.upper()}: held-out accuracy {acc:.4f}")
                 except errors.PocketFlowError as e:
                     failures.append(f"{how}: {e}")
-                    self._say(f"int8 by {how.upper()} refused: {e}")
+                    self._say(f"{chain.export_mode} by {how.upper()} refused: {e}")
             if not options:
                 raise errors.VerificationError(
-                    "no int8 export of the final model passed verification: " + "; ".join(failures)
+                    f"no {chain.export_mode} export of the final model passed verification: "
+                    + "; ".join(failures)
                 )
             # max keeps the first of equals: PTQ (listed first) wins ties -- the simpler model
             how, final_model, exported, _ = max(options, key=lambda o: o[3])

@@ -59,6 +59,12 @@ from pocketflow_tf.learners.weight_sparse import ratios as ratios_lib
 #: the nets here; small models have relatively more overhead).
 INT8_BYTES_RATIO = 0.28
 
+#: Size of an ``int4`` ``.tflite`` (:mod:`pocketflow_tf.int4_export`: CONV_2D and
+#: FULLY_CONNECTED kernels as int4, the rest int8) relative to the float32 file. Measured on
+#: the trained ResNet-20 / Fashion-MNIST: 172,976 B of 1,099,200 B (0.157x; 0.56x of its
+#: int8 file). Models rich in depthwise convolutions (int8 only) shrink less.
+INT4_BYTES_RATIO = 0.16
+
 #: Channel-selection criteria searched (``bn_gamma`` needs a BatchNorm after every pruned
 #: producer, which user models often lack; the learner falls back per group anyway).
 CRITERIA = ("lasso", "l1")
@@ -108,18 +114,21 @@ class Chain:
         name: Its name in the search space and the reports.
         prunes: Channel pruning (``ChannelPrunedLearner``, ``auto`` per-group counts) then a
             distilled fine-tune.
-        int8: Ends with a full-integer int8 ``.tflite`` (PTQ in the per-trial proxy; PTQ or
-            QAT for the final model), else a float ``.tflite``.
+        int8: Ends with a full-integer ``.tflite`` (int8 activations; PTQ in the per-trial
+            proxy, PTQ or QAT for the final model), else a float ``.tflite``.
         summary: One line for people.
         sparse: Weight sparsity (``WeightSparseLearner``, gradual magnitude pruning) then a
             distilled fine-tune, exported in TFLite's sparse storage
             (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
         params: The search parameters the chain uses besides ``chain``
             (:func:`active_params`).
+        weight_bits: Bits of every kernel of an integer chain: 8, or 4 for the ``int4``
+            file (:mod:`pocketflow_tf.int4_export`; quantization-aware training at 4 bits
+            for the final model's QAT option).
 
     Example:
-        >>> CHAINS["prune+int8"].export_mode
-        'int8'
+        >>> CHAINS["prune+int8"].export_mode, CHAINS["prune+int4"].export_mode
+        ('int8', 'int4')
     """
 
     name: str
@@ -128,16 +137,31 @@ class Chain:
     summary: str
     sparse: bool = False
     params: tuple[str, ...] = ()
+    weight_bits: int = 8
 
     @property
     def export_mode(self) -> str:
-        """The ``.tflite`` mode this chain deploys (``"int8"`` or ``"float"``).
+        """The ``.tflite`` mode this chain deploys (``"int4"``, ``"int8"`` or ``"float"``).
 
         Example:
             >>> CHAINS["prune"].export_mode
             'float'
         """
-        return "int8" if self.int8 else "float"
+        if not self.int8:
+            return "float"
+        return "int4" if self.weight_bits <= 4 else "int8"
+
+    @property
+    def bytes_ratio(self) -> float:
+        """The chain's file relative to the float file before any pruning or sparsity.
+
+        Example:
+            >>> CHAINS["prune"].bytes_ratio, CHAINS["int4"].bytes_ratio
+            (1.0, 0.16)
+        """
+        if not self.int8:
+            return 1.0
+        return INT4_BYTES_RATIO if self.weight_bits <= 4 else INT8_BYTES_RATIO
 
     @property
     def fine_tunes(self) -> bool:
@@ -173,6 +197,21 @@ CHAINS: dict[str, Chain] = {
             params=_PRUNE_PARAMS,
         ),
         Chain(
+            "int4",
+            False,
+            True,
+            "int4 kernels (int8 activations) .tflite of the dense model",
+            weight_bits=4,
+        ),
+        Chain(
+            "prune+int4",
+            True,
+            True,
+            "channel pruning + distilled fine-tune, then int4 kernels (int8 activations)",
+            params=_PRUNE_PARAMS,
+            weight_bits=4,
+        ),
+        Chain(
             "sparse",
             False,
             False,
@@ -192,7 +231,8 @@ CHAINS: dict[str, Chain] = {
 }
 
 _BYTES_WHY = (
-    f"int8 stores ~{INT8_BYTES_RATIO}x of the float bytes; pruning removes weights; sparse "
+    f"int8 stores ~{INT8_BYTES_RATIO}x of the float bytes, int4 kernels "
+    f"~{INT4_BYTES_RATIO}x; pruning removes weights; sparse "
     f"storage keeps ~{SPARSE_BYTES_FACTOR['float']:g}x (float) or "
     f"~{SPARSE_BYTES_FACTOR['int8']:g}x (int8) of (1 - sparsity) of the float bytes"
 )
@@ -211,11 +251,11 @@ RULES: dict[str, tuple[tuple[str, ...], str]] = {
         "sparse weights are densified at load",
     ),
     "max_bytes": (
-        ("int8", "prune", "prune+int8", "sparse", "sparse+int8"),
+        ("int8", "prune", "prune+int8", "int4", "prune+int4", "sparse", "sparse+int8"),
         _BYTES_WHY,
     ),
     "bytes_ratio": (
-        ("int8", "prune", "prune+int8", "sparse", "sparse+int8"),
+        ("int8", "prune", "prune+int8", "int4", "prune+int4", "sparse", "sparse+int8"),
         _BYTES_WHY,
     ),
     "int8": (
@@ -316,6 +356,10 @@ def _int8_alone_too_big(target: Target, facts: ModelFacts) -> str | None:
     return _too_big("int8 alone", INT8_BYTES_RATIO, target, facts)
 
 
+def _int4_alone_too_big(target: Target, facts: ModelFacts) -> str | None:
+    return _too_big("int4 alone", INT4_BYTES_RATIO, target, facts)
+
+
 def _sparse_too_big(mode: str) -> Callable[[Target, ModelFacts], str | None]:
     best = SPARSE_BYTES_FACTOR[mode] * (1.0 - DEFAULT_SPARSITY_RANGE[1])
     what = f"{mode} sparse storage at sparsity {DEFAULT_SPARSITY_RANGE[1]:g}"
@@ -355,6 +399,8 @@ ESTIMATES: dict[str, tuple[Callable[[Target, ModelFacts], str | None], ...]] = {
     "prune": (_model_not_prunable,),
     "int8": (_int8_alone_too_big,),
     "prune+int8": (_model_not_prunable,),
+    "int4": (_int4_alone_too_big,),
+    "prune+int4": (_model_not_prunable,),
     "sparse": (_nothing_to_sparsify(False), _sparse_too_big("float")),
     "sparse+int8": (_nothing_to_sparsify(True), _sparse_too_big("int8")),
 }
@@ -458,7 +504,7 @@ def candidate_chains(target: Target, facts: ModelFacts) -> tuple[list[Chain], li
         >>> from pocketflow_tf.learners.auto.target import Target
         >>> chains, notes = candidate_chains(Target.parse("<=0.2x bytes"), ModelFacts(True, 0.1))
         >>> [c.name for c in chains]
-        ['prune', 'prune+int8', 'sparse', 'sparse+int8']
+        ['prune', 'prune+int8', 'int4', 'prune+int4', 'sparse', 'sparse+int8']
     """
     names = list(CHAINS)
     notes = []
@@ -541,14 +587,16 @@ def flops_keep_range(
         ratio = min(ratio or 1.0, target.max_bytes / facts.dense_bytes)
     pruning = [c for c in chains if c.prunes]
     if ratio is not None and pruning:
-        per_flop = INT8_BYTES_RATIO if any(c.int8 for c in pruning) else 1.0
-        top = ratio * PRUNE_BYTES_MARGIN / per_flop
+        # The most compact pruning chain sets the top: the others then miss the goal at
+        # the highest ratios, which their trials measure.
+        best = min(pruning, key=lambda c: c.bytes_ratio)
+        top = ratio * PRUNE_BYTES_MARGIN / best.bytes_ratio
         if top < high:
             high = top
             notes.append(
                 f"bytes <= {ratio:.3g}x: FLOPs keep searched up to {top:.3g} (a pruned file "
                 f"keeps about its FLOPs share of the weights"
-                + (f", x{INT8_BYTES_RATIO} in int8" if per_flop < 1 else "")
+                + (f", x{best.bytes_ratio:g} in {best.export_mode}" if best.bytes_ratio < 1 else "")
                 + f"; {PRUNE_BYTES_MARGIN}x margin)"
             )
     floor = facts.min_flops_keep * 1.001  # the planner's rounding must not go below it
@@ -645,6 +693,7 @@ __all__ = [
     "CRITERIA",
     "DEFAULT_SPARSITY_RANGE",
     "ESTIMATES",
+    "INT4_BYTES_RATIO",
     "INT8_BYTES_RATIO",
     "INT8_SPEEDUP_GUESS",
     "PRUNE_BYTES_MARGIN",
