@@ -40,6 +40,7 @@ from pocketflow_tf import (
     inputs,
     interop,
     options,
+    shards,
     training,
 )
 from pocketflow_tf.compat import keras, tf
@@ -708,6 +709,9 @@ class Learner:
                     "y", "an array", "None when x is a tf.data.Dataset (it yields (x, y))"
                 )
             steps = int(x.cardinality())
+            if self.backend.size > 1 and shards.is_presharded(x):
+                # Already this worker's part (shards.Shard): as many steps on every worker.
+                return self.backend.presharded_dataset(x), max(1, steps)
             if self.backend.size > 1:
                 ds = self.backend.distribute_dataset(x)
                 return ds, max(1, self.backend.worker_steps(steps))
