@@ -594,7 +594,7 @@ def launch_horovod_hosts(
         return run_processes([(full, {}, "")], grace_s=grace_s, out=out, what="horovodrun")
     # Horovod's own pieces, as horovod.runner.gloo_run.launch_gloo uses them.
     from horovod.runner.common.util import hosts as hvd_hosts
-    from horovod.runner.gloo_run import create_run_envs, create_slot_env_vars
+    from horovod.runner.gloo_run import create_run_env_vars, create_slot_env_vars
     from horovod.runner.http.http_server import RendezvousServer
 
     slots = hvd_hosts.get_host_assignments(hvd_hosts.parse_hosts(hosts_spec), total)
@@ -602,7 +602,7 @@ def launch_horovod_hosts(
     port = server.start()
     try:
         server.init(slots)
-        common = {k: str(v) for k, v in create_run_envs(addresses[0], ["lo"], port).items()}
+        common = {k: str(v) for k, v in create_run_env_vars(addresses[0], ["lo"], port).items()}
         common["PYTHONUNBUFFERED"] = "1"
         starts = []
         for slot in slots:
@@ -669,6 +669,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             backend = resolve_hosts_backend(args.backend)
             if backend == "horovod":
+                for flag, value in (
+                    ("port", args.port),
+                    ("this_host_index", args.this_host_index),
+                    ("ssh", args.ssh or None),
+                    ("print_env", args.print_env or None),
+                ):
+                    if value is not None:
+                        raise errors.InvalidArgumentError(
+                            flag,
+                            value,
+                            "not given with --backend horovod (horovodrun starts the ranks "
+                            "of other machines over ssh itself; the by-hand start per host "
+                            "is the tf backend's)",
+                        )
                 return launch_horovod_hosts(
                     command, args.hosts, connect_timeout_s=args.connect_timeout_s
                 )
