@@ -12,7 +12,8 @@ Usage: ``python tests/dist_worker.py OUT_DIR SCENARIO``
   two epochs, recording its files and the images it decoded;
 * ``resume``: ``full-prec`` for 4 epochs with per-epoch backups in ``OUT_DIR/ckpt``; when
   ``OUT_DIR/kill-me`` exists, worker 1 deletes it and kills itself with SIGKILL as the
-  third epoch starts.
+  third epoch starts; ``resume-apart``: the same with a backup folder per worker
+  (``OUT_DIR/ckpt-rank<r>``), as on hosts that share no folder.
 
 Each worker writes ``OUT_DIR/<name>.rank<r>.npz`` (final weights, loss curve, backend
 facts) so the test can compare the ranks: :func:`launch` and :func:`load` are the tests'
@@ -119,7 +120,7 @@ def main(out_dir: str, scenario: str) -> None:
         fit("weight-sparse", "weight-sparse", 2, ws_prune_ratio=0.5)
         fit("uniform", "uniform", 2)
         fit("channel", "channel", 2, cp_uniform_preserve_ratio=0.5, cp_criterion="l1")
-    elif scenario == "resume":
+    elif scenario in ("resume", "resume-apart"):
         marker = os.path.join(out_dir, "kill-me")
 
         class KillAtThirdEpoch(keras.callbacks.Callback):
@@ -133,7 +134,10 @@ def main(out_dir: str, scenario: str) -> None:
             "full-prec",
             4,
             callbacks=[KillAtThirdEpoch()],
-            checkpoint_dir=os.path.join(out_dir, "ckpt"),
+            # resume-apart: each worker's own backup folder, as on hosts sharing none.
+            checkpoint_dir=os.path.join(
+                out_dir, "ckpt" if scenario == "resume" else f"ckpt-rank{backend.rank}"
+            ),
         )
     elif scenario == "shards":
         # Worker r reads only its shard of OUT_DIR/images (written by the test), trains on

@@ -343,3 +343,24 @@ def test_run_cluster_on_two_loopback_hosts_writes_one_set_of_outputs(tmp_path):
     # Nothing else was written anywhere under the run's folders (no second worker's copy).
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert all(w.startswith(("out/", "logs/")) for w in written), written
+
+
+def test_hosts_sharing_no_folder_resume_from_the_chiefs_backup(tmp_path):
+    # Each worker has its own backup folder: only the chief's holds the backups, as on two
+    # machines with local disks. After worker 1 is killed in epoch 3, the rerun resumes on
+    # both from the chief's backup (sent to worker 1 in memory) and ends with one model.
+    command = [sys.executable, os.path.join(ROOT, "tests", "dist_worker.py"), str(tmp_path)]
+    (tmp_path / "kill-me").write_text("")
+    out = io.StringIO()
+    rc = launcher.launch_hosts([*command, "resume-apart"], HOSTS, grace_s=10.0, out=out)
+    assert rc != 0 and "Rerun the same command to resume" in out.getvalue(), out.getvalue()[-3000:]
+    assert os.path.isdir(tmp_path / "ckpt-rank0" / "backup" / "chief")
+    assert not (tmp_path / "ckpt-rank1" / "backup" / "chief").exists()  # never written there
+    out = io.StringIO()
+    rc = launcher.launch_hosts([*command, "resume-apart"], HOSTS, out=out)
+    assert rc == 0, out.getvalue()[-3000:]
+    (w0, w1), loss, _ = dist_worker.load(tmp_path, "resume")
+    assert len(loss) == 2  # epochs 3 and 4 only, on both workers
+    for a, b in zip(w0, w1, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not (tmp_path / "ckpt-rank0").exists() and not (tmp_path / "ckpt-rank1").exists()
