@@ -1,8 +1,12 @@
-"""Starts N local worker processes of one command and watches them.
+"""Starts the worker processes of one command, on this host or several, and watches them.
 
 ``tf`` backend: one process per worker, each with its ``TF_CONFIG`` (loopback ports
 chosen free), its output prefixed with ``[worker i]`` (the chief's is passed through as
 is). ``horovod`` backend: ``horovodrun --gloo`` on loopback, which starts the ranks.
+``--hosts h1:2,h2:2`` (:func:`launch_hosts`, :func:`launch_horovod_hosts`): workers on
+several hosts, every check made before any starts (:mod:`pocketflow_tf.cluster`); with
+``--this-host-index i`` the launcher starts host ``i``'s workers only, which is how a
+person or a scheduler starts a cluster without ssh.
 
 A worker that dies (non-zero exit or a signal) ends the job: the others are stopped
 after ``grace_s`` seconds (collectives would otherwise wait for the dead peer forever),
