@@ -129,6 +129,11 @@ class Backend:
         """A user-given batched dataset made this worker's share (identity here)."""
         return dataset
 
+    def presharded_dataset(self, dataset: tf.data.Dataset) -> Any:
+        """A dataset that already is this worker's share at this worker's batch size (a
+        :class:`pocketflow_tf.shards.Shard`'s), made what ``fit`` takes (identity here)."""
+        return dataset
+
     def worker_steps(self, batches: int) -> int:
         """Steps per epoch of this worker over a user-given dataset of ``batches``."""
         return batches
@@ -214,6 +219,11 @@ class StrategyBackend(Backend):
             tf.data.experimental.AutoShardPolicy.DATA
         )
         return dataset.with_options(options)
+
+    def presharded_dataset(self, dataset):
+        # The function form hands each worker's own dataset to its replica as it is, batch
+        # for batch: no auto-sharding, and no rebatching of a global batch.
+        return self.strategy.distribute_datasets_from_function(lambda _: dataset)
 
     def wrap_optimizer(self, optimizer, ecq_config=None):
         if ecq_config is None:

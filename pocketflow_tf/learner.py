@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pocketflow_tf import (
+    atomic_io,
     distillation,
     distributed,
     ecq,
@@ -40,6 +41,7 @@ from pocketflow_tf import (
     inputs,
     interop,
     options,
+    shards,
     training,
 )
 from pocketflow_tf.compat import keras, tf
@@ -613,6 +615,17 @@ class Learner:
         backend.barrier()
         if backend.is_chief and not self.keep_backups:
             self.release_backups()
+        for copy in self._backup_copies:
+            # This host's copy of the chief's backup: spent once training has resumed from
+            # it (a later restart is sent the chief's again).
+            shutil.rmtree(copy, ignore_errors=True)
+            parent, root = os.path.dirname(copy), os.path.abspath(self.checkpoint_dir)
+            while parent.startswith(root) and os.path.isdir(parent) and not os.listdir(parent):
+                os.rmdir(parent)
+                if parent == root:
+                    break
+                parent = os.path.dirname(parent)
+        self._backup_copies = []
         final = self.finalize(student)
         if backend.size > 1:
             # Out of the strategy's scope again: evaluation and export then run in this
@@ -688,6 +701,7 @@ class Learner:
 
     def _all_callbacks(self, extra):
         self.train_seconds = []
+        self._backup_copies: list[str] = []
         cbs = [_EpochTimer(self.train_seconds)]
         cbs += self.backend.callbacks() + list(self.callbacks()) + list(extra or [])
         if self.checkpoint_dir:
@@ -696,6 +710,8 @@ class Learner:
             # release_backups): it is what lets a kill after training cost no epoch.
             backup = os.path.join(self.checkpoint_dir, "backup")
             self._backup_dirs.append(backup)
+            if share_chief_backup(self.backend, backup):
+                self._backup_copies.append(os.path.join(backup, "chief"))
             cbs.append(self.backend.backup_callback(backup))
         if self.log_dir and self.backend.is_chief:
             cbs.append(keras.callbacks.TensorBoard(self.log_dir, profile_batch=0))
@@ -708,6 +724,9 @@ class Learner:
                     "y", "an array", "None when x is a tf.data.Dataset (it yields (x, y))"
                 )
             steps = int(x.cardinality())
+            if self.backend.size > 1 and shards.is_presharded(x):
+                # Already this worker's part (shards.Shard): as many steps on every worker.
+                return self.backend.presharded_dataset(x), max(1, steps)
             if self.backend.size > 1:
                 ds = self.backend.distribute_dataset(x)
                 return ds, max(1, self.backend.worker_steps(steps))
@@ -731,6 +750,57 @@ class Learner:
         if self.backend.uses_strategy_scope:
             ds = self.backend.distribute_dataset(ds)
         return ds
+
+
+def share_chief_backup(backend: distributed.Backend, backup: str) -> bool:
+    """Gives every worker the chief's per-epoch backup before training (re)starts.
+
+    Keras's ``BackupAndRestore`` restores each worker from ``<backup>/chief``, the
+    chief's folder. On hosts that do not share that folder, a worker would find no backup
+    (or a stale one) and start at another epoch than the chief, and the collectives would
+    never meet. So the chief sends its backup's files (in memory, one broadcast: a resumed
+    run's only cost), and a worker whose copy differs replaces it; where the folder is
+    shared the copies are equal and nothing is written.
+
+    Returns:
+        Whether this worker wrote a copy (its host does not share the chief's folder).
+
+    Example:
+        >>> import tempfile
+        >>> share_chief_backup(distributed.Backend(), tempfile.mkdtemp())  # one worker: no-op
+        False
+    """
+    if backend.size < 2:
+        return False
+    folder = os.path.join(backup, "chief")
+    files = None
+    if backend.is_chief:
+        files = {}
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                path = os.path.join(folder, name)
+                if os.path.isfile(path):
+                    with open(path, "rb") as f:
+                        files[name] = f.read()
+    files = backend.broadcast_object(files)
+    if backend.is_chief:
+        return False
+    mine = {}
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    mine[name] = f.read()
+    if mine == files:
+        return False  # a shared folder, or an up-to-date copy
+    # A stale copy of this host (an older run's) must not be restored: replace it whole.
+    for name in mine:
+        os.remove(os.path.join(folder, name))
+    os.makedirs(folder, exist_ok=True)
+    for name, data in files.items():
+        atomic_io.write_bytes(os.path.join(folder, name), data)
+    return True
 
 
 @dataclasses.dataclass(frozen=True)

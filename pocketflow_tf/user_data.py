@@ -204,12 +204,34 @@ def scan_image_folder(
         files += found
         labels += [label] * len(found)
     folder = ImageFolder(directory, class_names, files, labels)
+    check_files(files, check, stream)
+    return folder
+
+
+def check_files(
+    files: Sequence[str], check: str = "full", stream: IO[str] | None = sys.stderr
+) -> None:
+    """Checks image files as :func:`scan_image_folder` does (e.g. one worker's shard only).
+
+    Args:
+        files: The image files.
+        check: ``"full"`` (decode each), ``"header"`` (first bytes) or ``"none"``.
+        stream: Where the progress line of a full check goes.
+
+    Raises:
+        InvalidArgumentError: An unknown ``check``.
+        DataError: An unreadable image, naming the first bad file.
+
+    Example:
+        >>> check_files([], "header")
+    """
+    if check not in CHECKS:
+        raise errors.InvalidArgumentError("check_images", check, f"one of {CHECKS}")
     if check == "header":
         for path in files:
             _check_header(path)
     elif check == "full":
         _decode_all(files, stream)
-    return folder
 
 
 def _check_header(path: str) -> None:

@@ -7,9 +7,13 @@ Usage: ``python tests/dist_worker.py OUT_DIR SCENARIO``
   ``full-prec``, ``full-prec`` with ECQ-SGD (4 bits), ``weight-sparse``,
   ``uniform`` (QAT) and ``channel`` (L1 channel pruning, chosen on the chief), each for a
   few epochs;
+* ``shards``: each worker reads only its shard of the image folder ``OUT_DIR/images``
+  (:func:`pocketflow_tf.shards.image_folder_shard`) and trains ``full-prec`` on it for
+  two epochs, recording its files and the images it decoded;
 * ``resume``: ``full-prec`` for 4 epochs with per-epoch backups in ``OUT_DIR/ckpt``; when
   ``OUT_DIR/kill-me`` exists, worker 1 deletes it and kills itself with SIGKILL as the
-  third epoch starts.
+  third epoch starts; ``resume-apart``: the same with a backup folder per worker
+  (``OUT_DIR/ckpt-rank<r>``), as on hosts that share no folder.
 
 Each worker writes ``OUT_DIR/<name>.rank<r>.npz`` (final weights, loss curve, backend
 facts) so the test can compare the ranks: :func:`launch` and :func:`load` are the tests'
@@ -116,7 +120,7 @@ def main(out_dir: str, scenario: str) -> None:
         fit("weight-sparse", "weight-sparse", 2, ws_prune_ratio=0.5)
         fit("uniform", "uniform", 2)
         fit("channel", "channel", 2, cp_uniform_preserve_ratio=0.5, cp_criterion="l1")
-    elif scenario == "resume":
+    elif scenario in ("resume", "resume-apart"):
         marker = os.path.join(out_dir, "kill-me")
 
         class KillAtThirdEpoch(keras.callbacks.Callback):
@@ -130,7 +134,52 @@ def main(out_dir: str, scenario: str) -> None:
             "full-prec",
             4,
             callbacks=[KillAtThirdEpoch()],
-            checkpoint_dir=os.path.join(out_dir, "ckpt"),
+            # resume-apart: each worker's own backup folder, as on hosts sharing none.
+            checkpoint_dir=os.path.join(
+                out_dir, "ckpt" if scenario == "resume" else f"ckpt-rank{backend.rank}"
+            ),
+        )
+    elif scenario == "shards":
+        # Worker r reads only its shard of OUT_DIR/images (written by the test), trains on
+        # it, and records which files it was given and which images it decoded.
+        import hashlib
+
+        from pocketflow_tf import shards
+
+        part = shards.image_folder_shard(
+            os.path.join(out_dir, "images"),
+            index=backend.rank,
+            count=backend.size,
+            image_size=data.input_shape[:2],
+            channels=data.input_shape[2],
+            input_scale="0..1",
+            batch_size=8,
+            seed=0,
+            stream=None,
+        )
+        seen = sorted(
+            hashlib.sha256(np.round(img * 255).astype(np.uint8).tobytes()).hexdigest()
+            for xb, _ in part.dataset
+            for img in xb.numpy()
+        )
+        cfg = training.TrainConfig(epochs=2, batch_size=8, learning_rate=0.05)
+        lrn = learner.get_learner_class("full-prec")(cfg, backend=backend, verbose=0)
+        model = lrn.fit(build(), part.dataset)
+        np.savez(
+            os.path.join(out_dir, f"shards.rank{backend.rank}.npz"),
+            *model.get_weights(),
+            loss=np.array(lrn.history.history["loss"]),
+            info=json.dumps(
+                {
+                    **backend.describe(),
+                    "steps_per_epoch": lrn.steps_per_epoch,
+                    "shard_steps": part.steps,
+                    "files": [os.path.relpath(f, out_dir) for f in part.files],
+                    "seen": seen,
+                    "tf_config": os.environ.get("TF_CONFIG"),
+                    "horovod_hostname": os.environ.get("HOROVOD_HOSTNAME"),
+                }
+            ),
         )
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
