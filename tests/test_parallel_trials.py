@@ -1,0 +1,218 @@
+"""Parallel trials (hp_optimizers.parallel): real worker processes sharing one SQLite study.
+
+The objective (tests/parallel_objectives.py) sleeps instead of computing, so two workers on
+the 2 shared cores run two trials at once, and logs every start and finish: the log, not the
+study's own records, shows which trial ran where and how often.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+import pocketflow_tf.hp_optimizers  # noqa: F401  (registers the optimisers)
+from pocketflow_tf import errors
+from pocketflow_tf.hp_optimizers import parallel, search
+from pocketflow_tf.hp_optimizers import space as space_lib
+
+SPACE = space_lib.SearchSpace([space_lib.Float("x", -1.0, 1.0)])
+FAST = {"heartbeat_s": 1, "grace_s": 2}
+
+
+def _spec(log_dir, **kwargs):
+    return parallel.ObjectiveSpec(
+        "tests.parallel_objectives:make_sleepy", {"log_dir": str(log_dir), **kwargs}
+    )
+
+
+def _events(log_dir):
+    """``{"start"|"done": Counter(trial_seed)}`` and the pids that finished trials."""
+    counts = {"start": collections.Counter(), "done": collections.Counter()}
+    pids = {"start": collections.defaultdict(list), "done": collections.defaultdict(list)}
+    with open(os.path.join(log_dir, "log")) as f:
+        for line in f:
+            event, seed, pid = line.split()
+            counts[event][int(seed)] += 1
+            pids[event][int(seed)].append(int(pid))
+    return counts, pids
+
+
+def test_two_workers_finish_every_trial_once(tmp_path):
+    study = search.Study(
+        tmp_path / "s",
+        SPACE,
+        _spec(tmp_path, sleep_s=0.3, wait_for_peer=True),
+        optimizer="tpe",
+        optimizer_kwargs={"n_startup_trials": 3},
+        max_trials=6,
+        workers=2,
+        verbose=False,
+        **FAST,
+    )
+    result = study.run()
+    assert result.stop_reason == "max_trials"
+    assert [t.number for t in result.trials] == list(range(6))
+    assert all(t.status == "complete" and t.attempts == 1 for t in result.trials)
+    counts, _ = _events(tmp_path)
+    seeds = {t.trial_seed for t in result.trials}
+    assert counts["done"] == collections.Counter({s: 1 for s in seeds})  # each ran once
+    assert len({t.metrics["pid"] for t in result.trials}) == 2  # both processes worked
+    best = max(result.trials, key=lambda t: t.value)
+    assert result.best.number == best.number and result.elapsed_s > 0
+    assert result.pareto_front([("value", "max")]) == [best]
+    # Reading the same study again gives the same trials (they live in the storage).
+    again = parallel.result(study.storage, "study", str(tmp_path / "s"))
+    assert again.trials == result.trials
+
+
+def test_killed_worker_trial_is_retried_not_lost(tmp_path):
+    # The child worker's first trial hangs; the test SIGKILLs that process mid-trial.
+    (tmp_path / "kill-me").write_text(str(os.getpid()))  # this process is spared
+    victim = tmp_path / "victim.pid"
+    killed = []
+
+    def killer():
+        deadline = time.monotonic() + 120
+        while not victim.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if victim.exists():
+            pid, seed = map(int, victim.read_text().split())
+            os.kill(pid, signal.SIGKILL)
+            killed.append((pid, seed))
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    result = search.Study(
+        tmp_path / "s",
+        SPACE,
+        _spec(tmp_path, sleep_s=0.2, wait_for_peer=True),
+        optimizer="random",
+        max_trials=5,
+        workers=2,
+        verbose=False,
+        **FAST,
+    ).run()
+    thread.join(timeout=5)
+    assert killed, "no worker took the hanging trial"
+    pid, seed = killed[0]
+    assert [t.number for t in result.trials] == list(range(5))
+    assert all(t.status == "complete" for t in result.trials)  # none lost
+    counts, pids = _events(tmp_path)
+    assert all(n == 1 for n in counts["done"].values()) and len(counts["done"]) == 5
+    assert counts["start"][seed] == 2  # the killed attempt and its retry
+    assert pids["done"][seed] == [os.getpid()]  # the retry ran in the surviving worker
+    retried = [t for t in result.trials if t.trial_seed == seed]
+    assert len(retried) == 1 and retried[0].attempts == 2
+    assert all(t.attempts == 1 for t in result.trials if t.trial_seed != seed)
+
+
+@pytest.mark.slow  # about 20 s: two full searches of sleeping trials
+def test_two_workers_are_faster_on_a_sleep_bound_objective(tmp_path):
+    walls = {}
+    for workers in (1, 2):
+        t0 = time.perf_counter()
+        result = search.Study(
+            tmp_path / f"w{workers}",
+            SPACE,
+            _spec(tmp_path / f"w{workers}", sleep_s=0.8),
+            optimizer="random",
+            max_trials=10,
+            workers=workers,
+            storage=f"sqlite:///{tmp_path}/w{workers}.db",
+            verbose=False,
+            **FAST,
+        ).run()
+        walls[workers] = time.perf_counter() - t0
+        assert sum(t.status == "complete" for t in result.trials) == 10
+    print(f"wall 1 worker {walls[1]:.1f} s, 2 workers {walls[2]:.1f} s")
+    assert walls[2] < 0.85 * walls[1]
+
+
+def test_bad_inputs_are_refused_before_work(tmp_path):
+    spec = _spec(tmp_path)
+
+    def study(**kwargs):
+        args = {"optimizer": "random", "max_trials": 2, "verbose": False, **kwargs}
+        return search.Study(tmp_path / "s", SPACE, spec, **args)
+
+    for workers in (0, -1, 1.5):
+        with pytest.raises(errors.InvalidArgumentError, match="workers"):
+            study(workers=workers)
+    bad_urls = [
+        "journal:/tmp/x.log",  # no heartbeat in optuna 5's journal storage
+        "sqlite:///:memory:",
+        "sqlite:/relative.db",
+        "nothing-like-a-url",
+        "sqlite:////sys/study.db",  # a folder nobody can write, root included
+        f"sqlite:///{tmp_path}/file.txt/study.db",
+    ]
+    (tmp_path / "file.txt").write_text("x")
+    for url in bad_urls:
+        with pytest.raises(errors.InvalidArgumentError, match="storage") as info:
+            study(storage=url)
+        assert url in str(info.value)
+    (tmp_path / "garbage.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(errors.InvalidArgumentError, match="garbage.db"):
+        study(storage=f"sqlite:///{tmp_path}/garbage.db", workers=2)
+    with pytest.raises(errors.InvalidArgumentError, match="objective"):
+        search.Study(tmp_path / "s", SPACE, lambda p, s: 0.0, max_trials=2, workers=2)
+    with pytest.raises(errors.InvalidArgumentError, match="optimizer_kwargs"):
+        study(workers=2, optimizer_kwargs={"f": object()})
+    assert not (tmp_path / "s").exists()  # nothing was written
+
+    # A storage another study owns, and a study of another configuration.
+    url = f"sqlite:///{tmp_path}/shared.db"
+    study(storage=url, study_name="first", max_trials=1).run()
+    with pytest.raises(errors.InvalidArgumentError, match="second.*'first'"):
+        study(storage=url, study_name="second")
+    with pytest.raises(errors.InvalidArgumentError, match="seed") as info:
+        study(storage=url, study_name="first", seed=3)
+    assert "3" in str(info.value) and "0" in str(info.value)
+    # The single-process state and the shared one are not mixed in one directory.
+    fast = _spec(tmp_path, sleep_s=0.0)
+    shared = tmp_path / "shared-dir"
+    search.Study(
+        shared, SPACE, fast, max_trials=1, storage=f"sqlite:///{shared}/study.db", verbose=False
+    ).run()
+    with pytest.raises(errors.InvalidArgumentError, match="parallel workers"):
+        search.Study(shared, SPACE, fast, max_trials=1)
+    single = tmp_path / "single-dir"
+    search.Study(single, SPACE, fast, max_trials=1, verbose=False).run()
+    with pytest.raises(errors.InvalidArgumentError, match="one process"):
+        search.Study(single, SPACE, fast, max_trials=1, workers=2)
+
+
+def test_worker_command_line_refuses_an_unknown_study(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    search.Study(
+        tmp_path / "s",
+        SPACE,
+        _spec(tmp_path, sleep_s=0.0),
+        max_trials=1,
+        storage=url,
+        verbose=False,
+    ).run()
+    proc = subprocess.run(
+        parallel.worker_command(url, "nope", "w"),
+        env=parallel.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "'nope'" in proc.stderr and "['study']" in proc.stderr
+    # A worker joining a finished study has nothing to do and says so.
+    proc = subprocess.run(
+        parallel.worker_command(url, "study", "late"),
+        env=parallel.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "done: max_trials" in proc.stdout
