@@ -116,8 +116,9 @@ class ObjectiveSpec:
 
     @classmethod
     def of(cls, objective: Any) -> ObjectiveSpec | None:
-        """The spec of an objective: itself, or that of a module-level function (``None``
-        for a lambda, a closure, a bound method or an object: nothing to import).
+        """The spec of an objective: itself, its ``objective_spec`` attribute (an object
+        saying how other processes rebuild it), or that of a module-level function
+        (``None`` for a lambda, a closure or another object: nothing to import).
 
         Example:
             >>> import math
@@ -126,6 +127,9 @@ class ObjectiveSpec:
         """
         if isinstance(objective, ObjectiveSpec):
             return objective
+        carried = getattr(objective, "objective_spec", None)
+        if isinstance(carried, ObjectiveSpec):  # an object saying how to rebuild itself
+            return carried
         module = getattr(objective, "__module__", None)
         qualname = getattr(objective, "__qualname__", None)
         if not module or not qualname or "<" in qualname or module == "__main__":

@@ -216,3 +216,63 @@ def test_worker_command_line_refuses_an_unknown_study(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0 and "done: max_trials" in proc.stdout
+
+
+@pytest.mark.slow  # about a minute: two processes build, fine-tune and export real trials
+def test_auto_search_with_two_trial_workers(tmp_path, monkeypatch):
+    import optuna
+
+    from pocketflow_tf import datasets
+    from pocketflow_tf.learners.auto import proxy
+    from pocketflow_tf.learners.auto.compress import compress
+    from tests import tiny_models
+    from tests.test_auto import conv_net
+
+    x, y = tiny_models.quadrant_data(300, seed=0, size=16)
+    model = conv_net()
+    model.compile("adam", keras_loss(), metrics=["acc"])
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    data = datasets.DataSplits("quadrants", x, y, x[:50], y[:50], 4)
+    url = f"sqlite:///{tmp_path}/auto/study/study.db"
+    call = proxy.Proxy.__call__
+    waited = []
+
+    def wait_then_call(self, params, trial_seed):
+        # This process's first trial waits for the worker process to take one, so that
+        # both surely run trials however slowly the worker starts (TF import, models).
+        deadline = time.monotonic() + 300
+        while not waited and time.monotonic() < deadline:
+            with parallel.shared_storage.quiet_optuna():
+                trials = optuna.load_study(study_name="study", storage=url).get_trials()
+            if sum(t.state == optuna.trial.TrialState.RUNNING for t in trials) >= 2:
+                break
+            time.sleep(0.5)
+        waited.append(True)
+        return call(self, params, trial_seed)
+
+    monkeypatch.setattr(proxy.Proxy, "__call__", wait_then_call)
+    budget = tiny_models.auto_budget(proxy_steps=10, samples=64, int8_final="ptq")
+    result = compress(
+        model,
+        data,
+        "flops<=0.5",
+        str(tmp_path / "auto"),
+        max_trials=3,
+        seed=0,
+        trial_workers=2,
+        **budget,
+    )
+    assert not os.path.exists(tmp_path / "auto" / "study" / "study.json")
+    rows = result.report["trials"]
+    assert [r["number"] for r in rows] == [0, 1, 2]
+    assert all(r["status"] in ("complete", "failed") for r in rows)
+    assert any(r["status"] == "complete" for r in rows) and os.path.exists(result.tflite_path)
+    with parallel.shared_storage.quiet_optuna():
+        stored = optuna.load_study(study_name="study", storage=url).get_trials()
+    assert {t.user_attrs.get("worker") for t in stored} == {"worker 0", "worker 1"}
+
+
+def keras_loss():
+    from pocketflow_tf.compat import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
