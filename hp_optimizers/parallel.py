@@ -354,7 +354,7 @@ class OptimizerSampler:
 
         history, pending = [], []
         groups = logical_trials(trials)
-        for first, attempts in groups.items():
+        for first, attempts in groups.items():  # first: the study trial number
             last = attempts[-1]
             if last.number == number:
                 continue
@@ -373,7 +373,7 @@ class OptimizerSampler:
         state.update(
             history=[{"number": n, "params": dict(p), "value": v} for _, n, p, v in history],
             pending=pending,
-            next_number=number,
+            next_number=rank(trials, number),
         )
         optimizer = self.optimizer_cls.from_state(state, **self.optimizer_kwargs)
         return optimizer.ask().params
@@ -449,7 +449,12 @@ def first_number(trial: Any) -> int:
 
 
 def logical_trials(trials: list[Any]) -> dict[int, list[Any]]:
-    """``{first attempt's number: attempts in order}``, surplus trials left out.
+    """``{study trial number: its attempts in order}``, surplus trials left out.
+
+    A study trial's number is its rank among the first attempts (0, 1, ... without gaps):
+    optuna numbers every attempt, and a retry's own number would otherwise leave a gap. The
+    rank of a trial never changes: an earlier first attempt not yet known to be surplus is
+    counted, and when it turns out surplus so do all later ones.
 
     Example:
         >>> logical_trials([])
@@ -459,7 +464,18 @@ def logical_trials(trials: list[Any]) -> dict[int, list[Any]]:
     for t in sorted(trials, key=lambda t: t.number):
         if not t.user_attrs.get("surplus"):
             groups.setdefault(first_number(t), []).append(t)
-    return dict(sorted(groups.items()))
+    return dict(enumerate(attempts for _, attempts in sorted(groups.items())))
+
+
+def rank(trials: list[Any], first: int) -> int:
+    """The study trial number of the trial whose first attempt is optuna trial ``first``.
+
+    Example:
+        >>> rank([], 7)
+        0
+    """
+    firsts = {first_number(t) for t in trials if not t.user_attrs.get("surplus")}
+    return sum(n < first for n in firsts)
 
 
 def elapsed_s(trials: list[Any], now: datetime.datetime | None = None) -> float:
@@ -496,7 +512,7 @@ def to_study_trials(trials: list[Any], seed: int) -> list[search.StudyTrial]:
 
     state = optuna.trial.TrialState
     out = []
-    for first, attempts in logical_trials(trials).items():
+    for number, attempts in logical_trials(trials).items():
         last = attempts[-1]
         attrs = last.user_attrs
         if last.state == state.COMPLETE:
@@ -518,9 +534,9 @@ def to_study_trials(trials: list[Any], seed: int) -> list[search.StudyTrial]:
             wall = ended - started
         out.append(
             search.StudyTrial(
-                number=first,
+                number=number,
                 params=dict(last.params),
-                trial_seed=search.trial_seed(seed, first),
+                trial_seed=search.trial_seed(seed, number),
                 status=status,
                 value=value,
                 metrics=dict(attrs.get("metrics") or {}) if status == "complete" else {},
@@ -671,13 +687,15 @@ class Worker:
             trial = study.ask()  # a queued retry first, else a new trial
             frozen = storage.get_trial(trial._trial_id)  # a live Trial hides system attrs
             with _heartbeat(trial, storage):
+                number = rank(study.get_trials(deepcopy=False), first_number(frozen))
                 if first_number(frozen) == trial.number and (
-                    reason is not None or self._surplus(study, trial.number)
-                ):
+                    reason is not None
+                    or (self.max_trials is not None and number >= self.max_trials)
+                ):  # max_trials trials were asked before this one (by any worker)
                     self._tell(study, trial, None, {"surplus": True})
                     reason = reason or "max_trials"
                     continue
-                row = self._run_trial(study, trial, first_number(frozen))
+                row = self._run_trial(study, trial, number)
             if row is None:
                 continue
             failures = failures + 1 if row.status == "failed" else 0
@@ -692,14 +710,8 @@ class Worker:
             return "max_wall_s"
         return None
 
-    def _surplus(self, study: Any, number: int) -> bool:
-        """Whether ``max_trials`` trials were asked before ``number`` (by any worker)."""
-        if self.max_trials is None:
-            return False
-        earlier = [n for n in logical_trials(study.get_trials(deepcopy=False)) if n < number]
-        return len(earlier) >= self.max_trials
-
     def _run_trial(self, study: Any, trial: Any, first: int) -> search.StudyTrial | None:
+        """Runs the objective for study trial number ``first`` and tells the result."""
         params = suggest_all(trial, self.sampler.space)
         seed = search.trial_seed(self.sampler.seed, first)
         t0 = time.perf_counter()

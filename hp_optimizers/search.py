@@ -347,17 +347,10 @@ class Study:
         self.lock_path = os.path.join(self.directory, LOCK_FILE)
         self.workers = options.check_integer("workers", workers, low=1)
         self.parallel = storage is not None or self.workers > 1
+        check_mode(self.directory, self.workers, storage)
         if not self.parallel:
             if isinstance(objective, parallel.ObjectiveSpec):
                 parallel.ObjectiveSpec.resolve(objective)  # import errors now, not mid-run
-            db = os.path.join(self.directory, parallel.DB_FILE)
-            if os.path.exists(db):
-                raise errors.InvalidArgumentError(
-                    "workers",
-                    workers,
-                    f"> 1 or storage='sqlite:///{db}': {self.directory} holds a study run by "
-                    "parallel workers (continue it the same way, or use another directory)",
-                )
             state = self._read_state()
             if state is not None:  # fail at construction, before any work is done
                 self._check_config(state)
@@ -368,13 +361,6 @@ class Study:
         """Checks the parallel mode's arguments and the stored study, before any work."""
         from pocketflow_tf.hp_optimizers import parallel, shared_storage
 
-        if os.path.exists(self.state_path):
-            raise errors.InvalidArgumentError(
-                "workers/storage",
-                (self.workers, storage),
-                f"workers=1 and no storage: {self.state_path} holds a study run in one "
-                "process (continue it the same way, or use another directory)",
-            )
         if storage is None:
             storage = "sqlite:///" + os.path.abspath(os.path.join(self.directory, parallel.DB_FILE))
         shared_storage.check_url(storage)
@@ -699,6 +685,39 @@ class _DirectoryLock:
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, 0)
         os.close(self.fd)  # closing the last descriptor releases the flock
+
+
+def check_mode(directory: str | os.PathLike, workers: int, storage: str | None = None) -> None:
+    """Refuses to continue a study of ``directory`` in the other mode: a ``study.json``
+    (one process) with workers or a storage, a ``study.db`` (workers) without.
+
+    Raises:
+        InvalidArgumentError: naming ``workers`` and saying how the study is continued.
+
+    Example:
+        >>> import tempfile
+        >>> check_mode(tempfile.mkdtemp(), 2)
+    """
+    from pocketflow_tf.hp_optimizers import parallel
+
+    directory = os.fspath(directory)
+    parallel_mode = storage is not None or workers > 1
+    db = os.path.join(directory, parallel.DB_FILE)
+    state = os.path.join(directory, STATE_FILE)
+    if not parallel_mode and os.path.exists(db):
+        raise errors.InvalidArgumentError(
+            "workers",
+            workers,
+            f"> 1 or storage='sqlite:///{os.path.abspath(db)}': {directory} holds a study run "
+            "by parallel workers (continue it the same way, or use another directory)",
+        )
+    if parallel_mode and os.path.exists(state):
+        raise errors.InvalidArgumentError(
+            "workers",
+            workers,
+            f"1 and no storage: {state} holds a study run in one process (continue it the "
+            "same way, or use another directory)",
+        )
 
 
 def _objective_spec_type() -> type:

@@ -188,6 +188,18 @@ def test_bad_inputs_are_refused_before_work(tmp_path):
         search.Study(single, SPACE, fast, max_trials=1, workers=2)
 
 
+def test_auto_refuses_bad_trial_workers_before_work(tmp_path):
+    from pocketflow_tf.learners.auto.learner import AutoLearner
+
+    for bad in (0, -2, 1.5):
+        with pytest.raises(errors.InvalidArgumentError, match="auto_trial_workers"):
+            AutoLearner(auto_target="2x faster", auto_dir=str(tmp_path), auto_trial_workers=bad)
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study.json").write_text("{}")
+    with pytest.raises(errors.InvalidArgumentError, match="one process"):
+        search.check_mode(tmp_path / "study", 2)
+
+
 def test_worker_command_line_refuses_an_unknown_study(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     search.Study(
@@ -270,9 +282,54 @@ def test_auto_search_with_two_trial_workers(tmp_path, monkeypatch):
     with parallel.shared_storage.quiet_optuna():
         stored = optuna.load_study(study_name="study", storage=url).get_trials()
     assert {t.user_attrs.get("worker") for t in stored} == {"worker 0", "worker 1"}
+    # Continued without workers, the run is refused before any work.
+    with pytest.raises(errors.InvalidArgumentError, match="workers.*parallel workers"):
+        compress(model, data, "flops<=0.5", str(tmp_path / "auto"), max_trials=3, seed=0, **budget)
 
 
 def keras_loss():
     from pocketflow_tf.compat import keras
 
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def test_stored_attempts_read_back_as_one_trial_per_number():
+    # optuna numbers every attempt; the study numbers trials 0, 1, ... by first attempt.
+    import optuna
+
+    state = optuna.trial.TrialState
+    dist = {"x": optuna.distributions.FloatDistribution(-1.0, 1.0)}
+
+    def attempt(number, x, value=None, fail=False, retry_of=None, **user_attrs):
+        t = optuna.trial.create_trial(
+            params={"x": x},
+            distributions=dist,
+            value=value,
+            state=state.FAIL if fail else state.COMPLETE,
+            system_attrs={} if retry_of is None else {"failed_trial": retry_of},
+            user_attrs=user_attrs,
+        )
+        t.number = number
+        return t
+
+    stored = [
+        attempt(0, 0.1, 0.5),
+        attempt(1, 0.2, fail=True),  # its worker was killed: no error attribute
+        attempt(2, 0.3, 0.7),
+        attempt(3, 0.2, 0.6, retry_of=1),  # the retry of trial 1
+        attempt(4, 0.4, fail=True, error="TrialFailed: no"),
+        attempt(5, 0.9, fail=True, surplus=True),  # asked beyond max_trials
+    ]
+    rows = parallel.to_study_trials(stored, seed=0)
+    assert [(r.number, r.status, r.attempts) for r in rows] == [
+        (0, "complete", 1),
+        (1, "complete", 2),
+        (2, "complete", 1),
+        (3, "failed", 1),
+    ]
+    assert rows[1].params == {"x": 0.2} and rows[3].error == "TrialFailed: no"
+    assert [r.trial_seed for r in rows] == [search.trial_seed(0, n) for n in range(4)]
+    assert parallel.rank(stored, 4) == 3 and parallel.rank(stored, 6) == 4
+    # A stale trial nobody retried (retries used up) reads as failed, saying why.
+    lost = parallel.to_study_trials(stored[:2], seed=0)[1]
+    assert lost.status == "failed" and "heartbeats" in lost.error

@@ -417,6 +417,8 @@ class AutoLearner(learner.Learner):
         run = _Run(model, data, cfg, facts, validation_data, t_start, final_epochs)
         run.config = self._study_config(model, data, cfg)
         self._check_stored_config(run.config)
+        # A study of this directory run with(out) trial workers continues the same way.
+        search.check_mode(os.path.join(self.auto_dir, "study"), self.trial_workers)
         return run
 
     def _start(self, run: _Run) -> None:
