@@ -459,6 +459,14 @@ class Study:
             f"study {self.study_name!r} in {self.storage}: {self.workers} worker(s), optimizer "
             f"{self.config['optimizer']!r}"
         )
+        done = parallel.result(self.storage, self.study_name, self.directory)
+        if not any(t.status == "running" for t in done.trials):  # no process to start
+            if self.max_trials is not None and len(done.trials) >= self.max_trials:
+                done.stop_reason = "max_trials"
+                return done
+            if self.max_wall_s is not None and done.elapsed_s >= self.max_wall_s:
+                done.stop_reason = "max_wall_s"
+                return done
         procs = [
             subprocess.Popen(
                 parallel.worker_command(

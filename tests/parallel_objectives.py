@@ -64,3 +64,17 @@ def make_sleepy(log_dir: str, sleep_s: float = 0.5, wait_for_peer: bool = False)
         return {"value": -((params["x"] - 0.3) ** 2), "pid": os.getpid()}
 
     return sleepy
+
+
+def make_flaky(log_dir: str):
+    """Raises ``OSError`` (an environment error, not a trial error) while
+    ``<log_dir>/broken`` exists; returns ``x`` otherwise."""
+
+    def flaky(params, trial_seed):
+        _log(log_dir, f"start {trial_seed} {os.getpid()}")
+        if os.path.exists(os.path.join(log_dir, "broken")):
+            raise OSError("disk full")
+        _log(log_dir, f"done {trial_seed} {os.getpid()}")
+        return params["x"]
+
+    return flaky

@@ -333,3 +333,54 @@ def test_stored_attempts_read_back_as_one_trial_per_number():
     # A stale trial nobody retried (retries used up) reads as failed, saying why.
     lost = parallel.to_study_trials(stored[:2], seed=0)[1]
     assert lost.status == "failed" and "heartbeats" in lost.error
+
+
+def test_a_parallel_study_resumes_and_reruns_a_trial_cut_by_an_error(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    spec = parallel.ObjectiveSpec(
+        "tests.parallel_objectives:make_flaky", {"log_dir": str(tmp_path)}
+    )
+
+    def study(max_trials):
+        return search.Study(
+            tmp_path / "s",
+            SPACE,
+            spec,
+            optimizer="random",
+            max_trials=max_trials,
+            storage=url,
+            verbose=False,
+            **FAST,
+        )
+
+    first = study(3).run()
+    assert [t.number for t in first.trials] == [0, 1, 2]
+    (tmp_path / "broken").write_text("")
+    with pytest.raises(OSError, match="disk full") as info:
+        study(5).run()
+    assert "trial 3 " in info.value.__notes__[0]
+    (tmp_path / "broken").unlink()
+    t0 = time.monotonic()
+    again = study(5).run()  # trial 3 is failed by its lost heartbeat, then rerun
+    assert time.monotonic() - t0 >= FAST["grace_s"]
+    assert again.trials[:3] == first.trials
+    assert [(t.number, t.status) for t in again.trials] == [(n, "complete") for n in range(5)]
+    assert again.trials[3].attempts == 2 and again.trials[4].attempts == 1
+    counts, _ = _events(tmp_path)
+    assert counts["start"][again.trials[3].trial_seed] == 2
+    assert all(n == 1 for n in counts["done"].values())
+    # With the budget spent, a run starts no worker and returns the stored study.
+    t0 = time.monotonic()
+    spent = search.Study(
+        tmp_path / "s",
+        SPACE,
+        spec,
+        optimizer="random",
+        max_trials=5,
+        workers=3,
+        storage=url,
+        verbose=False,
+        **FAST,
+    ).run()
+    assert spent.trials == again.trials and spent.stop_reason == "max_trials"
+    assert time.monotonic() - t0 < 10
