@@ -59,6 +59,7 @@ BENCHMARKS = {
     "sparsity": "bench.benchmarks.sparsity",
     "channel": "bench.benchmarks.channel",
     "compare": "bench.benchmarks.compare",
+    "trials": "bench.benchmarks.trials",
     "auto": "bench.benchmarks.auto",
 }
 
@@ -100,6 +101,8 @@ QUICK: dict[str, dict[str, str]] = {
         "PFTF_CMP_METHODS": "alloc-uniform,alloc-greedy",
         "PFTF_CMP_BITS": "mixed-2.5,uniform-2",
     },
+    # Parallel trials: 4 trials of the smallest net with 1 and 2 trial workers.
+    "trials": {"PFTF_TRIALS_TRIALS": "4"},
     "auto": {
         "PFTF_AUTO_TARGETS": "5x faster",
         "PFTF_AUTO_TRIALS": "4",
@@ -124,7 +127,7 @@ def resolve(names: list[str]) -> list[str]:
         >>> resolve(["ptqq"])
         Traceback (most recent call last):
         ...
-        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `benchmark`: 'ptqq'. Accepted: all, baselines, ptq, qat, mixed, codebooks, search, zoo, distributed, sparsity, channel, compare, auto.
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `benchmark`: 'ptqq'. Accepted: all, baselines, ptq, qat, mixed, codebooks, search, zoo, distributed, sparsity, channel, compare, trials, auto.
     """
     out: list[str] = []
     for name in names:

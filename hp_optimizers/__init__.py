@@ -2,8 +2,9 @@
 
 Installed as ``pocketflow_tf.hp_optimizers``. ``space`` describes what is searched, ``base``
 holds the ask/tell contract and the registry of optimisers ("random", "tpe", "gp", "amc"),
-``search`` the resumable study loop, ``in_memory`` the loop a learner's own search runs
-inside one ``fit``.
+``search`` the resumable study loop (``parallel``, ``shared_storage`` and ``worker``: its
+trials in parallel processes on a shared optuna storage), ``in_memory`` the loop a learner's
+own search runs inside one ``fit``.
 
 Example:
     >>> from pocketflow_tf.hp_optimizers import space

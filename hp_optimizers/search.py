@@ -6,6 +6,8 @@ where it stopped when it is constructed again on the same directory: finished tr
 a trial that was running is rerun with the same params and seed, and new trials are asked
 from the optimiser rebuilt from its saved state (the keras-tuner oracle/tuner split, with the
 same resumable JSON state). ``<directory>/study.lock`` keeps a second process out.
+``workers=N`` (or ``storage=URL``) runs trials in parallel processes on a shared optuna
+storage instead (:mod:`parallel`), with the same ``StudyResult``.
 
 An objective maps ``(params, trial_seed)`` to a float, or to a dict holding ``"value"`` and
 any extra metrics to record (FLOPs, bytes, latency). A trial *fails* (it is recorded, the
@@ -46,6 +48,7 @@ import glob
 import json
 import math
 import os
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -236,10 +239,25 @@ class Study:
         max_consecutive_failures: Stop after this many failed trials in a row in one run
             (``None``: never); a run is a deliberate retry, so the count restarts with it.
         verbose: Print one line per trial.
+        workers: Trial processes (default 1: this process alone, state in ``study.json``).
+            With more, or with ``storage``, the study lives in an optuna storage shared by
+            worker processes (:mod:`parallel`): ``run`` starts ``workers - 1`` of them and
+            works beside them; more can join with ``python -m
+            pocketflow_tf.hp_optimizers.worker --storage URL --study NAME``. Their objective
+            must then be importable: a module-level function or a ``parallel.ObjectiveSpec``.
+        storage: The shared storage, ``"sqlite:///PATH"`` or a database server's URL
+            (default with ``workers > 1``: ``<directory>/study.db``).
+        study_name: The study's name in the storage (default ``"study"``).
+        heartbeat_s: Seconds between a running parallel trial's heartbeats.
+        grace_s: A parallel trial without a heartbeat for this long (its worker was killed)
+            is failed and queued again, up to ``max_retries`` times.
+        max_retries: How often a parallel trial whose worker died is run again.
 
     Raises:
         InvalidArgumentError: a bad argument, no budget, or a configuration that differs from
-            the state stored in ``directory`` (naming the field, given and stored values).
+            the state stored in ``directory`` (naming the field, given and stored values);
+            with workers: a bad storage URL, a storage holding another study, or an
+            objective other processes cannot import.
 
     Example:
         >>> import tempfile
@@ -275,11 +293,21 @@ class Study:
         max_wall_s: float | None = None,
         max_consecutive_failures: int | None = 5,
         verbose: bool = True,
+        workers: int = 1,
+        storage: str | None = None,
+        study_name: str | None = None,
+        heartbeat_s: int = 5,
+        grace_s: int = 30,
+        max_retries: int = 3,
     ):
+        from pocketflow_tf.hp_optimizers import parallel  # it builds on this module
+
         if not isinstance(space, space_lib.SearchSpace):
             raise errors.InvalidArgumentError("space", space, "a SearchSpace")
-        if not callable(objective):
-            raise errors.InvalidArgumentError("objective", objective, "a callable")
+        if not (callable(objective) or isinstance(objective, parallel.ObjectiveSpec)):
+            raise errors.InvalidArgumentError(
+                "objective", objective, "a callable or a parallel.ObjectiveSpec"
+            )
         if direction not in base.DIRECTIONS:
             raise errors.InvalidArgumentError("direction", direction, f"one of {base.DIRECTIONS}")
         seed = options.check_integer("seed", seed, low=0)
@@ -317,9 +345,56 @@ class Study:
         )
         self.state_path = os.path.join(self.directory, STATE_FILE)
         self.lock_path = os.path.join(self.directory, LOCK_FILE)
-        state = self._read_state()
-        if state is not None:  # fail at construction, before any work is done
-            self._check_config(state)
+        self.workers = options.check_integer("workers", workers, low=1)
+        self.parallel = storage is not None or self.workers > 1
+        check_mode(self.directory, self.workers, storage)
+        if not self.parallel:
+            if isinstance(objective, parallel.ObjectiveSpec):
+                parallel.ObjectiveSpec.resolve(objective)  # import errors now, not mid-run
+            state = self._read_state()
+            if state is not None:  # fail at construction, before any work is done
+                self._check_config(state)
+            return
+        self._init_parallel(objective, storage, study_name, heartbeat_s, grace_s, max_retries)
+
+    def _init_parallel(self, objective, storage, study_name, heartbeat_s, grace_s, max_retries):
+        """Checks the parallel mode's arguments and the stored study, before any work."""
+        from pocketflow_tf.hp_optimizers import parallel, shared_storage
+
+        if storage is None:
+            storage = "sqlite:///" + os.path.abspath(os.path.join(self.directory, parallel.DB_FILE))
+        shared_storage.check_url(storage)
+        if study_name is None:
+            study_name = parallel.DEFAULT_STUDY_NAME
+        if not isinstance(study_name, str) or not study_name:
+            raise errors.InvalidArgumentError("study_name", study_name, "a non-empty string")
+        heartbeat_s = options.check_integer("heartbeat_s", heartbeat_s, low=1)
+        grace_s = options.check_integer("grace_s", grace_s, low=heartbeat_s + 1)
+        max_retries = options.check_integer("max_retries", max_retries, low=0)
+        spec = parallel.ObjectiveSpec.of(objective)
+        if spec is not None:
+            spec.resolve()  # import errors now, not in a worker
+        elif self.workers > 1:
+            raise errors.InvalidArgumentError(
+                "objective",
+                objective,
+                "a parallel.ObjectiveSpec or a module-level function when workers > 1 (each "
+                "worker process rebuilds the objective; a lambda, closure or object cannot "
+                "be sent there)",
+            )
+        self.storage, self.study_name, self.objective_spec = storage, study_name, spec
+        self.parallel_settings = parallel.settings(
+            self.config,
+            optimizer_kwargs=self.optimizer_kwargs,
+            objective=spec,
+            max_trials=self.max_trials,
+            max_wall_s=self.max_wall_s,
+            max_consecutive_failures=self.max_consecutive_failures,
+            heartbeat_s=heartbeat_s,
+            grace_s=grace_s,
+            max_retries=max_retries,
+        )
+        parallel.check_storage(storage, study_name, self.config)
 
     @property
     def seed(self) -> int:
@@ -362,6 +437,10 @@ class Study:
             ([1, 2, 1], True)
         """
         os.makedirs(self.directory, exist_ok=True)
+        if self.parallel:
+            return self._run_parallel()
+        if isinstance(self.objective, _objective_spec_type()):
+            self.objective = self.objective.build()
         with _DirectoryLock(self.lock_path, self.directory):
             # Leftovers of atomic writes cut by a kill; only the lock holder writes here.
             for tmp in glob.glob(os.path.join(glob.escape(self.directory), f".{STATE_FILE}.*")):
@@ -369,6 +448,55 @@ class Study:
                     os.remove(tmp)
             self._load()
             return self._loop()
+
+    def _run_parallel(self) -> StudyResult:
+        """Starts ``workers - 1`` worker processes on the storage, works beside them, waits
+        for them and returns the study as every worker left it."""
+        from pocketflow_tf.hp_optimizers import parallel
+
+        parallel.prepare(self.storage, self.study_name, self.parallel_settings)
+        self._log(
+            f"study {self.study_name!r} in {self.storage}: {self.workers} worker(s), optimizer "
+            f"{self.config['optimizer']!r}"
+        )
+        done = parallel.result(self.storage, self.study_name, self.directory)
+        if not any(t.status == "running" for t in done.trials):  # no process to start
+            if self.max_trials is not None and len(done.trials) >= self.max_trials:
+                done.stop_reason = "max_trials"
+                return done
+            if self.max_wall_s is not None and done.elapsed_s >= self.max_wall_s:
+                done.stop_reason = "max_wall_s"
+                return done
+        procs = [
+            subprocess.Popen(
+                parallel.worker_command(
+                    self.storage, self.study_name, f"worker {i}", verbose=self.verbose
+                ),
+                env=parallel.worker_env(),
+            )
+            for i in range(1, self.workers)
+        ]
+        objective = self.objective
+        if isinstance(objective, parallel.ObjectiveSpec):
+            objective = objective.build()
+        finished = False
+        try:
+            reason = parallel.Worker(
+                self.storage, self.study_name, objective, label="worker 0", verbose=self.verbose
+            ).run()
+            finished = True
+        finally:
+            for proc in procs:
+                if not finished:  # this process failed: stop the workers it started
+                    proc.terminate()
+                proc.wait()
+        codes = [p.returncode for p in procs]
+        if any(codes):
+            self._log(
+                f"worker exit codes {codes}: a worker failed (its trial, if any, was retried "
+                "by another worker; see its output above)"
+            )
+        return parallel.result(self.storage, self.study_name, self.directory, reason)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -567,6 +695,45 @@ class _DirectoryLock:
         os.close(self.fd)  # closing the last descriptor releases the flock
 
 
+def check_mode(directory: str | os.PathLike, workers: int, storage: str | None = None) -> None:
+    """Refuses to continue a study of ``directory`` in the other mode: a ``study.json``
+    (one process) with workers or a storage, a ``study.db`` (workers) without.
+
+    Raises:
+        InvalidArgumentError: naming ``workers`` and saying how the study is continued.
+
+    Example:
+        >>> import tempfile
+        >>> check_mode(tempfile.mkdtemp(), 2)
+    """
+    from pocketflow_tf.hp_optimizers import parallel
+
+    directory = os.fspath(directory)
+    parallel_mode = storage is not None or workers > 1
+    db = os.path.join(directory, parallel.DB_FILE)
+    state = os.path.join(directory, STATE_FILE)
+    if not parallel_mode and os.path.exists(db):
+        raise errors.InvalidArgumentError(
+            "workers",
+            workers,
+            f"> 1 or storage='sqlite:///{os.path.abspath(db)}': {directory} holds a study run "
+            "by parallel workers (continue it the same way, or use another directory)",
+        )
+    if parallel_mode and os.path.exists(state):
+        raise errors.InvalidArgumentError(
+            "workers",
+            workers,
+            f"1 and no storage: {state} holds a study run in one process (continue it the "
+            "same way, or use another directory)",
+        )
+
+
+def _objective_spec_type() -> type:
+    from pocketflow_tf.hp_optimizers import parallel
+
+    return parallel.ObjectiveSpec
+
+
 def _parse_result(out: Any) -> tuple[float | None, dict[str, Any]]:
     """(value, metrics) of an objective's return; value ``None`` marks a failed trial."""
     metrics: dict[str, Any] = {}
@@ -614,3 +781,8 @@ def _is_finite_number(value: Any) -> bool:
 def _short(value: Any, width: int = 12) -> str:
     text = f"{value:.4g}" if isinstance(value, float) else str(value)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# Shared with the parallel workers (hp_optimizers.parallel), which record trials the same way.
+parse_result = _parse_result
+short = _short

@@ -76,6 +76,12 @@ class AutoOptions(options.Options):
     auto_max_consecutive_failures: int | None = options.option(
         5, help="stop after this many failed trials in a row", low=1
     )
+    auto_trial_workers: int = options.option(
+        1,
+        help="processes running the search's trials side by side (1: this process only; N: "
+        "N - 1 more worker processes on <auto_dir>/study/study.db, see hp_optimizers.parallel)",
+        low=1,
+    )
     auto_holdout: float = options.option(
         0.1,
         help="share of the training data held out to rank candidates",

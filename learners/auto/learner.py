@@ -68,6 +68,7 @@ from pocketflow_tf.learners.auto import (
     report,
     sparse_build,
     splits,
+    trial_worker,
 )
 from pocketflow_tf.learners.auto.target import Target, Verdict, human_bytes
 
@@ -140,6 +141,9 @@ class AutoLearner(learner.Learner):
         auto_search_share: Share of ``auto_max_wall_s`` the search may use; the final build
             plans its fine-tune to fit what is left.
         auto_max_consecutive_failures: Stop after this many failed trials in a row.
+        auto_trial_workers: Processes running trials side by side: ``N > 1`` starts ``N - 1``
+            worker processes sharing ``<auto_dir>/study/study.db`` (they rebuild the trial
+            objective from ``<auto_dir>/study/objective``, see :mod:`trial_worker`).
         auto_holdout: Share of the training data held out to rank candidates (stratified,
             seeded); ignored when ``fit`` gets ``x_val``.
         auto_proxy_steps: Distilled fine-tuning steps per trial.
@@ -225,6 +229,7 @@ class AutoLearner(learner.Learner):
         self.max_trials = o.auto_max_trials
         self.max_wall_s = o.auto_max_wall_s
         self.max_consecutive_failures = o.auto_max_consecutive_failures
+        self.trial_workers = o.auto_trial_workers
         self.holdout = o.auto_holdout
         self.proxy_config = proxy.ProxyConfig(
             steps=o.auto_proxy_steps,
@@ -412,6 +417,8 @@ class AutoLearner(learner.Learner):
         run = _Run(model, data, cfg, facts, validation_data, t_start, final_epochs)
         run.config = self._study_config(model, data, cfg)
         self._check_stored_config(run.config)
+        # A study of this directory run with(out) trial workers continues the same way.
+        search.check_mode(os.path.join(self.auto_dir, "study"), self.trial_workers)
         return run
 
     def _start(self, run: _Run) -> None:
@@ -453,6 +460,16 @@ class AutoLearner(learner.Learner):
             prune_seed=self.seed,
             final_steps=lambda s_per_step: self._final_steps(run, s_per_step, self._final_share()),
         )
+        if self.trial_workers > 1:  # the worker processes rebuild the objective from files
+            objective.objective_spec = trial_worker.write_bundle(
+                os.path.join(self.auto_dir, "study", "objective"),
+                objective,
+                final_steps=(
+                    self._steps_per_epoch(run),
+                    run.final_epochs,
+                    self._final_share(),
+                ),
+            )
         max_trials = self.max_trials
         if run.plan.size is not None:  # a finite space: no point asking twice for one point
             max_trials = min(max_trials or run.plan.size, run.plan.size)
@@ -467,6 +484,7 @@ class AutoLearner(learner.Learner):
             max_wall_s=None if self.max_wall_s is None else self.max_wall_s * self.search_share,
             max_consecutive_failures=self.max_consecutive_failures,
             verbose=self.verbose > 0,
+            workers=self.trial_workers,
         ).run()
         if self.max_wall_s is not None:
             # The final build gets what the search (over every run) and this run's setup
