@@ -604,6 +604,7 @@ class _RunView:
     strict_export: bool
     seed: int
     latency_runs: int
+    verify_arm64: bool = False
 
 
 def _export_modes(deploy: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -668,6 +669,7 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
         FLAGS.strict_export,
         FLAGS.seed,
         FLAGS.latency_runs,
+        FLAGS.verify_arm64,
     )
     dst = None
     if FLAGS.enbl_dst:
@@ -737,6 +739,7 @@ def export_command(model_path: str, command: Sequence[str]) -> int:
         FLAGS.strict_export,
         FLAGS.seed,
         FLAGS.latency_runs,
+        FLAGS.verify_arm64,
     )
     if not view.export_modes:
         raise errors.InvalidArgumentError("export_modes", "", "at least one mode, e.g. float,int8")
