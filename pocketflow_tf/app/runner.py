@@ -662,8 +662,9 @@ def export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
     return exports
 
 
-#: Verification samples run on the aarch64 LiteRT by ``--verify_arm64``: qemu runs ResNet-20
-#: at about 0.1 s per sample (docs/arm64.md), and 200 is what a check needs (one flip: 0.5 %).
+#: Verification samples run on the aarch64 LiteRT by ``--verify_arm64``: 200 is what a check
+#: needs (one flip: 0.5 %), and emulation is slow (ResNet-20 under qemu, 200 images: about
+#: 5 min float, 20-45 s int8; docs/arm64.md).
 ARM64_SAMPLES = 200
 
 
