@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -126,7 +127,7 @@ class Arm64Lane:
             if not os.path.exists(p)
         ]
         qemu = info.get("qemu", "qemu-aarch64-static")
-        if not _which(qemu):
+        if not shutil.which(qemu):
             missing.append(qemu + " (not on PATH)")
         if missing or not info.get("cpus"):
             raise Arm64LaneError(
@@ -182,12 +183,6 @@ class Arm64Lane:
             '/l/site'
         """
         return os.path.join(self.root, "site")
-
-
-def _which(program: str) -> str | None:
-    import shutil
-
-    return shutil.which(program)
 
 
 # Runs on the aarch64 Python: LiteRT and NumPy only (no pocketflow_tf there). Feeds the
@@ -451,6 +446,7 @@ def verify_arm64(
     raw, timing = run_on_arm64(
         model_path, x, cpu=cpu, batch_size=batch_size, lane=lane, timeout_s=timeout_s
     )
+    # The x86 runner's own dequantization (same scale and zero-point for both runtimes).
     arm = runner._dequantize_output(raw)
     if arm.shape != ref.shape:
         raise Arm64LaneError(f"ARM64 output shape {arm.shape} differs from x86's {ref.shape}")
@@ -459,6 +455,7 @@ def verify_arm64(
     steps = None if step is None else round(figures["max_abs_diff"] / step, 3)
     keras_figures = None
     if keras_model is not None:
+        # The same Keras forward pass as tflite_verify.verify (batched, output as float32).
         predicted = tflite_verify._keras_outputs(keras_model, x)
         keras_figures = {"arm64": _compare(arm, predicted), "x86": _compare(ref, predicted)}
     from importlib.metadata import version

@@ -671,6 +671,10 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
         FLAGS.latency_runs,
         FLAGS.verify_arm64,
     )
+    if view.verify_arm64:
+        from pocketflow_tf import arm64
+
+        arm64.Arm64Lane.find()  # a missing lane is refused now, not after the work
     dst = None
     if FLAGS.enbl_dst:
         dst = distillation.DistillationConfig(FLAGS.loss_w_dst, FLAGS.tempr_dst)
@@ -741,6 +745,10 @@ def export_command(model_path: str, command: Sequence[str]) -> int:
         FLAGS.latency_runs,
         FLAGS.verify_arm64,
     )
+    if view.verify_arm64:
+        from pocketflow_tf import arm64
+
+        arm64.Arm64Lane.find()  # a missing lane is refused now, not after the work
     if not view.export_modes:
         raise errors.InvalidArgumentError("export_modes", "", "at least one mode, e.g. float,int8")
     model, _ = _load_model(model_path)
