@@ -64,6 +64,12 @@ flags.DEFINE_boolean(
     "abort when a quantized export fails verification (default: refuse it, write nothing, "
     "report it and go on)",
 )
+flags.DEFINE_boolean(
+    "verify_arm64",
+    False,
+    "also run each export with the aarch64 LiteRT under qemu and record its agreement with "
+    "x86 (needs the ARM64 lane: tools/arm64_lane.sh)",
+)
 flags.DEFINE_integer("resnet_size", 20, "ResNet depth for resnet_* recipes: 20, 32, 44 or 56")
 flags.DEFINE_integer("mobilenet_version", 1, "MobileNet style for mobilenet_*: 1 or 2")
 flags.DEFINE_float("mobilenet_width", 0.5, "MobileNet width multiplier")
@@ -249,6 +255,7 @@ def options_from_flags(recipe_name: str) -> runner.RunOptions:
         export_modes=tuple(FLAGS.export_modes),
         num_verify=FLAGS.num_verify,
         strict_export=FLAGS.strict_export,
+        verify_arm64=FLAGS.verify_arm64,
         build_options=build_options(recipe_name),
         seed=FLAGS.seed,
         batch_size=FLAGS.batch_size,

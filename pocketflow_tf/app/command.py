@@ -604,6 +604,7 @@ class _RunView:
     strict_export: bool
     seed: int
     latency_runs: int
+    verify_arm64: bool = False
 
 
 def _export_modes(deploy: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -662,7 +663,12 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
         FLAGS.strict_export,
         FLAGS.seed,
         FLAGS.latency_runs,
+        FLAGS.verify_arm64,
     )
+    if view.verify_arm64:
+        from pocketflow_tf import arm64
+
+        arm64.Arm64Lane.find()  # a missing lane is refused now, not after the work
     dst = None
     if FLAGS.enbl_dst:
         dst = distillation.DistillationConfig(FLAGS.loss_w_dst, FLAGS.tempr_dst)
@@ -731,7 +737,12 @@ def export_command(model_path: str, command: Sequence[str]) -> int:
         FLAGS.strict_export,
         FLAGS.seed,
         FLAGS.latency_runs,
+        FLAGS.verify_arm64,
     )
+    if view.verify_arm64:
+        from pocketflow_tf import arm64
+
+        arm64.Arm64Lane.find()  # a missing lane is refused now, not after the work
     if not view.export_modes:
         raise errors.InvalidArgumentError("export_modes", "", "at least one mode, e.g. float,int8")
     model, _ = _load_model(model_path)
