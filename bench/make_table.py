@@ -48,8 +48,13 @@ COLUMNS = (
     ("compressed_bytes", "compressed B"),
     ("compression_ratio", "compression ×"),
     ("average_bits", "avg weight bits"),
+    ("bytes_ratio", "× float bytes"),
     ("latency_ms", "latency ms"),
     ("latency_ratio", "latency ×"),
+    # deploy: the file on the aarch64 LiteRT under qemu against x86 (bench/benchmarks/deploy.py)
+    ("arm64_agreement", "ARM64 top-1 agreement"),
+    ("arm64_max_steps", "ARM64 max diff (steps)"),
+    ("arm64", "ARM64"),
     ("samples_per_s", "train img/s"),
     ("bytes_per_step", "grad B/step"),
     ("lo_bytes_per_step", "loopback B/step"),

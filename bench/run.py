@@ -53,6 +53,8 @@ BENCHMARKS = {
     "qat": "bench.benchmarks.qat",
     "mixed": "bench.benchmarks.mixed",
     "codebooks": "bench.benchmarks.codebooks",
+    # After the benchmarks whose files it measures (qat, mixed, codebooks).
+    "deploy": "bench.benchmarks.deploy",
     "search": "bench.benchmarks.search",
     "zoo": "bench.benchmarks.zoo",
     "distributed": "bench.benchmarks.distributed",
@@ -76,6 +78,8 @@ QUICK: dict[str, dict[str, str]] = {
     "mixed": {"PFTF_MP_SETTINGS": "mixed-3,uniform-3", "PFTF_MP_EPOCHS": "1"},
     # Clustering only: PQ's layer-wise EM alone takes 10-40 minutes on 2 cores.
     "codebooks": {"PFTF_CB_METHODS": "cluster-16", "PFTF_CB_EPOCHS": "1"},
+    # Measures files only; ResNet-20's, with ARM64 on 100 images (float is slow under qemu).
+    "deploy": {"PFTF_DEPLOY_RECIPES": "resnet_at_fmnist", "PFTF_DEPLOY_ARM64_SAMPLES": "100"},
     "search": {"PFTF_SEARCH_TRIALS": "20", "PFTF_SEARCH_SEEDS": "1"},
     "zoo": {"PFTF_ZOO_MODELS": "MobileNet,ResNet50", "PFTF_ZOO_ROUNDS": "10"},
     # No Horovod: its TF 2.15 lane compiles for minutes on first use.
@@ -127,7 +131,7 @@ def resolve(names: list[str]) -> list[str]:
         >>> resolve(["ptqq"])
         Traceback (most recent call last):
         ...
-        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `benchmark`: 'ptqq'. Accepted: all, baselines, ptq, qat, mixed, codebooks, search, zoo, distributed, sparsity, channel, compare, trials, auto.
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `benchmark`: 'ptqq'. Accepted: all, baselines, ptq, qat, mixed, codebooks, deploy, search, zoo, distributed, sparsity, channel, compare, trials, auto.
     """
     out: list[str] = []
     for name in names:
