@@ -49,6 +49,11 @@ COLUMNS = (
     ("compression_ratio", "compression ×"),
     ("average_bits", "avg weight bits"),
     ("bytes_ratio", "× float bytes"),
+    # mixed: the int4 file of each setting (pocketflow_tf.int4_export)
+    ("int4_bytes", "int4 .tflite B"),
+    ("int4_vs_int8", "int4 ÷ int8 B"),
+    ("int4_acc", "int4 test acc"),
+    ("int4_latency_ratio", "int4 latency ×"),
     ("latency_ms", "latency ms"),
     ("latency_ratio", "latency ×"),
     # deploy: the file on the aarch64 LiteRT under qemu against x86 (bench/benchmarks/deploy.py)
@@ -88,17 +93,25 @@ def format_value(field: str, value) -> str:
     """
     if value is None:
         return "–"
-    if field in ("acc", "acc_pruned"):
+    if field in ("acc", "acc_pruned", "int4_acc"):
         return f"{100 * value:.2f} %"
     if field == "acc_delta":
         return f"{value:+.2f}"
-    if field in ("flops_ratio", "params_ratio", "latency_ratio"):
+    if field in (
+        "flops_ratio",
+        "params_ratio",
+        "latency_ratio",
+        "bytes_ratio",
+        "int4_vs_int8",
+        "int4_latency_ratio",
+    ):
         return f"{value:.3f}"
     if field in (
         "params",
         "flops",
         "bytes",
         "bytes_gzip",
+        "int4_bytes",
         "compressed_bytes",
         "bytes_per_step",
         "lo_bytes_per_step",
