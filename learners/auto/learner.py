@@ -181,7 +181,7 @@ class AutoLearner(learner.Learner):
         pareto: The Pareto-optimal trials (accuracy x latency x bytes), as report rows.
         pruned_model: The final model after pruning, before fine-tuning (``None`` when the
             chosen chain does not prune).
-        deploy_mode: ``"float"`` or ``"int8"``: the mode of ``tflite_path``.
+        deploy_mode: ``"float"``, ``"int8"`` or ``"int4"``: the mode of ``tflite_path``.
         save_extension: ``".h5"`` when the returned model is a QAT model, else ``".keras"``.
 
     Example:
