@@ -58,6 +58,8 @@ from pocketflow_tf import errors, tflite_export, tflite_verify
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.product_quant import pq, storage
 
+#: The export mode of the compact file (``--export_modes pq-compact`` of a product-quant run).
+MODE = "pq-compact"
 #: Relative residual up to which a converted weight counts as the decoded kernel times a
 #: per-output-channel scale (a folded BatchNorm). float32 rounding of the fold leaves ~1e-7;
 #: a different kernel leaves O(1).
@@ -232,12 +234,19 @@ class _Editor:
         self.model = model
         self.graph = model.subgraphs[0]
         self.new_ops: list[schema.OperatorT] = []
+        self.shared: dict[str, int] = {}
 
     def const(self, name: str, array: np.ndarray, ttype: int) -> int:
         buf = schema.BufferT()
         buf.data = np.frombuffer(np.ascontiguousarray(array).tobytes(), np.uint8)
         self.model.buffers.append(buf)
         return self._tensor(name, array.shape, ttype, len(self.model.buffers) - 1)
+
+    def shared_const(self, name: str, array: np.ndarray, ttype: int) -> int:
+        # One tensor for a constant every layer uses alike (the TRANSPOSE permutation).
+        if name not in self.shared:
+            self.shared[name] = self.const(name, array, ttype)
+        return self.shared[name]
 
     def tensor(self, name: str, shape, ttype: int = _TYPES.FLOAT32) -> int:
         return self._tensor(name, shape, ttype, 0)  # buffer 0 is the empty sentinel
@@ -268,9 +277,18 @@ class _Editor:
         op.builtinOptionsType, op.builtinOptions = options_type, options
         self.new_ops.append(op)
 
-    def finish(self) -> bytes:
+    def finish(self, keep_names: bool) -> bytes:
         # The new ops only read constants, so they can all run first (topological order).
         self.graph.operators = self.new_ops + list(self.graph.operators)
+        if not keep_names:
+            # Tensor names only serve debugging; the converter's are long ("model/s3b3_b_
+            # conv/Conv2D;model/s3b3_b_bn/FusedBatchNormV3;...") and ResNet-20's add up to
+            # ~9 KB, a tenth of the compact file. The inputs and outputs keep theirs (what
+            # get_input_details shows); the signature refers to tensors by index.
+            keep = set(self.graph.inputs) | set(self.graph.outputs)
+            for i, t in enumerate(self.graph.tensors):
+                if i not in keep:
+                    t.name = None
         return bytes(flatbuffer_utils.convert_object_to_bytearray(self.model))
 
 
@@ -310,12 +328,11 @@ def _rebuild(ed: _Editor, code: storage.LayerCode, weight: int, scale, book_dtyp
         reshaped = ed.tensor(f"{name}/pq_columns", layout)
     options = schema.ReshapeOptionsT()
     options.newShape = list(layout)
-    new_shape = ed.const(f"{name}/pq_shape", np.asarray(layout, np.int32), _TYPES.INT32)
-    ed.op(
-        _OPS.RESHAPE, [rows, new_shape], [reshaped], schema.BuiltinOptions.ReshapeOptions, options
-    )
+    # The target shape goes in the options only: a shape tensor would cost a tensor and a
+    # buffer per layer, and LiteRT's RESHAPE reads the options when it has one input.
+    ed.op(_OPS.RESHAPE, [rows], [reshaped], schema.BuiltinOptions.ReshapeOptions, options)
     if not dense:
-        perm = ed.const(f"{name}/pq_perm", np.asarray([0, 2, 3, 1], np.int32), _TYPES.INT32)
+        perm = ed.shared_const("pq_perm_ohwi", np.asarray([0, 2, 3, 1], np.int32), _TYPES.INT32)
         options = schema.TransposeOptionsT()
         ed.op(
             _OPS.TRANSPOSE,
@@ -337,6 +354,7 @@ def compact_tflite(
     codes: Mapping[str, storage.LayerCode],
     *,
     codebook_dtype: str | None = None,
+    keep_names: bool = False,
 ) -> bytes:
     """The float ``.tflite`` of ``model`` with each coded kernel stored as codes + codebook.
 
@@ -348,6 +366,8 @@ def compact_tflite(
         codebook_dtype: ``"float16"`` or ``"float32"``; ``None`` keeps each codebook's own
             dtype (float16 stays float16, anything else is stored float32). A float16 file
             codebook differs from a float32 one by float16 rounding.
+        keep_names: Keep every tensor's name (debugging); by default only the model's
+            inputs and outputs keep theirs.
 
     Returns:
         The flatbuffer bytes (verify them with :func:`pocketflow_tf.tflite_verify.verify`,
@@ -406,7 +426,7 @@ def compact_tflite(
         else:
             dtype = np.dtype(codebook_dtype).type
         _rebuild(ed, code, index, scale, dtype)
-    return ed.finish()
+    return ed.finish(keep_names)
 
 
 def export_compact(
@@ -458,6 +478,71 @@ def export_compact(
     )
 
 
+def export_from_codes_file(
+    model: keras.Model,
+    codes_path: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    x_verify: np.ndarray,
+    y_verify: np.ndarray | None = None,
+    codebook_dtype: str | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> tflite_verify.ExportResult:
+    """:func:`export_compact` of ``model`` with the codes read from a ``.pq.npz`` file.
+
+    The deployment step of a product-quantization run: the learner saved the decoded model
+    and its codes file; this reads the codes back (:func:`.storage.load`, decoding into a
+    copy of ``model``), checks that they decode to ``model``'s kernels (:func:`check_code`:
+    a corrupt file, or the file of another run, is refused naming the layer and value), and
+    writes the verified compact ``.tflite``.
+
+    Args:
+        model: The decoded Keras model the codes file belongs to.
+        codes_path: Its ``.pq.npz`` (:func:`.storage.save`).
+        path: Destination ``.tflite``.
+        x_verify: Verification inputs (at least 200).
+        y_verify: Optional labels, to check the accuracy drop.
+        codebook_dtype: As for :func:`compact_tflite`.
+        thresholds: Overrides of the verification thresholds.
+
+    Raises:
+        ModelLoadError: If the codes file is unreadable or not a product-quantization file.
+        InvalidArgumentError: If its codes do not describe ``model``.
+
+    Example:
+        >>> res = export_from_codes_file(model, "out/model.pq.npz", "out/model.pq-compact.tflite",
+        ...                              x_verify=x_test[:1000])  # doctest: +SKIP
+    """
+    decoded, codes = storage.load(codes_path, model=model)
+    where = os.fspath(codes_path)
+    for code in codes.values():
+        try:
+            check_code(model, code)
+        except errors.InvalidArgumentError as e:  # say which file, not only which layer
+            raise errors.InvalidArgumentError(f"{e.name} in {where}", e.value, e.accepted) from None
+    # check_code compares the kernels; the file's float rest must be the model's too (it is
+    # the deployment's other artifact: a file of another run or a damaged one is refused).
+    for layer in decoded.layers:
+        mine = model.get_layer(layer.name).get_weights()
+        for i, (stored, have) in enumerate(zip(layer.get_weights(), mine, strict=True)):
+            if not (layer.name in codes and i == 0) and not np.array_equal(stored, have):
+                raise errors.InvalidArgumentError(
+                    f"codes file {where}",
+                    f"weight {i} of layer {layer.name} differs from the model's "
+                    f"(max |diff| {float(np.max(np.abs(stored - have))):.3g})",
+                    "the codes file saved with this model",
+                )
+    return export_compact(
+        model,
+        codes,
+        path,
+        x_verify=x_verify,
+        y_verify=y_verify,
+        codebook_dtype=codebook_dtype,
+        thresholds=thresholds,
+    )
+
+
 def compact_tflite_from_file(
     path: str | os.PathLike, model: keras.Model | None = None, **kwargs
 ) -> tuple[keras.Model, bytes]:
@@ -481,9 +566,11 @@ def compact_tflite_from_file(
 
 __all__ = [
     "FOLD_TOLERANCE",
+    "MODE",
     "check_code",
     "cluster_code",
     "compact_tflite",
     "compact_tflite_from_file",
     "export_compact",
+    "export_from_codes_file",
 ]

@@ -52,7 +52,9 @@ flags.DEFINE_boolean("enbl_dst", False, "enable knowledge distillation")
 flags.DEFINE_float("loss_w_dst", 4.0, "distillation loss weight")
 flags.DEFINE_float("tempr_dst", 2.0, "distillation temperature")
 flags.DEFINE_list(
-    "export_modes", ["float", "int8"], "verified .tflite exports: float,dynamic,float16,int8"
+    "export_modes",
+    ["float", "int8"],
+    "verified .tflite exports: float,dynamic,float16,int8 (product-quant also pq-compact)",
 )
 flags.DEFINE_integer("num_verify", 1000, "test samples each export is verified on (>= 200)")
 flags.DEFINE_boolean(

@@ -611,10 +611,11 @@ def _export_modes(deploy: tuple[str, ...] | None) -> tuple[str, ...]:
     from pocketflow_tf.app import runner
 
     modes = tuple(m for m in FLAGS.export_modes if m)
+    own = tuple(m for m in deploy or () if m not in tflite_export.MODES)  # e.g. pq-compact
     for mode in modes:
-        if runner.split_export_mode(mode)[0] not in tflite_export.MODES:
+        if runner.split_export_mode(mode)[0] not in tflite_export.MODES and mode not in own:
             raise errors.InvalidArgumentError(
-                "export_modes", mode, f"a comma-separated subset of {tflite_export.MODES}"
+                "export_modes", mode, f"a comma-separated subset of {tflite_export.MODES + own}"
             )
     if deploy:
         if not FLAGS["export_modes"].present:

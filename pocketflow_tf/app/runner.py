@@ -171,17 +171,19 @@ class RunOptions:
         if self.exec_mode not in EXEC_MODES:
             raise errors.InvalidArgumentError("exec_mode", self.exec_mode, f"one of {EXEC_MODES}")
         self.export_modes = tuple(m for m in self.export_modes if m)
+        # A quantization learner trains for one deployable form (a QAT model's "float"
+        # export would be fake-quantised float, matching neither the Keras model nor int8);
+        # its modes may include files it writes itself (Learner.export_file: pq-compact).
+        deploy, ext = cls.deployment(**self.learner_options)
+        own = tuple(m for m in deploy or () if m not in tflite_export.MODES)
         for mode in self.export_modes:
-            if split_export_mode(mode)[0] not in tflite_export.MODES:
+            if split_export_mode(mode)[0] not in tflite_export.MODES and mode not in own:
                 raise errors.InvalidArgumentError(
                     "export_modes",
                     mode,
-                    f"a comma-separated subset of {tflite_export.MODES}, each optionally "
-                    f"with '{SPARSE_SUFFIX}' (sparse storage of pruned weights)",
+                    f"a comma-separated subset of {tflite_export.MODES + own}, each converter "
+                    f"mode optionally with '{SPARSE_SUFFIX}' (sparse storage of pruned weights)",
                 )
-        # A quantization learner trains for one deployable form (a QAT model's "float"
-        # export would be fake-quantised float, matching neither the Keras model nor int8).
-        deploy, ext = cls.deployment(**self.learner_options)
         if deploy and self.exec_mode == "train":
             if self.export_modes == DEFAULT_EXPORT_MODES:
                 self.export_modes = tuple(deploy)
@@ -613,15 +615,25 @@ def export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
         _say(f"exporting {mode} .tflite and verifying it on {n} test samples")
         base, sparse = split_export_mode(mode)
         try:
-            res = tflite_verify.export_tflite(
-                model,
-                path,
-                mode=base,
-                x_verify=x_verify,
-                y_verify=y_verify,
-                representative_data=rep if base == "int8" else None,
-                sparse=sparse,
-            )
+            if base not in tflite_export.MODES:  # a file the learner makes (pq-compact)
+                res = learner.get_learner_class(opts.learner).export_file(
+                    mode,
+                    model,
+                    path,
+                    prefix=os.path.join(out_dir, stem),
+                    x_verify=x_verify,
+                    y_verify=y_verify,
+                )
+            else:
+                res = tflite_verify.export_tflite(
+                    model,
+                    path,
+                    mode=base,
+                    x_verify=x_verify,
+                    y_verify=y_verify,
+                    representative_data=rep if base == "int8" else None,
+                    sparse=sparse,
+                )
         except errors.VerificationError as e:
             # A quantized export of a model that is not yet trained enough (or not suited to
             # quantization) can fail its check while the float export and the trained model
