@@ -50,6 +50,11 @@ COLUMNS = (
     ("average_bits", "avg weight bits"),
     ("latency_ms", "latency ms"),
     ("latency_ratio", "latency ×"),
+    # codebooks: the compact .tflite (codes + codebooks in the file, pq-compact)
+    ("compact_bytes", "compact .tflite B"),
+    ("compact_bytes_gzip", "compact gzip B"),
+    ("compact_acc", "compact acc"),
+    ("compact_latency_ratio", "compact latency × (vs decoded)"),
     ("samples_per_s", "train img/s"),
     ("bytes_per_step", "grad B/step"),
     ("lo_bytes_per_step", "loopback B/step"),
@@ -83,11 +88,11 @@ def format_value(field: str, value) -> str:
     """
     if value is None:
         return "–"
-    if field in ("acc", "acc_pruned"):
+    if field in ("acc", "acc_pruned", "compact_acc"):
         return f"{100 * value:.2f} %"
     if field == "acc_delta":
         return f"{value:+.2f}"
-    if field in ("flops_ratio", "params_ratio", "latency_ratio"):
+    if field in ("flops_ratio", "params_ratio", "latency_ratio", "compact_latency_ratio"):
         return f"{value:.3f}"
     if field in (
         "params",
@@ -95,6 +100,8 @@ def format_value(field: str, value) -> str:
         "bytes",
         "bytes_gzip",
         "compressed_bytes",
+        "compact_bytes",
+        "compact_bytes_gzip",
         "bytes_per_step",
         "lo_bytes_per_step",
     ):

@@ -279,6 +279,9 @@ class Learner:
     Options: ClassVar[type[options.Options]] = options.Options
     #: ``.tflite`` modes that deploy what the learner trains (``None``: the run's defaults).
     deploy_modes: ClassVar[tuple[str, ...] | None] = None
+    #: Export modes the learner writes itself (:meth:`export_file`), not the converter,
+    #: accepted in a run's ``export_modes`` besides the converter's (e.g. ``"pq-compact"``).
+    file_modes: ClassVar[tuple[str, ...]] = ()
     #: File extension the trained model is saved with (QAT models need ``".h5"``).
     save_extension: ClassVar[str] = ".keras"
     #: Why the learner trains in one process only (``None``: it runs on several workers).
@@ -348,7 +351,7 @@ class Learner:
     ) -> Any:
         """Writes a verified ``.tflite`` of a mode the learner makes itself, not the converter.
 
-        A learner whose :attr:`deploy_modes` name such a mode (e.g. ``"pq-compact"``: codes
+        A learner listing such a mode in :attr:`file_modes` (e.g. ``"pq-compact"``: codes
         and codebooks kept in the file) overrides this; applications call it for every
         export mode that is not a :data:`pocketflow_tf.tflite_export.MODES` mode, after
         :meth:`save_artifacts` wrote the learner's files under ``prefix``.

@@ -321,6 +321,18 @@ def test_product_quant_deploys_its_compact_file_by_default_and_others_refuse_it(
         )
     assert e.value.name == "export_modes" and "float16" in e.value.accepted
     assert os.listdir(tmp_path) == []
+    # Clustering writes its own compact file on request; its int8 (CQAT) form cannot.
+    nu = runner.RunOptions(
+        "convnet_at_fmnist", learner="non-uniform", export_modes=("float", "cluster-compact")
+    )
+    assert nu.export_modes == ("float", "cluster-compact")
+    with pytest.raises(errors.InvalidArgumentError, match="modes among"):
+        runner.RunOptions(
+            "convnet_at_fmnist",
+            learner="non-uniform",
+            learner_options={"nuql_int8": True},
+            export_modes=("cluster-compact",),
+        )
 
 
 @needs_fmnist

@@ -186,6 +186,7 @@ class ProductQuantLearner(learner.Learner):
     #: The decoded model's float and int8 files, and the compact one (codes + codebooks in
     #: the file, :mod:`.compact_export`) written from the saved ``.pq.npz``.
     deploy_modes: ClassVar[tuple[str, ...]] = ("float", "int8", compact_export.MODE)
+    file_modes: ClassVar[tuple[str, ...]] = (compact_export.MODE,)
 
     @classmethod
     def export_file(

@@ -606,12 +606,12 @@ class _RunView:
     latency_runs: int
 
 
-def _export_modes(deploy: tuple[str, ...] | None) -> tuple[str, ...]:
+def _export_modes(deploy: tuple[str, ...] | None, own: tuple[str, ...] = ()) -> tuple[str, ...]:
+    # `own`: the learner's file_modes (files it writes itself, e.g. pq-compact).
     from pocketflow_tf import tflite_export
     from pocketflow_tf.app import runner
 
     modes = tuple(m for m in FLAGS.export_modes if m)
-    own = tuple(m for m in deploy or () if m not in tflite_export.MODES)  # e.g. pq-compact
     for mode in modes:
         if runner.split_export_mode(mode)[0] not in tflite_export.MODES and mode not in own:
             raise errors.InvalidArgumentError(
@@ -664,7 +664,7 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
         "user",
         cls.name,
         "learn",
-        _export_modes(deploy),
+        _export_modes(deploy, cls.file_modes),
         FLAGS.num_verify,
         FLAGS.strict_export,
         FLAGS.seed,

@@ -173,9 +173,9 @@ class RunOptions:
         self.export_modes = tuple(m for m in self.export_modes if m)
         # A quantization learner trains for one deployable form (a QAT model's "float"
         # export would be fake-quantised float, matching neither the Keras model nor int8);
-        # its modes may include files it writes itself (Learner.export_file: pq-compact).
+        # Learner.file_modes are files the learner writes itself (pq-compact).
         deploy, ext = cls.deployment(**self.learner_options)
-        own = tuple(m for m in deploy or () if m not in tflite_export.MODES)
+        own = cls.file_modes
         for mode in self.export_modes:
             if split_export_mode(mode)[0] not in tflite_export.MODES and mode not in own:
                 raise errors.InvalidArgumentError(
