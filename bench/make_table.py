@@ -60,6 +60,11 @@ COLUMNS = (
     ("arm64_agreement", "ARM64 top-1 agreement"),
     ("arm64_max_steps", "ARM64 max diff (steps)"),
     ("arm64", "ARM64"),
+    # codebooks: the compact .tflite (codes + codebooks in the file, pq-compact)
+    ("compact_bytes", "compact .tflite B"),
+    ("compact_bytes_gzip", "compact gzip B"),
+    ("compact_acc", "compact acc"),
+    ("compact_latency_ratio", "compact latency × (vs decoded)"),
     ("samples_per_s", "train img/s"),
     ("bytes_per_step", "grad B/step"),
     ("lo_bytes_per_step", "loopback B/step"),
@@ -93,7 +98,7 @@ def format_value(field: str, value) -> str:
     """
     if value is None:
         return "–"
-    if field in ("acc", "acc_pruned", "int4_acc"):
+    if field in ("acc", "acc_pruned", "int4_acc", "compact_acc"):
         return f"{100 * value:.2f} %"
     if field == "acc_delta":
         return f"{value:+.2f}"
@@ -104,6 +109,7 @@ def format_value(field: str, value) -> str:
         "bytes_ratio",
         "int4_vs_int8",
         "int4_latency_ratio",
+        "compact_latency_ratio",
     ):
         return f"{value:.3f}"
     if field in (
@@ -113,6 +119,8 @@ def format_value(field: str, value) -> str:
         "bytes_gzip",
         "int4_bytes",
         "compressed_bytes",
+        "compact_bytes",
+        "compact_bytes_gzip",
         "bytes_per_step",
         "lo_bytes_per_step",
     ):

@@ -281,6 +281,9 @@ class Learner:
     Options: ClassVar[type[options.Options]] = options.Options
     #: ``.tflite`` modes that deploy what the learner trains (``None``: the run's defaults).
     deploy_modes: ClassVar[tuple[str, ...] | None] = None
+    #: Export modes the learner writes itself (:meth:`export_file`), not the converter,
+    #: accepted in a run's ``export_modes`` besides the converter's (e.g. ``"pq-compact"``).
+    file_modes: ClassVar[tuple[str, ...]] = ()
     #: File extension the trained model is saved with (QAT models need ``".h5"``).
     save_extension: ClassVar[str] = ".keras"
     #: Why the learner trains in one process only (``None``: it runs on several workers).
@@ -336,6 +339,48 @@ class Learner:
             (('int8',), '.h5')
         """
         return cls.deploy_modes, cls.save_extension
+
+    @classmethod
+    def export_file(
+        cls,
+        mode: str,
+        model: keras.Model,
+        path: str | os.PathLike,
+        *,
+        prefix: str,
+        x_verify: np.ndarray,
+        y_verify: np.ndarray | None = None,
+    ) -> Any:
+        """Writes a verified ``.tflite`` of a mode the learner makes itself, not the converter.
+
+        A learner listing such a mode in :attr:`file_modes` (e.g. ``"pq-compact"``: codes
+        and codebooks kept in the file) overrides this; applications call it for every
+        export mode that is not a :data:`pocketflow_tf.tflite_export.MODES` mode, after
+        :meth:`save_artifacts` wrote the learner's files under ``prefix``.
+
+        Args:
+            mode: The export mode.
+            model: The trained model (as saved).
+            path: Destination ``.tflite``.
+            prefix: The prefix :meth:`save_artifacts` was given.
+            x_verify: Verification inputs.
+            y_verify: Their labels.
+
+        Returns:
+            The :class:`pocketflow_tf.tflite_verify.ExportResult` of the written file.
+
+        Raises:
+            InvalidArgumentError: For a mode the learner does not make (the default).
+
+        Example:
+            >>> Learner.export_file("pq-compact", None, "m.tflite", prefix="m", x_verify=None)
+            Traceback (most recent call last):
+            ...
+            pocketflow_tf.errors.InvalidArgumentError: Invalid value for `export_modes`: 'pq-compact'. Accepted: a converter mode for learner 'base'.
+        """
+        raise errors.InvalidArgumentError(
+            "export_modes", mode, f"a converter mode for learner '{cls.name}'"
+        )
 
     def __init__(
         self,

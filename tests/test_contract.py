@@ -173,6 +173,17 @@ def test_fits_like_the_runner_and_declares_what_it_made(name, data, trained_weig
     json.dumps(report)
     for path in lrn.save_artifacts(str(tmp_path / "model")).values():
         assert os.path.exists(path)
+    # Every file mode it declares (pq-compact...) is written from those artifacts, verified.
+    written = []
+    for mode in cls.file_modes:
+        if lrn.deploy_modes and mode not in lrn.deploy_modes:
+            continue  # not a form of this run's result (e.g. clustering with int8 QAT)
+        path = str(tmp_path / f"model.{mode}.tflite")
+        res = cls.export_file(mode, out, path, prefix=str(tmp_path / "model"), x_verify=x)
+        assert res.report.passed and os.path.exists(path)
+        written.append(mode)
+    if name in ("product-quant", "non-uniform"):  # both declare one for these options
+        assert written == list(cls.file_modes)
     assert lrn.pruned_model is None or isinstance(lrn.pruned_model, keras.Model)
     deployed = lrn.deployed()
     assert deployed is None or isinstance(deployed, learner.Deployed)

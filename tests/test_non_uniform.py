@@ -167,6 +167,28 @@ def test_compact_tflite_stores_indices_and_centroids_and_verifies(clustered, dat
     assert len(content) < len(tflite_export.convert(out, "float"))
 
 
+def test_cluster_compact_export_codes_exactly_the_clustered_layers(
+    clustered, trained, data, tmp_path
+):
+    # The learner's own export mode: the clustered layers are found by their kernels (the
+    # float first and last layers stay dense), verified in LiteRT, written with a checksum.
+    lrn, out = clustered
+    _, (xt, yt) = data
+    codes = compact_export.cluster_codes(out)
+    assert sorted(codes) == sorted(p.name for p in lrn.plan.clustered)
+    res = NonUniformQuantLearner.export_file(
+        "cluster-compact", out, tmp_path / "m.tflite", prefix="unused", x_verify=xt, y_verify=yt
+    )
+    assert res.report.passed and res.report.top1_agreement == 1.0
+    assert res.bytes < len(tflite_export.convert(out, "float"))
+    with pytest.raises(errors.InvalidArgumentError, match="pq-compact"):
+        NonUniformQuantLearner.export_file(
+            "pq-compact", out, tmp_path / "x.tflite", prefix="unused", x_verify=xt
+        )
+    with pytest.raises(errors.InvalidArgumentError, match="clustered Conv2D/Dense"):
+        compact_export.export_clustered(trained, tmp_path / "y.tflite", x_verify=xt)
+
+
 def test_storage_equals_a_hand_computation(clustered, trained):
     lrn, _ = clustered
     rows = {r.name: r for r in lrn.report.storage.layers}

@@ -228,3 +228,138 @@ def test_two_layers_with_the_same_codes_share_one_rebuilt_kernel(x):
     assert _ops(content).count("GATHER") == 1
     report = tflite_verify.verify(model, content, x, mode="float", check_child=False)
     assert report.top1_agreement == 1.0
+
+
+def _tensors(content):
+    obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    graph = obj.subgraphs[0]
+    return obj, {t.name.decode(): t for t in graph.tensors}
+
+
+def test_the_file_stores_uint8_codes_and_no_dense_kernel(x):
+    model, rng = _net()
+    codes = _codes(model, rng, "float16")
+    content = compact_export.compact_tflite(model, codes, keep_names=True)
+    obj, tensors = _tensors(content)
+    for name, code in codes.items():
+        t = tensors[f"{name}/pq_codes"]
+        assert t.type == schema.TensorType.UINT8
+        assert tuple(t.shape) == code.codes.T.shape  # (O, m): output channel first
+        stored = np.frombuffer(obj.buffers[t.buffer].data.tobytes(), np.uint8)
+        np.testing.assert_array_equal(stored.reshape(t.shape), code.codes.T)
+        book = tensors[f"{name}/pq_codebook"]
+        assert book.type == schema.TensorType.FLOAT16 and tuple(book.shape) == code.codebook.shape
+    # No float32 constant of a kernel's size is left: every dense weight left the file.
+    sizes = {int(np.prod(c.kernel_shape)) for c in codes.values()}
+    for t in obj.subgraphs[0].tensors:
+        data = obj.buffers[t.buffer].data if t.buffer else None
+        if data is not None and t.type == schema.TensorType.FLOAT32:
+            assert int(np.prod(t.shape)) not in sizes, t.name
+    # LiteRT's outputs are the Keras PQ model's within float tolerance.
+    report = tflite_verify.verify(model, content, x, mode="float", check_child=False)
+    assert report.top1_agreement == 1.0 and report.max_abs_diff <= 2e-5
+    # By default only the input and output keep their names (the bytes of the others).
+    stripped = compact_export.compact_tflite(model, codes)
+    graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(stripped)).subgraphs[0]
+    named = [i for i, t in enumerate(graph.tensors) if t.name]
+    assert sorted(named) == sorted(set(graph.inputs) | set(graph.outputs))
+    assert len(stripped) < len(content) - sum(len(t.name) for t in tensors.values()) // 2
+
+
+# -- the codes file (.pq.npz) as the deployment reads it --------------------------------
+
+
+@pytest.fixture()
+def npz(pq_model, tmp_path):
+    model, codes = pq_model
+    return storage.save(tmp_path / "m.pq.npz", model, codes)
+
+
+def _rewrite(path, tmp_path, **changes):
+    with np.load(path) as f:
+        arrays = dict(f)
+    for key, change in changes.items():
+        if change is None:
+            del arrays[key]
+        else:
+            arrays[key] = change(arrays[key])
+    out = tmp_path / "bad.pq.npz"
+    with open(out, "wb") as f:
+        np.savez(f, **arrays)
+    return out
+
+
+def _header(arrays_header, edit):
+    import json
+    import zlib
+
+    header = json.loads(zlib.decompress(arrays_header.tobytes()))
+    edit(header)
+    return np.frombuffer(zlib.compress(json.dumps(header).encode()), np.uint8)
+
+
+def test_export_from_codes_file_writes_the_verified_compact_file(pq_model, npz, x, tmp_path):
+    model, _ = pq_model
+    res = compact_export.export_from_codes_file(model, npz, tmp_path / "c.tflite", x_verify=x)
+    assert res.report.passed and res.report.top1_agreement == 1.0
+    assert res.bytes == (tmp_path / "c.tflite").stat().st_size
+    assert "GATHER" in _ops((tmp_path / "c.tflite").read_bytes())
+
+
+def _bad_header_offset(h):
+    h["layers"][0]["codebook_at"] = 10**6
+
+
+def _bad_float_range(h):
+    h["layers"][-1]["weights"][-1][0] = 10**6
+
+
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        ({"codes": lambda a: a ^ 1}, errors.InvalidArgumentError, "away from the layer's kernel"),
+        ({"floats": lambda a: a + 1}, errors.InvalidArgumentError, "differs from the model's"),
+        ({"codes": lambda a: a[:-3]}, errors.ModelLoadError, "'codes' range"),
+        ({"codes": None}, errors.ModelLoadError, "no 'codes' array"),
+        ({"floats": lambda a: a.astype(np.float64)}, errors.ModelLoadError, "expected a flat"),
+        (
+            {"header": lambda a: _header(a, _bad_header_offset)},
+            errors.ModelLoadError,
+            "'codebooks' range 1000000",
+        ),
+        (
+            {"header": lambda a: _header(a, _bad_float_range)},
+            errors.ModelLoadError,
+            "'floats' range",
+        ),
+        ({"header": lambda a: a[:-5]}, errors.ModelLoadError, "unreadable header"),
+    ],
+)
+def test_a_corrupt_codes_file_is_refused_and_nothing_written(
+    pq_model, npz, x, tmp_path, changes, error, message
+):
+    model, _ = pq_model
+    bad = _rewrite(npz, tmp_path, **changes)
+    with pytest.raises(error, match="bad.pq.npz") as e:
+        compact_export.export_from_codes_file(model, bad, tmp_path / "c.tflite", x_verify=x)
+    assert message in str(e.value)
+    assert not (tmp_path / "c.tflite").exists()
+
+
+@pytest.mark.parametrize("cut", [0, 100, -50])
+def test_a_truncated_or_garbled_codes_file_is_refused(pq_model, npz, x, tmp_path, cut):
+    model, _ = pq_model
+    raw = open(npz, "rb").read()
+    bad = tmp_path / "bad.pq.npz"
+    bad.write_bytes(raw[:cut] if cut else b"not a zip file at all")
+    with pytest.raises(errors.ModelLoadError, match="bad.pq.npz.*unreadable"):
+        compact_export.export_from_codes_file(model, bad, tmp_path / "c.tflite", x_verify=x)
+
+
+def test_the_codes_file_of_another_model_is_refused(pq_model, x, tmp_path):
+    model, _ = pq_model
+    other, rng = _net()
+    other_codes = _codes(other, np.random.default_rng(7), "float32")
+    path = storage.save(tmp_path / "other.pq.npz", other, other_codes)
+    with pytest.raises(errors.InvalidArgumentError, match="away from the layer's kernel"):
+        compact_export.export_from_codes_file(model, path, tmp_path / "c.tflite", x_verify=x)

@@ -310,3 +310,83 @@ def test_fine_tuning_learning_rate_follows_the_learner(fmnist_run):
     plain = recipe.get_recipe("convnet_at_fmnist").finetune_config(0.07).learning_rate
     assert rec["sections"]["learner"]["train"]["learning_rate"] == pytest.approx(plain * 0.1)
     assert rec["metrics"]["test_acc"] > 0.8  # clustered from a 91 % baseline, not collapsed
+
+
+def test_product_quant_deploys_its_compact_file_by_default_and_others_refuse_it(tmp_path):
+    pq = runner.RunOptions("convnet_at_fmnist", learner="product-quant")
+    assert pq.export_modes == ("float", "int8", "pq-compact")
+    with pytest.raises(errors.InvalidArgumentError, match="'pq-compact'") as e:
+        runner.RunOptions(
+            "convnet_at_fmnist", export_modes=("pq-compact",), save_path=str(tmp_path / "m.keras")
+        )
+    assert e.value.name == "export_modes" and "float16" in e.value.accepted
+    assert os.listdir(tmp_path) == []
+    # Clustering writes its own compact file on request; its int8 (CQAT) form cannot.
+    nu = runner.RunOptions(
+        "convnet_at_fmnist", learner="non-uniform", export_modes=("float", "cluster-compact")
+    )
+    assert nu.export_modes == ("float", "cluster-compact")
+    with pytest.raises(errors.InvalidArgumentError, match="modes among"):
+        runner.RunOptions(
+            "convnet_at_fmnist",
+            learner="non-uniform",
+            learner_options={"nuql_int8": True},
+            export_modes=("cluster-compact",),
+        )
+
+
+@needs_fmnist
+@pytest.mark.slow  # about 3 minutes on 2 shared cores (PQ of every layer, 3 exports, timing)
+def test_run_script_product_quant_exports_the_verified_compact_file(tmp_path):
+    """The run script drives the PQ learner: codes file -> compact .tflite (codes and
+    codebooks in the file), verified, scored and timed against the decoded float file."""
+    from pocketflow_tf.learners.product_quant import ProductQuantLearner
+
+    save = tmp_path / "m.keras"
+    proc = run_script(
+        "--learner=product-quant",
+        "--pq_codebook_size=8",
+        "--pq_nb_samples=64",
+        "--pq_nb_iters_em=3",
+        "--pq_nb_iters_layer=0",
+        "--pq_bn_batches=2",
+        "--nb_train_samples=256",
+        "--nb_epochs_rat=0.07",
+        "--export_modes=float,pq-compact",
+        "--num_verify=200",
+        "--latency_runs=10",
+        "--verbose=0",
+        f"--save_path={save}",
+        f"--log_dir={tmp_path / 'logs'}",
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "m.train.record.json") as f:
+        rec = json.load(f)
+    m, arts = rec["metrics"], rec["artifacts"]
+    compact = arts["tflite_pq-compact"]["path"]
+    assert os.path.getsize(compact) == m["tflite_pq-compact_bytes"]
+    assert m["tflite_pq-compact_bytes"] < m["tflite_float_bytes"] / 4
+    assert m["tflite_pq-compact_agreement"] == 1.0
+    assert m["tflite_pq-compact_acc"] == m["tflite_float_acc"]
+    assert m["latency_pq-compact_ms"] > 0 and m["speedup_pq-compact_vs_float"] > 0
+    assert arts["pq_codes"]["path"] == str(tmp_path / "m.pq.npz")
+    assert "pq-compact" in proc.stdout  # the summary line
+
+    # The deployment step reads the codes file back: a damaged one is refused, by name.
+    model = keras.models.load_model(save)
+    with np.load(tmp_path / "m.pq.npz") as f:
+        arrays = dict(f)
+    arrays["codes"] = arrays["codes"] ^ 0x11
+    with open(tmp_path / "m.pq.npz", "wb") as f:
+        np.savez(f, **arrays)
+    data = datasets.load_dataset("fmnist")
+    with pytest.raises(errors.InvalidArgumentError, match="m.pq.npz.*away from the layer"):
+        ProductQuantLearner.export_file(
+            "pq-compact",
+            model,
+            str(tmp_path / "again.tflite"),
+            prefix=str(tmp_path / "m"),
+            x_verify=data.x_test[:200],
+        )
+    assert not (tmp_path / "again.tflite").exists()

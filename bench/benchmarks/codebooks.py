@@ -15,10 +15,17 @@ Both methods replace weights by shared values from a small codebook, so the comp
 Each record: Keras accuracy on the whole test split (and of the verified float ``.tflite``),
 the exact compressed bytes (``compressed_bytes``) and ``compression_ratio`` against float32
 parameters, raw and gzip ``.tflite`` bytes and the LiteRT latency ratio against the dense
-export (interleaved, one thread; about 1 by construction).
+export (interleaved, one thread; about 1 by construction). PQ records also hold the compact
+``.tflite`` (codes and codebooks in the file, :mod:`~pocketflow_tf.learners.product_quant.compact_export`,
+what ``--learner product-quant`` deploys as ``pq-compact``): ``compact_bytes``,
+``compact_bytes_gzip``, ``compact_acc`` (LiteRT, whole test split) and
+``compact_latency_ratio`` (its latency over the decoded float file's, interleaved).
 
 Environment: ``PFTF_CB_METHODS`` (default ``pq-k32,pq-k64,cluster-16,cluster-8``),
-``PFTF_CB_EPOCHS`` (default 2), ``PFTF_CB_RECIPES`` (default ``resnet_at_fmnist``).
+``PFTF_CB_EPOCHS`` (default 2), ``PFTF_CB_RECIPES`` (default ``resnet_at_fmnist``);
+``PFTF_CB_COMPACT_ONLY=1`` redoes only the compact step of the PQ records of that epoch
+count, from the model and codes file their run saved in ``bench/artifacts`` (after a change
+to the compact export; the model must still score the record's accuracy).
 
 Example:
     >>> from bench.benchmarks import codebooks
@@ -28,21 +35,25 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 
 from bench import baselines as baseline_cache
-from bench import exports
+from bench import exports, results_io
 from pocketflow_tf import (
     accounting,
     datasets,
     distillation,
     errors,
+    latency,
+    model_io,
+    tflite_verify,
     training,
 )
 from pocketflow_tf.learners.non_uniform import NonUniformQuantLearner
-from pocketflow_tf.learners.product_quant import ProductQuantLearner
+from pocketflow_tf.learners.product_quant import ProductQuantLearner, compact_export
 from pocketflow_tf.nets import recipe
 
 COMMAND = "python -m bench.run codebooks"
@@ -85,6 +96,78 @@ def _compress(kind: str, size: int, cfg: training.TrainConfig, dense, data):
     return model, storage.total_bytes, storage.float32_bytes, lrn
 
 
+def compact(model, codes_path: str, path: str, data, reference: str, rounds: int = 30) -> dict:
+    """The compact ``.tflite`` (codes + codebooks in the file) of a PQ model and its figures.
+
+    Written by :func:`compact_export.export_from_codes_file` from the saved codes file (as a
+    ``--learner product-quant`` run does), scored by LiteRT on the whole test split and timed
+    against ``reference`` (the decoded float file of the same model).
+
+    Example:
+        >>> compact(model, "m.pq.npz", "m.pq-compact.tflite", data, "m.float.tflite")  # doctest: +SKIP
+        {'compact_bytes': 70120, 'compact_bytes_gzip': 60002, 'compact_acc': 0.9169, ...}
+    """
+    res = compact_export.export_from_codes_file(
+        model,
+        codes_path,
+        path,
+        x_verify=data.x_test[: exports.N_VERIFY],
+        y_verify=data.y_test[: exports.N_VERIFY],
+    )
+    acc = tflite_verify.tflite_accuracy(res.path, data.x_test, data.y_test, batch_size=100)
+    ratio = latency.interleaved_ratio(res.path, reference, rounds=rounds)
+    return {
+        "compact_bytes": res.bytes,
+        "compact_bytes_gzip": res.bytes_gzip,
+        "compact_acc": round(acc, 4),
+        "compact_latency_ratio": round(ratio.latency_ratio, 4),
+    }
+
+
+def refresh_compact(names: list[str], methods: list[str], epochs: int, data) -> list[dict]:
+    """The saved PQ records of ``epochs`` with their compact figures measured again.
+
+    Each record's model and codes file are the ones its run saved in ``bench/artifacts``;
+    a model that no longer scores the record's accuracy (another run overwrote it) is
+    refused rather than measured.
+
+    Example:
+        >>> refresh_compact(["resnet_at_fmnist"], ["pq-k32"], 1, data)  # doctest: +SKIP
+    """
+    with open(os.path.join(results_io.RESULTS, "codebooks.json")) as f:
+        saved = json.load(f)["records"]
+    recs = []
+    for name in names:
+        for method in methods:
+            if parse_method(method)[0] != "pq":
+                continue
+            stem = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}")
+            model = model_io.load_model(stem + ".keras")
+            key = (model.name, method, f"epochs={epochs}")
+            (rec,) = [r for r in saved if (r["model"], r["method"], r["setting"]) == key]
+            acc = round(training.evaluate_accuracy(model, data.x_test, data.y_test), 4)
+            if acc != rec["acc"]:
+                raise errors.InvalidArgumentError(
+                    f"{stem}.keras", f"accuracy {acc}", f"the record's {rec['acc']} (same run)"
+                )
+            rec = {k: v for k, v in rec.items() if k != "host"}  # measured here, now
+            rec.update(
+                compact(
+                    model,
+                    stem + ".pq.npz",
+                    stem + ".pq-compact.tflite",
+                    data,
+                    stem + ".float.tflite",
+                )
+            )
+            print(
+                f"[bench] {name} {method}: compact {rec['compact_bytes']:,} B, acc "
+                f"{rec['compact_acc']}, latency x{rec['compact_latency_ratio']}"
+            )
+            recs.append(rec)
+    return recs
+
+
 def run() -> list[dict]:
     """Compresses, exports, verifies, evaluates and times; one record per (model, method).
 
@@ -95,8 +178,11 @@ def run() -> list[dict]:
     methods = [m for m in os.environ.get("PFTF_CB_METHODS", DEFAULT_METHODS).split(",") if m]
     parsed = [parse_method(m) for m in methods]  # bad names fail before any training
     data = datasets.load_dataset("fmnist")
+    recipes = [n for n in os.environ.get("PFTF_CB_RECIPES", "resnet_at_fmnist").split(",") if n]
+    if os.environ.get("PFTF_CB_COMPACT_ONLY") == "1":
+        return refresh_compact(recipes, methods, epochs, data)
     recs = []
-    for name in [n for n in os.environ.get("PFTF_CB_RECIPES", "resnet_at_fmnist").split(",") if n]:
+    for name in recipes:
         dense, acc_dense = baseline_cache.scored(name, data)
         cfg = recipe.get_recipe(name).finetune_config(epochs=epochs)
         dense_path = os.path.join(baseline_cache.ARTIFACTS, f"{name}.float.tflite")
@@ -131,9 +217,10 @@ def run() -> list[dict]:
                 epochs=epochs,
             )
             if kind == "pq":
-                lrn.save_compressed(
-                    os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}.pq.npz")
-                )
+                stem = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}")
+                codes_path = lrn.save_compressed(stem + ".pq.npz")
+                model_io.save_model(model, stem + ".keras")  # the compact step can be redone
+                rec.update(compact(model, codes_path, stem + ".pq-compact.tflite", data, path))
             recs.append(rec)
             print(
                 f"[bench] {name} {method}: acc {acc:.4f} (dense {acc_dense:.4f}), compressed "

@@ -55,6 +55,7 @@ from pocketflow_tf.learners.non_uniform import cqat, options, tflite_values
 from pocketflow_tf.learners.non_uniform import plan as plan_lib
 from pocketflow_tf.learners.non_uniform import report as report_lib
 from pocketflow_tf.learners.non_uniform import storage as storage_lib
+from pocketflow_tf.learners.product_quant import compact_export
 
 #: Default CQAT epochs after the clustering fine-tune (re-exported from :mod:`.options`).
 DEFAULT_INT8_EPOCHS = options.DEFAULT_INT8_EPOCHS
@@ -122,6 +123,35 @@ class NonUniformQuantLearner(learner.Learner):
     )
 
     Options = options.NonUniformOptions
+    #: ``--export_modes ...,cluster-compact``: the clustered kernels as indices + centroids
+    #: in the ``.tflite`` (:func:`~pocketflow_tf.learners.product_quant.compact_export.export_clustered`).
+    file_modes: ClassVar[tuple[str, ...]] = (compact_export.CLUSTER_MODE,)
+
+    @classmethod
+    def export_file(
+        cls,
+        mode: str,
+        model: keras.Model,
+        path: str | os.PathLike,
+        *,
+        prefix: str,
+        x_verify,
+        y_verify=None,
+    ):
+        """Writes the verified ``"cluster-compact"`` ``.tflite`` of the clustered model.
+
+        Its clustered kernels are stored as indices (several per byte when few clusters)
+        and centroids, rebuilt in the graph; smaller than the float and int8 files, slower.
+
+        Example:
+            >>> NonUniformQuantLearner.export_file("cluster-compact", model, "m.tflite",
+            ...                                    prefix="m", x_verify=x)  # doctest: +SKIP
+        """
+        if mode != compact_export.CLUSTER_MODE:
+            return super().export_file(
+                mode, model, path, prefix=prefix, x_verify=x_verify, y_verify=y_verify
+            )
+        return compact_export.export_clustered(model, path, x_verify=x_verify, y_verify=y_verify)
 
     def __init__(self, train_config: training.TrainConfig | None = None, **kwargs: Any):
         super().__init__(train_config, **kwargs)

@@ -58,6 +58,14 @@ from pocketflow_tf import errors, tflite_export, tflite_verify
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.product_quant import pq, storage
 
+#: The export mode of the compact file (``--export_modes pq-compact`` of a product-quant run).
+MODE = "pq-compact"
+#: The export mode of a clustered model's compact file (``--learner non-uniform``).
+CLUSTER_MODE = "cluster-compact"
+#: Bytes one coded layer adds to the file's structure (its CAST, GATHER, RESHAPE, TRANSPOSE,
+#: MUL and their tensors and buffers): measured on ResNet-20, 21 coded layers added ~13 KB
+#: of flatbuffer tables to the names-stripped file besides the codes and codebooks.
+LAYER_OVERHEAD = 640
 #: Relative residual up to which a converted weight counts as the decoded kernel times a
 #: per-output-channel scale (a folded BatchNorm). float32 rounding of the fold leaves ~1e-7;
 #: a different kernel leaves O(1).
@@ -115,6 +123,37 @@ def cluster_code(name: str, kernel: np.ndarray, max_values: int = 256) -> storag
     # Row r of the codebook holds values[digit i of r] at position i (first digit first).
     book = np.stack(np.meshgrid(*[values] * g, indexing="ij"), axis=-1).reshape(-1, g)
     return storage.LayerCode(name, tuple(kernel.shape), book, codes)
+
+
+def cluster_codes(model: keras.Model, max_values: int = 256) -> dict[str, storage.LayerCode]:
+    """The :func:`cluster_code` of every clustered Conv2D / Dense kernel of ``model``.
+
+    A layer is coded when its kernel has at most ``max_values`` distinct values and its
+    codes plus float32 codebook plus :data:`LAYER_OVERHEAD` take fewer bytes than the
+    float32 kernel; the others (the float first and last layers of a clustering run, a
+    kernel too small to gain) stay dense.
+
+    Example:
+        >>> inp = keras.Input((64,))
+        >>> h = keras.layers.Dense(64, name="float")(inp)
+        >>> m = keras.Model(inp, keras.layers.Dense(64, name="clustered")(h))
+        >>> values = np.array([-0.5, -0.1, 0.1, 0.5], "float32")
+        >>> _ = m.get_layer("clustered").kernel.assign(values[np.arange(4096).reshape(64, 64) % 4])
+        >>> sorted(cluster_codes(m))
+        ['clustered']
+    """
+    codes = {}
+    for layer in model.layers:
+        if type(layer).__name__ not in ("Conv2D", "Dense") or getattr(layer, "groups", 1) != 1:
+            continue
+        kernel = layer.get_weights()[0]
+        if np.unique(kernel).size > max_values or not np.all(np.isfinite(kernel)):
+            continue
+        code = cluster_code(layer.name, kernel, max_values)
+        coded = code.codes.size + code.codebook.size * 4 + LAYER_OVERHEAD
+        if coded < kernel.size * 4:
+            codes[layer.name] = code
+    return codes
 
 
 def check_code(model: keras.Model, code: storage.LayerCode) -> None:
@@ -232,12 +271,19 @@ class _Editor:
         self.model = model
         self.graph = model.subgraphs[0]
         self.new_ops: list[schema.OperatorT] = []
+        self.shared: dict[str, int] = {}
 
     def const(self, name: str, array: np.ndarray, ttype: int) -> int:
         buf = schema.BufferT()
         buf.data = np.frombuffer(np.ascontiguousarray(array).tobytes(), np.uint8)
         self.model.buffers.append(buf)
         return self._tensor(name, array.shape, ttype, len(self.model.buffers) - 1)
+
+    def shared_const(self, name: str, array: np.ndarray, ttype: int) -> int:
+        # One tensor for a constant every layer uses alike (the TRANSPOSE permutation).
+        if name not in self.shared:
+            self.shared[name] = self.const(name, array, ttype)
+        return self.shared[name]
 
     def tensor(self, name: str, shape, ttype: int = _TYPES.FLOAT32) -> int:
         return self._tensor(name, shape, ttype, 0)  # buffer 0 is the empty sentinel
@@ -268,9 +314,18 @@ class _Editor:
         op.builtinOptionsType, op.builtinOptions = options_type, options
         self.new_ops.append(op)
 
-    def finish(self) -> bytes:
+    def finish(self, keep_names: bool) -> bytes:
         # The new ops only read constants, so they can all run first (topological order).
         self.graph.operators = self.new_ops + list(self.graph.operators)
+        if not keep_names:
+            # Tensor names only serve debugging; the converter's are long ("model/s3b3_b_
+            # conv/Conv2D;model/s3b3_b_bn/FusedBatchNormV3;...") and ResNet-20's add up to
+            # ~9 KB, a tenth of the compact file. The inputs and outputs keep theirs (what
+            # get_input_details shows); the signature refers to tensors by index.
+            keep = set(self.graph.inputs) | set(self.graph.outputs)
+            for i, t in enumerate(self.graph.tensors):
+                if i not in keep:
+                    t.name = None
         return bytes(flatbuffer_utils.convert_object_to_bytearray(self.model))
 
 
@@ -310,12 +365,11 @@ def _rebuild(ed: _Editor, code: storage.LayerCode, weight: int, scale, book_dtyp
         reshaped = ed.tensor(f"{name}/pq_columns", layout)
     options = schema.ReshapeOptionsT()
     options.newShape = list(layout)
-    new_shape = ed.const(f"{name}/pq_shape", np.asarray(layout, np.int32), _TYPES.INT32)
-    ed.op(
-        _OPS.RESHAPE, [rows, new_shape], [reshaped], schema.BuiltinOptions.ReshapeOptions, options
-    )
+    # The target shape goes in the options only: a shape tensor would cost a tensor and a
+    # buffer per layer, and LiteRT's RESHAPE reads the options when it has one input.
+    ed.op(_OPS.RESHAPE, [rows], [reshaped], schema.BuiltinOptions.ReshapeOptions, options)
     if not dense:
-        perm = ed.const(f"{name}/pq_perm", np.asarray([0, 2, 3, 1], np.int32), _TYPES.INT32)
+        perm = ed.shared_const("pq_perm_ohwi", np.asarray([0, 2, 3, 1], np.int32), _TYPES.INT32)
         options = schema.TransposeOptionsT()
         ed.op(
             _OPS.TRANSPOSE,
@@ -337,6 +391,7 @@ def compact_tflite(
     codes: Mapping[str, storage.LayerCode],
     *,
     codebook_dtype: str | None = None,
+    keep_names: bool = False,
 ) -> bytes:
     """The float ``.tflite`` of ``model`` with each coded kernel stored as codes + codebook.
 
@@ -348,6 +403,8 @@ def compact_tflite(
         codebook_dtype: ``"float16"`` or ``"float32"``; ``None`` keeps each codebook's own
             dtype (float16 stays float16, anything else is stored float32). A float16 file
             codebook differs from a float32 one by float16 rounding.
+        keep_names: Keep every tensor's name (debugging); by default only the model's
+            inputs and outputs keep theirs.
 
     Returns:
         The flatbuffer bytes (verify them with :func:`pocketflow_tf.tflite_verify.verify`,
@@ -406,7 +463,7 @@ def compact_tflite(
         else:
             dtype = np.dtype(codebook_dtype).type
         _rebuild(ed, code, index, scale, dtype)
-    return ed.finish()
+    return ed.finish(keep_names)
 
 
 def export_compact(
@@ -458,6 +515,104 @@ def export_compact(
     )
 
 
+def export_from_codes_file(
+    model: keras.Model,
+    codes_path: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    x_verify: np.ndarray,
+    y_verify: np.ndarray | None = None,
+    codebook_dtype: str | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> tflite_verify.ExportResult:
+    """:func:`export_compact` of ``model`` with the codes read from a ``.pq.npz`` file.
+
+    The deployment step of a product-quantization run: the learner saved the decoded model
+    and its codes file; this reads the codes back (:func:`.storage.load`, decoding into a
+    copy of ``model``), checks that they decode to ``model``'s kernels (:func:`check_code`:
+    a corrupt file, or the file of another run, is refused naming the layer and value), and
+    writes the verified compact ``.tflite``.
+
+    Args:
+        model: The decoded Keras model the codes file belongs to.
+        codes_path: Its ``.pq.npz`` (:func:`.storage.save`).
+        path: Destination ``.tflite``.
+        x_verify: Verification inputs (at least 200).
+        y_verify: Optional labels, to check the accuracy drop.
+        codebook_dtype: As for :func:`compact_tflite`.
+        thresholds: Overrides of the verification thresholds.
+
+    Raises:
+        ModelLoadError: If the codes file is unreadable or not a product-quantization file.
+        InvalidArgumentError: If its codes do not describe ``model``.
+
+    Example:
+        >>> res = export_from_codes_file(model, "out/model.pq.npz", "out/model.pq-compact.tflite",
+        ...                              x_verify=x_test[:1000])  # doctest: +SKIP
+    """
+    decoded, codes = storage.load(codes_path, model=model)
+    where = os.fspath(codes_path)
+    for code in codes.values():
+        try:
+            check_code(model, code)
+        except errors.InvalidArgumentError as e:  # say which file, not only which layer
+            raise errors.InvalidArgumentError(f"{e.name} in {where}", e.value, e.accepted) from None
+    # check_code compares the kernels; the file's float rest must be the model's too (it is
+    # the deployment's other artifact: a file of another run or a damaged one is refused).
+    for layer in decoded.layers:
+        mine = model.get_layer(layer.name).get_weights()
+        for i, (stored, have) in enumerate(zip(layer.get_weights(), mine, strict=True)):
+            if not (layer.name in codes and i == 0) and not np.array_equal(stored, have):
+                raise errors.InvalidArgumentError(
+                    f"codes file {where}",
+                    f"weight {i} of layer {layer.name} differs from the model's "
+                    f"(max |diff| {float(np.max(np.abs(stored - have))):.3g})",
+                    "the codes file saved with this model",
+                )
+    return export_compact(
+        model,
+        codes,
+        path,
+        x_verify=x_verify,
+        y_verify=y_verify,
+        codebook_dtype=codebook_dtype,
+        thresholds=thresholds,
+    )
+
+
+def export_clustered(
+    model: keras.Model,
+    path: str | os.PathLike,
+    *,
+    x_verify: np.ndarray,
+    y_verify: np.ndarray | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> tflite_verify.ExportResult:
+    """:func:`export_compact` of a clustered model: each clustered kernel as indices + centroids.
+
+    The layers are found by their kernels (:func:`cluster_codes`); the codebooks stay
+    float32, so the file computes exactly what the Keras model does (float thresholds).
+
+    Raises:
+        InvalidArgumentError: If no kernel of ``model`` is clustered enough to gain bytes.
+
+    Example:
+        >>> res = export_clustered(clustered_model, "out/m.cluster-compact.tflite",
+        ...                        x_verify=x_test[:1000])  # doctest: +SKIP
+    """
+    codes = cluster_codes(model)
+    if not codes:
+        raise errors.InvalidArgumentError(
+            "model",
+            model.name,
+            "a model with clustered Conv2D/Dense kernels (at most 256 distinct values, "
+            "enough weights for indices + centroids to be smaller than float32)",
+        )
+    return export_compact(
+        model, codes, path, x_verify=x_verify, y_verify=y_verify, thresholds=thresholds
+    )
+
+
 def compact_tflite_from_file(
     path: str | os.PathLike, model: keras.Model | None = None, **kwargs
 ) -> tuple[keras.Model, bytes]:
@@ -480,10 +635,16 @@ def compact_tflite_from_file(
 
 
 __all__ = [
+    "CLUSTER_MODE",
     "FOLD_TOLERANCE",
+    "LAYER_OVERHEAD",
+    "MODE",
     "check_code",
     "cluster_code",
+    "cluster_codes",
     "compact_tflite",
     "compact_tflite_from_file",
+    "export_clustered",
     "export_compact",
+    "export_from_codes_file",
 ]

@@ -57,7 +57,14 @@ import numpy as np
 
 from pocketflow_tf import batchnorm, distillation, errors, learner, model_io, options, training
 from pocketflow_tf.compat import keras, tf
-from pocketflow_tf.learners.product_quant import layers, plan, pq, sampling, storage
+from pocketflow_tf.learners.product_quant import (
+    compact_export,
+    layers,
+    plan,
+    pq,
+    sampling,
+    storage,
+)
 
 _NOT_GIVEN = object()
 
@@ -176,6 +183,39 @@ class ProductQuantLearner(learner.Learner):
     )
 
     Options = ProductQuantOptions
+    #: The decoded model's float and int8 files, and the compact one (codes + codebooks in
+    #: the file, :mod:`.compact_export`) written from the saved ``.pq.npz``.
+    deploy_modes: ClassVar[tuple[str, ...]] = ("float", "int8", compact_export.MODE)
+    file_modes: ClassVar[tuple[str, ...]] = (compact_export.MODE,)
+
+    @classmethod
+    def export_file(
+        cls,
+        mode: str,
+        model: keras.Model,
+        path: str | os.PathLike,
+        *,
+        prefix: str,
+        x_verify: np.ndarray,
+        y_verify: np.ndarray | None = None,
+    ):
+        """Writes the verified compact ``.tflite`` (``"pq-compact"``) from ``<prefix>.pq.npz``.
+
+        The codes file :meth:`save_artifacts` wrote is read back and checked against
+        ``model`` (:func:`.compact_export.export_from_codes_file`): a corrupt codes file is
+        refused, naming what is wrong.
+
+        Example:
+            >>> ProductQuantLearner.export_file("pq-compact", model, "out/m.pq-compact.tflite",
+            ...                                 prefix="out/m", x_verify=x)  # doctest: +SKIP
+        """
+        if mode != compact_export.MODE:
+            return super().export_file(
+                mode, model, path, prefix=prefix, x_verify=x_verify, y_verify=y_verify
+            )
+        return compact_export.export_from_codes_file(
+            model, prefix + ".pq.npz", path, x_verify=x_verify, y_verify=y_verify
+        )
 
     def __init__(self, train_config: training.TrainConfig | None = None, **kwargs: Any):
         if kwargs.get("distillation", _NOT_GIVEN) is _NOT_GIVEN:

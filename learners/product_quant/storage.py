@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -211,6 +212,84 @@ def save(path: str | os.PathLike, model: keras.Model, codes: Mapping[str, LayerC
     return os.fspath(path)
 
 
+#: The arrays of a file and their accepted dtypes.
+_ARRAYS = {
+    "codes": ("uint8",),
+    "codebooks": ("float16", "float32"),
+    "floats": ("float32",),
+    "header": ("uint8",),
+}
+
+
+def _read_arrays(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    # The four arrays and the parsed header; anything unreadable is a ModelLoadError.
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "header" not in data.files:
+                raise errors.ModelLoadError(
+                    str(path), "not a product-quantization file (no header)"
+                )
+            arrays = {}
+            for name, dtypes in _ARRAYS.items():
+                if name not in data.files:
+                    raise errors.ModelLoadError(str(path), f"no '{name}' array")
+                arrays[name] = data[name]
+                if arrays[name].ndim != 1 or str(arrays[name].dtype) not in dtypes:
+                    raise errors.ModelLoadError(
+                        str(path),
+                        f"array '{name}' is {arrays[name].dtype} {arrays[name].shape}, "
+                        f"expected a flat {' or '.join(dtypes)} array",
+                    )
+    except errors.ModelLoadError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # np.load reports a truncated or garbled file with any of these.
+        raise errors.ModelLoadError(str(path), f"unreadable ({type(e).__name__}: {e})") from None
+    try:
+        header = json.loads(zlib.decompress(arrays["header"].tobytes()))
+    except (zlib.error, ValueError) as e:
+        raise errors.ModelLoadError(str(path), f"unreadable header ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        got = header.get("format") if isinstance(header, dict) else header
+        raise errors.ModelLoadError(str(path), f"format {got!r}, expected {FORMAT!r}")
+    return arrays["codes"], arrays["codebooks"], arrays["floats"], header
+
+
+def _slice(path, what: str, array: np.ndarray, start, shape) -> np.ndarray:
+    # array[start : start + prod(shape)] reshaped, refusing a range outside the array (NumPy
+    # would silently return a shorter slice).
+    n = int(np.prod(shape))
+    if not (isinstance(start, int) and 0 <= start and start + n <= array.size):
+        raise errors.ModelLoadError(
+            str(path),
+            f"'{what}' range {start}..+{n} lies outside the stored array of {array.size} values",
+        )
+    return array[start : start + n].reshape(shape)
+
+
+def _read_code(path, entry: dict, packed: np.ndarray, books: np.ndarray) -> LayerCode:
+    # One layer's LayerCode, its ranges checked against the arrays.
+    at, size = entry["codes_at"]
+    bits, codes_shape = int(entry["code_bits"]), tuple(entry["codes_shape"])
+    shape = tuple(entry["codebook_shape"])
+    if not 1 <= bits <= 16 or shape[0] != 2**bits:
+        raise errors.ModelLoadError(
+            str(path),
+            f"layer {entry['name']}: {bits}-bit codes for a codebook of shape {shape}",
+        )
+    if size != -(-int(np.prod(codes_shape)) * bits // 8):
+        raise errors.ModelLoadError(
+            str(path),
+            f"layer {entry['name']}: {size} code bytes for {codes_shape} codes of {bits} bits",
+        )
+    return LayerCode(
+        entry["name"],
+        tuple(entry["kernel_shape"]),
+        _slice(path, "codebooks", books, entry["codebook_at"], shape).copy(),
+        unpack_codes(_slice(path, "codes", packed, at, (size,)), bits, codes_shape),
+    )
+
+
 def load(
     path: str | os.PathLike,
     model: keras.Model | None = None,
@@ -227,52 +306,40 @@ def load(
     Example:
         >>> model, codes = load("/tmp/m.pq.npz")  # doctest: +SKIP
     """
-    with np.load(path, allow_pickle=False) as data:
-        if "header" not in data.files:
-            raise errors.ModelLoadError(str(path), "not a product-quantization file (no header)")
-        try:
-            header = json.loads(zlib.decompress(data["header"].tobytes()))
-        except (zlib.error, ValueError) as e:
-            raise errors.ModelLoadError(str(path), f"unreadable header ({e})") from None
-        if header.get("format") != FORMAT:
-            raise errors.ModelLoadError(
-                str(path), f"format {header.get('format')!r}, expected {FORMAT!r}"
-            )
-        packed, books, floats = data["codes"], data["codebooks"], data["floats"]
-    if model is None:
-        if '"class_name": "Lambda"' in header["model"]:
-            raise errors.ModelLoadError(
-                str(path),
-                "the stored architecture has Lambda layers (Python code); pass the model "
-                "to decode into as `model=`",
-            )
-        out = keras.models.model_from_json(header["model"], custom_objects=custom_objects)
-    else:
-        out = keras.models.clone_model(model)
-    codes: dict[str, LayerCode] = {}
-    for entry in header["layers"]:
-        layer = out.get_layer(entry["name"])
-        kernel = None
-        if "kernel_shape" in entry:
-            at, size = entry["codes_at"]
-            shape = tuple(entry["codebook_shape"])
-            start = entry["codebook_at"]
-            code = LayerCode(
-                entry["name"],
-                tuple(entry["kernel_shape"]),
-                books[start : start + int(np.prod(shape))].reshape(shape).copy(),
-                unpack_codes(
-                    packed[at : at + size], entry["code_bits"], tuple(entry["codes_shape"])
-                ),
-            )
-            codes[code.name] = code
-            kernel = code.decode()
-        weights = []
-        for spec in entry["weights"]:
-            if spec is None:
-                weights.append(kernel)
-                continue
-            at, shape = spec
-            weights.append(floats[at : at + int(np.prod(shape))].reshape(shape))
-        layer.set_weights(weights)
+    packed, books, floats, header = _read_arrays(path)
+    try:
+        if model is None:
+            if '"class_name": "Lambda"' in header["model"]:
+                raise errors.ModelLoadError(
+                    str(path),
+                    "the stored architecture has Lambda layers (Python code); pass the model "
+                    "to decode into as `model=`",
+                )
+            out = keras.models.model_from_json(header["model"], custom_objects=custom_objects)
+        else:
+            out = keras.models.clone_model(model)
+        codes: dict[str, LayerCode] = {}
+        for entry in header["layers"]:
+            layer = out.get_layer(entry["name"])
+            kernel = None
+            if "kernel_shape" in entry:
+                code = _read_code(path, entry, packed, books)
+                codes[code.name] = code
+                kernel = code.decode()
+            weights = []
+            for spec in entry["weights"]:
+                if spec is None:
+                    weights.append(kernel)
+                    continue
+                at, shape = spec
+                weights.append(_slice(path, "floats", floats, at, shape))
+            layer.set_weights(weights)
+    except errors.ModelLoadError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        # A header that parses but does not fit the stored arrays or the architecture:
+        # corruption, or a file edited by hand. Keras' own message says which layer/shape.
+        raise errors.ModelLoadError(
+            str(path), f"the header does not fit its arrays or model ({type(e).__name__}: {e})"
+        ) from None
     return out, codes

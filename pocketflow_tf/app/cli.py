@@ -55,7 +55,8 @@ flags.DEFINE_list(
     "export_modes",
     ["float", "int8"],
     "verified .tflite exports: float,dynamic,float16,int8 (each optionally -sparse), int4 "
-    "(int4 kernels where a layer has <= 4 bits, int8 elsewhere)",
+    "(int4 kernels where a layer has <= 4 bits, int8 elsewhere); product-quant also "
+    "pq-compact, non-uniform cluster-compact",
 )
 flags.DEFINE_integer("num_verify", 1000, "test samples each export is verified on (>= 200)")
 flags.DEFINE_boolean(

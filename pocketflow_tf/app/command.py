@@ -607,10 +607,11 @@ class _RunView:
     verify_arm64: bool = False
 
 
-def _export_modes(deploy: tuple[str, ...] | None) -> tuple[str, ...]:
+def _export_modes(deploy: tuple[str, ...] | None, own: tuple[str, ...] = ()) -> tuple[str, ...]:
+    # `own`: the learner's file_modes (files it writes itself, e.g. pq-compact).
     from pocketflow_tf.app import runner
 
-    modes = tuple(runner.check_export_mode(m) for m in FLAGS.export_modes if m)
+    modes = tuple(runner.check_export_mode(m, own) for m in FLAGS.export_modes if m)
     if deploy:
         if not FLAGS["export_modes"].present:
             return tuple(deploy)
@@ -658,7 +659,7 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
         "user",
         cls.name,
         "learn",
-        _export_modes(deploy),
+        _export_modes(deploy, cls.file_modes),
         FLAGS.num_verify,
         FLAGS.strict_export,
         FLAGS.seed,

@@ -76,8 +76,11 @@ OWN_EXPORTS = {"int4": "int8"}
 EXPORT_MODES = (*tflite_export.MODES, *OWN_EXPORTS)
 
 
-def check_export_mode(mode: str) -> str:
+def check_export_mode(mode: str, own: tuple[str, ...] = ()) -> str:
     """Returns ``mode`` if a run can export it, else raises naming what is accepted.
+
+    ``own`` adds a learner's :attr:`~pocketflow_tf.learner.Learner.file_modes` (files it
+    writes itself, e.g. ``pq-compact``; never ``-sparse``).
 
     Example:
         >>> check_export_mode("int4"), check_export_mode("int8-sparse")
@@ -88,12 +91,15 @@ def check_export_mode(mode: str) -> str:
         pocketflow_tf.errors.InvalidArgumentError: Invalid value for `export_modes`: 'int4-sparse'. Accepted: a comma-separated subset of ('float', 'dynamic', 'float16', 'int8', 'int4'), each of ('float', 'dynamic', 'float16', 'int8') optionally with '-sparse' (sparse storage of pruned weights).
     """
     base, sparse = split_export_mode(mode)
+    if mode in own:
+        return mode
     if base not in EXPORT_MODES or (sparse and base in OWN_EXPORTS):
         raise errors.InvalidArgumentError(
             "export_modes",
             mode,
-            f"a comma-separated subset of {EXPORT_MODES}, each of {tflite_export.MODES} "
-            f"optionally with '{SPARSE_SUFFIX}' (sparse storage of pruned weights)",
+            f"a comma-separated subset of {(*EXPORT_MODES, *own)}, each of "
+            f"{tflite_export.MODES} optionally with '{SPARSE_SUFFIX}' (sparse storage of "
+            "pruned weights)",
         )
     return mode
 
@@ -204,11 +210,13 @@ class RunOptions:
         if self.exec_mode not in EXEC_MODES:
             raise errors.InvalidArgumentError("exec_mode", self.exec_mode, f"one of {EXEC_MODES}")
         self.export_modes = tuple(m for m in self.export_modes if m)
-        for mode in self.export_modes:
-            check_export_mode(mode)
         # A quantization learner trains for one deployable form (a QAT model's "float"
-        # export would be fake-quantised float, matching neither the Keras model nor int8).
+        # export would be fake-quantised float, matching neither the Keras model nor int8);
+        # Learner.file_modes are files the learner writes itself (pq-compact).
         deploy, ext = cls.deployment(**self.learner_options)
+        own = cls.file_modes
+        for mode in self.export_modes:
+            check_export_mode(mode, own)
         if deploy and self.exec_mode == "train":
             if self.export_modes == DEFAULT_EXPORT_MODES:
                 self.export_modes = tuple(deploy)
@@ -645,16 +653,26 @@ def export_all(opts, model, data, out_dir, stem, record) -> dict[str, str]:
             content, checked_as = None, base
             if base == "int4":
                 content, checked_as = _int4_content(model, rep, mode, record), OWN_EXPORTS[base]
-            res = tflite_verify.export_tflite(
-                model,
-                path,
-                mode=checked_as,
-                x_verify=x_verify,
-                y_verify=y_verify,
-                representative_data=rep if base == "int8" else None,
-                sparse=sparse,
-                content=content,
-            )
+            if base not in EXPORT_MODES:  # a file the learner makes (pq-compact)
+                res = learner.get_learner_class(opts.learner).export_file(
+                    mode,
+                    model,
+                    path,
+                    prefix=os.path.join(out_dir, stem),
+                    x_verify=x_verify,
+                    y_verify=y_verify,
+                )
+            else:
+                res = tflite_verify.export_tflite(
+                    model,
+                    path,
+                    mode=checked_as,
+                    x_verify=x_verify,
+                    y_verify=y_verify,
+                    representative_data=rep if base == "int8" else None,
+                    sparse=sparse,
+                    content=content,
+                )
         except errors.VerificationError as e:
             # A quantized export of a model that is not yet trained enough (or not suited to
             # quantization) can fail its check while the float export and the trained model
