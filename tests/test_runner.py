@@ -145,7 +145,7 @@ def test_refused_quantized_export_is_reported_and_run_goes_on(tmp_path, monkeypa
     "kwargs, name",
     [
         ({"exec_mode": "serve"}, "exec_mode"),
-        ({"export_modes": ("float", "int4")}, "export_modes"),
+        ({"export_modes": ("float", "int3")}, "export_modes"),
         ({"num_verify": 10}, "num_verify"),
         ({"model_path": "/nonexistent/model.keras"}, "model_path"),
         ({"enbl_dst": True}, "enbl_dst"),
