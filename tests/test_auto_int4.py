@@ -39,8 +39,15 @@ def test_byte_goals_plan_int4_chains_and_speed_and_int8_goals_do_not():
     assert "x0.16 in int4" in notes[-1]
 
 
-def test_prune_int4_trial_writes_a_verified_int4_file(trained, tmp_path):  # noqa: F811
+def test_prune_int4_trial_writes_a_verified_int4_file(trained, tmp_path, monkeypatch):  # noqa: F811
     model, splits_ = trained
+    checks = []  # the thresholds each verification ran with
+    verify = tflite_verify.verify
+    monkeypatch.setattr(
+        tflite_verify,
+        "verify",
+        lambda *a, **k: checks.append(k.get("thresholds")) or verify(*a, **k),
+    )
     data = splits.make_search_data(splits_.x_train, splits_.y_train, seed=0)
     target = Target.parse("<=0.2x bytes")
     facts = planner.model_facts(model)
@@ -73,6 +80,9 @@ def test_prune_int4_trial_writes_a_verified_int4_file(trained, tmp_path):  # noq
     assert stored == ["INT4"] * 4
     assert all(n <= 15 for n in int4_export.kernel_levels(content))
     assert out["verify_agreement"] >= 0.95
+    # A trial's post-training int4 file is checked at the trial thresholds (it may lose
+    # accuracy by design; its own accuracy is what the trial scores).
+    assert checks[1:] == [candidate.TRIAL_INT4_THRESHOLDS]  # [0]: the dense float file
 
 
 def test_compress_builds_an_int4_final_model_by_ptq_or_4_bit_qat(

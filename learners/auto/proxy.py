@@ -315,7 +315,13 @@ class Proxy:
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"model.{chain.export_mode}.tflite")
         exported = candidate.export(
-            cand.model, chain.export_mode, path, self.data, child_check=False, sparse=chain.sparse
+            cand.model,
+            chain.export_mode,
+            path,
+            self.data,
+            child_check=False,
+            sparse=chain.sparse,
+            thresholds=candidate.TRIAL_INT4_THRESHOLDS if chain.export_mode == "int4" else None,
         )
         figures = measure(
             path,
