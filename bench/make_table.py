@@ -59,6 +59,7 @@ COLUMNS = (
     # deploy: the file on the aarch64 LiteRT under qemu against x86 (bench/benchmarks/deploy.py)
     ("arm64_agreement", "ARM64 top-1 agreement"),
     ("arm64_max_steps", "ARM64 max diff (steps)"),
+    ("arm64_max_abs_diff", "ARM64 max abs diff"),
     ("arm64", "ARM64"),
     # codebooks: the compact .tflite (codes + codebooks in the file, pq-compact)
     ("compact_bytes", "compact .tflite B"),
@@ -133,6 +134,8 @@ def format_value(field: str, value) -> str:
         return "yes" if value else "no"
     if field == "failed_stages":
         return ", ".join(value) or "–"
+    if field == "arm64_max_abs_diff":
+        return f"{value:.2g}"
     if field == "latency_ms":
         return f"{value:.3f}"
     if field == "average_bits":

@@ -184,7 +184,8 @@ def run() -> list[dict]:
                 "acc_baseline": round(acc_dense, 4),
             }
             if path is None:
-                rec["skipped"] = f"no file {os.path.basename(v.path(recipe))}: run `{v.made_by}`"
+                how = v.made_by if v.made_by.startswith("no ") else f"run `{v.made_by}`"
+                rec["skipped"] = f"no file {os.path.basename(v.path(recipe))}: {how}"
                 print(f"[bench] {recipe} {v.name}: {rec['skipped']}", flush=True)
                 recs.append(rec)
                 continue
