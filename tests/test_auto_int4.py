@@ -12,8 +12,9 @@ import json
 import pytest
 
 from pocketflow_tf import int4_export, tflite_export, tflite_verify
-from pocketflow_tf.learners.auto import Target, candidate, compress, planner, proxy, splits
+from pocketflow_tf.learners.auto import Target, candidate, compress, planner
 from tests.test_auto import FAST, trained  # noqa: F401  (the module-scoped fixture)
+from tests.test_auto_sparse import tiny_proxy
 
 INT4 = {"int4", "prune+int4"}
 
@@ -48,29 +49,7 @@ def test_prune_int4_trial_writes_a_verified_int4_file(trained, tmp_path, monkeyp
         "verify",
         lambda *a, **k: checks.append(k.get("thresholds")) or verify(*a, **k),
     )
-    data = splits.make_search_data(splits_.x_train, splits_.y_train, seed=0)
-    target = Target.parse("<=0.2x bytes")
-    facts = planner.model_facts(model)
-    dense = candidate.export(
-        model, "float", str(tmp_path / "dense.tflite"), data, child_check=False
-    )
-    reference = proxy.Reference(dense.path, dense.bytes, dense.bytes_gzip, 0.9, 0.9, 1, 1)
-    trial = proxy.Proxy(
-        model,
-        model,
-        planner.plan(target, facts),
-        facts,
-        data,
-        reference,
-        target,
-        str(tmp_path),
-        FAST["train_config"],
-        proxy.ProxyConfig(steps=20, calib_samples=128, eval_samples=128, latency_rounds=3),
-        distill=None,
-        cache=candidate.SensitivityCache(),
-        channel_round=8,
-        prune_seed=0,
-    )
+    trial, data = tiny_proxy(model, splits_, "<=0.2x bytes", tmp_path)
     params = {"chain": "prune+int4", "flops_keep": 0.5, "criterion": "l1", "lr_factor": 0.3}
     out = trial(params, trial_seed=3)
     assert out["mode"] == "int4" and out["flops_ratio"] < 0.6

@@ -30,6 +30,33 @@ from tests.test_auto import conv_net as tiny_models_conv
 SPARSE = {"sparse", "sparse+int8"}
 
 
+def tiny_proxy(model, data_splits, target_text: str, folder):
+    """The per-trial proxy of ``compress()`` on the tiny trained net (20 fine-tuning steps,
+    128 calibration / evaluation samples, 3 latency rounds), and its search data."""
+    data = splits.make_search_data(data_splits.x_train, data_splits.y_train, seed=0)
+    target = Target.parse(target_text)
+    facts = planner.model_facts(model)
+    dense = candidate.export(model, "float", str(folder / "dense.tflite"), data, child_check=False)
+    reference = proxy.Reference(dense.path, dense.bytes, dense.bytes_gzip, 0.9, 0.9, 1, 1)
+    trial = proxy.Proxy(
+        model,
+        model,
+        planner.plan(target, facts),
+        facts,
+        data,
+        reference,
+        target,
+        str(folder),
+        FAST["train_config"],
+        proxy.ProxyConfig(steps=20, calib_samples=128, eval_samples=128, latency_rounds=3),
+        distill=None,
+        cache=candidate.SensitivityCache(),
+        channel_round=8,
+        prune_seed=0,
+    )
+    return trial, data
+
+
 # -- planner ---------------------------------------------------------------------------------
 
 
@@ -118,34 +145,12 @@ def test_sparse_int8_trial_writes_a_verified_file_smaller_than_dense_int8(
     monkeypatch,
 ):
     model, splits_ = trained
-    data = splits.make_search_data(splits_.x_train, splits_.y_train, seed=0)
-    target = Target.parse("<=0.2x bytes")
-    facts = planner.model_facts(model)
-    dense = candidate.export(
-        model, "float", str(tmp_path / "dense.tflite"), data, child_check=False
-    )
-    reference = proxy.Reference(dense.path, dense.bytes, dense.bytes_gzip, 0.9, 0.9, 1, 1)
     built = []
     build = candidate.build
     monkeypatch.setattr(
         candidate, "build", lambda *a, **k: built.append(build(*a, **k)) or built[-1]
     )
-    trial = proxy.Proxy(
-        model,
-        model,
-        planner.plan(target, facts),
-        facts,
-        data,
-        reference,
-        target,
-        str(tmp_path),
-        FAST["train_config"],
-        proxy.ProxyConfig(steps=20, calib_samples=128, eval_samples=128, latency_rounds=3),
-        distill=None,
-        cache=candidate.SensitivityCache(),
-        channel_round=8,
-        prune_seed=0,
-    )
+    trial, data = tiny_proxy(model, splits_, "<=0.2x bytes", tmp_path)
     out = trial({"chain": "sparse+int8", "sparsity": 0.8, "lr_factor": 0.3}, trial_seed=3)
     (cand,) = built
     assert out["mode"] == "int8" and out["flops_ratio"] == 1.0
