@@ -183,13 +183,16 @@ def test_planner_bytes_target_plans_int8_pruning_and_sparsity():
         "prune",
         "int8",
         "prune+int8",
+        "int4",
+        "prune+int4",
         "sparse",
         "sparse+int8",
     ]
-    # int8 alone gives ~0.28x: a 0.1x goal needs pruning or sparsity too
+    # int8 alone gives ~0.28x, int4 ~0.16x: a 0.1x goal needs pruning or sparsity too
     p = planner.plan(Target.parse("<=0.1x bytes"), facts)
-    assert p.chain_names == ["prune", "prune+int8", "sparse", "sparse+int8"]
+    assert p.chain_names == ["prune", "prune+int8", "prune+int4", "sparse", "sparse+int8"]
     assert any("dropped int8" in n for n in p.notes)
+    assert any("dropped int4" in n for n in p.notes)
 
 
 def test_planner_refuses_flops_goal_without_prunable_channels_and_notes_unreachable():
