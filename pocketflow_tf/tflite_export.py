@@ -36,7 +36,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pocketflow_tf import calibration, errors, options
+from pocketflow_tf import calibration, errors, inputs, options
 from pocketflow_tf.compat import keras, tf
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,9 @@ def _calibration_subset(model: keras.Model, data: np.ndarray | None, limit: int)
             None,
             "an array of preprocessed model inputs (required for mode='int8')",
         )
-    data = np.asarray(data)
+    # The project's one image check: uint8 scaled to [0, 1] as the models are fed, NaN/inf
+    # and unaccepted dtypes refused by name (a NaN would silently poison the ranges).
+    data = inputs.images(data, name="representative_data")
     expected = tuple(model.input_shape[1:])
     # Compare per-sample shapes only (None dims in the model accept anything) so that a
     # missing batch axis or HWC/CHW mix-up is reported here, not deep inside the converter.

@@ -57,7 +57,8 @@ def test_deploy_measures_each_file_and_names_the_missing_ones(tiny_setup):
     assert "× float bytes" in table and "ARM64" in table
 
 
-def test_deploy_refuses_a_bad_sample_count(tiny_setup, monkeypatch):
-    monkeypatch.setenv("PFTF_DEPLOY_ARM64_SAMPLES", "0")
+@pytest.mark.parametrize("value", ["0", "abc", "1.5"])
+def test_deploy_refuses_a_bad_sample_count(tiny_setup, monkeypatch, value):
+    monkeypatch.setenv("PFTF_DEPLOY_ARM64_SAMPLES", value)
     with pytest.raises(deploy.errors.InvalidArgumentError, match="PFTF_DEPLOY_ARM64_SAMPLES"):
         deploy.run()

@@ -166,3 +166,30 @@ def test_qat_model_keeps_its_learned_levels_in_the_file(qat_model):
 def test_qat_bits_that_differ_from_the_model_are_refused(qat_model):
     with pytest.raises(errors.InvalidArgumentError, match="QAT model's own allocation"):
         int4_export.convert(qat_model, {"conv": 3}, quadrant_data(16, seed=0)[0])
+
+
+def test_calibration_data_of_the_wrong_kind_is_refused_or_scaled():
+    """NaN calibration images are refused by name (shared with the int8 converter); uint8
+    images are scaled to [0, 1] as the model is fed, so both dtypes give one file."""
+    from pocketflow_tf.compat import keras
+
+    m = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, name="c"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, name="fc"),
+        ]
+    )
+    x = np.random.default_rng(0).random((32, 8, 8, 1)).astype(np.float32)
+    bad = x.copy()
+    bad[3, 0, 0, 0] = np.nan
+    for convert in (
+        lambda d: int4_export.convert(m, 4, d),
+        lambda d: tflite_export.convert(m, "int8", representative_data=d),
+    ):
+        with pytest.raises(errors.InvalidArgumentError, match="representative_data.*NaN"):
+            convert(bad)
+    as_uint8 = np.round(x * 255).astype(np.uint8)
+    scaled = as_uint8.astype(np.float32) / 255
+    assert int4_export.convert(m, 4, as_uint8).content == int4_export.convert(m, 4, scaled).content

@@ -145,6 +145,13 @@ def measure(path: str, float_path: str, data, *, arm64_samples: int, cpu: str, r
     }
 
 
+def _count(knob: str, default: str) -> int:
+    text = os.environ.get(knob, default)
+    if not text.strip().isdigit() or int(text) < 1:
+        raise errors.InvalidArgumentError(knob, text, "a whole number >= 1")
+    return int(text)
+
+
 def run() -> list[dict]:
     """Measures every variant's file of every recipe; one record each.
 
@@ -155,13 +162,9 @@ def run() -> list[dict]:
         "resnet_at_fmnist",
         "mobilenet_at_fmnist",
     ]
-    arm64_samples = int(os.environ.get("PFTF_DEPLOY_ARM64_SAMPLES", "200"))
+    arm64_samples = _count("PFTF_DEPLOY_ARM64_SAMPLES", "200")
     cpu = os.environ.get("PFTF_DEPLOY_ARM64_CPU", arm64.DEFAULT_CPU)
-    rounds = int(os.environ.get("PFTF_DEPLOY_ROUNDS", "30"))
-    if arm64_samples < 1:
-        raise errors.InvalidArgumentError(
-            "PFTF_DEPLOY_ARM64_SAMPLES", arm64_samples, "a whole number >= 1"
-        )
+    rounds = _count("PFTF_DEPLOY_ROUNDS", "30")
     data = datasets.load_dataset("fmnist")
     recs = []
     for recipe in recipes:
