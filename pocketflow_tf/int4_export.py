@@ -290,6 +290,18 @@ def kernel_levels(content: bytes) -> list[int | None]:
     return out
 
 
+def default_bits(model: keras.Model) -> int | None:
+    """The ``bits`` that deploy ``model`` as int4: ``None`` (its own allocation) for a
+    quantization-aware model, else ``4`` (every kernel, post-training).
+
+    Example:
+        >>> from pocketflow_tf.compat import keras
+        >>> default_bits(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+        4
+    """
+    return None if qat.is_quantized(model) else INT4_MAX_BITS
+
+
 def _check_bits(bits: Any, accepted_layers: list[str]) -> dict[str, int]:
     if isinstance(bits, int | np.integer) and not isinstance(bits, bool):
         if bits not in ACCEPTED_BITS:
@@ -620,6 +632,7 @@ __all__ = [
     "LayerStorage",
     "convert",
     "export",
+    "default_bits",
     "kernel_levels",
     "kernel_types",
 ]

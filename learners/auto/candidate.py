@@ -35,7 +35,6 @@ from pocketflow_tf import (
     distillation,
     int4_export,
     learner,
-    qat,
     tflite_export,
     tflite_verify,
     training,
@@ -443,7 +442,7 @@ def export(
     rep = data.x_rep if mode in ("int8", "int4") else None
     content = None
     if mode == "int4":
-        content = int4_export.convert(model, None if qat.is_quantized(model) else 4, rep).content
+        content = int4_export.convert(model, int4_export.default_bits(model), rep).content
         mode = "int8"  # its verification thresholds: int8 activations
     if child_check:
         return tflite_verify.export_tflite(

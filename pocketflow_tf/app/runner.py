@@ -713,7 +713,7 @@ def _int4_content(model, rep, mode: str, record) -> bytes:
     """The int4 file of ``model`` (its own allocation when quantization-aware, every
     kernel at 4 bits else); records each layer's storage and says which layers fell back
     to int8 and why."""
-    out = int4_export.convert(model, None if qat.is_quantized(model) else 4, rep)
+    out = int4_export.convert(model, int4_export.default_bits(model), rep)
     n4 = sum(s.stored == "INT4" for s in out.layers)
     _say(f"  {mode}: {n4} of {len(out.layers)} kernels stored as int4, levels checked in the file")
     for s in out.fallbacks:
