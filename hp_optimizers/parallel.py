@@ -673,6 +673,7 @@ class Worker:
         while True:
             # Fails the trials of dead workers; the callback queues their retries (WAITING).
             optuna.storages.fail_stale_trials(study)
+            fail_unannounced_trials(study, storage, self.settings["heartbeat"]["grace_s"])
             trials = study.get_trials(deepcopy=False)
             waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
             reason = reason or self._budget_spent(trials)
@@ -685,6 +686,7 @@ class Worker:
                 time.sleep(POLL_S)  # one of them may still need a worker to retry it
                 continue
             trial = study.ask()  # a queued retry first, else a new trial
+            announce(storage, trial._trial_id, trial.number)
             frozen = storage.get_trial(trial._trial_id)  # a live Trial hides system attrs
             with _heartbeat(trial, storage):
                 number = rank(study.get_trials(deepcopy=False), first_number(frozen))
@@ -783,6 +785,79 @@ class Worker:
             f"trial {row.number:>3}{retry} [{self.label}]  {outcome}  {best_s}  {params}  "
             f"{row.wall_s:.1f}s"
         )
+
+
+#: System attribute of a trial attempt whose worker recorded its first heartbeat: the optuna
+#: number of that attempt (a retry inherits its first attempt's system attributes, so the
+#: number tells whose mark it is).
+ANNOUNCED_ATTR = "pocketflow_tf_heartbeat_of"
+
+
+def announce(storage: Any, trial_id: int, number: int) -> None:
+    """Records a just-asked trial's first heartbeat, then marks the attempt as announced.
+
+    optuna fails a running trial only when its *last* heartbeat is older than the grace
+    period; a worker killed between ``ask`` and its heartbeat thread's first beat leaves a
+    running trial with no heartbeat at all, which optuna never fails and the other workers
+    would wait for forever. Beating synchronously right after ``ask`` shrinks that window to
+    one storage write, and :func:`fail_unannounced_trials` closes it: a running attempt
+    without this mark after the grace period was lost before it beat.
+
+    Example:
+        >>> import optuna
+        >>> storage = optuna.storages.RDBStorage("sqlite:///:memory:", heartbeat_interval=5)
+        >>> with shared_storage.quiet_optuna():
+        ...     study = optuna.create_study(storage=storage)
+        ...     trial = study.ask()
+        >>> announce(storage, trial._trial_id, trial.number)
+        >>> storage.get_trial(trial._trial_id).system_attrs[ANNOUNCED_ATTR]
+        0
+    """
+    storage.record_heartbeat(trial_id)
+    storage.set_trial_system_attr(trial_id, ANNOUNCED_ATTR, number)
+
+
+def fail_unannounced_trials(
+    study: Any, storage: Any, grace_s: float, now: datetime.datetime | None = None
+) -> list[int]:
+    """Fails the running attempts that were never announced (:func:`announce`) within
+    ``grace_s`` seconds of their start, and queues their retries as optuna does for stale
+    heartbeats. Returns the optuna numbers of the attempts it failed.
+
+    Two workers may sweep at once: the storage lets only one of them fail a trial, and only
+    that one queues the retry, so a lost attempt is retried once. ``datetime_start`` is the
+    asking worker's clock: hosts' clocks must agree to well within ``grace_s``.
+
+    Example:
+        >>> import optuna
+        >>> storage = optuna.storages.RDBStorage("sqlite:///:memory:", heartbeat_interval=5)
+        >>> with shared_storage.quiet_optuna():
+        ...     study = optuna.create_study(storage=storage)
+        ...     lost = study.ask()  # its worker died before announcing it
+        >>> later = datetime.datetime.now() + datetime.timedelta(seconds=60)
+        >>> fail_unannounced_trials(study, storage, grace_s=30, now=later)
+        [0]
+    """
+    import optuna
+
+    now = now or datetime.datetime.now()
+    limit = datetime.timedelta(seconds=grace_s)
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.system_attrs.get(ANNOUNCED_ATTR) == t.number or t.datetime_start is None:
+            continue
+        if now - t.datetime_start <= limit:
+            continue
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
+                failed.append(t)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker failed it first (and queued its retry)
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for t in failed:
+        if retry is not None:
+            retry(study, storage.get_trial(t._trial_id))
+    return [t.number for t in failed]
 
 
 class _heartbeat:

@@ -11,6 +11,7 @@ import collections
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -110,6 +111,52 @@ def test_killed_worker_trial_is_retried_not_lost(tmp_path):
     retried = [t for t in result.trials if t.trial_seed == seed]
     assert len(retried) == 1 and retried[0].attempts == 2
     assert all(t.attempts == 1 for t in result.trials if t.trial_seed != seed)
+
+
+_DIES_AFTER_ASK = """
+import os, sys
+import pocketflow_tf.hp_optimizers
+from pocketflow_tf.hp_optimizers import parallel
+parallel.announce = lambda *args: os._exit(9)  # dies between ask and its first heartbeat
+parallel.Worker(sys.argv[1], "study", verbose=False).run()
+"""
+
+
+def test_worker_killed_between_ask_and_first_heartbeat_is_retried(tmp_path):
+    # optuna fails a running trial only by its last heartbeat; this attempt never had one.
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = search.Study(
+        tmp_path / "s",
+        SPACE,
+        _spec(tmp_path, sleep_s=0.1),
+        optimizer="random",
+        max_trials=3,
+        storage=url,
+        verbose=False,
+        **FAST,
+    )
+    parallel.prepare(study.storage, study.study_name, study.parallel_settings)
+    env = parallel.worker_env()
+    died = subprocess.run(
+        [sys.executable, "-c", _DIES_AFTER_ASK, url], env=env, timeout=120, check=False
+    )
+    assert died.returncode == 9
+    lost = parallel.result(url, "study", str(tmp_path / "s")).trials
+    assert [(t.number, t.status) for t in lost] == [(0, "running")]
+    t0 = time.monotonic()
+    survivor = subprocess.run(  # hung forever, waiting for trial 0, before the fix
+        parallel.worker_command(url, "study", "survivor", verbose=False),
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert survivor.returncode == 0
+    assert time.monotonic() - t0 >= FAST["grace_s"]  # trial 0 was failed after the grace
+    trials = parallel.result(url, "study", str(tmp_path / "s")).trials
+    assert [(t.number, t.status) for t in trials] == [(n, "complete") for n in range(3)]
+    assert [t.attempts for t in trials] == [2, 1, 1]
+    counts, _ = _events(tmp_path)
+    assert sorted(counts["done"].values()) == [1, 1, 1] and sum(counts["start"].values()) == 3
 
 
 @pytest.mark.slow  # about 20 s: two full searches of sleeping trials
