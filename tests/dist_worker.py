@@ -35,13 +35,18 @@ from pocketflow_tf import datasets, distributed, ecq, launcher, training
 from pocketflow_tf.compat import keras
 
 
-def launch(backend: str, out_dir, scenario: str, grace_s: float = 15.0):
-    """Runs ``scenario`` on two workers of ``backend``: ``(status, output, seconds)``."""
+def launch(backend: str, out_dir, scenario: str, grace_s: float = 15.0, hosts: str | None = None):
+    """Runs ``scenario`` on two workers of ``backend`` (on the ``hosts`` of this machine,
+    e.g. ``"127.0.0.1:1,127.0.0.2:1"``, when given): ``(status, output, seconds)``."""
     command = [sys.executable, os.path.abspath(__file__), str(out_dir), scenario]
     start = time.monotonic()
     out = io.StringIO()
-    if backend == "tf":
+    if backend == "tf" and hosts:
+        rc = launcher.launch_hosts(command, hosts, grace_s=grace_s, out=out)
+    elif backend == "tf":
         rc = launcher.launch_tf(command, 2, grace_s=grace_s, out=out)
+    elif hosts:
+        rc = launcher.launch_horovod_hosts(command, hosts, out=out)
     else:
         rc = launcher.launch_horovod(command, 2, out=out)
     return rc, out.getvalue(), time.monotonic() - start

@@ -364,3 +364,11 @@ def test_hosts_sharing_no_folder_resume_from_the_chiefs_backup(tmp_path):
     for a, b in zip(w0, w1, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not (tmp_path / "ckpt-rank0").exists() and not (tmp_path / "ckpt-rank1").exists()
+
+
+def test_two_loopback_hosts_train_full_prec_channel_and_uniform_with_identical_weights(tmp_path):
+    # The learners of test_distributed's two-worker check (full-prec, ECQ, weight-sparse,
+    # uniform QAT, channel pruning with removal), one worker on each loopback host.
+    import test_distributed
+
+    test_distributed.check_learners_on_two_workers("tf", tmp_path, hosts=HOSTS)

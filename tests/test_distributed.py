@@ -180,9 +180,11 @@ def test_mirrored_backend_trains_on_two_devices_of_one_process(mode):
 # -- real workers --------------------------------------------------------------------------
 # These checks run for both backends: here with tf.distribute, and in the Horovod lane
 # (tests/test_horovod.py, TF 2.15 stack) with horovodrun.
-def check_learners_on_two_workers(backend, out_dir):
-    rc, log, _ = dist_worker.launch(backend, out_dir, "learners")
+def check_learners_on_two_workers(backend, out_dir, hosts=None):
+    rc, log, _ = dist_worker.launch(backend, out_dir, "learners", hosts=hosts)
     assert rc == 0, log[-3000:]
+    if hosts:
+        assert "127.0.0.2" in log, log[-3000:]  # the second worker ran on the second host
     for name in ("full-prec", "ecq", "weight-sparse", "uniform", "channel"):
         (w0, w1), loss, info = dist_worker.load(out_dir, name)
         assert info["backend"] == backend and info["workers"] == 2

@@ -22,6 +22,12 @@ def test_two_ranks_train_full_prec_ecq_pruning_and_qat_with_identical_weights(tm
     checks.check_learners_on_two_workers("horovod", tmp_path)
 
 
+def test_ranks_on_two_loopback_hosts_train_the_learners_with_identical_weights(tmp_path):
+    import test_cluster
+
+    checks.check_learners_on_two_workers("horovod", tmp_path, hosts=test_cluster.HOSTS)
+
+
 def test_a_killed_rank_ends_the_job_quickly_and_the_rerun_resumes(tmp_path):
     log = checks.check_kill_and_resume("horovod", tmp_path)
     assert "horovodrun exited with status" in log
