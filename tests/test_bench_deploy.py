@@ -1,6 +1,7 @@
 """The ``deploy`` benchmark (issue 21): every file of a model measured alike, missing files
 named with their command, the ARM64 columns, on a tiny model."""
 
+import doctest
 import json
 import os
 import types
@@ -112,3 +113,9 @@ def test_rows_of_two_models_coexist_in_results_and_table(tmp_path):
     assert [(r["model"], r["acc"]) for r in recs] == [("resnet20", 0.9), ("mobilenet_v1", 0.85)]
     table = make_table.render(str(tmp_path))
     assert "| resnet20 | float | file |" in table and "| mobilenet_v1 | float | file |" in table
+
+
+def test_docstring_examples():
+    # tests/test_doctests.py walks pocketflow_tf only; this benchmark's examples run here.
+    result = doctest.testmod(deploy, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

@@ -1,6 +1,7 @@
 """The ``mixed`` benchmark's recipe knob (issue 21: MobileNet rows beside ResNet-20's), its
 int4 record on a depthwise model, and the re-timing of saved files, on tiny models."""
 
+import doctest
 import json
 import types
 
@@ -108,3 +109,9 @@ def test_retime_measures_only_the_named_models_rows(tiny, tmp_path, monkeypatch)
     with open(tmp_path / "mixed.json") as f:
         models = [r["model"] for r in json.load(f)["records"]]
     assert sorted(models) == ["resnet20", "tiny_mobilenet"]
+
+
+def test_docstring_examples():
+    # tests/test_doctests.py walks pocketflow_tf only; this benchmark's examples run here.
+    result = doctest.testmod(mixed, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
