@@ -9,7 +9,7 @@ import pytest
 
 from bench import baselines, exports, results_io
 from bench.benchmarks import mixed
-from pocketflow_tf import errors
+from pocketflow_tf import errors, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.uniform_quant import bits as bits_lib
 from tests.tiny_models import quadrant_data
@@ -19,22 +19,26 @@ R = "mobilenet_at_fmnist"
 
 
 def depthwise_net(seed=0):
-    """conv -> depthwise -> 1x1 conv -> logits on 8x8x1: a MobileNet block in small."""
+    """conv-BN-ReLU -> depthwise-BN-ReLU6 -> 1x1 conv-BN-ReLU -> logits on 8x8x1: a MobileNet
+    v1 block in small (nets/mobilenet.py's layer pattern)."""
     keras.utils.set_random_seed(seed)
     inp = keras.Input((8, 8, 1))
-    x = L.ReLU()(L.Conv2D(8, 3, padding="same", name="c1")(inp))
-    x = L.ReLU()(L.DepthwiseConv2D(3, padding="same", name="dw")(x))
-    x = L.ReLU()(L.Conv2D(16, 1, name="pw")(x))
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp)
+    x = L.ReLU()(L.BatchNormalization(name="bn1")(x))
+    x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = L.ReLU(6.0)(L.BatchNormalization(name="dw_bn")(x))
+    x = L.Conv2D(16, 1, use_bias=False, name="pw")(x)
+    x = L.ReLU()(L.BatchNormalization(name="pw_bn")(x))
     x = L.Flatten()(L.MaxPooling2D(4)(x))
     return keras.Model(inp, L.Dense(4, name="fc")(x), name="tiny_mobilenet")
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    x, y = quadrant_data(400, seed=0)
+    x, y = quadrant_data(640, seed=0)  # >= 512: exports.calibration draws 512
     model = depthwise_net()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0)
     data = types.SimpleNamespace(x_train=x, y_train=y, x_test=x[:200], y_test=y[:200])
     return model, data
 
@@ -115,3 +119,39 @@ def test_docstring_examples():
     # tests/test_doctests.py walks pocketflow_tf only; this benchmark's examples run here.
     result = doctest.testmod(mixed, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_a_depthwise_model_runs_end_to_end_with_its_own_files(tiny, tmp_path, monkeypatch):
+    # The path MobileNet-v1 takes (PFTF_MP_RECIPES=mobilenet_at_fmnist): QAT with a depthwise
+    # layer, int8 and int4 files named by the recipe, the depthwise fallback in the record.
+    model, data = tiny
+    monkeypatch.setattr(baselines, "ARTIFACTS", str(tmp_path))
+    monkeypatch.setattr(baselines, "scored", lambda name, d: (model, 0.9))
+    monkeypatch.setattr(mixed.datasets, "load_dataset", lambda name: data)
+    # The recipe's own fine-tune (SGD at batch 128, flips and crops) is MobileNet's on 28x28
+    # Fashion-MNIST; a few Adam steps suit the 8x8 quadrant task.
+    small = training.TrainConfig(
+        epochs=1, batch_size=32, learning_rate=1e-3, optimizer="adam", weight_decay=0.0
+    )
+    recipes = []
+    monkeypatch.setattr(
+        mixed.recipe,
+        "get_recipe",
+        lambda name: (
+            recipes.append(name)
+            or types.SimpleNamespace(finetune_config=lambda epochs: small.replace(epochs=epochs))
+        ),
+    )
+    monkeypatch.setenv("PFTF_MP_RECIPES", R)
+    monkeypatch.setenv("PFTF_MP_SETTINGS", "uniform-4")
+    monkeypatch.setenv("PFTF_MP_EPOCHS", "1")
+    (rec,) = mixed.run()
+    assert (tmp_path / f"{R}.uniform-4.int8.tflite").exists()
+    assert rec["int4_bytes"] == (tmp_path / f"{R}.uniform-4.int4.tflite").stat().st_size
+    assert (rec["model"], rec["method"], rec["setting"]) == (
+        "tiny_mobilenet", "qat-uniform", "avg_bits=4,epochs=1",
+    )  # fmt: skip
+    assert rec["command"] == f"PFTF_MP_RECIPES={R} {mixed.COMMAND}"
+    assert rec["bits"]["dw"] == 4 and "DEPTHWISE_CONV_2D" in rec["int4_fallbacks"]["dw"]
+    assert rec["levels_within_limit"] and rec["int4_levels_within_limit"]
+    assert set(recipes) == {R}
