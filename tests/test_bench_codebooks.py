@@ -48,6 +48,7 @@ def test_cluster_records_write_and_measure_the_compact_file(tiny_setup, monkeypa
     assert rec["compact_vs_float"] < 1  # three 16x16x3x3 kernels at 2 bits: it pays here
     assert 0 <= rec["compact_acc"] <= 1 and rec["compact_latency_ratio"] > 0
     assert rec["model"] == model.name and rec["method"] == "cluster-4"
+    assert rec["command"] == "PFTF_CB_METHODS=cluster-4 PFTF_CB_EPOCHS=1 " + codebooks.COMMAND
     table = "\n".join(make_table._table([rec]))  # noqa: SLF001
     assert "compact ÷ float B" in table and f"{rec['compact_vs_float']:.3f}" in table
 

@@ -68,6 +68,7 @@ from pocketflow_tf.nets import recipe
 
 COMMAND = "python -m bench.run codebooks"
 DEFAULT_METHODS = "pq-k32,pq-k64,cluster-16,cluster-8"
+DEFAULT_RECIPES = "resnet_at_fmnist"
 
 
 def parse_method(method: str) -> tuple[str, int]:
@@ -215,7 +216,7 @@ def run() -> list[dict]:
     methods = [m for m in os.environ.get("PFTF_CB_METHODS", DEFAULT_METHODS).split(",") if m]
     parsed = [parse_method(m) for m in methods]  # bad names fail before any training
     recipes = baseline_cache.parse_recipes(
-        "PFTF_CB_RECIPES", os.environ.get("PFTF_CB_RECIPES", "resnet_at_fmnist")
+        "PFTF_CB_RECIPES", os.environ.get("PFTF_CB_RECIPES", DEFAULT_RECIPES)
     )
     data = datasets.load_dataset("fmnist")
     if os.environ.get("PFTF_CB_COMPACT_ONLY") == "1":
@@ -247,7 +248,8 @@ def run() -> list[dict]:
                     4,
                 ),
                 wall_s=round(wall, 1),
-                command=f"PFTF_CB_METHODS={method} PFTF_CB_EPOCHS={epochs} {COMMAND}",
+                command=("" if name == DEFAULT_RECIPES else f"PFTF_CB_RECIPES={name} ")
+                + f"PFTF_CB_METHODS={method} PFTF_CB_EPOCHS={epochs} {COMMAND}",
                 compressed_bytes=int(packed),
                 float32_bytes=int(float32),
                 compression_ratio=round(float32 / packed, 2),
