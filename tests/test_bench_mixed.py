@@ -102,17 +102,21 @@ def test_retime_measures_only_the_named_models_rows(tiny, tmp_path, monkeypatch)
     other = results_io.make_record(
         model="resnet20", method="qat-uniform", setting="avg_bits=4,epochs=2"
     )
-    results_io.write_results("mixed", [other, mine], folder=str(tmp_path))
+    no_file = {**mine, "method": "qat-mixed", "setting": "avg_bits=3,epochs=2"}
+    results_io.write_results("mixed", [other, mine, no_file], folder=str(tmp_path))
     monkeypatch.setenv("PFTF_MP_RETIME", "1")
     monkeypatch.setenv("PFTF_MP_RECIPES", R)
-    (rec,) = mixed.run()
+    rec, kept = mixed.run()
     assert rec["model"] == "tiny_mobilenet" and rec["latency_ratio"] != 9.0
     assert 0 <= rec["acc_pruned"] <= 1 and "host" not in rec  # measured here, now
+    # No int8 file for the 3-bit row here: its latency and host stay, acc_pruned is new.
+    assert kept["setting"] == "avg_bits=3,epochs=2" and kept["latency_ratio"] == 9.0
+    assert kept["host"] == {"cpu_model": "elsewhere"} and 0 <= kept["acc_pruned"] <= 1
     # Written back, the other model's row is kept beside it.
-    results_io.write_results("mixed", [rec], folder=str(tmp_path))
+    results_io.write_results("mixed", [rec, kept], folder=str(tmp_path))
     with open(tmp_path / "mixed.json") as f:
         models = [r["model"] for r in json.load(f)["records"]]
-    assert sorted(models) == ["resnet20", "tiny_mobilenet"]
+    assert sorted(models) == ["resnet20", "tiny_mobilenet", "tiny_mobilenet"]
 
 
 def test_docstring_examples():
