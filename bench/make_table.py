@@ -66,6 +66,7 @@ COLUMNS = (
     ("compact_bytes", "compact .tflite B"),
     ("compact_bytes_gzip", "compact gzip B"),
     ("compact_vs_float", "compact ÷ float B"),
+    ("compact", "compact file"),
     ("compact_acc", "compact acc"),
     ("compact_latency_ratio", "compact latency × (vs decoded)"),
     ("samples_per_s", "train img/s"),

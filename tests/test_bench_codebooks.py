@@ -18,10 +18,21 @@ from tests.tiny_models import quadrant_data, small_resnet
 R = "resnet_at_fmnist"  # a real recipe name (its fine-tune config); the model is tiny
 
 
-@pytest.fixture
-def tiny_setup(monkeypatch, tmp_path):
+def narrow_net(seed=0):
+    """conv 4 -> conv 4 (144 weights) -> logits: its one clustered kernel is too small for
+    indices + centroids + their graph ops to take fewer bytes than float32."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((12, 12, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.Flatten()(keras.layers.MaxPooling2D(6)(x))
+    return keras.Model(inp, keras.layers.Dense(4, name="fc")(x), name="narrow")
+
+
+@pytest.fixture(params=[small_resnet])
+def tiny_setup(monkeypatch, tmp_path, request):
     x, y = quadrant_data(512, seed=0, size=12)
-    model = small_resnet()
+    model = request.param()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=4, batch_size=32, verbose=0)
     data = types.SimpleNamespace(x_train=x, y_train=y, x_test=x[:200], y_test=y[:200])
@@ -67,6 +78,18 @@ def test_cluster_records_write_and_measure_the_compact_file(tiny_setup, monkeypa
     (folder / "codebooks.json").write_text(json.dumps(doc))
     with pytest.raises(errors.InvalidArgumentError, match="cluster-4.keras"):
         codebooks.run()
+
+
+@pytest.mark.parametrize("tiny_setup", [narrow_net], indirect=True)
+def test_a_compact_file_that_cannot_pay_off_is_recorded_as_such(tiny_setup):
+    model, folder = tiny_setup
+    (rec,) = codebooks.run()
+    # The trained record is kept with its other figures; no compact file, and why.
+    assert rec["acc"] is not None and rec["bytes"] > 0 and "compact_bytes" not in rec
+    assert rec["compact"].startswith("not written:") and "clustered Conv2D/Dense" in rec["compact"]
+    assert not (folder / f"{R}.cluster-4.cluster-compact.tflite").exists()
+    table = "\n".join(make_table._table([rec]))  # noqa: SLF001
+    assert "| compact file |" in table and "| not written: " in table
 
 
 def test_an_unknown_recipe_is_refused_by_name_first(monkeypatch):
