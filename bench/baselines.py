@@ -17,11 +17,31 @@ import json
 import os
 import time
 
-from pocketflow_tf import atomic_io, datasets, learner, training
+from pocketflow_tf import atomic_io, datasets, errors, learner, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.nets import recipe
 
 ARTIFACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
+
+
+def parse_recipes(knob: str, text: str) -> list[str]:
+    """The recipes of a benchmark's comma-list knob, each checked before any training.
+
+    Example:
+        >>> parse_recipes("PFTF_MP_RECIPES", "resnet_at_fmnist, mobilenet_at_fmnist")
+        ['resnet_at_fmnist', 'mobilenet_at_fmnist']
+        >>> parse_recipes("PFTF_MP_RECIPES", "resnet_at_fmnist,vgg")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `PFTF_MP_RECIPES`: 'vgg'. Accepted: one of ('convnet_at_fmnist', 'resnet_at_fmnist', 'mobilenet_at_fmnist', 'resnet_at_cifar10', 'lenet_at_cifar10').
+    """
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise errors.InvalidArgumentError(knob, text, f"one or more of {recipe.RECIPES}")
+    for name in names:
+        if name not in recipe.RECIPES:
+            raise errors.InvalidArgumentError(knob, name, f"one of {recipe.RECIPES}")
+    return names
 
 
 def artifact_path(recipe_name: str, epochs: int, seed: int) -> str:

@@ -61,9 +61,12 @@ COLUMNS = (
     ("arm64_max_steps", "ARM64 max diff (steps)"),
     ("arm64_max_abs_diff", "ARM64 max abs diff"),
     ("arm64", "ARM64"),
-    # codebooks: the compact .tflite (codes + codebooks in the file, pq-compact)
+    # codebooks: the compact .tflite (codes + codebooks in the file, pq-compact and
+    # cluster-compact)
     ("compact_bytes", "compact .tflite B"),
     ("compact_bytes_gzip", "compact gzip B"),
+    ("compact_vs_float", "compact ÷ float B"),
+    ("compact", "compact file"),
     ("compact_acc", "compact acc"),
     ("compact_latency_ratio", "compact latency × (vs decoded)"),
     ("samples_per_s", "train img/s"),
@@ -111,6 +114,7 @@ def format_value(field: str, value) -> str:
         "int4_vs_int8",
         "int4_latency_ratio",
         "compact_latency_ratio",
+        "compact_vs_float",
     ):
         return f"{value:.3f}"
     if field in (

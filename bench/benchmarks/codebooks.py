@@ -1,4 +1,4 @@
-"""Benchmark ``codebooks``: product quantization and weight clustering of ResNet-20.
+"""Benchmark ``codebooks``: product quantization and weight clustering (ResNet-20 by default).
 
 Both methods replace weights by shared values from a small codebook, so the compact storage
 (codes + codebooks + the few float parameters) is what shrinks; the deployable float
@@ -15,17 +15,29 @@ Both methods replace weights by shared values from a small codebook, so the comp
 Each record: Keras accuracy on the whole test split (and of the verified float ``.tflite``),
 the exact compressed bytes (``compressed_bytes``) and ``compression_ratio`` against float32
 parameters, raw and gzip ``.tflite`` bytes and the LiteRT latency ratio against the dense
-export (interleaved, one thread; about 1 by construction). PQ records also hold the compact
-``.tflite`` (codes and codebooks in the file, :mod:`~pocketflow_tf.learners.product_quant.compact_export`,
-what ``--learner product-quant`` deploys as ``pq-compact``): ``compact_bytes``,
-``compact_bytes_gzip``, ``compact_acc`` (LiteRT, whole test split) and
-``compact_latency_ratio`` (its latency over the decoded float file's, interleaved).
+export (interleaved, one thread; about 1 by construction). Every record also holds its
+compact ``.tflite`` (codes and codebooks in the file, rebuilt in the graph), written to
+``bench/artifacts/<recipe>.<method>.<mode>.tflite`` and verified against the Keras model:
+
+* PQ (``pq-compact``): :func:`~pocketflow_tf.learners.product_quant.compact_export.export_from_codes_file`
+  from the codes file the run saved, what ``--learner product-quant`` deploys;
+* clustering (``cluster-compact``): the learner's own export path
+  (:meth:`NonUniformQuantLearner.export_file`, what ``--learner non-uniform --export_modes
+  float,cluster-compact`` writes): each clustered kernel as indices + centroids.
+
+Its fields: ``compact_bytes``, ``compact_bytes_gzip``, ``compact_acc`` (LiteRT, whole test
+split), ``compact_latency_ratio`` (its latency over the decoded float file's, interleaved)
+and ``compact_vs_float`` (its raw bytes over the decoded float file's: above 1 when the
+compact form does not pay off for that model, recorded as measured). When no compact file
+can be written (no kernel gains bytes as codes, or the file fails verification) the
+record keeps its other figures and ``compact`` says why.
 
 Environment: ``PFTF_CB_METHODS`` (default ``pq-k32,pq-k64,cluster-16,cluster-8``),
-``PFTF_CB_EPOCHS`` (default 2), ``PFTF_CB_RECIPES`` (default ``resnet_at_fmnist``);
-``PFTF_CB_COMPACT_ONLY=1`` redoes only the compact step of the PQ records of that epoch
-count, from the model and codes file their run saved in ``bench/artifacts`` (after a change
-to the compact export; the model must still score the record's accuracy).
+``PFTF_CB_EPOCHS`` (default 2), ``PFTF_CB_RECIPES`` (default ``resnet_at_fmnist``;
+``mobilenet_at_fmnist`` for MobileNet-v1); ``PFTF_CB_COMPACT_ONLY=1`` redoes only the
+compact step of the records of that epoch count, from the model (and PQ codes file) their
+run saved in ``bench/artifacts`` (after a change to the compact export; the model must
+still score the record's accuracy).
 
 Example:
     >>> from bench.benchmarks import codebooks
@@ -58,6 +70,7 @@ from pocketflow_tf.nets import recipe
 
 COMMAND = "python -m bench.run codebooks"
 DEFAULT_METHODS = "pq-k32,pq-k64,cluster-16,cluster-8"
+DEFAULT_RECIPES = "resnet_at_fmnist"
 
 
 def parse_method(method: str) -> tuple[str, int]:
@@ -96,6 +109,19 @@ def _compress(kind: str, size: int, cfg: training.TrainConfig, dense, data):
     return model, storage.total_bytes, storage.float32_bytes, lrn
 
 
+def _score(res, data, reference: str, rounds: int) -> dict:
+    """The record fields of a written compact file ``res`` (an ``ExportResult``)."""
+    acc = tflite_verify.tflite_accuracy(res.path, data.x_test, data.y_test, batch_size=100)
+    ratio = latency.interleaved_ratio(res.path, reference, rounds=rounds)
+    return {
+        "compact_bytes": res.bytes,
+        "compact_bytes_gzip": res.bytes_gzip,
+        "compact_acc": round(acc, 4),
+        "compact_latency_ratio": round(ratio.latency_ratio, 4),
+        "compact_vs_float": round(res.bytes / os.path.getsize(reference), 4),
+    }
+
+
 def compact(model, codes_path: str, path: str, data, reference: str, rounds: int = 30) -> dict:
     """The compact ``.tflite`` (codes + codebooks in the file) of a PQ model and its figures.
 
@@ -114,20 +140,43 @@ def compact(model, codes_path: str, path: str, data, reference: str, rounds: int
         x_verify=data.x_test[: exports.N_VERIFY],
         y_verify=data.y_test[: exports.N_VERIFY],
     )
-    acc = tflite_verify.tflite_accuracy(res.path, data.x_test, data.y_test, batch_size=100)
-    ratio = latency.interleaved_ratio(res.path, reference, rounds=rounds)
-    return {
-        "compact_bytes": res.bytes,
-        "compact_bytes_gzip": res.bytes_gzip,
-        "compact_acc": round(acc, 4),
-        "compact_latency_ratio": round(ratio.latency_ratio, 4),
-    }
+    return _score(res, data, reference, rounds)
+
+
+def cluster_compact(model, path: str, data, reference: str, rounds: int = 30) -> dict:
+    """The compact ``.tflite`` (indices + centroids) of a clustered model and its figures.
+
+    Written through the learner's own file mode (``NonUniformQuantLearner.export_file``
+    with ``"cluster-compact"``, as ``--export_modes float,cluster-compact`` does), verified
+    against ``model``, scored by LiteRT on the whole test split and timed against
+    ``reference`` (the float file of the same clustered model).
+
+    Example:
+        >>> cluster_compact(model, "m.cluster-compact.tflite", data, "m.float.tflite")  # doctest: +SKIP
+        {'compact_bytes': 101230, 'compact_bytes_gzip': 80211, 'compact_acc': 0.9301, ...}
+    """
+    res = NonUniformQuantLearner.export_file(
+        compact_export.CLUSTER_MODE,
+        model,
+        path,
+        prefix=path.removesuffix(".tflite"),
+        x_verify=data.x_test[: exports.N_VERIFY],
+        y_verify=data.y_test[: exports.N_VERIFY],
+    )
+    return _score(res, data, reference, rounds)
+
+
+def _compact_step(kind: str, model, stem: str, data, reference: str) -> dict:
+    """The compact file of one record (from ``stem``'s saved files) and its fields."""
+    if kind == "pq":
+        return compact(model, stem + ".pq.npz", stem + ".pq-compact.tflite", data, reference)
+    return cluster_compact(model, f"{stem}.{compact_export.CLUSTER_MODE}.tflite", data, reference)
 
 
 def refresh_compact(names: list[str], methods: list[str], epochs: int, data) -> list[dict]:
-    """The saved PQ records of ``epochs`` with their compact figures measured again.
+    """The saved records of ``epochs`` with their compact figures measured again.
 
-    Each record's model and codes file are the ones its run saved in ``bench/artifacts``;
+    Each record's model (and PQ codes file) are the ones its run saved in ``bench/artifacts``;
     a model that no longer scores the record's accuracy (another run overwrote it) is
     refused rather than measured.
 
@@ -139,8 +188,7 @@ def refresh_compact(names: list[str], methods: list[str], epochs: int, data) -> 
     recs = []
     for name in names:
         for method in methods:
-            if parse_method(method)[0] != "pq":
-                continue
+            kind = parse_method(method)[0]
             stem = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}")
             model = model_io.load_model(stem + ".keras")
             key = (model.name, method, f"epochs={epochs}")
@@ -150,16 +198,9 @@ def refresh_compact(names: list[str], methods: list[str], epochs: int, data) -> 
                 raise errors.InvalidArgumentError(
                     f"{stem}.keras", f"accuracy {acc}", f"the record's {rec['acc']} (same run)"
                 )
-            rec = {k: v for k, v in rec.items() if k != "host"}  # measured here, now
-            rec.update(
-                compact(
-                    model,
-                    stem + ".pq.npz",
-                    stem + ".pq-compact.tflite",
-                    data,
-                    stem + ".float.tflite",
-                )
-            )
+            # Measured here, now; a former "not written" note no longer holds.
+            rec = {k: v for k, v in rec.items() if k not in ("host", "compact")}
+            rec.update(_compact_step(kind, model, stem, data, stem + ".float.tflite"))
             print(
                 f"[bench] {name} {method}: compact {rec['compact_bytes']:,} B, acc "
                 f"{rec['compact_acc']}, latency x{rec['compact_latency_ratio']}"
@@ -177,8 +218,10 @@ def run() -> list[dict]:
     epochs = int(os.environ.get("PFTF_CB_EPOCHS", "2"))
     methods = [m for m in os.environ.get("PFTF_CB_METHODS", DEFAULT_METHODS).split(",") if m]
     parsed = [parse_method(m) for m in methods]  # bad names fail before any training
+    recipes = baseline_cache.parse_recipes(
+        "PFTF_CB_RECIPES", os.environ.get("PFTF_CB_RECIPES", DEFAULT_RECIPES)
+    )
     data = datasets.load_dataset("fmnist")
-    recipes = [n for n in os.environ.get("PFTF_CB_RECIPES", "resnet_at_fmnist").split(",") if n]
     if os.environ.get("PFTF_CB_COMPACT_ONLY") == "1":
         return refresh_compact(recipes, methods, epochs, data)
     recs = []
@@ -208,7 +251,8 @@ def run() -> list[dict]:
                     4,
                 ),
                 wall_s=round(wall, 1),
-                command=f"PFTF_CB_METHODS={method} PFTF_CB_EPOCHS={epochs} {COMMAND}",
+                command=("" if name == DEFAULT_RECIPES else f"PFTF_CB_RECIPES={name} ")
+                + f"PFTF_CB_METHODS={method} PFTF_CB_EPOCHS={epochs} {COMMAND}",
                 compressed_bytes=int(packed),
                 float32_bytes=int(float32),
                 compression_ratio=round(float32 / packed, 2),
@@ -216,15 +260,26 @@ def run() -> list[dict]:
                 dense_bytes_gzip=dense_exp.bytes_gzip,
                 epochs=epochs,
             )
+            stem = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}")
             if kind == "pq":
-                stem = os.path.join(baseline_cache.ARTIFACTS, f"{name}.{method}")
-                codes_path = lrn.save_compressed(stem + ".pq.npz")
-                model_io.save_model(model, stem + ".keras")  # the compact step can be redone
-                rec.update(compact(model, codes_path, stem + ".pq-compact.tflite", data, path))
+                lrn.save_compressed(stem + ".pq.npz")
+            model_io.save_model(model, stem + ".keras")  # the compact step can be redone
+            try:
+                rec.update(_compact_step(kind, model, stem, data, path))
+                got = (
+                    f"compact file {rec['compact_bytes']:,} B ({rec['compact_vs_float']:.3f}x "
+                    f"its float file), acc {rec['compact_acc']:.4f}, latency "
+                    f"x{rec['compact_latency_ratio']:.3f}"
+                )
+            except (errors.InvalidArgumentError, errors.VerificationError) as e:
+                # No kernel gains bytes as codes, or the file failed verification: the
+                # trained record is kept and says why (nothing written, see atomic_io).
+                rec["compact"] = got = f"not written: {e}"
             recs.append(rec)
             print(
                 f"[bench] {name} {method}: acc {acc:.4f} (dense {acc_dense:.4f}), compressed "
                 f"{packed:,} B vs {float32:,} B float32 (x{rec['compression_ratio']}), "
-                f".tflite gzip {deployed.export.bytes_gzip:,} B, {wall:.0f} s"
+                f".tflite gzip {deployed.export.bytes_gzip:,} B; {got}; {wall:.0f} s",
+                flush=True,
             )
     return recs

@@ -14,10 +14,14 @@ weights stored compactly), the variant's ``.tflite`` in ``bench/artifacts`` is m
   largest output difference in quantization steps (float files: absolute difference).
 
 The float and post-training int8 files are made here from the committed baseline when
-missing (no training). The others are made by the benchmarks that train them -- this one
-only measures, so what it reports is the very file those benchmarks verified -- and a
-variant whose file is missing gets a row that says which command makes it. Without a
-prepared ARM64 lane (``tools/arm64_lane.sh``) the ARM64 columns say so.
+missing (no training). The others are made by the benchmarks that train them, each with
+its recipe knob (``PFTF_QAT_RECIPES``, ``PFTF_MP_RECIPES``, ``PFTF_CB_RECIPES``): ``qat``,
+``mixed`` (``uniform-4``, ``mixed-4``) and ``codebooks`` (``pq-k32``, ``cluster-16``: its
+compact file). This one only measures, so what it reports is the very file those
+benchmarks verified; a variant whose file is missing gets a row that names the command
+that makes it for that recipe. Without a prepared ARM64 lane (``tools/arm64_lane.sh``) the
+ARM64 columns say so. Records are keyed by model, so the README table holds the rows of
+both models.
 
 Example:
     >>> from bench.benchmarks import deploy
@@ -37,6 +41,8 @@ from bench import exports
 from pocketflow_tf import arm64, datasets, errors, latency, tflite_export, tflite_verify
 
 COMMAND = "python -m bench.run deploy"
+#: ResNet-20 and MobileNet-v1 (``--quick`` measures ResNet-20's files only).
+DEFAULT_RECIPES = "resnet_at_fmnist,mobilenet_at_fmnist"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +53,8 @@ class Variant:
         name: The row's method.
         pattern: The file under ``bench/artifacts``, ``{r}`` standing for the recipe (a
             glob: the newest match is measured).
-        made_by: The command that makes the file when it is missing.
+        made_by: The command that makes the file when it is missing, ``{r}`` standing for
+            the recipe.
 
     Example:
         >>> Variant("float", "{r}.float.tflite", "here").path("m").endswith("m.float.tflite")
@@ -67,32 +74,42 @@ class Variant:
         """
         return os.path.join(baseline_cache.ARTIFACTS, self.pattern.format(r=recipe))
 
+    def command(self, recipe: str) -> str:
+        """The command that makes this variant's file for ``recipe``.
+
+        Example:
+            >>> VARIANTS[-1].command("mobilenet_at_fmnist")
+            'PFTF_CB_RECIPES=mobilenet_at_fmnist PFTF_CB_METHODS=cluster-16 python -m bench.run codebooks'
+        """
+        return self.made_by.format(r=recipe)
+
 
 #: The variants, in table order.
 VARIANTS = (
     Variant("float", "{r}.float.tflite", "made here from the baseline"),
     Variant("int8 (PTQ)", "{r}.int8.tflite", "made here from the baseline"),
-    Variant("int8 (QAT)", "{r}.qat-int8.int8.tflite", "python -m bench.run qat"),
+    Variant(
+        "int8 (QAT)", "{r}.qat-int8.int8.tflite", "PFTF_QAT_RECIPES={r} python -m bench.run qat"
+    ),
     Variant(
         "uniform 4-bit, int4 file",
         "{r}.uniform-4.int4.tflite",
-        "PFTF_MP_SETTINGS=uniform-4 python -m bench.run mixed",
+        "PFTF_MP_RECIPES={r} PFTF_MP_SETTINGS=uniform-4 python -m bench.run mixed",
     ),
     Variant(
         "mixed 4-bit average, int4 file",
         "{r}.mixed-4.int4.tflite",
-        "PFTF_MP_SETTINGS=mixed-4 python -m bench.run mixed",
+        "PFTF_MP_RECIPES={r} PFTF_MP_SETTINGS=mixed-4 python -m bench.run mixed",
     ),
     Variant(
         "PQ k32, compact file",
         "{r}.pq-k32.pq-compact.tflite",
-        "PFTF_CB_METHODS=pq-k32 python -m bench.run codebooks",
+        "PFTF_CB_RECIPES={r} PFTF_CB_METHODS=pq-k32 python -m bench.run codebooks",
     ),
     Variant(
         "clustered 16, compact file",
         "{r}.cluster-16.cluster-compact.tflite",
-        "no benchmark writes it yet: `--learner non-uniform --export_modes "
-        "float,cluster-compact` makes one (copy it here under this name)",
+        "PFTF_CB_RECIPES={r} PFTF_CB_METHODS=cluster-16 python -m bench.run codebooks",
     ),
 )
 
@@ -158,10 +175,9 @@ def run() -> list[dict]:
     Example:
         >>> recs = run()  # doctest: +SKIP
     """
-    recipes = [r for r in os.environ.get("PFTF_DEPLOY_RECIPES", "").split(",") if r] or [
-        "resnet_at_fmnist",
-        "mobilenet_at_fmnist",
-    ]
+    recipes = baseline_cache.parse_recipes(
+        "PFTF_DEPLOY_RECIPES", os.environ.get("PFTF_DEPLOY_RECIPES") or DEFAULT_RECIPES
+    )
     arm64_samples = _count("PFTF_DEPLOY_ARM64_SAMPLES", "200")
     cpu = os.environ.get("PFTF_DEPLOY_ARM64_CPU", arm64.DEFAULT_CPU)
     rounds = _count("PFTF_DEPLOY_ROUNDS", "30")
@@ -187,8 +203,9 @@ def run() -> list[dict]:
                 "acc_baseline": round(acc_dense, 4),
             }
             if path is None:
-                how = v.made_by if v.made_by.startswith("no ") else f"run `{v.made_by}`"
-                rec["skipped"] = f"no file {os.path.basename(v.path(recipe))}: {how}"
+                rec["skipped"] = (
+                    f"no file {os.path.basename(v.path(recipe))}: run `{v.command(recipe)}`"
+                )
                 print(f"[bench] {recipe} {v.name}: {rec['skipped']}", flush=True)
                 recs.append(rec)
                 continue
