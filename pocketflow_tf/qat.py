@@ -41,10 +41,25 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_configs as _configs,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_layout_transform as _layout,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantize_registry as _registry,
 )
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_scheme as _scheme,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantizers as _quantizers,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_transforms as _transforms,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
+    model_transformer as _model_transformer,
 )
 
 from pocketflow_tf import errors, graph_rebuild
@@ -281,6 +296,84 @@ def weight_bits_of(model: keras.Model) -> dict[str, int]:
     return out
 
 
+def _weights_only_config(class_name: str) -> Any:
+    """The config of a layer whose output feeds a ReLU directly: its weights fake-quantized
+    as the registry would, no fake quant on its output (the converter fuses the ReLU)."""
+    if class_name == "Conv2D":
+        return _registry.Default8BitConvQuantizeConfig(["kernel"], [], False)
+    if class_name == "DepthwiseConv2D":
+        return _registry.Default8BitConvQuantizeConfig(["depthwise_kernel"], [], False)
+    if class_name == "Dense":
+        return _registry.Default8BitQuantizeConfig(["kernel"], [], False)
+    return _configs.NoOpQuantizeConfig()  # Add: no weights
+
+
+class _ReLUKeepsWeights(_transforms.LayerReLUQuantize):
+    """TFMOT 0.8.1's ``LayerReLUQuantize`` gives the Conv2D/DepthwiseConv2D/Dense before a
+    ``ReLU`` layer a no-op config to keep fake quant off the tensor between them, which also
+    drops the fake quant of that layer's *weights*: a user's ``Conv2D -> ReLU()`` trained in
+    float under QAT and refused ``weight_bits``. This keeps the weights' quantizer."""
+
+    def replacement(self, match_layer):
+        producer = match_layer.input_layers[0]
+        producer.metadata["quantize_config"] = _weights_only_config(producer.layer["class_name"])
+        return match_layer
+
+    def custom_objects(self):
+        return {
+            "NoOpQuantizeConfig": _configs.NoOpQuantizeConfig,
+            "Default8BitQuantizeConfig": _registry.Default8BitQuantizeConfig,
+            "Default8BitConvQuantizeConfig": _registry.Default8BitConvQuantizeConfig,
+        }
+
+
+class _ReLUActivationKeepsWeights(_ReLUKeepsWeights):
+    """The same for ``Activation("relu")`` (TFMOT's ``LayerReluActivationQuantize``)."""
+
+    def pattern(self):
+        return _transforms.LayerReluActivationQuantize().pattern()
+
+
+class _LayoutTransform(_layout.Default8BitQuantizeLayoutTransform):
+    """TFMOT's default layout transforms with the two ReLU ones above in place of its own."""
+
+    def apply(self, model, layer_quantize_map):
+        t = _transforms
+        # TFMOT 0.8.1's list (Default8BitQuantizeLayoutTransform.apply builds it inline, so
+        # it is repeated here; the version is pinned), the last two replaced.
+        transforms = [
+            t.InputLayerQuantize(),
+            t.SeparableConv1DQuantize(),
+            t.SeparableConvQuantize(),
+            t.Conv2DReshapeBatchNormReLUQuantize(),
+            t.Conv2DReshapeBatchNormActivationQuantize(),
+            t.Conv2DBatchNormReLUQuantize(),
+            t.Conv2DBatchNormActivationQuantize(),
+            t.Conv2DReshapeBatchNormQuantize(),
+            t.Conv2DBatchNormQuantize(),
+            t.ConcatTransform6Inputs(),
+            t.ConcatTransform5Inputs(),
+            t.ConcatTransform4Inputs(),
+            t.ConcatTransform3Inputs(),
+            t.ConcatTransform(),
+            t.DenseBatchNormQuantize(),
+            t.DenseBatchNormReLUQuantize(),
+            t.DenseBatchNormActivationQuantize(),
+            _ReLUKeepsWeights(),
+            _ReLUActivationKeepsWeights(),
+        ]
+        return _model_transformer.ModelTransformer(
+            model, transforms, set(layer_quantize_map.keys()), layer_quantize_map
+        ).transform()
+
+
+class _Scheme(_scheme.Default8BitQuantizeScheme):
+    """TFMOT's default 8-bit scheme with :class:`_LayoutTransform`."""
+
+    def get_layout_transformer(self):
+        return _LayoutTransform()
+
+
 def quantize_model(
     model: keras.Model, scheme: Any = None, weight_bits: Mapping[str, int] | None = None
 ) -> keras.Model:
@@ -354,7 +447,7 @@ def quantize_model(
     }
     with quantize_scope(own):
         if scheme is None:
-            q = _qk.quantize_apply(annotated)
+            q = _qk.quantize_apply(annotated, _Scheme())
         else:
             q = _qk.quantize_apply(annotated, scheme)
         return _set_weight_bits(q, bits) if bits else q

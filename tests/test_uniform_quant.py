@@ -158,6 +158,47 @@ def test_weight_bits_quantize_model_saves_and_the_int8_file_keeps_the_levels(
     assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= 0.95
 
 
+def _relu_layer_net():
+    """Conv2D -> ReLU(), DepthwiseConv2D -> ReLU(), Conv2D -> Activation("relu"), Dense ->
+    ReLU(): the way users write activations, as layers of their own."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.ReLU()(keras.layers.Conv2D(8, 3, padding="same", name="c1")(inp))
+    x = keras.layers.ReLU()(keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x))
+    x = keras.layers.Activation("relu")(keras.layers.Conv2D(8, 1, name="pw")(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.ReLU()(keras.layers.Dense(16, name="fc")(x))
+    return keras.Model(inp, keras.layers.Dense(10, name="logits")(x))
+
+
+def test_layers_feeding_a_relu_layer_keep_their_weight_quantizer(tiny_data):
+    # TFMOT's default transforms gave them a no-op config: weights trained in float under
+    # QAT, and weight_bits for them was refused.
+    x, y = tiny_data
+    m = _relu_layer_net()
+    m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    m.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    want = {"c1": 3, "dw": 4, "pw": 4, "fc": 4, "logits": 8}
+    q = qat.quantize_model(m, weight_bits={k: v for k, v in want.items() if v != 8})
+    assert qat.weight_bits_of(q) == want
+    by_inner = {getattr(layer, "layer", layer).name: layer for layer in q.layers}
+    for name in ("c1", "dw", "pw", "fc"):
+        config = by_inner[name].quantize_config
+        assert config.get_weights_and_quantizers(by_inner[name].layer), name
+        # ... and no fake quant between it and its ReLU.
+        assert not config.get_output_quantizers(by_inner[name].layer), name
+        assert not config.get_activations_and_quantizers(by_inner[name].layer), name
+    q.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    q.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    buf = tflite_export.convert(q, "int8", representative_data=x)
+    levels = {lv.name: lv for lv in storage_lib.tflite_levels(q, buf, want)}
+    assert all(lv.within_limit for lv in levels.values()), levels
+    assert levels["c1"].max_per_channel <= 7 and levels["pw"].max_per_channel <= 15
+    got = tflite_verify.TFLiteRunner(buf).predict(x[:200])
+    ref = q.predict(x[:200], verbose=0)
+    assert np.mean(np.argmax(got, -1) == np.argmax(ref, -1)) >= 0.95
+
+
 def test_weight_bits_for_layers_without_quantized_weights_are_refused(trained):
     with pytest.raises(errors.InvalidArgumentError, match="c1") as e:
         qat.quantize_model(trained, weight_bits={"bn1": 4})
