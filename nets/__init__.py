@@ -1,7 +1,8 @@
 """Model + data recipes and their run scripts (``<model>_at_<dataset>_run.py``).
 
 Installed as ``pocketflow_tf.nets``. The architectures are built by :mod:`.simple`,
-:mod:`.resnet` and :mod:`.mobilenet`; :mod:`.recipe` pairs each with its data set and full
+:mod:`.resnet`, :mod:`.mobilenet` and :mod:`.userstyle` (a functional model as users write
+them); :mod:`.recipe` pairs each with its data set and full
 training recipe (:data:`~.recipe.RECIPES`).
 
 Example:

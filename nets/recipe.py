@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from pocketflow_tf import errors, options, training
 from pocketflow_tf.compat import keras
-from pocketflow_tf.nets import mobilenet, resnet, simple
+from pocketflow_tf.nets import mobilenet, resnet, simple, userstyle
 
 #: Fine-tuning a trained model runs at this fraction of the recipe's peak learning rate.
 FINETUNE_LR_FACTOR = 0.1
@@ -29,7 +29,8 @@ class Recipe:
     Attributes:
         name: ``<model>_at_<dataset>``.
         dataset: Data set name understood by :func:`pocketflow_tf.datasets.load_dataset`.
-        build: ``build(input_shape, num_classes, **options) -> keras.Model`` (logits out).
+        build: ``build(input_shape, num_classes, **options) -> keras.Model`` (logits out,
+            or a softmax head that the learners take off: :mod:`pocketflow_tf.heads`).
         train: The full training recipe (``nb_epochs_rat=1``).
 
     Example:
@@ -131,6 +132,10 @@ _SHIPPED = (
     # depthwise kernels overfit less than they underfit.
     Recipe("mobilenet_at_fmnist", "fmnist", _normalised(mobilenet.build_mobilenet, FMNIST_NORM),
            sgd_cosine(30, learning_rate=0.1, weight_decay=4e-5, warmup_epochs=1.0, pad=2)),
+    # A functional model as a user writes one (Concatenate, Add, depthwise, SE Multiply,
+    # softmax head): the test of compressing "your own model"; small, so 15 epochs.
+    Recipe("userstyle_at_fmnist", "fmnist", _normalised(userstyle.build_userstyle, FMNIST_NORM),
+           sgd_cosine(15, 256, 0.1, warmup_epochs=1.0, pad=2)),
     # He et al. 2016 with cosine instead of steps, from a user-given CIFAR-10 folder.
     Recipe("resnet_at_cifar10", "cifar10", _normalised(resnet.build_resnet, CIFAR10_NORM),
            sgd_cosine(160, learning_rate=0.1, warmup_epochs=1.0, pad=4)),
@@ -153,7 +158,7 @@ def get_recipe(name: str) -> Recipe:
         >>> get_recipe("vgg_at_fmnist")
         Traceback (most recent call last):
         ...
-        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `recipe`: 'vgg_at_fmnist'. Accepted: one of ('convnet_at_fmnist', 'resnet_at_fmnist', 'mobilenet_at_fmnist', 'resnet_at_cifar10', 'lenet_at_cifar10').
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `recipe`: 'vgg_at_fmnist'. Accepted: one of ('convnet_at_fmnist', 'resnet_at_fmnist', 'mobilenet_at_fmnist', 'userstyle_at_fmnist', 'resnet_at_cifar10', 'lenet_at_cifar10').
     """
     if name not in RECIPES:
         raise errors.InvalidArgumentError("recipe", name, f"one of {RECIPES}")

@@ -77,7 +77,7 @@ def zero_channels(model, graph, gid, chans):
         if cls == "BatchNormalization":
             w[0][pos] = 0  # gamma
             w[1][pos] = 0  # beta
-        elif cls == "DepthwiseConv2D":
+        elif cls == "DepthwiseConv2D" and len(w) > 1:
             w[1][pos] = 0  # bias (the input channel is already zero)
         layer.set_weights(w)
 
