@@ -13,10 +13,19 @@ import os
 import subprocess
 import time
 
+from pocketflow_tf import atomic_io
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_recorded(cmd: list[str], label: str, save_dir: str) -> tuple[dict, float]:
+def run_recorded(
+    cmd: list[str],
+    label: str,
+    save_dir: str,
+    *,
+    accept: tuple[int, ...] = (0,),
+    log_path: str | None = None,
+) -> tuple[dict, float]:
     """Runs ``cmd`` from the repository root; returns ``(run record, wall seconds)``.
 
     Args:
@@ -24,6 +33,10 @@ def run_recorded(cmd: list[str], label: str, save_dir: str) -> tuple[dict, float
             ``--save_path`` is ``<save_dir>/model.keras``.
         label: Names the run in the error raised when it fails.
         save_dir: Where the run writes ``model.train.record.json``.
+        accept: Exit statuses that still leave a record to read (``auto`` exits with
+            ``EXIT_TARGET_NOT_MET`` when its target was missed: a result, not a failure).
+        log_path: Where to keep the run's output (progress-bar lines dropped), whatever its
+            status; ``None`` keeps nothing.
 
     Raises:
         RuntimeError: The command failed; the message holds the ends of its output.
@@ -35,7 +48,15 @@ def run_recorded(cmd: list[str], label: str, save_dir: str) -> tuple[dict, float
     start = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - start
-    if proc.returncode != 0:
+    if log_path is not None:
+        text = "\n".join(
+            line
+            for line in (proc.stdout + "\n" + proc.stderr).splitlines()
+            if "Calibration:" not in line and not line.startswith(("I0000", "W0000"))
+        )
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+        atomic_io.write_text(log_path, text + "\n")
+    if proc.returncode not in accept:
         raise RuntimeError(
             f"{label} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )

@@ -135,3 +135,21 @@ def test_export_step_verifies_on_the_head_of_the_test_split_and_scores_the_file(
     assert d.export.report.n_samples == 300
     assert d.acc == pytest.approx(0.9) == tflite_verify.tflite_accuracy(d.export.path, x, y)
     assert d.latency_ratio > 0
+
+
+def test_run_recorded_reads_the_record_of_an_accepted_status_and_keeps_the_log(tmp_path):
+    from bench import scripts
+
+    rec = tmp_path / "model.train.record.json"
+    cmd = [
+        "sh",
+        "-c",
+        f"echo hello; echo 'Running Calibration: 5%'; echo '{{\"a\": 1}}' > {rec}; exit 3",
+    ]
+    with pytest.raises(RuntimeError, match=r"x failed \(3\)"):
+        scripts.run_recorded(cmd, "x", str(tmp_path))
+    log = tmp_path / "reports" / "x.log"
+    record, wall = scripts.run_recorded(cmd, "x", str(tmp_path), accept=(0, 3), log_path=str(log))
+    assert record == {"a": 1} and wall >= 0
+    text = log.read_text()
+    assert "hello" in text and "Calibration" not in text
