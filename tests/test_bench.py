@@ -153,3 +153,13 @@ def test_run_recorded_reads_the_record_of_an_accepted_status_and_keeps_the_log(t
     assert record == {"a": 1} and wall >= 0
     text = log.read_text()
     assert "hello" in text and "Calibration" not in text
+
+
+def test_baselines_examples():
+    # tests/test_doctests.py walks pocketflow_tf only; the recipe-knob examples run here.
+    import doctest
+
+    from bench import baselines
+
+    result = doctest.testmod(baselines, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted >= 3

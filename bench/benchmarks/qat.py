@@ -77,7 +77,9 @@ def run() -> list[dict]:
         >>> recs = run()  # doctest: +SKIP
     """
     epochs = int(os.environ.get("PFTF_QAT_EPOCHS", "2"))
-    names = [n for n in os.environ.get("PFTF_QAT_RECIPES", "resnet_at_fmnist").split(",") if n]
+    names = baseline_cache.parse_recipes(
+        "PFTF_QAT_RECIPES", os.environ.get("PFTF_QAT_RECIPES", "resnet_at_fmnist")
+    )
     data = datasets.load_dataset("fmnist")
     rep = exports.calibration(data)
     recs = []
