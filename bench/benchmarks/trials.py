@@ -32,6 +32,7 @@ import tempfile
 
 from bench import baselines as baseline_cache
 from bench import results_io, scripts
+from pocketflow_tf import cli_errors
 
 COMMAND = "python -m bench.run trials"
 DEFAULT_RECIPE = "convnet_at_fmnist"
@@ -110,7 +111,13 @@ def _run_one(name: str, model: str, target: str, trials: int, workers: int) -> d
             f"--save_path={os.path.join(tmp, 'model.keras')}",
             f"--log_dir={os.path.join(tmp, 'logs')}",
         ]
-        record, wall = scripts.run_recorded(cmd, f"trials {name} workers={workers}", tmp)
+        # A missed target (EXIT_TARGET_NOT_MET) still measured the search: record it.
+        record, wall = scripts.run_recorded(
+            cmd,
+            f"trials {name} workers={workers}",
+            tmp,
+            accept=(0, cli_errors.EXIT_TARGET_NOT_MET),
+        )
         figures = search_figures(auto_dir)
     return results_io.make_record(
         model=model,
