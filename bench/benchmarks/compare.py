@@ -164,7 +164,12 @@ def knobs() -> dict[str, Any]:
             if v not in accepted:
                 raise errors.InvalidArgumentError(name, v, ", ".join(accepted))
     for setting in out["bits"]:
-        mixed_bench._options(setting)  # an unknown setting stops here, before any training
+        try:  # an unknown setting stops here, before any training, named by this knob
+            mixed_bench._options(setting)
+        except errors.InvalidArgumentError:
+            raise errors.InvalidArgumentError(
+                "PFTF_CMP_BITS", setting, "mixed-B or uniform-B, e.g. mixed-3, uniform-2"
+            ) from None
     return out
 
 
