@@ -13,9 +13,12 @@ import os
 import subprocess
 import time
 
-from pocketflow_tf import atomic_io
+from pocketflow_tf import atomic_io, cli_errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Exit statuses of an ``auto`` run that leave a record to read: success, and a missed
+#: target (``cli_errors.EXIT_TARGET_NOT_MET``: a result, not a failure).
+AUTO_STATUSES = (0, cli_errors.EXIT_TARGET_NOT_MET)
 
 
 def run_recorded(

@@ -39,7 +39,7 @@ import tempfile
 
 from bench import baselines as baseline_cache
 from bench import results_io, scripts
-from pocketflow_tf import cli_errors, datasets, training
+from pocketflow_tf import datasets, training
 
 COMMAND = "python -m bench.run auto"
 DEFAULT_TARGETS = "5x faster;10x smaller"
@@ -95,7 +95,7 @@ def _run_one(
             cmd,
             f"auto {name} {text!r}",
             tmp,
-            accept=(0, cli_errors.EXIT_TARGET_NOT_MET),
+            accept=scripts.AUTO_STATUSES,
             log_path=os.path.join(REPORTS, f"{slug}.log"),
         )
         rep = record["sections"]["compression"]
