@@ -40,6 +40,38 @@ def test_byte_goals_plan_int4_chains_and_speed_and_int8_goals_do_not():
     assert "x0.16 in int4" in notes[-1]
 
 
+@pytest.mark.parametrize(
+    "text, keep",
+    [
+        ("10x smaller", "params_keep"),
+        ("under 300 kB", "params_keep"),
+        ("int8, <=0.2x bytes", "params_keep"),
+        ("5x faster", "flops_keep"),
+        ("flops<=0.5, <=0.2x bytes", "flops_keep"),
+        ("2x faster, <=0.2x bytes", "flops_keep"),
+    ],
+)
+def test_byte_only_targets_prune_by_weights(text, keep):
+    facts = planner.ModelFacts(True, 0.05, dense_bytes=1_000_000, min_params_keep=0.04)
+    p = planner.plan(Target.parse(text), facts)
+    other = {"params_keep", "flops_keep"} - {keep}
+    assert keep in p.space.names and not other & set(p.space.names)
+    assert (p.params_keep_range is None) == (keep == "flops_keep")
+    assert (p.flops_keep_range is None) == (keep == "params_keep")
+    if text == "10x smaller":
+        # The top follows the most compact pruning chain (int4) with the margin.
+        assert p.params_keep_range[1] == pytest.approx(0.1 * planner.PARAMS_BYTES_MARGIN / 0.16)
+        assert any("parameter keep searched up to" in n for n in p.notes)
+        assert planner.active_params(
+            {"chain": "prune+int4", "params_keep": 0.6, "criterion": "l1", "lr_factor": 0.5}
+        ) == {"chain": "prune+int4", "params_keep": 0.6, "criterion": "l1", "lr_factor": 0.5}
+    # A goal below what pruning reaches keeps a small range just above it.
+    low, high = planner.params_keep_range(
+        Target(bytes_ratio=0.001), facts, [planner.CHAINS["prune+int4"]]
+    )[0]
+    assert low == pytest.approx(0.04 * 1.001) and high > low
+
+
 def test_prune_int4_trial_writes_a_verified_int4_file(trained, tmp_path, monkeypatch):  # noqa: F811
     model, splits_ = trained
     checks = []  # the thresholds each verification ran with
@@ -50,9 +82,12 @@ def test_prune_int4_trial_writes_a_verified_int4_file(trained, tmp_path, monkeyp
         lambda *a, **k: checks.append(k.get("thresholds")) or verify(*a, **k),
     )
     trial, data = tiny_proxy(model, splits_, "<=0.2x bytes", tmp_path)
-    params = {"chain": "prune+int4", "flops_keep": 0.5, "criterion": "l1", "lr_factor": 0.3}
+    # A byte-only target prunes by weights (the planner's space holds params_keep).
+    assert "params_keep" in trial.plan.space.names
+    params = {"chain": "prune+int4", "params_keep": 0.5, "criterion": "l1", "lr_factor": 0.3}
     out = trial(params, trial_seed=3)
-    assert out["mode"] == "int4" and out["flops_ratio"] < 0.6
+    assert out["mode"] == "int4" and out["params_ratio"] <= 0.5
+    assert out["params_keep_applied"] == 0.5 and out["flops_keep_applied"] == 1.0
     with open(out["tflite"], "rb") as f:
         content = f.read()
     stored = [t for _, _, t, _ in int4_export.kernel_types(content)]

@@ -310,6 +310,18 @@ def test_amc_search_plans_the_pruning_within_the_flops_target(images):
             },
             "cp_latency_keep",
         ),
+        ({"cp_params_keep": 0.5}, "cp_params_keep"),  # only 'auto' plans counts
+        ({"cp_prune_option": "auto", "cp_params_keep": 0.0}, "cp_params_keep"),
+        ({"cp_prune_option": "auto", "cp_params_keep": 2}, "cp_params_keep"),
+        ({"cp_prune_option": "auto", "cp_params_keep": "half"}, "cp_params_keep"),
+        (
+            {"cp_prune_option": "auto", "cp_cost": "latency", "cp_params_keep": 0.5},
+            "cp_params_keep",
+        ),
+        (
+            {"cp_prune_option": "auto", "cp_ratio_search": "tpe", "cp_params_keep": 0.5},
+            "cp_params_keep",
+        ),
     ],
 )
 def test_bad_options_are_refused_at_construction(kwargs, name):
@@ -379,3 +391,88 @@ def test_exported_tflite_has_only_smaller_kernels(images):
     assert sorted(f.shape for f in thin_f) == keras_shapes
     for f in thin_f:
         assert np.all(np.abs(f).reshape(f.shape[0], -1).sum(axis=1) > 0)
+
+
+# -- parameter targets (byte goals) -------------------------------------------------------
+
+
+def _two_stage_net():
+    """Stage 1 at 16x16 (FLOPs-heavy), stage 2 at 4x4 and 4x wider (weight-heavy)."""
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="s1a")(inp)
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="s1b")(h)
+    h = keras.layers.MaxPooling2D(4)(h)
+    h = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="s2a")(h)
+    h = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="s2b")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, keras.layers.Dense(10, name="head")(h))
+
+
+def test_params_estimate_is_exact_on_pruned_models(images):
+    model = small_resnet()
+    fm = allocation.FlopsModel.build(model)
+    choices = allocation.choices_for(fm.graph, 4)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        counts = {k: int(rng.choice(c)) for k, c in choices.items()}
+        lrn = ChannelPrunedLearner(
+            cp_prune_option="auto",
+            cp_channel_round=4,
+            cp_nb_samples=96,
+            cp_nb_eval=96,
+            ratio_search=lambda p, counts=counts: counts,
+            verbose=0,
+        )
+        thin = lrn.prune(model, images, np.zeros(len(images), int))
+        assert fm.params(counts) == thin.count_params(), counts
+    assert fm.params({}) == fm.dense_params == model.count_params()
+
+
+def test_params_target_prunes_where_the_weights_are():
+    fm = allocation.FlopsModel.build(_two_stage_net())
+    choices = allocation.choices_for(fm.graph)
+
+    def score(counts):  # every removed channel costs the same
+        return -sum(choices[k][-1] - c for k, c in counts.items()) / 1000.0
+
+    by_flops = allocation.greedy_sensitivity(
+        allocation.AllocationProblem(fm, 0.5, 8, choices, score)
+    )
+    by_params = allocation.greedy_sensitivity(
+        allocation.AllocationProblem(fm, 1.0, 8, choices, score, params_keep=0.5)
+    )
+    flops = {k: fm.flops(c) / fm.dense_flops for k, c in (("f", by_flops), ("p", by_params))}
+    params = {k: fm.params(c) / fm.dense_params for k, c in (("f", by_flops), ("p", by_params))}
+    assert params["p"] <= 0.5 < params["f"]  # the FLOPs plan keeps 0.66 of the weights
+    assert flops["f"] <= 0.5 < flops["p"]  # ... and the weights plan keeps more FLOPs
+    # The weights plan takes its channels from the wide low-resolution stage.
+    assert by_params["s2a"] < by_flops["s2a"] and by_params["s1a"] > by_flops["s1a"]
+    with pytest.raises(errors.InvalidArgumentError, match="cp_params_keep.*0.0[0-9]"):
+        allocation.greedy_sensitivity(
+            allocation.AllocationProblem(fm, 1.0, 8, choices, score, params_keep=0.01)
+        )
+    with pytest.raises(errors.InvalidArgumentError, match="params_keep"):
+        allocation.AllocationProblem(fm, 1.0, 8, choices, score, params_keep=1.5)
+    with pytest.raises(errors.InvalidArgumentError, match="latency_ms"):
+        allocation.AllocationProblem(
+            fm, 1.0, 8, choices, score, latency_ms=lambda c: 1.0, params_keep=0.5
+        )
+
+
+def test_learner_meets_a_params_target_and_refuses_unreachable_ones(images):
+    model = small_resnet()
+    y = np.arange(len(images)) % 3
+    kw = {"cp_prune_option": "auto", "cp_channel_round": 4, "cp_nb_samples": 96}
+    lrn = ChannelPrunedLearner(cp_preserve_ratio=1.0, cp_params_keep=0.6, cp_nb_eval=96, **kw)
+    lrn.verbose = 0
+    thin = lrn.prune(model, images, y)
+    assert thin.count_params() <= 0.6 * model.count_params()
+    assert lrn.report["params_ratio"] == pytest.approx(thin.count_params() / model.count_params())
+    with pytest.raises(errors.InvalidArgumentError) as e:
+        ChannelPrunedLearner(cp_params_keep=0.01, **kw).prune(model, images, y)
+    assert e.value.name == "cp_params_keep" and "smallest" in str(e.value)
+    # A ratio_search hook that ignores the target is caught: the byte goal would be missed.
+    ignore = ChannelPrunedLearner(cp_params_keep=0.6, ratio_search=lambda p: {}, **kw)
+    with pytest.raises(errors.InvalidArgumentError) as e:
+        ignore.prune(model, images, y)
+    assert e.value.name == "ratio_search" and "cp_params_keep=0.6" in str(e.value)

@@ -5,7 +5,7 @@ steps) and the final model (:mod:`learner`: the full fine-tuning budget), so wha
 ranked is what gets built, only trained longer:
 
 1. ``prune`` chains: ``ChannelPrunedLearner`` with the ``auto`` per-group allocation for the
-   trial's FLOPs keep ratio and criterion, on a fixed calibration subset of the training
+   trial's FLOPs keep ratio (or parameter keep ratio, byte-only targets) and criterion, on a fixed calibration subset of the training
    split, then a fine-tune distilled from the dense model at ``lr_factor`` times the
    configured learning rate;
 2. ``sparse`` chains: weight sparsity by gradual magnitude pruning during the same distilled
@@ -114,7 +114,9 @@ class Candidate:
         flops_ratio: FLOPs of ``model`` / dense FLOPs (measured on the built model).
         params_ratio: Parameters of ``model`` / dense parameters.
         flops_keep_applied: The FLOPs keep ratio pruning was asked for (the trial's, raised
-            to what the model can reach).
+            to what the model can reach; 1.0 when it pruned by parameters).
+        params_keep_applied: The parameter keep ratio pruning was asked for (``None``
+            unless the trial searched ``params_keep``).
         history: Fine-tuning loss curves (``None`` without fine-tuning).
         sparsity: Weight sparsity of the kernels a sparse chain pruned, measured on
             ``model`` (``None`` for the other chains).
@@ -134,6 +136,7 @@ class Candidate:
     flops_ratio: float = 1.0
     params_ratio: float = 1.0
     flops_keep_applied: float | None = None
+    params_keep_applied: float | None = None
     history: dict[str, list[float]] | None = None
     sparsity: float | None = None
 
@@ -164,12 +167,12 @@ def build(
         dense: The dense model (never modified).
         teacher: The distillation teacher (a frozen copy of ``dense``).
         params: A point of the plan's space (``chain`` and, for pruning chains,
-            ``flops_keep``, ``criterion``, ``lr_factor``; for sparse chains ``sparsity``,
+            ``flops_keep`` or ``params_keep``, ``criterion``, ``lr_factor``; for sparse chains ``sparsity``,
             ``lr_factor``).
         data: The search data (fine-tunes on ``x_train``, selects on ``x_calib``).
         train_config: The configured fine-tuning; its learning rate is scaled by
             ``lr_factor``.
-        facts: The model's facts (the reachable FLOPs keep ratio).
+        facts: The model's facts (the reachable FLOPs and parameter keep ratios).
         steps: Fine-tuning steps (the proxy; 0: none); ``None``: ``train_config.epochs``
             epochs over ``data.x_train``.
         calib_samples: Images channel selection samples (``cp_nb_samples``).
@@ -217,12 +220,17 @@ def build(
         )
     if not chain.prunes:
         return Candidate(chain, dict(params), learner.copy_model(dense))
-    keep = max(float(params["flops_keep"]), facts.min_flops_keep * 1.0001)
+    keep, params_keep = 1.0, None
+    if "params_keep" in params:  # a byte-only target: FLOPs left free
+        params_keep = min(1.0, max(float(params["params_keep"]), facts.min_params_keep * 1.0001))
+    else:
+        keep = max(float(params["flops_keep"]), facts.min_flops_keep * 1.0001)
     prune_cfg = train_config.replace(seed=int(prune_seed))
     pruner = ChannelPrunedLearner(
         prune_cfg,
         cp_prune_option="auto",
         cp_preserve_ratio=min(1.0, keep),
+        cp_params_keep=params_keep,
         cp_criterion=params["criterion"],
         cp_channel_round=channel_round,
         cp_nb_samples=int(min(calib_samples, len(data.x_calib))),
@@ -267,6 +275,7 @@ def build(
         flops_ratio=float(report["flops_ratio"]),
         params_ratio=float(report["params_ratio"]),
         flops_keep_applied=keep,
+        params_keep_applied=params_keep,
         history=history,
     )
 

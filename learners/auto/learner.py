@@ -897,6 +897,7 @@ class AutoLearner(learner.Learner):
             "groups": cand.groups,
             "sparsity": cand.sparsity,
             "flops_keep_applied": cand.flops_keep_applied,
+            "params_keep_applied": cand.params_keep_applied,
             "epochs": cfg.epochs if chain.fine_tunes else None,
             "fine_tune": None if stop is None else {"planned_epochs": cfg.epochs, **stop.to_dict()},
             "wall_s": round(time.time() - t0, 1),

@@ -27,7 +27,8 @@ chain            ``speedup``  ``flops_ratio``  ``max_bytes``  ``bytes_ratio``  `
 
 The space (:mod:`pocketflow_tf.hp_optimizers.space`) then holds the chain and the
 parameters of the candidate chains (each :class:`Chain` lists those it uses): when a chain
-prunes, the FLOPs keep ratio (range narrowed by the goals and by what the model can reach)
+prunes, the FLOPs keep ratio -- the *parameter* keep ratio when every resource goal is about
+bytes (:func:`keep_param`) -- (range narrowed by the goals and by what the model can reach)
 and the channel-selection criterion; when a chain sparsifies, the target weight sparsity
 (range narrowed by a byte goal); for both, the fine-tuning learning-rate factor.
 
@@ -78,6 +79,13 @@ LR_FACTOR_RANGE = (0.1, 1.0)
 #: 0.112x of the float file, about 0.27x of the FLOPs share), so the range stays loose.
 PRUNE_BYTES_MARGIN = 1.3
 
+#: Room on the parameter keep ratio a byte goal allows a pruning chain. A pruned file's
+#: bytes follow its weights closely (the estimate :meth:`FlopsModel.params
+#: <pocketflow_tf.learners.channel.allocation.FlopsModel.params>` matched ResNet-20's
+#: measured count exactly), but per-channel scales and the flatbuffer's fixed overhead do not
+#: shrink with them, so the top is only a little above the plain ratio.
+PARAMS_BYTES_MARGIN = 1.1
+
 #: The speed-up an int8 chain is assumed to bring when it was not measured. Hosts differ
 #: widely (DESIGN.md: int8 was 0.8x of float on one host, 3.5x on another), so ``auto``
 #: measures it (``ModelFacts.int8_speedup``) whenever a speed goal has an int8 candidate.
@@ -86,6 +94,9 @@ INT8_SPEEDUP_GUESS = 2.0
 #: FLOPs keep ratios searched by default: below 0.1 a CNN rarely keeps its accuracy, above
 #: 0.9 pruning barely pays for its fine-tuning.
 DEFAULT_FLOPS_KEEP_RANGE = (0.1, 0.9)
+
+#: Parameter keep ratios searched by default, for byte goals (the same reasoning).
+DEFAULT_PARAMS_KEEP_RANGE = (0.1, 0.9)
 
 #: Weight sparsities searched by default: below 0.5 sparse storage barely beats the dense
 #: file (its indices cost more than half the saved values), and 0.97 stays below the 0.99
@@ -174,7 +185,8 @@ class Chain:
         return self.prunes or self.sparse
 
 
-_PRUNE_PARAMS = ("flops_keep", "criterion", "lr_factor")
+# A plan's space holds one of the two keep ratios (``keep_param``).
+_PRUNE_PARAMS = ("flops_keep", "params_keep", "criterion", "lr_factor")
 _SPARSE_PARAMS = ("sparsity", "lr_factor")
 
 #: Every chain this version builds, in the order they are listed to the search.
@@ -279,6 +291,8 @@ class ModelFacts:
             measured on this host (``None``: not measured; :data:`INT8_SPEEDUP_GUESS`).
         sparse_layers: Class names of the layers weight sparsity would prune (the
             ``WeightSparseLearner`` rules with :data:`SPARSE_MIN_PARAMS`); ``None``: unknown.
+        min_params_keep: The smallest parameter keep ratio channel pruning reaches (the
+            layers it cannot prune keep theirs); 0: unknown.
 
     Example:
         >>> ModelFacts(prunable=False, min_flops_keep=1.0).prunable
@@ -291,6 +305,7 @@ class ModelFacts:
     blocked: str = ""
     int8_speedup: float | None = None
     sparse_layers: tuple[str, ...] | None = None
+    min_params_keep: float = 0.0
 
 
 def model_facts(
@@ -309,8 +324,8 @@ def model_facts(
         >>> x = keras.layers.Conv2D(16, 3, name="c1")(inp)
         >>> x = keras.layers.GlobalAveragePooling2D()(x)
         >>> f = model_facts(keras.Model(inp, keras.layers.Dense(2)(x)))
-        >>> f.prunable, round(f.min_flops_keep, 2), f.sparse_layers
-        (True, 0.5, ())
+        >>> f.prunable, round(f.min_flops_keep, 2), f.sparse_layers, round(f.min_params_keep, 2)
+        (True, 0.5, (), 0.51)
     """
     infos = ratios_lib.layer_infos(model, min_params=SPARSE_MIN_PARAMS)
     sparse_layers = tuple(i.class_name for i in infos if i.prunable)
@@ -324,7 +339,13 @@ def model_facts(
         allocation.key_of(g): allocation.round_count(1, g.size, channel_round) for g in groups
     }
     keep = fm.flops(smallest) / fm.dense_flops
-    return ModelFacts(True, keep, dense_bytes, sparse_layers=sparse_layers)
+    return ModelFacts(
+        True,
+        keep,
+        dense_bytes,
+        sparse_layers=sparse_layers,
+        min_params_keep=fm.params(smallest) / fm.dense_params,
+    )
 
 
 def bytes_goal_ratio(target: Target, facts: ModelFacts) -> float | None:
@@ -415,10 +436,13 @@ class Plan:
         chains: Candidate chains, in :data:`CHAINS` order.
         space: The search space (always holds ``chain``; pruning parameters when a chain
             prunes).
-        flops_keep_range: The searched FLOPs keep range (``None`` when nothing prunes).
+        flops_keep_range: The searched FLOPs keep range (``None`` when nothing prunes, or
+            when pruning searches ``params_keep``).
         notes: Why each chain was kept or dropped, and how ranges were narrowed.
         sparsity_range: The searched weight sparsity range (``None`` when nothing
             sparsifies).
+        params_keep_range: The searched parameter keep range (``None`` unless a byte-only
+            target prunes: :func:`keep_param`).
 
     Example:
         >>> from pocketflow_tf.learners.auto.target import Target
@@ -433,6 +457,7 @@ class Plan:
     flops_keep_range: tuple[float, float] | None
     notes: list[str]
     sparsity_range: tuple[float, float] | None = None
+    params_keep_range: tuple[float, float] | None = None
 
     @property
     def chain_names(self) -> list[str]:
@@ -472,6 +497,7 @@ class Plan:
             "space": self.space.to_config(),
             "flops_keep_range": self.flops_keep_range,
             "sparsity_range": self.sparsity_range,
+            "params_keep_range": self.params_keep_range,
             "notes": list(self.notes),
         }
 
@@ -610,6 +636,69 @@ def flops_keep_range(
     return (round(low, 6), round(high, 6)), notes
 
 
+def keep_param(target: Target) -> str:
+    """Which keep ratio the pruning chains search: ``"params_keep"`` or ``"flops_keep"``.
+
+    A target whose only resource goals are about bytes (``max_bytes``, ``bytes_ratio``,
+    ``int8``) prunes by *weights*: channels are removed where they hold the most parameters
+    (``ChannelPrunedLearner(cp_params_keep=...)``), FLOPs left free. A FLOPs or speed goal
+    keeps the FLOPs keep ratio (it needs the FLOPs gone, wherever the weights are).
+
+    Example:
+        >>> keep_param(Target.parse("10x smaller")), keep_param(Target.parse("5x faster"))
+        ('params_keep', 'flops_keep')
+        >>> keep_param(Target.parse("int8, <=0.2x bytes, 2x faster"))
+        'flops_keep'
+    """
+    goals = set(target.resource_goals())
+    if goals & {"max_bytes", "bytes_ratio"} and not goals & {"speedup", "flops_ratio"}:
+        return "params_keep"
+    return "flops_keep"
+
+
+def params_keep_range(
+    target: Target, facts: ModelFacts, chains: list[Chain]
+) -> tuple[tuple[float, float], list[str]]:
+    """The parameter keep ratios worth searching for a byte-only target, and why.
+
+    The top is the byte goal over the most compact pruning chain's bytes ratio (a pruned
+    file keeps about its parameter share of the bytes), with :data:`PARAMS_BYTES_MARGIN`;
+    the bottom is what the model reaches (its unprunable layers keep their weights). An
+    unreachable goal keeps a small range at the bottom, as :func:`flops_keep_range` does.
+
+    Example:
+        >>> facts = ModelFacts(True, 0.05, dense_bytes=1000, min_params_keep=0.02)
+        >>> params_keep_range(Target(bytes_ratio=0.1), facts, [CHAINS["prune+int4"]])[0]
+        (0.1, 0.6875)
+    """
+    low, high = DEFAULT_PARAMS_KEEP_RANGE
+    notes = []
+    goal = bytes_goal_ratio(target, facts)
+    pruning = [c for c in chains if c.prunes]
+    if goal is not None and pruning:
+        best = min(pruning, key=lambda c: c.bytes_ratio)
+        top = goal * PARAMS_BYTES_MARGIN / best.bytes_ratio
+        if top < high:
+            high = top
+            notes.append(
+                f"bytes <= {goal:.3g}x: parameter keep searched up to {top:.3g} (pruning "
+                "takes channels where they hold the most weights; a pruned file keeps about "
+                "its parameter share of the bytes"
+                + (f", x{best.bytes_ratio:g} in {best.export_mode}" if best.bytes_ratio < 1 else "")
+                + f"; {PARAMS_BYTES_MARGIN}x margin)"
+            )
+    floor = facts.min_params_keep * 1.001
+    low = max(min(low, high * 0.5), floor)
+    if high <= low:
+        notes.append(
+            f"the goals need parameter keep <= {high:.3g}, but this model reaches "
+            f"{floor:.3g} at best (its unprunable layers keep their weights): searching just "
+            "above what it reaches"
+        )
+        high = min(1.0, max(low * 1.5, low + 0.05))
+    return (round(low, 6), round(high, 6)), notes
+
+
 def sparsity_range(
     target: Target, facts: ModelFacts, chains: list[Chain]
 ) -> tuple[tuple[float, float], list[str]]:
@@ -674,18 +763,23 @@ def plan(target: Target, facts: ModelFacts) -> Plan:
     """
     chains, notes = candidate_chains(target, facts)
     params: list[Any] = [space_lib.Choice("chain", [c.name for c in chains])]
-    keep = sparse = None
+    keep = sparse = params_keep = None
     if any(c.prunes for c in chains):
-        keep, range_notes = flops_keep_range(target, facts, chains)
+        if keep_param(target) == "params_keep":
+            params_keep, range_notes = params_keep_range(target, facts, chains)
+            params.append(space_lib.Float("params_keep", *params_keep))
+        else:
+            keep, range_notes = flops_keep_range(target, facts, chains)
+            params.append(space_lib.Float("flops_keep", *keep))
         notes += range_notes
-        params += [space_lib.Float("flops_keep", *keep), space_lib.Choice("criterion", CRITERIA)]
+        params.append(space_lib.Choice("criterion", CRITERIA))
     if any(c.sparse for c in chains):
         sparse, range_notes = sparsity_range(target, facts, chains)
         notes += range_notes
         params.append(space_lib.Float("sparsity", *sparse))
     if any("lr_factor" in c.params for c in chains):
         params.append(space_lib.Float("lr_factor", *LR_FACTOR_RANGE, log=True))
-    return Plan(target, chains, space_lib.SearchSpace(params), keep, notes, sparse)
+    return Plan(target, chains, space_lib.SearchSpace(params), keep, notes, sparse, params_keep)
 
 
 __all__ = [
@@ -696,6 +790,7 @@ __all__ = [
     "INT4_BYTES_RATIO",
     "INT8_BYTES_RATIO",
     "INT8_SPEEDUP_GUESS",
+    "PARAMS_BYTES_MARGIN",
     "PRUNE_BYTES_MARGIN",
     "RULES",
     "SPARSE_BYTES_FACTOR",
@@ -707,7 +802,9 @@ __all__ = [
     "Plan",
     "candidate_chains",
     "flops_keep_range",
+    "keep_param",
     "model_facts",
+    "params_keep_range",
     "plan",
     "sparsity_range",
 ]

@@ -345,6 +345,7 @@ class Proxy:
             "meets_target": full.met,
             "missed": full.explain() if not full.met else "",
             "flops_keep_applied": cand.flops_keep_applied,
+            "params_keep_applied": cand.params_keep_applied,
             "counts": {g["key"]: g["kept"] for g in cand.groups},
             "sparsity": cand.sparsity,
             "tflite": path if self.config.keep_tflite else None,

@@ -266,6 +266,7 @@ def _trials_table(trials: Sequence[Mapping[str, Any]], front: set, chosen: int |
         "status",
         "chain",
         "FLOPs keep",
+        "params keep",
         "sparsity",
         "criterion",
         "lr factor",
@@ -289,6 +290,7 @@ def _trials_table(trials: Sequence[Mapping[str, Any]], front: set, chosen: int |
                 t.get("status"),
                 t.get("chain"),
                 _num(p.get("flops_keep"), 3),
+                _num(p.get("params_keep"), 3),
                 _num(p.get("sparsity"), 3),
                 p.get("criterion", ""),
                 _num(p.get("lr_factor"), 3),
@@ -313,7 +315,7 @@ def _trials_table(trials: Sequence[Mapping[str, Any]], front: set, chosen: int |
             if t.get("status") == "failed"
             else ""
         )
-    return _table(head, rows, left=(1, 2, 5, 16), row_classes=classes) + (
+    return _table(head, rows, left=(1, 2, 6, 17), row_classes=classes) + (
         "<p class='muted'>★ Pareto front (accuracy x latency x bytes); highlighted row: chosen "
         "trial. 'meets': every resource goal met in the proxy evaluation.</p>"
     )

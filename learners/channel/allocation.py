@@ -89,6 +89,9 @@ class FlopsModel:
     graph: channel_graph.ChannelGraph
     layer_costs: dict[str, accounting.LayerCost]
     dense_flops: int
+    #: Kernel weights per producer layer (they scale with both kept fractions; a bias or a
+    #: per-channel weight only with the output's). Empty: every weight counted as a kernel.
+    kernel_params: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(
@@ -96,26 +99,80 @@ class FlopsModel:
     ) -> FlopsModel:
         """Profiles ``model`` once."""
         profile = accounting.profile_model(model)
-        return cls(
-            graph or channel_graph.build(model),
-            {c.name: c for c in profile.layers},
-            profile.total_flops,
-        )
+        graph = graph or channel_graph.build(model)
+        kernels = {}
+        for name, lc in graph.layers.items():
+            if lc.kind != "producer":
+                continue
+            try:
+                layer = model.get_layer(name)
+            except ValueError:  # a layer of a nested model: counted as all kernel
+                continue
+            kernel = getattr(layer, "kernel", None)
+            if kernel is not None:
+                kernels[name] = int(np.prod(kernel.shape))
+        return cls(graph, {c.name: c for c in profile.layers}, profile.total_flops, kernels)
+
+    @property
+    def dense_params(self) -> int:
+        """Parameters of the dense model (each layer's weights counted once).
+
+        Example:
+            >>> from pocketflow_tf.compat import keras
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+            ...                       keras.layers.Dense(2)])
+            >>> FlopsModel.build(m).dense_params
+            58
+        """
+        return sum(c.params for c in self.layer_costs.values())
 
     def fractions(self, counts: Mapping[str, int]) -> dict[int, float]:
         """Kept fraction per resolved group id for counts keyed by :func:`key_of`."""
         return group_fractions(self.graph, counts)
 
-    def flops(self, counts: Mapping[str, int]) -> float:
-        """Estimated FLOPs when each group keeps ``counts[key]`` channels (others: all)."""
-        frac = self.fractions(counts)
-
+    def _seg_frac(self, frac: Mapping[int, float]):
         def seg_frac(segments):
             width = sum(s.width for s in segments)
             if width == 0:
                 return 1.0
             return sum(frac[self.graph.find(s.group)] * s.width for s in segments) / width
 
+        return seg_frac
+
+    def params(self, counts: Mapping[str, int]) -> float:
+        """Estimated parameters when each group keeps ``counts[key]`` channels (others: all).
+
+        A producer's kernel scales with its kept input and output fractions, its bias and
+        every per-channel layer's weights (BatchNorm, depthwise) with the kept output
+        fraction. Byte goals need this rather than FLOPs: a stage-3 convolution of a
+        ResNet-20 holds 16x the weights of a stage-1 one at the same FLOPs.
+
+        Example:
+            >>> from pocketflow_tf.compat import keras
+            >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+            ...                       keras.layers.Dense(2)])
+            >>> FlopsModel.build(m).params({"h": 4})  # 4*4+4 and 4*2+2
+            30.0
+        """
+        seg_frac = self._seg_frac(self.fractions(counts))
+        total = 0.0
+        for name, cost in self.layer_costs.items():
+            lc = self.graph.layers.get(name)
+            if lc is None:
+                total += cost.params
+                continue
+            f_out = seg_frac(lc.output)
+            if lc.kind == "producer":
+                kernel = self.kernel_params.get(name, cost.params)
+                f_in = seg_frac(lc.inputs[0])
+                total += kernel * f_in * f_out + (cost.params - kernel) * f_out
+            else:
+                total += cost.params * f_out
+        return total
+
+    def flops(self, counts: Mapping[str, int]) -> float:
+        """Estimated FLOPs when each group keeps ``counts[key]`` channels (others: all)."""
+        seg_frac = self._seg_frac(self.fractions(counts))
         total = 0.0
         for name, cost in self.layer_costs.items():
             lc = self.graph.layers.get(name)
@@ -213,6 +270,11 @@ class AllocationProblem:
             allocation also goes on until ``latency_ms(counts)`` is at most this fraction
             of the dense model's. FLOPs track time poorly on SIMD CPUs, so a FLOPs target
             alone does not promise a speed-up.
+        params_keep: Optional parameter keep ratio (:meth:`FlopsModel.params`): the
+            allocation spends its budget where it saves the most *weights* and goes on until
+            the estimated parameters are at most this fraction of the dense model's (the
+            FLOPs target still holds; 1.0 leaves it free). For byte goals: a file's size
+            follows its weights, not its FLOPs.
 
     Example:
         A convolution of 12 filters kept in multiples of 4:
@@ -236,6 +298,16 @@ class AllocationProblem:
     evaluate: Callable[[Mapping[str, int]], float]
     latency_ms: Callable[[Mapping[str, int]], float] | None = None
     latency_keep: float | None = None
+    params_keep: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.params_keep is not None:
+            _check_ratio("params_keep", self.params_keep)
+            if self.latency_ms is not None:
+                # One saving per move ranks the greedy steps: time or weights, not both.
+                raise errors.InvalidArgumentError(
+                    "params_keep", self.params_keep, "None when the problem has a latency_ms"
+                )
 
 
 def choices_for(graph: channel_graph.ChannelGraph, multiple: int = 8) -> dict[str, list[int]]:
@@ -260,9 +332,10 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
     Each group's sensitivity is measured alone (the model pruned in that group only, at every
     allowed count), then channels are taken away one rounding step at a time from the group
     whose next step costs the least score per FLOP saved -- per millisecond saved when the
-    problem has a latency model -- until the FLOPs target is met (and the predicted latency
-    target, when the problem has one; while that one is unmet a move may take several steps
-    at once, to cross a SIMD tile). A target that even the smallest counts miss raises
+    problem has a latency model, per weight saved when it has a ``params_keep`` -- until the
+    FLOPs target is met (and the predicted latency or parameter target, when the problem has
+    one; while a latency target is unmet a move may take several steps at once, to cross a
+    SIMD tile). A target that even the smallest counts miss raises
     :class:`~pocketflow_tf.errors.InvalidArgumentError` before any group is evaluated.
     Assuming the groups' losses add up is what makes this cheap (one evaluation per group and
     count); the search optimisers of issue 6 replace it through
@@ -293,8 +366,14 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
             )
         lat_target = problem.latency_keep * problem.latency_ms(full)
 
+    params_target = None
+    if problem.params_keep is not None:
+        params_target = problem.params_keep * fm.dense_params
+
     def unmet(counts, flops):
         if flops > target:
+            return True
+        if params_target is not None and fm.params(counts) > params_target:
             return True
         return lat_target is not None and problem.latency_ms(counts) > lat_target
 
@@ -306,6 +385,13 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
                 problem.flops_keep,
                 f"a FLOPs keep ratio >= {fm.flops(counts) / fm.dense_flops:.3f} (the smallest "
                 "reachable)",
+            )
+        if params_target is not None and fm.params(counts) > params_target:
+            raise errors.InvalidArgumentError(
+                "cp_params_keep",
+                problem.params_keep,
+                f"a parameter keep ratio >= {fm.params(counts) / fm.dense_params:.3f} (the "
+                "smallest reachable)",
             )
         raise errors.InvalidArgumentError(
             "cp_latency_keep",
@@ -348,6 +434,10 @@ def greedy_sensitivity(problem: AllocationProblem, verbose: bool = False) -> dic
                     continue
                 nxt = {**counts, key: options[j]}
                 saved = current - fm.flops(nxt)
+                if params_target is not None:
+                    # Weights saved; FLOPs break ties between moves that save none.
+                    saved = fm.params(counts) - fm.params(nxt)
+                    saved += 1e-9 * (current - fm.flops(nxt)) / fm.dense_flops
                 if saved <= 0:
                     continue
                 if problem.latency_ms is not None:

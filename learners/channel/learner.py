@@ -130,6 +130,12 @@ class ChannelOptions(options.Options):
         "most this fraction of the dense model's (0.5: 2x faster)",
         **_RATIO,
     )
+    cp_params_keep: float | None = options.option(
+        None,
+        help="auto: also prune until the estimated parameters are at most this fraction of "
+        "the dense model's, removing channels where they hold the most weights (byte goals)",
+        **_RATIO,
+    )
     cp_list_group: int = options.option(
         0,
         help="groups pruned per round, with cp_nb_iters_ft fine-tuning steps between rounds "
@@ -207,6 +213,26 @@ class ChannelOptions(options.Options):
                     self.cp_latency_keep,
                     "None with a ratio_search (only the greedy allocation honours it)",
                 )
+        if self.cp_params_keep is not None:
+            if self.cp_prune_option != "auto":
+                raise errors.InvalidArgumentError(
+                    "cp_params_keep",
+                    self.cp_params_keep,
+                    "None unless cp_prune_option='auto' (it plans the counts)",
+                )
+            if self.cp_cost != "flops":
+                raise errors.InvalidArgumentError(
+                    "cp_params_keep",
+                    self.cp_params_keep,
+                    "None with cp_cost='latency' (the greedy steps rank time or weights)",
+                )
+            if self.cp_ratio_search != "greedy":
+                raise errors.InvalidArgumentError(
+                    "cp_params_keep",
+                    self.cp_params_keep,
+                    f"None with cp_ratio_search={self.cp_ratio_search!r} (its bounds hold "
+                    "FLOPs only; the greedy allocation honours a parameter target)",
+                )
         if searched and self.cp_prune_option != "auto":
             raise errors.InvalidArgumentError(
                 "ratio_search" if self.ratio_search is not None else "cp_ratio_search",
@@ -282,6 +308,13 @@ class ChannelPrunedLearner(learner.Learner):
             faster), so the plan meets both targets. On an AVX-512 host, ResNet-20 at 0.4x
             FLOPs ran only 1.81-1.89x faster: an output channel count off the 16-wide SIMD
             tile saves no time. ``None``: the FLOPs target alone.
+        cp_params_keep: With ``auto``: the allocation also goes on until the estimated
+            parameters are at most this fraction of the dense model's, taking channels where
+            they hold the most weights per unit of proxy loss (set ``cp_preserve_ratio=1`` to
+            leave FLOPs free). For byte goals: on ResNet-20 a FLOPs-targeted plan reached
+            0.1x of the float file only at 0.46x FLOPs, since stage-3 convolutions hold 16x
+            the weights of stage-1 ones at equal FLOPs. A ``ratio_search`` hook receives it
+            in the problem and its counts are checked against it.
         cp_list_group: Channel groups pruned per round; after every round but the last the
             thinner model is fine-tuned for ``cp_nb_iters_ft`` steps (distilled from the
             dense model when distillation is on) before the next groups are selected on it,
@@ -455,13 +488,36 @@ class ChannelPrunedLearner(learner.Learner):
                 f"a FLOPs keep ratio >= {fm.flops(smallest) / fm.dense_flops:.3f}, the smallest "
                 f"this model reaches with channel counts rounded to multiples of {r}",
             )
+        if (
+            self.cp_params_keep is not None
+            and fm.params(smallest) > self.cp_params_keep * fm.dense_params
+        ):
+            raise errors.InvalidArgumentError(
+                "cp_params_keep",
+                self.cp_params_keep,
+                f"a parameter keep ratio >= {fm.params(smallest) / fm.dense_params:.3f}, the "
+                "smallest this model reaches by channel pruning (unprunable layers keep "
+                f"theirs) with counts rounded to multiples of {r}",
+            )
         if calib is None:
             return {}
         problem = self._problem(model, graph, fm, calib)
         search = self.ratio_search or (
             lambda p: allocation.greedy_sensitivity(p, verbose=self.verbose >= 2)
         )
-        return search(problem)
+        counts = search(problem)
+        if self.cp_params_keep is not None:
+            # A ratio_search hook may ignore the parameter target; a plan that misses it
+            # would silently miss the byte goal it serves.
+            got = fm.params(counts) / fm.dense_params
+            if got > self.cp_params_keep + 1e-9:
+                raise errors.InvalidArgumentError(
+                    "ratio_search",
+                    self.ratio_search,
+                    f"counts meeting cp_params_keep={self.cp_params_keep} (they keep "
+                    f"{got:.4f} of the parameters)",
+                )
+        return counts
 
     def allocation_problem(
         self, model: keras.Model, x: np.ndarray, y: np.ndarray
@@ -506,6 +562,7 @@ class ChannelPrunedLearner(learner.Learner):
             self._proxy_evaluator(model, graph, calib),
             latency_ms=None if self._latency is None else self._latency.model_ms,
             latency_keep=self.cp_latency_keep,
+            params_keep=self.cp_params_keep,
         )
 
     def _proxy_evaluator(self, model, graph, calib):
