@@ -14,9 +14,12 @@ the full 60k training images, no export), and reads the run record it writes:
   validation passes included) per training step; run the benchmark on an otherwise idle
   machine, since other loopback traffic counts too.
 
-Configurations: ``1`` (one process), ``<backend>-2`` (two workers, float32 exchange) and
-``<backend>-2-ecq<bits>`` (two workers, ECQ-SGD). Horovod runs in the TF 2.15 lane
-(``tools/horovod_lane.sh``, prepared on first use).
+Configurations: ``1`` (one process), ``<backend>-2`` (two workers, float32 exchange),
+``<backend>-2-ecq<bits>`` (two workers, ECQ-SGD) and ``<backend>-hosts2`` (optionally
+``-ecq<bits>``): two loopback "hosts", 127.0.0.1 and 127.0.0.2, one worker each, started by
+``./run_cluster.sh --hosts 127.0.0.1:1,127.0.0.2:1`` -- the multi-host path (per-host
+``TF_CONFIG`` / Gloo rendezvous across addresses), on one machine. Horovod runs in the TF 2.15
+lane (``tools/horovod_lane.sh``, prepared on first use).
 
 Environment: ``PFTF_DIST_CONFIGS`` (default ``1,tf-2,tf-2-ecq4,horovod-2,horovod-2-ecq4``),
 ``PFTF_DIST_EPOCHS`` (default 3).
@@ -25,6 +28,8 @@ Example:
     >>> from bench.benchmarks import distributed
     >>> distributed.parse_config("tf-2-ecq4"), distributed.parse_config("1")
     (('tf', 2, 4), ('single', 1, 0))
+    >>> distributed.parse_config("horovod-hosts2"), distributed.loopback_hosts(2)
+    (('horovod', 2, 0), '127.0.0.1:1,127.0.0.2:1')
 """
 
 from __future__ import annotations
@@ -49,22 +54,48 @@ def parse_config(config: str) -> tuple[str, int, int]:
         >>> parse_config("tf-two")
         Traceback (most recent call last):
         ...
-        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `PFTF_DIST_CONFIGS`: 'tf-two'. Accepted: 1, <tf|horovod>-<workers> or <tf|horovod>-<workers>-ecq<bits>, e.g. tf-2-ecq4.
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `PFTF_DIST_CONFIGS`: 'tf-two'. Accepted: 1, <tf|horovod>-<workers> or <tf|horovod>-<workers>-ecq<bits>, e.g. tf-2-ecq4, or <tf|horovod>-hosts<n>[-ecq<bits>] for n loopback hosts, e.g. tf-hosts2.
     """
     if config == "1":
         return "single", 1, 0
     parts = config.split("-")
+    if len(parts) > 1 and parts[1].startswith("hosts"):
+        parts[1] = parts[1][len("hosts") :]
     ok = len(parts) in (2, 3) and parts[0] in ("tf", "horovod") and parts[1].isdigit()
+    ok = ok and int(parts[1]) >= 1
     if ok and len(parts) == 3:
         ok = parts[2].startswith("ecq") and parts[2][3:].isdigit()
     if not ok:
         raise errors.InvalidArgumentError(
             "PFTF_DIST_CONFIGS",
             config,
-            "1, <tf|horovod>-<workers> or <tf|horovod>-<workers>-ecq<bits>, e.g. tf-2-ecq4",
+            "1, <tf|horovod>-<workers> or <tf|horovod>-<workers>-ecq<bits>, e.g. tf-2-ecq4, "
+            "or <tf|horovod>-hosts<n>[-ecq<bits>] for n loopback hosts, e.g. tf-hosts2",
         )
     bits = int(parts[2][3:]) if len(parts) == 3 else 0
     return parts[0], int(parts[1]), bits
+
+
+def is_hosts(config: str) -> bool:
+    """Whether ``config`` runs one worker on each of several loopback "hosts".
+
+    Example:
+        >>> is_hosts("tf-hosts2-ecq4"), is_hosts("tf-2")
+        (True, False)
+    """
+    parts = config.split("-")
+    return len(parts) > 1 and parts[1].startswith("hosts")
+
+
+def loopback_hosts(n: int) -> str:
+    """The ``--hosts`` value of ``n`` loopback "hosts" with one worker each (Linux routes all
+    of 127/8 to ``lo``, so each address is a distinct host to the launchers).
+
+    Example:
+        >>> loopback_hosts(3)
+        '127.0.0.1:1,127.0.0.2:1,127.0.0.3:1'
+    """
+    return ",".join(f"127.0.0.{i + 1}:1" for i in range(n))
 
 
 def loopback_bytes() -> int | None:
@@ -85,11 +116,17 @@ def loopback_bytes() -> int | None:
     return None
 
 
-def _command(backend: str, workers: int, bits: int, epochs: int, save: str) -> list[str]:
+def _command(
+    backend: str, workers: int, bits: int, epochs: int, save: str, hosts: bool = False
+) -> list[str]:
     full = recipe.get_recipe("convnet_at_fmnist").train.epochs
-    cmd = [os.path.join(ROOT, "run_local.sh")]
-    if workers > 1:
-        cmd += ["-n", str(workers), "--backend", backend]
+    if hosts:
+        cmd = [os.path.join(ROOT, "run_cluster.sh"), "--hosts", loopback_hosts(workers)]
+        cmd += ["--backend", backend]
+    else:
+        cmd = [os.path.join(ROOT, "run_local.sh")]
+        if workers > 1:
+            cmd += ["-n", str(workers), "--backend", backend]
     cmd += [
         "nets/convnet_at_fmnist_run.py",
         f"--nb_epochs_rat={epochs / full:.6f}",
@@ -115,7 +152,7 @@ def run() -> list[dict]:
     for config, (backend, workers, bits) in zip(configs, parsed, strict=True):
         with tempfile.TemporaryDirectory(prefix="pftf-dist-") as tmp:
             save = os.path.join(tmp, "model.keras")
-            cmd = _command(backend, workers, bits, epochs, save)
+            cmd = _command(backend, workers, bits, epochs, save, hosts=is_hosts(config))
             lo_start = loopback_bytes()
             record, wall = scripts.run_recorded(cmd, f"distributed {config}", tmp)
             lo_end = loopback_bytes()
@@ -138,6 +175,7 @@ def run() -> list[dict]:
             command=f"PFTF_DIST_CONFIGS={config} PFTF_DIST_EPOCHS={epochs} {COMMAND}",
             backend=backend,
             workers=workers,
+            hosts=workers if is_hosts(config) else 1,
             ecq_bits=bits,
             samples_per_s=metrics.get("train_samples_per_s"),
             bytes_per_step=dist.get("bytes_per_step"),
