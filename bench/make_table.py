@@ -34,6 +34,10 @@ COLUMNS = (
     ("setting", "setting"),
     # Only when a table's rows come from more than one host (see host_attribution).
     ("host_label", "host"),
+    # auto: the chain the search chose, and the verdicts (held-out: the learner's own)
+    ("chain", "chain"),
+    ("met", "target met (held-out)"),
+    ("met_on_test", "met on test"),
     # Rows of one benchmark may differ in fine-tuning length (a knob, not part of the setting).
     ("epochs", "epochs"),
     ("acc_pruned", "acc before fine-tune"),
