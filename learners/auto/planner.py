@@ -625,12 +625,21 @@ def flops_keep_range(
                 + (f", x{best.bytes_ratio:g} in {best.export_mode}" if best.bytes_ratio < 1 else "")
                 + f"; {PRUNE_BYTES_MARGIN}x margin)"
             )
-    floor = facts.min_flops_keep * 1.001  # the planner's rounding must not go below it
+    # The planner's rounding must not go below what the model reaches.
+    floor = facts.min_flops_keep * 1.001
+    return _range_above(low, high, floor, "FLOPs keep", "channel counts rounded", notes)
+
+
+def _range_above(
+    low: float, high: float, floor: float, what: str, why: str, notes: list[str]
+) -> tuple[tuple[float, float], list[str]]:
+    """``(low, high)`` with ``low`` raised to ``floor``; a goal below the floor keeps a small
+    range just above it (those trials measure how close the model gets)."""
     low = max(min(low, high * 0.5), floor)
     if high <= low:
         notes.append(
-            f"the goals need FLOPs keep <= {high:.3g}, but this model reaches {floor:.3g} at "
-            "best (channel counts rounded): searching just above what it reaches"
+            f"the goals need {what} <= {high:.3g}, but this model reaches {floor:.3g} at best "
+            f"({why}): searching just above what it reaches"
         )
         high = min(1.0, max(low * 1.5, low + 0.05))
     return (round(low, 6), round(high, 6)), notes
@@ -688,15 +697,8 @@ def params_keep_range(
                 + f"; {PARAMS_BYTES_MARGIN}x margin)"
             )
     floor = facts.min_params_keep * 1.001
-    low = max(min(low, high * 0.5), floor)
-    if high <= low:
-        notes.append(
-            f"the goals need parameter keep <= {high:.3g}, but this model reaches "
-            f"{floor:.3g} at best (its unprunable layers keep their weights): searching just "
-            "above what it reaches"
-        )
-        high = min(1.0, max(low * 1.5, low + 0.05))
-    return (round(low, 6), round(high, 6)), notes
+    why = "its unprunable layers keep their weights"
+    return _range_above(low, high, floor, "parameter keep", why, notes)
 
 
 def sparsity_range(

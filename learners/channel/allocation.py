@@ -154,38 +154,39 @@ class FlopsModel:
             >>> FlopsModel.build(m).params({"h": 4})  # 4*4+4 and 4*2+2
             30.0
         """
-        seg_frac = self._seg_frac(self.fractions(counts))
-        total = 0.0
-        for name, cost in self.layer_costs.items():
-            lc = self.graph.layers.get(name)
-            if lc is None:
-                total += cost.params
-                continue
-            f_out = seg_frac(lc.output)
-            if lc.kind == "producer":
-                kernel = self.kernel_params.get(name, cost.params)
-                f_in = seg_frac(lc.inputs[0])
-                total += kernel * f_in * f_out + (cost.params - kernel) * f_out
-            else:
-                total += cost.params * f_out
-        return total
+
+        def scaled(name, c, f_in, f_out):
+            if f_in is None:
+                return c.params * f_out
+            kernel = self.kernel_params.get(name, c.params)
+            return kernel * f_in * f_out + (c.params - kernel) * f_out
+
+        return self._total(counts, lambda c: c.params, scaled)
 
     def flops(self, counts: Mapping[str, int]) -> float:
         """Estimated FLOPs when each group keeps ``counts[key]`` channels (others: all)."""
+
+        def scaled(name, c, f_in, f_out):
+            if f_in is None:
+                return c.flops * f_out
+            macs = c.macs * f_in * f_out
+            return 2 * macs + (c.flops - 2 * c.macs) * f_out
+
+        return self._total(counts, lambda c: c.flops, scaled)
+
+    def _total(self, counts, unpruned, scaled) -> float:
+        """Sums ``unpruned(cost)`` over layers outside the channel graph and
+        ``scaled(name, cost, f_in, f_out)`` over the others (``f_in``: ``None`` unless the
+        layer is a producer, whose kernel scales with both kept fractions)."""
         seg_frac = self._seg_frac(self.fractions(counts))
         total = 0.0
         for name, cost in self.layer_costs.items():
             lc = self.graph.layers.get(name)
             if lc is None:
-                total += cost.flops
+                total += unpruned(cost)
                 continue
-            f_out = seg_frac(lc.output)
-            if lc.kind == "producer":
-                f_in = seg_frac(lc.inputs[0])
-                macs = cost.macs * f_in * f_out
-                total += 2 * macs + (cost.flops - 2 * cost.macs) * f_out
-            else:
-                total += cost.flops * f_out
+            f_in = seg_frac(lc.inputs[0]) if lc.kind == "producer" else None
+            total += scaled(name, cost, f_in, seg_frac(lc.output))
         return total
 
 
