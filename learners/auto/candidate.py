@@ -5,9 +5,9 @@ steps) and the final model (:mod:`learner`: the full fine-tuning budget), so wha
 ranked is what gets built, only trained longer:
 
 1. ``prune`` chains: ``ChannelPrunedLearner`` with the ``auto`` per-group allocation for the
-   trial's FLOPs keep ratio (or parameter keep ratio, byte-only targets) and criterion, on a fixed calibration subset of the training
-   split, then a fine-tune distilled from the dense model at ``lr_factor`` times the
-   configured learning rate;
+   trial's FLOPs keep ratio (its parameter keep ratio for byte-only targets) and criterion,
+   on a fixed calibration subset of the training split, then a fine-tune distilled from the
+   dense model at ``lr_factor`` times the configured learning rate;
 2. ``sparse`` chains: weight sparsity by gradual magnitude pruning during the same distilled
    fine-tune (:mod:`sparse_build`), exported in TFLite's sparse storage;
 3. ``int8`` chains: a full-integer int8 export (post-training quantization of the float
@@ -167,8 +167,8 @@ def build(
         dense: The dense model (never modified).
         teacher: The distillation teacher (a frozen copy of ``dense``).
         params: A point of the plan's space (``chain`` and, for pruning chains,
-            ``flops_keep`` or ``params_keep``, ``criterion``, ``lr_factor``; for sparse chains ``sparsity``,
-            ``lr_factor``).
+            ``flops_keep`` or ``params_keep``, ``criterion``, ``lr_factor``; for sparse chains
+            ``sparsity``, ``lr_factor``).
         data: The search data (fine-tunes on ``x_train``, selects on ``x_calib``).
         train_config: The configured fine-tuning; its learning rate is scaled by
             ``lr_factor``.

@@ -130,15 +130,6 @@ class FlopsModel:
         """Kept fraction per resolved group id for counts keyed by :func:`key_of`."""
         return group_fractions(self.graph, counts)
 
-    def _seg_frac(self, frac: Mapping[int, float]):
-        def seg_frac(segments):
-            width = sum(s.width for s in segments)
-            if width == 0:
-                return 1.0
-            return sum(frac[self.graph.find(s.group)] * s.width for s in segments) / width
-
-        return seg_frac
-
     def params(self, counts: Mapping[str, int]) -> float:
         """Estimated parameters when each group keeps ``counts[key]`` channels (others: all).
 
@@ -178,7 +169,14 @@ class FlopsModel:
         """Sums ``unpruned(cost)`` over layers outside the channel graph and
         ``scaled(name, cost, f_in, f_out)`` over the others (``f_in``: ``None`` unless the
         layer is a producer, whose kernel scales with both kept fractions)."""
-        seg_frac = self._seg_frac(self.fractions(counts))
+        frac = self.fractions(counts)
+
+        def seg_frac(segments):
+            width = sum(s.width for s in segments)
+            if width == 0:
+                return 1.0
+            return sum(frac[self.graph.find(s.group)] * s.width for s in segments) / width
+
         total = 0.0
         for name, cost in self.layer_costs.items():
             lc = self.graph.layers.get(name)
