@@ -73,12 +73,24 @@ COLUMNS = (
     ("compact", "compact file"),
     ("compact_acc", "compact acc"),
     ("compact_latency_ratio", "compact latency × (vs decoded)"),
+    # distributed: worker processes, and the loopback "hosts" of a run_cluster.sh
+    # configuration; trials: the auto search's trial worker processes
+    ("workers", "workers"),
+    ("hosts", "hosts"),
     ("samples_per_s", "train img/s"),
     ("bytes_per_step", "grad B/step"),
     ("lo_bytes_per_step", "loopback B/step"),
     ("exchange_ratio", "grad bytes ÷"),
     ("curve_val_acc", "test acc per epoch (%)"),
     ("best_score", "best proxy score (median of seeds)"),
+    # trials: the auto search with 1 and 2 trial worker processes (bench/benchmarks/trials.py)
+    ("search_s", "search s"),
+    ("search_ratio", "search speed-up ×"),
+    ("best_value", "best trial value"),
+    ("complete", "complete"),
+    ("failed", "failed"),
+    ("lost", "lost"),
+    ("attempts", "attempts"),
     ("trials_to_random_best", "trials to random's best, per seed"),
     # zoo: structure of keras.applications models (bench/benchmarks/zoo.py)
     ("prunable_groups", "prunable groups"),
@@ -154,7 +166,9 @@ def format_value(field: str, value) -> str:
         return " / ".join("–" if v is None else str(v) for v in value)
     if field == "curve_val_acc":
         return " / ".join(f"{100 * v:.1f}" for v in value)
-    if field in ("wall_s", "samples_per_s"):
+    if field == "best_value":
+        return f"{value:.4f}"
+    if field in ("wall_s", "samples_per_s", "search_s"):
         return f"{value:.0f}"
     return str(value)
 
