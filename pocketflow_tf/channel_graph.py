@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
-from pocketflow_tf import errors, layer_rules
+from pocketflow_tf import errors, layer_rules, model_io
 from pocketflow_tf.compat import keras, tf
 
 
@@ -582,6 +582,15 @@ def layer_calls(model: keras.Model) -> list[tuple[keras.layers.Layer, list[tuple
         >>> [(layer.name, inbound) for layer, inbound in layer_calls(m)]
         [('x', []), ('d', [('x', 0)])]
     """
+    if model_io.is_keras3(model):
+        # The public entries (Learner.fit, compress, export_tflite, the accounting) bridge a
+        # Keras 3 model; this internal walk needs the tf-keras twin they compute on.
+        raise errors.UnsupportedModelError(
+            f"model '{model.name}' is a Keras 3 {type(model).__name__}: the layer graph is "
+            "read from its tf-keras twin; convert it with "
+            "pocketflow_tf.interop.to_framework(model)[0] first (Learner.fit, compress and "
+            "export_tflite do this themselves)"
+        )
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise errors.UnsupportedModelError(
             f"model '{getattr(model, 'name', model)}' ({type(model).__name__}) is subclassed: "

@@ -232,6 +232,20 @@ def test_subclassed_and_shared_layers_are_refused():
         channel_graph.build(m)
 
 
+def test_a_keras3_model_is_named_as_such_with_its_conversion():
+    # The public entries bridge Keras 3 models; this internal walk says how, instead of
+    # calling a Keras 3 Sequential "subclassed".
+    import keras as keras3
+
+    from pocketflow_tf import interop
+
+    m3 = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(8), keras3.layers.Dense(2)])
+    with pytest.raises(errors.UnsupportedModelError, match=r"Keras 3 Sequential.*to_framework"):
+        channel_graph.build(m3)
+    graph = channel_graph.build(interop.to_framework(m3)[0])
+    assert [g.size for g in graph.prunable_groups()] == [8]
+
+
 def test_masking_consumers_equals_surgery():
     model = kitchen_sink()
     g = channel_graph.build(model)
