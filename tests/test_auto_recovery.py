@@ -33,6 +33,23 @@ def test_plan_epochs_fills_the_budget_within_the_cap(budget_s, s_per_step, expec
     assert got == expected
 
 
+@pytest.mark.parametrize(
+    "budget_s, s_per_step, expected",
+    [
+        (None, 0.01, recovery.UNBUDGETED_EPOCHS),  # nothing bounds it: the default
+        (1000.0, None, recovery.UNBUDGETED_EPOCHS),  # speed unknown (the deadline guards)
+        (100.0, 0.01, 160),  # no cap: every epoch the budget leaves
+        (3600.0, 0.05, 1152),  # 3600 * 0.8 / (0.05 * 50)
+        (0.0, 0.01, 1),
+    ],
+)
+def test_plan_epochs_without_a_cap_follows_the_budget(budget_s, s_per_step, expected):
+    got = recovery.plan_epochs(
+        budget_s=budget_s, s_per_step=s_per_step, steps_per_epoch=50, max_epochs=None
+    )
+    assert got == expected
+
+
 # -- extrapolating a learning curve ------------------------------------------------------------
 
 
@@ -183,6 +200,21 @@ def test_final_fine_tune_stops_once_recovered_and_reports_why(trained, tmp_path)
     assert "on the test data" in stored["answer"]["summary"]
     page = open(result.html_path).read()
     assert "Final fine-tune: 1 of 4 planned epoch(s)" in page and "test accuracy" in page
+
+
+def test_final_fine_tune_without_a_cap_plans_what_the_budget_leaves(trained, tmp_path):  # noqa: F811
+    model, data = trained
+    opts = tiny_models.auto_budget(
+        proxy_steps=8, samples=128, int8_final="ptq", final_epochs=None, max_trials=1
+    )
+    # drop<=100: recovered after the first epoch, whatever the plan
+    result = compress(model, data, "flops<=0.6, drop<=100", str(tmp_path), **opts)
+    ft = result.report["final"]["fine_tune"]
+    # the default budget (3600 s, half for the final build) holds far more than the 30
+    # epochs of the old cap at this net's measured speed (~0.1 s per epoch of 12 steps)
+    assert ft["planned_epochs"] > 100 and ft["reason"] == "recovered"
+    assert len(ft["curve"]) == 1
+    assert result.report["settings"]["auto_final_epochs"] is None
 
 
 def test_final_fine_tune_follows_a_spent_wall_budget(trained, tmp_path):  # noqa: F811

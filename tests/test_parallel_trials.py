@@ -328,7 +328,10 @@ def test_auto_search_with_two_trial_workers(tmp_path, monkeypatch):
     assert any(r["status"] == "complete" for r in rows) and os.path.exists(result.tflite_path)
     with parallel.shared_storage.quiet_optuna():
         stored = optuna.load_study(study_name="study", storage=url).get_trials()
-    assert {t.user_attrs.get("worker") for t in stored} == {"worker 0", "worker 1"}
+    # Only trials a worker ran and told name it: on a loaded machine a worker asking while
+    # the other takes the last of max_trials tells its trial as surplus, unrun (seen once).
+    ran = [t for t in stored if "trial_seed" in t.user_attrs]
+    assert {t.user_attrs.get("worker") for t in ran} == {"worker 0", "worker 1"}
     # Continued without workers, the run is refused before any work.
     with pytest.raises(errors.InvalidArgumentError, match="workers.*parallel workers"):
         compress(model, data, "flops<=0.5", str(tmp_path / "auto"), max_trials=3, seed=0, **budget)

@@ -118,9 +118,10 @@ class AutoOptions(options.Options):
         "fine-tune, or both with the more accurate on held-out data kept",
     )
     auto_qat_epochs: int = options.option(1, help="epochs of the final QAT fine-tune", low=1)
-    auto_final_epochs: int = options.option(
-        30,
-        help="most epochs of the final distilled fine-tune; it ends earlier once the held-out "
+    auto_final_epochs: int | None = options.option(
+        None,
+        help="most epochs of the final distilled fine-tune (None: as many as the wall budget "
+        "leaves, or 30 without auto_max_wall_s); it ends earlier once the held-out "
         "accuracy is back above the floor (plus auto_final_margin), after auto_final_patience "
         "epochs without gain, or when the wall budget runs out",
         low=1,

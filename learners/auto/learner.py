@@ -68,6 +68,7 @@ from pocketflow_tf.learners.auto import (
     report,
     sparse_build,
     splits,
+    storage_probe,
     trial_worker,
 )
 from pocketflow_tf.learners.auto.target import Target, Verdict, human_bytes
@@ -105,7 +106,8 @@ class _Run:
     facts: planner.ModelFacts
     validation_data: tuple[np.ndarray, np.ndarray] | None
     t_start: float
-    final_epochs: int = 1
+    #: The most epochs of the final fine-tune (``None``: what the wall budget leaves).
+    final_epochs: int | None = None
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     teacher: keras.Model | None = None
     reference: proxy.Reference | None = None
@@ -158,9 +160,11 @@ class AutoLearner(learner.Learner):
             the one more accurate on the held-out data wins).
         auto_qat_epochs: Epochs of the final QAT fine-tune.
         auto_final_epochs: Most epochs of the final distilled fine-tune (``fit(epochs=)``
-            overrides it). It ends earlier once the held-out accuracy is back above the
-            target's floor plus ``auto_final_margin`` points, after ``auto_final_patience``
-            epochs without gain, or when the wall budget runs out; the best epoch is kept.
+            overrides it; default ``None``: as many as the wall budget leaves at the chosen
+            trial's measured speed, or 30 without ``auto_max_wall_s``). It ends earlier once
+            the held-out accuracy is back above the target's floor plus
+            ``auto_final_margin`` points, after ``auto_final_patience`` epochs without gain,
+            or when the wall budget runs out; the best epoch is kept.
         auto_final_patience: Epochs without held-out gain before the final fine-tune stops
             (default ``None``: never; the cosine schedule's late epochs gain most).
         auto_final_margin: Points above the floor at which it stops.
@@ -201,7 +205,8 @@ class AutoLearner(learner.Learner):
     save_extension: ClassVar[str] = ".keras"
     epochs_note: ClassVar[str | None] = (
         "epochs: the search's trials take auto_proxy_steps steps each; the final fine-tune "
-        "takes up to auto_final_epochs, fewer once recovered or out of budget"
+        "takes what the budget leaves (at most auto_final_epochs when given), fewer once "
+        "recovered"
     )
 
     def __init__(
@@ -435,7 +440,20 @@ class AutoLearner(learner.Learner):
         if self.target.speedup is not None and any(c.int8 for c in chains):
             speedup = self._int8_speedup(run.model, run.data, run.reference)
             run.facts = dataclasses.replace(run.facts, int8_speedup=speedup)
+        if planner.bytes_goal_ratio(self.target, run.facts) is not None:
+            # Every chain the goals allow, before the estimates drop any: the measured
+            # ratios may keep a chain the constants would have dropped.
+            storage = self._storage(run.model, run.data, run.reference)
+            run.facts = dataclasses.replace(
+                run.facts,
+                export_ratios=storage.export_ratios,
+                sparse_bytes=storage.sparse_bytes,
+            )
+            storage_notes = storage_probe.describe(storage)
+        else:
+            storage_notes = []
         run.plan = planner.plan(self.target, run.facts)
+        run.plan.notes[:0] = storage_notes  # the report says what the ranges stand on
         self._say(f"target: {self.target.describe()}; chains {run.plan.chain_names}")
         for note in run.plan.notes:
             self._say(f"  plan: {note}")
@@ -768,6 +786,29 @@ class AutoLearner(learner.Learner):
         self._say(f"  int8 is {ratio.speedup:.2f}x faster than float here")
         return ratio.speedup
 
+    def _storage(
+        self, model: keras.Model, data: splits.SearchData, reference: proxy.Reference
+    ) -> storage_probe.StorageFacts:
+        """The file-size ratios a byte goal plans with, measured on the dense model (once per
+        work directory and target, so a rerun plans the same search space)."""
+        info_path = os.path.join(self.auto_dir, "dense.storage.json")
+        chains = planner.allowed_chains(self.target)
+        key = {
+            "float_sha256": atomic_io.sha256_file(reference.tflite_path),
+            "chains": [c.name for c in chains],
+        }
+        try:
+            with open(info_path) as f:
+                info = json.load(f)
+            if info.get("key") == key:
+                return storage_probe.StorageFacts.from_dict(info["storage"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        self._say("measuring what this model's files weigh (it sets the byte goal's ranges)")
+        storage = storage_probe.measure(model, chains, data.x_rep, reference.bytes)
+        atomic_io.write_json(info_path, {"key": key, "storage": storage.to_dict()})
+        return storage
+
     def _build_final(
         self, run: _Run, params: dict[str, Any], callbacks, s_per_step: float | None
     ) -> tuple:
@@ -905,7 +946,7 @@ class AutoLearner(learner.Learner):
         return final_model, figures, info
 
     def _final_key(
-        self, params: dict[str, Any], cfg: training.TrainConfig, final_epochs: int
+        self, params: dict[str, Any], cfg: training.TrainConfig, final_epochs: int | None
     ) -> dict[str, Any]:
         """Everything the final build depends on beyond the study's own configuration."""
         return json.loads(

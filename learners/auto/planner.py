@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pocketflow_tf import channel_graph, errors
@@ -108,8 +108,10 @@ DEFAULT_SPARSITY_RANGE = (0.5, 0.97)
 #: sparsity)``, per export mode: the stored values plus their indices, and the layers left
 #: dense. Measured on ResNet-20 / Fashion-MNIST at weight sparsity 0.8957
 #: (``bench/results/sparsity.json``, dense float file 1,099,200 B): float-sparse 175,880 B
-#: (0.160x, factor 1.53), int8-sparse 122,128 B (0.111x, factor 1.07). One point only, so
-#: the planner uses it with a 10 % margin and only to narrow or drop, never to decide.
+#: (0.160x, factor 1.53), int8-sparse 122,128 B (0.111x, factor 1.07). One point of one
+#: model: ``auto`` measures the line on the user's model instead when a byte goal makes it
+#: matter (:attr:`ModelFacts.sparse_bytes`, :mod:`storage_probe`); on MobileNet-v1 and a
+#: user-style net the files came out 0.17-0.24x at sparsities 0.90-0.93, about twice this.
 SPARSE_BYTES_FACTOR = {"float": 1.53, "int8": 1.07}
 
 #: Layers with fewer prunable weights stay dense in the sparse chains (the
@@ -293,6 +295,14 @@ class ModelFacts:
             ``WeightSparseLearner`` rules with :data:`SPARSE_MIN_PARAMS`); ``None``: unknown.
         min_params_keep: The smallest parameter keep ratio channel pruning reaches (the
             layers it cannot prune keep theirs); 0: unknown.
+        export_ratios: The dense model's ``.tflite`` size per integer export mode
+            (``"int8"``, ``"int4"``) relative to its float file, measured on this model
+            (:mod:`storage_probe`); ``None`` or a missing mode: the constants
+            :data:`INT8_BYTES_RATIO` / :data:`INT4_BYTES_RATIO`.
+        sparse_bytes: Per sparse export mode (``"float"``, ``"int8"``), the measured line
+            ``(fixed, per_kept)``: the sparse file is ``fixed + per_kept * (1 - sparsity)``
+            of the float file (:mod:`storage_probe`); ``None`` or a missing mode:
+            :data:`SPARSE_BYTES_FACTOR`.
 
     Example:
         >>> ModelFacts(prunable=False, min_flops_keep=1.0).prunable
@@ -306,6 +316,8 @@ class ModelFacts:
     int8_speedup: float | None = None
     sparse_layers: tuple[str, ...] | None = None
     min_params_keep: float = 0.0
+    export_ratios: Mapping[str, float] | None = None
+    sparse_bytes: Mapping[str, tuple[float, float]] | None = None
 
 
 def model_facts(
@@ -348,6 +360,40 @@ def model_facts(
     )
 
 
+def export_ratio(chain: Chain, facts: ModelFacts) -> float:
+    """``chain``'s file relative to the dense float file before any pruning or sparsity:
+    measured on the model when ``facts`` has it (:attr:`ModelFacts.export_ratios`), else
+    :attr:`Chain.bytes_ratio`.
+
+    Example:
+        >>> export_ratio(CHAINS["prune+int4"], ModelFacts(True, 0.1))
+        0.16
+        >>> export_ratio(CHAINS["prune+int4"], ModelFacts(True, 0.1, export_ratios={"int4": 0.3}))
+        0.3
+    """
+    measured = facts.export_ratios or {}
+    if chain.int8 and chain.export_mode in measured:
+        return float(measured[chain.export_mode])
+    return chain.bytes_ratio
+
+
+def sparse_line(mode: str, facts: ModelFacts) -> tuple[float, float, bool]:
+    """``(fixed, per_kept, measured)``: a ``mode`` sparse file is about ``fixed + per_kept *
+    (1 - sparsity)`` of the dense float file, as measured on the model
+    (:attr:`ModelFacts.sparse_bytes`) or else from :data:`SPARSE_BYTES_FACTOR`.
+
+    Example:
+        >>> sparse_line("int8", ModelFacts(True, 0.1))
+        (0.0, 1.07, False)
+        >>> sparse_line("int8", ModelFacts(True, 0.1, sparse_bytes={"int8": (0.05, 1.4)}))
+        (0.05, 1.4, True)
+    """
+    line = (facts.sparse_bytes or {}).get(mode)
+    if line is None:
+        return 0.0, SPARSE_BYTES_FACTOR[mode], False
+    return float(line[0]), float(line[1]), True
+
+
 def bytes_goal_ratio(target: Target, facts: ModelFacts) -> float | None:
     """The byte goals as one ratio to the dense float file (``None``: no usable byte goal).
 
@@ -364,6 +410,7 @@ def bytes_goal_ratio(target: Target, facts: ModelFacts) -> float | None:
 
 
 def _too_big(what: str, best_ratio: float, target: Target, facts: ModelFacts) -> str | None:
+    # ``what`` says whether the ratio was measured on the model or estimated.
     # 10 % of margin: the estimates only drop clear cases.
     goal = bytes_goal_ratio(target, facts)
     if goal is None or best_ratio * 0.9 <= goal:
@@ -373,18 +420,26 @@ def _too_big(what: str, best_ratio: float, target: Target, facts: ModelFacts) ->
     return f"{what} gives ~{best_ratio * facts.dense_bytes:.0f} B > {target.max_bytes} B"
 
 
-def _int8_alone_too_big(target: Target, facts: ModelFacts) -> str | None:
-    return _too_big("int8 alone", INT8_BYTES_RATIO, target, facts)
+def _alone_too_big(name: str) -> Callable[[Target, ModelFacts], str | None]:
+    def check(target: Target, facts: ModelFacts) -> str | None:
+        chain = CHAINS[name]
+        how = "measured" if chain.export_mode in (facts.export_ratios or {}) else "estimated"
+        return _too_big(f"{name} alone ({how})", export_ratio(chain, facts), target, facts)
 
-
-def _int4_alone_too_big(target: Target, facts: ModelFacts) -> str | None:
-    return _too_big("int4 alone", INT4_BYTES_RATIO, target, facts)
+    return check
 
 
 def _sparse_too_big(mode: str) -> Callable[[Target, ModelFacts], str | None]:
-    best = SPARSE_BYTES_FACTOR[mode] * (1.0 - DEFAULT_SPARSITY_RANGE[1])
-    what = f"{mode} sparse storage at sparsity {DEFAULT_SPARSITY_RANGE[1]:g}"
-    return lambda target, facts: _too_big(what, best, target, facts)
+    top = DEFAULT_SPARSITY_RANGE[1]
+
+    def check(target: Target, facts: ModelFacts) -> str | None:
+        fixed, per_kept, measured = sparse_line(mode, facts)
+        what = (
+            f"{mode} sparse storage at sparsity {top:g} ({'measured' if measured else 'estimated'})"
+        )
+        return _too_big(what, fixed + per_kept * (1.0 - top), target, facts)
+
+    return check
 
 
 def _model_not_prunable(target: Target, facts: ModelFacts) -> str | None:
@@ -418,9 +473,9 @@ _HARD: set[Callable[[Target, ModelFacts], str | None]] = {_model_not_prunable}
 #: layer to sparsify -- is dropped unconditionally).
 ESTIMATES: dict[str, tuple[Callable[[Target, ModelFacts], str | None], ...]] = {
     "prune": (_model_not_prunable,),
-    "int8": (_int8_alone_too_big,),
+    "int8": (_alone_too_big("int8"),),
     "prune+int8": (_model_not_prunable,),
-    "int4": (_int4_alone_too_big,),
+    "int4": (_alone_too_big("int4"),),
     "prune+int4": (_model_not_prunable,),
     "sparse": (_nothing_to_sparsify(False), _sparse_too_big("float")),
     "sparse+int8": (_nothing_to_sparsify(True), _sparse_too_big("int8")),
@@ -519,6 +574,20 @@ def active_params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k == "chain" or k in chain.params}
 
 
+def allowed_chains(target: Target) -> list[Chain]:
+    """The chains every goal of ``target`` allows (:data:`RULES`), before any estimate.
+
+    Example:
+        >>> from pocketflow_tf.learners.auto.target import Target
+        >>> [c.name for c in allowed_chains(Target.parse("int8, 10x smaller"))]
+        ['int8', 'prune+int8', 'sparse+int8']
+    """
+    names = list(CHAINS)
+    for goal in target.resource_goals():
+        names = [n for n in names if n in RULES[goal][0]]
+    return [CHAINS[n] for n in names]
+
+
 def candidate_chains(target: Target, facts: ModelFacts) -> tuple[list[Chain], list[str]]:
     """The chains every goal of ``target`` allows, less those the estimates rule out.
 
@@ -532,11 +601,10 @@ def candidate_chains(target: Target, facts: ModelFacts) -> tuple[list[Chain], li
         >>> [c.name for c in chains]
         ['prune', 'prune+int8', 'int4', 'prune+int4', 'sparse', 'sparse+int8']
     """
-    names = list(CHAINS)
+    names = [c.name for c in allowed_chains(target)]
     notes = []
     for goal in target.resource_goals():
         allowed, why = RULES[goal]
-        names = [n for n in names if n in allowed]
         notes.append(f"{goal}: {', '.join(allowed)} ({why})")
     # Chains that cannot be built go first: a size estimate must not drop the one chain that
     # would have remained after them.
@@ -615,19 +683,29 @@ def flops_keep_range(
     if ratio is not None and pruning:
         # The most compact pruning chain sets the top: the others then miss the goal at
         # the highest ratios, which their trials measure.
-        best = min(pruning, key=lambda c: c.bytes_ratio)
-        top = ratio * PRUNE_BYTES_MARGIN / best.bytes_ratio
+        best = min(pruning, key=lambda c: export_ratio(c, facts))
+        factor = export_ratio(best, facts)
+        top = ratio * PRUNE_BYTES_MARGIN / factor
         if top < high:
             high = top
             notes.append(
                 f"bytes <= {ratio:.3g}x: FLOPs keep searched up to {top:.3g} (a pruned file "
                 f"keeps about its FLOPs share of the weights"
-                + (f", x{best.bytes_ratio:g} in {best.export_mode}" if best.bytes_ratio < 1 else "")
+                + _mode_factor_text(best, facts)
                 + f"; {PRUNE_BYTES_MARGIN}x margin)"
             )
     # The planner's rounding must not go below what the model reaches.
     floor = facts.min_flops_keep * 1.001
     return _range_above(low, high, floor, "FLOPs keep", "channel counts rounded", notes)
+
+
+def _mode_factor_text(chain: Chain, facts: ModelFacts) -> str:
+    """``", x0.28 in int8 (estimated)"`` for the notes; empty for a float chain."""
+    factor = export_ratio(chain, facts)
+    if factor >= 1:
+        return ""
+    how = "measured" if chain.export_mode in (facts.export_ratios or {}) else "estimated"
+    return f", x{factor:.3g} in {chain.export_mode} ({how})"
 
 
 def _range_above(
@@ -685,15 +763,15 @@ def params_keep_range(
     goal = bytes_goal_ratio(target, facts)
     pruning = [c for c in chains if c.prunes]
     if goal is not None and pruning:
-        best = min(pruning, key=lambda c: c.bytes_ratio)
-        top = goal * PARAMS_BYTES_MARGIN / best.bytes_ratio
+        best = min(pruning, key=lambda c: export_ratio(c, facts))
+        top = goal * PARAMS_BYTES_MARGIN / export_ratio(best, facts)
         if top < high:
             high = top
             notes.append(
                 f"bytes <= {goal:.3g}x: parameter keep searched up to {top:.3g} (pruning "
                 "takes channels where they hold the most weights; a pruned file keeps about "
                 "its parameter share of the bytes"
-                + (f", x{best.bytes_ratio:g} in {best.export_mode}" if best.bytes_ratio < 1 else "")
+                + _mode_factor_text(best, facts)
                 + f"; {PARAMS_BYTES_MARGIN}x margin)"
             )
     floor = facts.min_params_keep * 1.001
@@ -724,22 +802,36 @@ def sparsity_range(
     notes = []
     goal = bytes_goal_ratio(target, facts)
     if goal is not None:
-        factor = min(SPARSE_BYTES_FACTOR[c.export_mode] for c in chains if c.sparse)
-        needed = 1.0 - goal / (factor * 0.9)
+        # The most compact sparse candidate sets the bottom (the least sparsity needed).
+        needed, line = min(
+            (_sparsity_needed(goal, *sparse_line(c.export_mode, facts)[:2]), c.export_mode)
+            for c in chains
+            if c.sparse
+        )
+        fixed, per_kept, measured = sparse_line(line, facts)
+        how = (
+            f"{line} sparse file {fixed:.3g} + {per_kept:.3g} x (1 - sparsity) of the float "
+            f"bytes, {'measured on this model' if measured else 'estimated'}"
+        )
         if needed >= high:
             notes.append(
-                f"bytes <= {goal:.3g}x needs weight sparsity >= {needed:.3g} by the estimate "
-                f"(~{factor:g}x (1 - sparsity)), above the searched top {high:g}: searching "
-                "just below the top"
+                f"bytes <= {goal:.3g}x needs weight sparsity >= {needed:.3g} ({how}), above "
+                f"the searched top {high:g}: searching just below the top"
             )
         elif needed > low:
             notes.append(
-                f"bytes <= {goal:.3g}x: weight sparsity searched from {min(needed, high - 0.05):.4g} "
-                f"(sparse file ~{factor:g}x (1 - sparsity) of the float bytes, 10 % margin)"
+                f"bytes <= {goal:.3g}x: weight sparsity searched from "
+                f"{min(needed, high - 0.05):.4g} ({how}; 10 % margin)"
             )
         # At least 0.05 wide: the estimate is rough, and the search needs room.
         low = max(low, min(needed, high - 0.05))
     return (round(low, 4), high), notes
+
+
+def _sparsity_needed(goal: float, fixed: float, per_kept: float) -> float:
+    """The sparsity at which ``fixed + per_kept * (1 - sparsity)`` is within 10 % of
+    ``goal`` (the margin leans towards lower sparsities; above 1 when out of reach)."""
+    return 1.0 - (goal / 0.9 - fixed) / per_kept
 
 
 def plan(target: Target, facts: ModelFacts) -> Plan:
@@ -802,11 +894,14 @@ __all__ = [
     "bytes_goal_ratio",
     "ModelFacts",
     "Plan",
+    "allowed_chains",
     "candidate_chains",
+    "export_ratio",
     "flops_keep_range",
     "keep_param",
     "model_facts",
     "params_keep_range",
     "plan",
+    "sparse_line",
     "sparsity_range",
 ]

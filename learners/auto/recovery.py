@@ -35,6 +35,10 @@ from pocketflow_tf.compat import keras
 #: export, verification and latency measurement come after them.
 BUDGET_SHARE = 0.8
 
+#: Epochs of the final fine-tune when nothing else bounds it: no wall budget (or no measured
+#: training speed) and no ``auto_final_epochs``.
+UNBUDGETED_EPOCHS = 30
+
 #: The learning-curve model of :func:`extrapolate`: accuracy approaches its limit as
 #: ``a_inf - b / steps**EXPONENT``. 0.5 is the rate of SGD on a convex loss; a fitted exponent
 #: from 3-4 noisy points swings wildly, a fixed one only scales the gap, and ranking (what the
@@ -43,7 +47,11 @@ EXPONENT = 0.5
 
 
 def plan_epochs(
-    *, budget_s: float | None, s_per_step: float | None, steps_per_epoch: int, max_epochs: int
+    *,
+    budget_s: float | None,
+    s_per_step: float | None,
+    steps_per_epoch: int,
+    max_epochs: int | None,
 ) -> int:
     """Epochs of the final fine-tune: as many as fit :data:`BUDGET_SHARE` of the time left, at
     least 1 and at most ``max_epochs``.
@@ -53,18 +61,23 @@ def plan_epochs(
         s_per_step: Measured training seconds per step (``None``: unknown; then
             ``max_epochs``, and the deadline of :class:`RecoveryStop` guards the budget).
         steps_per_epoch: Steps of one epoch.
-        max_epochs: The most epochs allowed.
+        max_epochs: The most epochs allowed (``None``: what the budget allows; without a
+            budget or a measured speed, :data:`UNBUDGETED_EPOCHS`).
 
     Example:
         >>> plan_epochs(budget_s=None, s_per_step=0.1, steps_per_epoch=100, max_epochs=8)
         8
         >>> plan_epochs(budget_s=5, s_per_step=0.1, steps_per_epoch=100, max_epochs=8)
         1
+        >>> plan_epochs(budget_s=1000, s_per_step=0.1, steps_per_epoch=100, max_epochs=None)
+        80
+        >>> plan_epochs(budget_s=None, s_per_step=0.1, steps_per_epoch=100, max_epochs=None)
+        30
     """
     if budget_s is None or not s_per_step or s_per_step <= 0:
-        return int(max_epochs)
-    fits = math.floor(budget_s * BUDGET_SHARE / (s_per_step * max(1, steps_per_epoch)))
-    return int(min(max_epochs, max(1, fits)))
+        return int(UNBUDGETED_EPOCHS if max_epochs is None else max_epochs)
+    fits = max(1, math.floor(budget_s * BUDGET_SHARE / (s_per_step * max(1, steps_per_epoch))))
+    return int(fits if max_epochs is None else min(max_epochs, fits))
 
 
 def extrapolate(
@@ -339,6 +352,7 @@ class LearningCurve(keras.callbacks.Callback):
 __all__ = [
     "BUDGET_SHARE",
     "EXPONENT",
+    "UNBUDGETED_EPOCHS",
     "LearningCurve",
     "RecoveryStop",
     "extrapolate",

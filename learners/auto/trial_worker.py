@@ -44,7 +44,11 @@ def bundle_spec(folder: str) -> parallel.ObjectiveSpec:
 
 
 def final_steps(
-    s_per_step: float | None, *, steps_per_epoch: int, max_epochs: int, budget_s: float | None
+    s_per_step: float | None,
+    *,
+    steps_per_epoch: int,
+    max_epochs: int | None,
+    budget_s: float | None,
 ) -> int:
     """The final fine-tune's step count for a training speed (``AutoLearner._final_steps``
     with its run's numbers bound, so that it pickles).
@@ -63,7 +67,7 @@ def final_steps(
 
 
 def write_bundle(
-    folder: str, objective: proxy.Proxy, *, final_steps: tuple[int, int, float | None]
+    folder: str, objective: proxy.Proxy, *, final_steps: tuple[int, int | None, float | None]
 ) -> parallel.ObjectiveSpec:
     """Writes what :func:`load_objective` needs to rebuild ``objective`` elsewhere.
 

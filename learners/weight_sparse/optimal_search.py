@@ -165,7 +165,7 @@ class ProxyRatioSearch:
             -0.412
         """
         model, x, y, calib = self._require_bound()
-        layers = dict(ratios_lib._walk_layers(model))  # the paths layer_infos names
+        layers = dict(ratios_lib.walk_layers(model))  # the paths layer_infos names
         saved = []
         if len(calib):
             for layer in batchnorm.batchnorm_layers(model):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -125,11 +125,20 @@ def _has_kernel(layer: keras.layers.Layer) -> bool:
     return any("kernel" in w.name.split("/")[-1] for w in layer.weights)
 
 
-def _walk_layers(model: keras.Model, prefix: str = ""):
-    """Yields ``(path, layer)`` for every leaf layer, nested functional models expanded."""
+def walk_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.layers.Layer]]:
+    """Yields ``(path, layer)`` for every leaf layer, nested functional models expanded (the
+    paths :class:`LayerInfo` names).
+
+    Example:
+        >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")],
+        ...                          name="sub")
+        >>> outer = keras.Sequential([keras.Input((4,)), inner, keras.layers.Dense(2, name="o")])
+        >>> [path for path, _ in walk_layers(outer)]
+        ['sub/d', 'o']
+    """
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _walk_layers(layer, prefix + layer.name + "/")
+            yield from walk_layers(layer, prefix + layer.name + "/")
         else:
             yield prefix + layer.name, layer
 
@@ -170,7 +179,7 @@ def layer_infos(
 
     flops = {row.name: row.flops for row in accounting.profile_model(model).layers}
     rows = []
-    for path, layer in _walk_layers(model):
+    for path, layer in walk_layers(model):
         weights = prunable_weights(layer)
         if not weights and not _has_kernel(layer):
             continue
@@ -368,5 +377,6 @@ __all__ = [
     "layer_infos",
     "prunable_weights",
     "resolve_ratios",
+    "walk_layers",
     "weighted_sparsity",
 ]

@@ -90,8 +90,8 @@ flags.DEFINE_integer(
     "epochs",
     1,
     "learn: epochs of the fine-tune on the training data; compress: when given, the most "
-    "epochs of the final fine-tune (default: --auto_final_epochs, ending earlier once the "
-    "accuracy has recovered or the --auto_max_wall_s budget is spent)",
+    "epochs of the final fine-tune (default: --auto_final_epochs, else what the "
+    "--auto_max_wall_s budget leaves; it ends earlier once the accuracy has recovered)",
 )
 flags.DEFINE_integer(
     "max_data_mb",
