@@ -70,6 +70,20 @@ def run() -> list[dict]:
     return recs
 
 
+def _setting(text: str, trials: int, max_wall: str | None) -> str:
+    return f"target={text},trials={trials}" + (f",max_wall_s={max_wall}" if max_wall else "")
+
+
+def report_slug(model: str, setting: str) -> str:
+    """The file name (without extension) of a record's kept report and log.
+
+    Example:
+        >>> report_slug("resnet20", "target=5x faster,trials=4,max_wall_s=900")
+        'resnet20-target-5x-faster-trials-4-max-wall-s-900'
+    """
+    return re.sub(r"[^a-z0-9]+", "-", f"{model}-{setting}".lower()).strip("-")
+
+
 def _run_one(
     name: str, model: str, acc_dense: float, text: str, trials: int, max_wall: str | None
 ) -> dict:
@@ -89,7 +103,9 @@ def _run_one(
         ]
         if max_wall:
             cmd.append(f"--auto_max_wall_s={max_wall}")
-        slug = re.sub(r"[^a-z0-9]+", "-", f"{model}-{text}".lower()).strip("-")
+        # Named by the record's setting, so that a run of another setting (e.g. the
+        # ``--quick`` one: 4 trials, 900 s) never overwrites another record's report.
+        slug = report_slug(model, _setting(text, trials, max_wall))
         # A missed target exits with EXIT_TARGET_NOT_MET: a result to record, not a failure.
         record, wall = scripts.run_recorded(
             cmd,
@@ -116,7 +132,7 @@ def _run_one(
         model=model,
         dataset="fmnist",
         method="auto",
-        setting=f"target={text},trials={trials}" + (f",max_wall_s={max_wall}" if max_wall else ""),
+        setting=_setting(text, trials, max_wall),
         acc=round(acc, 4),
         acc_baseline=round(acc_dense, 4),
         flops_ratio=round(figures["flops_ratio"], 4),
