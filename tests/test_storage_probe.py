@@ -95,6 +95,15 @@ def test_probe_sparsities_are_checked(probed, bad):
     assert repr(bad) in str(e.value) or str(bad) in str(e.value)
 
 
+def test_a_keras3_model_is_refused_with_its_conversion(probed):
+    import keras as keras3
+
+    _, x, dense, _ = probed
+    m3 = keras3.Sequential([keras3.Input((16, 16, 1)), keras3.layers.Conv2D(4, 3)])
+    with pytest.raises(errors.InvalidArgumentError, match="model.*Sequential.*to_framework"):
+        storage_probe.measure(m3, [planner.CHAINS["sparse"]], x, dense)
+
+
 def test_fit_line_recovers_a_line_and_never_goes_negative():
     assert storage_probe.fit_line([(0.5, 0.6), (0.7, 0.44), (0.9, 0.28)]) == pytest.approx(
         (0.2, 0.8)

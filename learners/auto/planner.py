@@ -423,8 +423,9 @@ def _too_big(what: str, best_ratio: float, target: Target, facts: ModelFacts) ->
 def _alone_too_big(name: str) -> Callable[[Target, ModelFacts], str | None]:
     def check(target: Target, facts: ModelFacts) -> str | None:
         chain = CHAINS[name]
-        how = "measured" if chain.export_mode in (facts.export_ratios or {}) else "estimated"
-        return _too_big(f"{name} alone ({how})", export_ratio(chain, facts), target, facts)
+        return _too_big(
+            f"{name} alone ({_how(chain, facts)})", export_ratio(chain, facts), target, facts
+        )
 
     return check
 
@@ -704,8 +705,12 @@ def _mode_factor_text(chain: Chain, facts: ModelFacts) -> str:
     factor = export_ratio(chain, facts)
     if factor >= 1:
         return ""
-    how = "measured" if chain.export_mode in (facts.export_ratios or {}) else "estimated"
-    return f", x{factor:.3g} in {chain.export_mode} ({how})"
+    return f", x{factor:.3g} in {chain.export_mode} ({_how(chain, facts)})"
+
+
+def _how(chain: Chain, facts: ModelFacts) -> str:
+    """Whether :func:`export_ratio` of ``chain`` was measured on the model, for the notes."""
+    return "measured" if chain.export_mode in (facts.export_ratios or {}) else "estimated"
 
 
 def _range_above(

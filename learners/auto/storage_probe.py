@@ -114,6 +114,8 @@ def magnitude_pruned(model: keras.Model, layer_ratios: Mapping[str, float]) -> k
         >>> int((p.get_layer("d").kernel.numpy() == 0).sum()), int((m.layers[0].kernel.numpy() == 0).sum())
         (30, 0)
     """
+    # By hand, not TFMOT's prune_low_magnitude: that one wraps the layers and reaches its
+    # sparsity only through training steps; a one-shot numpy cut per tensor takes no data.
     out = learner.copy_model(model)
     layers = dict(ratios_lib.walk_layers(out))
     for path, ratio in layer_ratios.items():
@@ -167,8 +169,8 @@ def measure(
         (the planner keeps its constant for it, and the trials meet the real error).
 
     Raises:
-        InvalidArgumentError: ``sparsities`` holds fewer than two distinct values in
-            ``[0, 1)``.
+        InvalidArgumentError: ``model`` is not a tf-keras model (e.g. a Keras 3 one), or
+            ``sparsities`` holds fewer than two distinct values in ``[0, 1)``.
 
     Example:
         >>> import numpy as np
@@ -185,6 +187,12 @@ def measure(
         >>> f.export_ratios["int8"] < 0.6, f.sparse_bytes["float"][1] > 0
         (True, True)
     """
+    if not isinstance(model, keras.Model):  # a Keras 3 model would probe nothing, silently
+        raise errors.InvalidArgumentError(
+            "model",
+            type(model).__name__,
+            "a tf-keras model (a Keras 3 model: pocketflow_tf.interop.to_framework(model)[0])",
+        )
     points_at = sorted({float(v) for v in sparsities})
     if len(points_at) < 2 or not all(0.0 <= v < 1.0 for v in points_at):
         raise errors.InvalidArgumentError(
