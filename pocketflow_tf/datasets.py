@@ -49,9 +49,12 @@ class DataSplits:
         x_test: Test images; never used by searches.
         y_test: Test labels.
         num_classes: Number of classes.
-        x_val: Validation images carved from the training data (``None`` until
-            :meth:`with_validation` is called).
+        x_val: Validation images (``None`` until :meth:`with_validation` carves them from
+            the training data, or until the caller gives its own).
         y_val: Validation labels.
+        val_from_training: True when ``x_val`` was carved from the training images
+            (:meth:`with_validation`): a model trained on them scores high there, so figures
+            measured on it are biased (the automated search says so in its report).
 
     Example:
         >>> import numpy as np
@@ -69,6 +72,7 @@ class DataSplits:
     num_classes: int
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    val_from_training: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -92,8 +96,8 @@ class DataSplits:
             >>> import numpy as np
             >>> d = from_arrays(np.zeros((100, 2, 2, 1)), np.arange(100) % 10)
             >>> v = d.with_validation(0.1)
-            >>> len(v.x_train), len(v.x_val)
-            (90, 10)
+            >>> len(v.x_train), len(v.x_val), v.val_from_training
+            (90, 10, True)
         """
         if not 0.0 < float(fraction) < 1.0:
             raise errors.InvalidArgumentError("fraction", fraction, "a number in (0, 1)")
@@ -118,6 +122,7 @@ class DataSplits:
             y_train=self.y_train[mask],
             x_val=self.x_train[val_idx],
             y_val=self.y_train[val_idx],
+            val_from_training=True,
         )
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> DataSplits:

@@ -569,9 +569,14 @@ def _convert(
                 f"output channel; at most {limit} were expected"
             )
         layers.append(LayerStorage(o.layer, op, b, dtype, size, reason or None, n, limit))
+    # One line per reason, not per layer: a MobileNet has 13 depthwise layers, all for the
+    # same reason (each layer is in Int4Export.fallbacks).
+    by_reason: dict[str, list[str]] = {}
     for s in layers:
         if s.fallback:
-            logger.warning("int4 export: layer %r (%s bits): %s", s.layer, s.bits, s.fallback)
+            by_reason.setdefault(s.fallback, []).append(s.layer)
+    for reason, names in by_reason.items():
+        logger.warning("int4 export: %s (%d layer(s): %s)", reason, len(names), ", ".join(names))
     raw, gz = tflite_export.tflite_size(content)
     return Int4Export(content, layers, raw, gz)
 

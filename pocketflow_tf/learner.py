@@ -233,7 +233,10 @@ class Learner:
     """Base class of every learner.
 
     Args:
-        train_config: How to fine-tune; defaults to :class:`training.TrainConfig` defaults.
+        train_config: How to fine-tune; defaults to :class:`training.TrainConfig` at a
+            fine-tuning rate (:data:`training.FINE_TUNE_LEARNING_RATE` times
+            :attr:`finetune_lr_scale`), not its from-scratch 0.1: learners compress models
+            that are already trained (to train from scratch, pass a ``TrainConfig``).
         distillation: Distillation settings; ``None`` disables distillation.
         teacher: The teacher model; defaults to a frozen copy of the model given to
             :meth:`fit` (only used when ``distillation`` is set).
@@ -305,6 +308,11 @@ class Learner:
     #: :meth:`fit` takes a ``tf.data.Dataset`` (streamed data); ``False`` for methods that
     #: index their samples (held-out splits, calibration draws) and need arrays.
     accepts_datasets: ClassVar[bool] = True
+    #: :meth:`fit` chooses on a held-out split given as ``x_val, y_val`` (with
+    #: ``val_from_training`` saying whether it was carved from the training images) and only
+    #: reports on ``validation_data`` (the test data); ``False``: ``validation_data`` is
+    #: the held-out split its epochs are scored on.
+    takes_held_out: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -408,7 +416,9 @@ class Learner:
         self.options = self.Options(**option_values)
         for name in self.Options.names():
             setattr(self, name, getattr(self.options, name))
-        self.train_config = train_config or training.TrainConfig()
+        self.train_config = train_config or training.TrainConfig(
+            learning_rate=training.FINE_TUNE_LEARNING_RATE * self.finetune_lr_scale
+        )
         if not isinstance(self.train_config, training.TrainConfig):
             raise errors.InvalidArgumentError(
                 "train_config", type(train_config).__name__, "a pocketflow_tf.training.TrainConfig"

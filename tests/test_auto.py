@@ -8,7 +8,9 @@ dominates every trial on this machine).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 import json
 import os
 
@@ -221,6 +223,39 @@ def test_holdout_comes_from_training_data():
     assert len(d.x_verify) == splits.MIN_VERIFY
     given = splits.make_search_data(x, y, x_val=x[:50], y_val=y[:50])
     assert len(given.x_train) == 300 and len(given.x_hold) == 50
+
+
+def test_only_a_validation_split_the_model_never_saw_drops_the_caveat():
+    x, y = quadrant_data(300, seed=3)
+    carved = splits.make_search_data(x, y, holdout=0.1, seed=0)
+    unseen = splits.make_search_data(x, y, x_val=x[:50], y_val=y[:50])
+    # The caller's own validation share of the training data (pocketflow-tf compress
+    # --validation_split, DataSplits.with_validation) is no less biased than the search's.
+    theirs = splits.make_search_data(x, y, x_val=x[:50], y_val=y[:50], val_from_training=True)
+    assert carved.caveat().startswith("carved from the data given for training")
+    assert unseen.caveat() is None and unseen.holdout_unseen
+    assert theirs.caveat() == carved.caveat() and not theirs.holdout_unseen
+    assert theirs.describe()["holdout_source"] == (
+        "given x_val (50 samples), carved from the training data"
+    )
+    with pytest.raises(errors.InvalidArgumentError, match="`val_from_training`: 'yes'"):
+        splits.make_search_data(x, y, x_val=x[:50], y_val=y[:50], val_from_training="yes")
+
+
+def test_compress_passes_where_the_validation_split_came_from():
+    # The module, not the function of the same name the package exports.
+    compress_module = importlib.import_module("pocketflow_tf.learners.auto.compress")
+
+    x, y = quadrant_data(300, seed=3)
+    d = datasets.from_arrays(x, y)
+    carved = d.with_validation(0.1, seed=0)
+    own = dataclasses.replace(d, x_val=x[:20], y_val=y[:20])
+    assert compress_module._unpack(carved, None, None)[2][2] is True
+    assert compress_module._unpack(own, None, None)[2][2] is False
+    # An x_val given beside the data is the caller's unseen split, over the carved one.
+    val = compress_module._unpack(carved, x[:10], y[:10])[2]
+    assert len(val[0]) == 10 and val[2] is False
+    assert compress_module._unpack((x, y), x[:10], y[:10])[2][2] is False
 
 
 def test_auto_learner_checks_arguments_before_work(tmp_path):

@@ -289,6 +289,102 @@ def test_learn_streams_an_image_folder_through_a_learner(work, tmp_path, capsys)
     assert code == 2 and "ws_prune_ratio" in err
 
 
+def test_val_data_is_the_held_out_split_the_model_never_saw(work, tmp_path, capsys):
+    val = _write_folder(str(tmp_path / "val"), per_class=70)
+    out = str(tmp_path / "out")
+    argv = ["export", work["model"], "--data", work["folder"], "--val_data", val]
+    argv += ["--input_scale", "0..1", "--export_modes", "float", "--out", out]
+    argv += ["--verbose", "0", "--latency_runs", "5"]
+    with pytest.raises(SystemExit) as exc:
+        command.main(["pocketflow-tf", *argv])
+    printed = capsys.readouterr()
+    assert exc.value.code in (0, None), printed.err[-2000:]
+    with open(os.path.join(out, "model.export.record.json")) as f:
+        metrics = json.load(f)["metrics"]
+    # No --test_data: the model is evaluated on --val_data, all 210 images of it.
+    assert metrics["eval_split"] == "--val_data"
+    assert "evaluating on --val_data (210 images)" in printed.out
+
+
+def test_val_data_splits_carry_their_provenance(work, tmp_path):
+    model = model_io.load_model(work["model"])
+    val = _write_folder(str(tmp_path / "val"), per_class=70)
+    base = ["pocketflow-tf", "--data", work["folder"], "--input_scale", "0..1"]
+    try:
+        command.FLAGS.unparse_flags()
+        command.FLAGS([*base, "--val_data", val])
+        given = command.load_data(model, work["model"], stream=False).splits()
+        command.FLAGS.unparse_flags()
+        command.FLAGS([*base, "--validation_split", "0.25"])
+        carved = command.load_data(model, work["model"], stream=False).splits()
+    finally:
+        command.FLAGS.unparse_flags()
+    # --val_data: all of --data trains, the folder is the unseen validation split.
+    assert (len(given.x_train), len(given.x_val), given.val_from_training) == (240, 210, False)
+    assert (len(carved.x_train), len(carved.x_val), carved.val_from_training) == (180, 60, True)
+
+
+def test_learn_auto_chooses_on_val_data_and_reports_on_test_data(work, tmp_path, capsys):
+    val = _write_folder(str(tmp_path / "val"), per_class=70)
+    test = _write_folder(str(tmp_path / "test"), per_class=30)
+    out = str(tmp_path / "out")
+    argv = ["learn", work["model"], "--data", work["folder"], "--val_data", val]
+    argv += ["--test_data", test, "--input_scale", "0..1", "--learner", "auto"]
+    argv += ["--auto_target", "2x faster", "--auto_max_trials", "1", "--auto_proxy_steps", "5"]
+    argv += ["--out", out, "--verbose", "0", "--latency_runs", "5"]
+    with pytest.raises(SystemExit) as exc:
+        command.main(["pocketflow-tf", *argv])
+    printed = capsys.readouterr()
+    assert exc.value.code in (0, 3, None), printed.err[-2000:]
+    (path,) = [
+        os.path.join(d, "auto_report.json") for d, _, f in os.walk(out) if "auto_report.json" in f
+    ]
+    with open(path) as f:
+        report = json.load(f)
+    # Chosen on --val_data (unseen: no caveat), all of --data trained, --test_data reported.
+    assert report["data"]["holdout_source"] == "given x_val (210 samples)"
+    assert report["data"]["holdout_caveat"] is None
+    assert report["data"]["n_train"] == 240
+    assert report["validation"]["n"] == 90
+
+
+def test_bad_val_data_and_test_data_are_refused_before_any_work(work, tmp_path, capsys):
+    both = str(tmp_path / "both.npz")
+    x = np.zeros((4, 16, 16, 3), np.float32)
+    np.savez(both, x_train=x, y_train=[0, 1, 2, 0], x_test=x, y_test=[0, 1, 2, 0])
+    val = _write_folder(str(tmp_path / "val"), per_class=2)
+    other = _write_folder(str(tmp_path / "other"), per_class=2)
+    for c in range(3):
+        os.rename(os.path.join(other, f"class_{c}"), os.path.join(other, f"kind_{c}"))
+    renamed = "class folders of --data ['class_0', 'class_1', 'class_2'] (it has ['kind_0'"
+    cases = [
+        # Label i is the i-th class folder by name: other names would mislabel every image.
+        ({"val_data": other}, "Invalid value for `val_data`: '" + other),
+        ({"val_data": other}, renamed),
+        ({"test_data": other}, "Invalid value for `test_data`: '" + other),
+        ({"test_data": other}, renamed),
+        ({"val_data": "/no/such/val"}, "Invalid value for `val_data`: '/no/such/val'"),
+        ({"val_data": work["folder"]}, "validation data other than --data"),
+        (
+            {"val_data": val, "test_data": val},
+            "validation data other than --test_data (the test data is never searched on)",
+        ),
+        ({"val_data": val, "validation_split": "0.2"}, "`validation_split`: 0.2"),
+        ({"val_data": both}, "x_train, y_train only"),
+    ]
+    for over, expected in cases:
+        out = str(tmp_path / "out")
+        code, err = _run_main(_compress_args(work, out, **over), capsys)
+        assert code == 2 and expected in err, (over, err)
+        assert not os.path.exists(out)
+    # export evaluates on one split: --val_data beside --test_data would go unused.
+    argv = ["export", work["model"], "--data", work["folder"], "--input_scale", "0..1"]
+    argv += ["--val_data", val, "--test_data", str(tmp_path / "other"), "--out", out]
+    code, err = _run_main(argv, capsys)
+    assert code == 2 and f"Invalid value for `val_data`: '{val}'" in err and "unset with" in err
+    assert not os.path.exists(out)
+
+
 def command_flops(path: str) -> int:
     from pocketflow_tf import accounting
 

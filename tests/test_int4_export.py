@@ -61,6 +61,21 @@ def test_depthwise_fallback_is_named_with_its_reason(exported):
     assert exported.to_dict()["fallbacks"] == ["dw"]
 
 
+def test_fallbacks_are_logged_once_per_reason_not_per_layer(caplog):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 2))
+    x = L.DepthwiseConv2D(3, padding="same", name="dw1")(inp)
+    x = L.DepthwiseConv2D(3, padding="same", name="dw2")(x)
+    model = keras.Model(inp, L.Dense(3, name="fc")(L.Flatten()(x)))
+    calib = np.random.default_rng(0).random((32, 8, 8, 2), dtype=np.float32)
+    with caplog.at_level("WARNING", logger=int4_export.logger.name):
+        out = int4_export.convert(model, 4, calib)
+    assert [s.layer for s in out.fallbacks] == ["dw1", "dw2"]
+    lines = [r.getMessage() for r in caplog.records if r.name == int4_export.logger.name]
+    assert len(lines) == 1, lines
+    assert "DEPTHWISE_CONV_2D has no int4 kernel" in lines[0] and "2 layer(s): dw1, dw2" in lines[0]
+
+
 def test_int4_levels_read_back_and_file_smaller_than_int8(trained, exported):
     model, calib, _ = trained
     interp = tflite_load.open_interpreter(exported.content)

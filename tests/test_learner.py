@@ -48,6 +48,19 @@ def test_fit_accepts_tf_data_and_distillation(tiny_model, tiny_data):
         fp.fit(tiny_model, ds, y)
 
 
+def test_a_learner_without_a_train_config_fine_tunes_at_a_fine_tuning_rate():
+    from pocketflow_tf.learners.non_uniform import NonUniformQuantLearner
+
+    # Not TrainConfig's from-scratch 0.1, which collapsed a trained ConvNet in one epoch.
+    assert FullPrecLearner().train_config.learning_rate == training.FINE_TUNE_LEARNING_RATE
+    assert NonUniformQuantLearner().train_config.learning_rate == pytest.approx(
+        training.FINE_TUNE_LEARNING_RATE * NonUniformQuantLearner.finetune_lr_scale
+    )
+    assert NonUniformQuantLearner.finetune_lr_scale < 1
+    given = training.TrainConfig(learning_rate=0.3)
+    assert FullPrecLearner(given).train_config is given
+
+
 def test_fit_rejects_non_model():
     with pytest.raises(errors.InvalidArgumentError, match="`model`"):
         FullPrecLearner().fit("model.keras", np.zeros((2, 2)), np.zeros(2))

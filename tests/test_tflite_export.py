@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from pocketflow_tf import atomic_io, datasets, errors, tflite_export, tflite_verify
+from pocketflow_tf import atomic_io, datasets, errors, int4_export, tflite_export, tflite_verify
 from pocketflow_tf.compat import keras
 
 # Training and converting dominate the run time, so the trained model and the flatbuffers are
@@ -229,3 +229,13 @@ def test_export_tool_on_in_memory_data(trained, tmp_path):
     )
     assert result.report.passed and result.report.n_samples == 256
     assert sorted(os.listdir(tmp_path)) == ["m.tflite", "m.tflite.sha256"]
+    # int4: LiteRT's quantizer writes the kernels as int4, verified at the int8 thresholds.
+    four = tool.export_from_splits(model, data, str(tmp_path / "m4.tflite"), mode="int4")
+    assert four.report.passed and four.report.mode == "int8"
+    stored = {t for _, _, t, _ in int4_export.kernel_types((tmp_path / "m4.tflite").read_bytes())}
+    assert "INT4" in stored, stored
+    with pytest.raises(errors.InvalidArgumentError, match="`sparse`: True"):
+        tool.export_from_splits(model, data, str(tmp_path / "s.tflite"), mode="int4", sparse=True)
+    with pytest.raises(errors.InvalidArgumentError, match="`mode`: 'int3'"):
+        tool.export_from_splits(model, data, str(tmp_path / "s.tflite"), mode="int3")
+    assert not (tmp_path / "s.tflite").exists()

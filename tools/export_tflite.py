@@ -1,7 +1,10 @@
 """Exports a saved Keras model to a verified TFLite file (plus its ``.sha256``).
 
 The model is checked against the TFLite export on test-split samples of its data set (and,
-for int8, calibrated on training-split samples); the file is written only if it passes.
+for int8 and int4, calibrated on training-split samples); the file is written only if it
+passes. ``--mode int4`` stores the kernels as int4 (two weights a byte) through
+:mod:`pocketflow_tf.int4_export`: a quantization-aware model with its own per-layer bits,
+any other model at 4 bits everywhere; it is checked at the int8 thresholds.
 
 Preprocessing: the framework's models carry their own normalisation (a Rescaling layer) and
 :mod:`pocketflow_tf.datasets` yields float32 images in ``[0, 1]``, so "the same inputs as the
@@ -24,9 +27,19 @@ import json
 import numpy as np
 from absl import flags
 
-from pocketflow_tf import cli_errors, datasets, model_io, tflite_export, tflite_verify
+from pocketflow_tf import (
+    cli_errors,
+    datasets,
+    errors,
+    int4_export,
+    model_io,
+    tflite_export,
+    tflite_verify,
+)
 
 FLAGS = flags.FLAGS
+#: The converter's modes, and int4 (written by LiteRT's quantizer, verified as int8).
+MODES = (*tflite_export.MODES, "int4")
 
 
 def define_flags() -> None:
@@ -35,12 +48,14 @@ def define_flags() -> None:
     names in one process."""
     flags.DEFINE_string("model_path", None, "Saved Keras model (.keras / .h5 / SavedModel).")
     flags.DEFINE_string("output", None, "Destination .tflite path (<output>.sha256 is added).")
-    flags.DEFINE_enum("mode", "float", list(tflite_export.MODES), "Conversion mode.")
-    flags.DEFINE_bool("int8_io", False, "int8 input/output tensors (mode=int8 only).")
+    flags.DEFINE_enum("mode", "float", list(MODES), "Conversion mode.")
+    flags.DEFINE_bool(
+        "int8_io", False, "int8 input/output tensors (mode=int8; an int4 file always has them)."
+    )
     flags.DEFINE_enum("dataset", "fmnist", sorted(datasets.LOADERS), "Data set of the model.")
     flags.DEFINE_string("data_dir", None, "Data set folder (default: the loader's default).")
     flags.DEFINE_integer("num_verify", 1000, "Test samples to verify on (at least 200).")
-    flags.DEFINE_integer("num_calibration", 256, "Training samples to calibrate int8 on.")
+    flags.DEFINE_integer("num_calibration", 256, "Training samples to calibrate int8/int4 on.")
     flags.DEFINE_bool("sparse", False, "Enable the converter's sparsity encoding.")
     flags.DEFINE_bool(
         "trust_model", False, "Allow unsafe deserialisation (e.g. Lambda layers) of the model file."
@@ -68,21 +83,32 @@ def export_from_splits(
         >>> export_from_splits(model, datasets.load_dataset("fmnist"), "m.tflite",
         ...                    mode="int8")  # doctest: +SKIP
     """
+    if mode not in MODES:
+        raise errors.InvalidArgumentError("mode", mode, f"one of {MODES}")
+    if mode == "int4" and sparse:
+        # LiteRT's quantizer writes no sparse int4 tensors.
+        raise errors.InvalidArgumentError("sparse", sparse, "False with mode int4")
     rng = np.random.default_rng(0)
     idx = np.sort(rng.permutation(len(data.x_test))[:num_verify])
-    rep = None
-    if mode == "int8":
+    rep, content, checked_as = None, None, mode
+    if mode in ("int8", "int4"):
         n = min(num_calibration, len(data.x_train))
         rep = data.x_train[np.sort(rng.choice(len(data.x_train), n, replace=False))]
+    if mode == "int4":
+        # The file's input and output are int8 already; its kernels are int4.
+        bits = int4_export.default_bits(model)
+        content = int4_export.convert(model, bits, rep, num_calibration=n).content
+        checked_as = "int8"
     return tflite_verify.export_tflite(
         model,
         output,
-        mode=mode,
+        mode=checked_as,
         x_verify=data.x_test[idx],
         y_verify=data.y_test[idx],
         representative_data=rep,
         int8_io=int8_io,
         sparse=sparse,
+        content=content,
     )
 
 
@@ -118,6 +144,8 @@ def main(argv: list[str]) -> None:
         num_calibration=FLAGS.num_calibration,
         sparse=FLAGS.sparse,
     )
+    if FLAGS.mode != result.report.mode:
+        print(f"{FLAGS.mode} file, verified at the {result.report.mode} thresholds:")
     print(result.report.summary())
     print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     print(f"wrote {result.path} ({result.bytes} bytes, {result.bytes_gzip} gzipped)")

@@ -89,12 +89,14 @@ def compress(
         model: The trained dense Keras model (tf-keras, or Keras 3: the result is then
             Keras 3 too; never modified).
         data: ``(x_train, y_train)`` arrays, or a ``DataSplits`` (its ``x_val`` is used as
-            the held-out split when set; its test split only for the final report).
+            the held-out split when set, as unbiased unless it was carved from the training
+            data (``val_from_training``); its test split only for the final report).
         target: E.g. ``"2x faster"``, ``"int8,<=0.3x bytes"``, ``"under 1 MB"``,
             ``"flops<=0.5, drop<=0.5"`` or a :class:`~target.Target`.
         directory: Work directory; rerunning with it continues the search.
-        x_val: Held-out images from the training distribution (default: ``holdout`` of the
-            training data). Never the test set.
+        x_val: Held-out images from the training distribution that the model never saw
+            (default: ``holdout`` of the training data, reported as biased). Never the test
+            set.
         y_val: Their labels.
         train_config: The final fine-tune (default: 1 epoch, Adam at 1e-3, batch 64).
         distill: Distillation of every fine-tune (``None``: off).
@@ -127,7 +129,7 @@ def compress(
         raise errors.InvalidArgumentError(
             "model", type(model).__name__, "a keras.Model (tf-keras or Keras 3)"
         )
-    x, y, xv, yv, x_test, y_test = _unpack(data, x_val, y_val)
+    x, y, (xv, yv, val_from_training), x_test, y_test = _unpack(data, x_val, y_val)
     cfg = train_config or training.TrainConfig(
         epochs=1, batch_size=64, learning_rate=1e-3, optimizer="adam", weight_decay=0.0, seed=seed
     )
@@ -154,7 +156,15 @@ def compress(
             raise
         raise errors.InvalidArgumentError(keyword, e.value, e.accepted) from None
     validation = (x_test, y_test) if evaluate_test and x_test is not None and len(x_test) else None
-    final = lrn.fit(model, x, y, x_val=xv, y_val=yv, validation_data=validation)
+    final = lrn.fit(
+        model,
+        x,
+        y,
+        x_val=xv,
+        y_val=yv,
+        val_from_training=val_from_training,
+        validation_data=validation,
+    )
     return CompressResult(
         model=final,
         tflite_path=lrn.tflite_path,
@@ -185,13 +195,15 @@ def keywords() -> dict[str, str]:
 
 
 def _unpack(data: Any, x_val: Any, y_val: Any):
-    """``(x, y, x_val, y_val, x_test, y_test)`` of the accepted ``data`` forms."""
+    """``(x, y, (x_val, y_val, val_from_training), x_test, y_test)`` of the accepted ``data``
+    forms: a caller's ``x_val`` is taken as unseen; a ``DataSplits``' says where it came from."""
     if isinstance(data, datasets.DataSplits):
+        val = (x_val, y_val, False)
         if x_val is None and data.x_val is not None:
-            x_val, y_val = data.x_val, data.y_val
-        return data.x_train, data.y_train, x_val, y_val, data.x_test, data.y_test
+            val = (data.x_val, data.y_val, bool(data.val_from_training))
+        return data.x_train, data.y_train, val, data.x_test, data.y_test
     if isinstance(data, tuple | list) and len(data) == 2:
-        return data[0], data[1], x_val, y_val, None, None
+        return data[0], data[1], (x_val, y_val, False), None, None
     raise errors.InvalidArgumentError(
         "data",
         type(data).__name__,

@@ -199,6 +199,7 @@ class AutoLearner(learner.Learner):
     Options = auto_options.AutoOptions
     needs_trained_model: ClassVar[bool] = True
     accepts_datasets: ClassVar[bool] = False  # it carves a held-out split from arrays
+    takes_held_out: ClassVar[bool] = True
     single_worker_reason: ClassVar[str | None] = (
         "its search trains and records many trials in one study folder"
     )
@@ -324,6 +325,7 @@ class AutoLearner(learner.Learner):
         *,
         x_val: np.ndarray | None = None,
         y_val: np.ndarray | None = None,
+        val_from_training: bool = False,
         epochs: int | None = None,
         batch_size: int | None = None,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
@@ -338,6 +340,10 @@ class AutoLearner(learner.Learner):
             x_val: Optional held-out images from the *training* distribution to rank
                 candidates on (default: ``auto_holdout`` of ``x``). Never pass the test set.
             y_val: Their labels.
+            val_from_training: True when ``x_val`` was carved from the images the model was
+                trained on (e.g. a validation share of the same data set): the report then
+                keeps the caveat that held-out figures run high. False (the default) means
+                ``x_val`` is a split the model never saw, and its figures are unbiased.
             epochs: Overrides ``auto_final_epochs`` (the most epochs of the final fine-tune).
             batch_size: Overrides ``train_config.batch_size``.
             validation_data: ``(x, y)`` evaluated *after* the final model is built, for the
@@ -361,7 +367,9 @@ class AutoLearner(learner.Learner):
             >>> lrn.met, lrn.tflite_path  # doctest: +SKIP
             (True, 'runs/auto/final/model.float.tflite')
         """
-        run = self._check_run(model, x, y, x_val, y_val, epochs, batch_size, validation_data)
+        run = self._check_run(
+            model, x, y, (x_val, y_val, val_from_training), epochs, batch_size, validation_data
+        )
         # -- work starts here -------------------------------------------------------------
         self._start(run)
         result = self._search(run)
@@ -372,7 +380,7 @@ class AutoLearner(learner.Learner):
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _check_run(self, model, x, y, x_val, y_val, epochs, batch_size, validation_data) -> _Run:
+    def _check_run(self, model, x, y, val, epochs, batch_size, validation_data) -> _Run:
         """Every check that needs no work: the arguments, the data split, a plan serving
         the target, the optimiser's arguments and the stored study's settings."""
         t_start = time.time()
@@ -398,6 +406,7 @@ class AutoLearner(learner.Learner):
             self.proxy_config.calib_samples,
             self.proxy_config.eval_samples,
         )
+        x_val, y_val, val_from_training = val
         data = splits.make_search_data(
             x,
             y,
@@ -406,6 +415,7 @@ class AutoLearner(learner.Learner):
             holdout=self.holdout,
             seed=self.seed,
             calib_samples=calib,
+            val_from_training=val_from_training,
         )
         if validation_data is not None:
             validation_data = tuple(np.asarray(a) for a in validation_data)

@@ -21,7 +21,9 @@ SavedModel folder). ``DATA`` is one of:
 it is required for image folders and ``uint8`` arrays (never guessed); the named data sets
 are in 0..1 unless it says otherwise. ``--validation_split`` (0.1) holds out a share of the
 training data: the held-out split of a search, and the evaluation split when there is no
-``--test_data``.
+``--test_data``. A model trained on those images scores high there, so ``--val_data``
+(an image folder or ``.npz`` the model never saw) takes its place when you have one: the
+search ranks on it and judges the target there without that bias.
 
 The flags are the run scripts' (``--learner``, the ``cp_*``/``ws_*``/``uql_*``/``auto_*``
 learner flags, ``--enbl_dst``, ``--export_modes``, ``--seed``, ``--batch_size``,
@@ -80,7 +82,14 @@ flags.DEFINE_float(
     "validation_split",
     0.1,
     "share of the training data held out (the search's scoring split; the evaluation split "
-    "without --test_data)",
+    "without --test_data); unused with --val_data",
+)
+flags.DEFINE_string(
+    "val_data",
+    None,
+    "compress/learn/export: validation data the model was never trained on (image folder, or "
+    ".npz with x_train, y_train): the held-out split instead of --validation_split's share "
+    "of --data",
 )
 flags.DEFINE_string("out", None, "output folder (model, .tflite files, reports)")
 flags.DEFINE_string(
@@ -127,6 +136,7 @@ _RECIPE_ONLY = {
 _OWN_FLAGS = {
     "data": ("compress", "learn", "export"),
     "test_data": ("compress", "learn", "export"),
+    "val_data": ("compress", "learn", "export"),
     "input_scale": ("compress", "learn", "export"),
     "validation_split": ("compress", "learn", "export"),
     "out": ("compress", "learn", "export"),
@@ -158,7 +168,10 @@ class UserData:
         description: What was loaded, for the log and the record.
         num_classes: Classes the data states (an image folder's class folders; a named set's).
         train: ``(x, y)`` arrays, or a batched ``tf.data.Dataset`` (a streamed folder).
-        val: The held-out split, in the same form, or ``None``.
+        val: The held-out split (a dataset or arrays; ``--val_data`` is always arrays), or
+            ``None``.
+        val_from_training: True when ``val`` was carved from the training data
+            (``--validation_split``), False for ``--val_data``.
         x_eval: Images the model is evaluated and its exports verified on (``--test_data``,
             else the held-out split, else the training data).
         y_eval: Their labels.
@@ -186,6 +199,7 @@ class UserData:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     y_calib: np.ndarray | None = None
+    val_from_training: bool = True
 
     @property
     def streamed(self) -> bool:
@@ -208,7 +222,15 @@ class UserData:
         x_test = self.x_test if self.x_test is not None else x[:0]
         y_test = self.y_test if self.y_test is not None else y[:0]
         return datasets.DataSplits(
-            self.description, x, y, x_test, y_test, self.num_classes or 0, x_val, y_val
+            self.description,
+            x,
+            y,
+            x_test,
+            y_test,
+            self.num_classes or 0,
+            x_val,
+            y_val,
+            val_from_training=self.val_from_training and x_val is not None,
         )
 
     def for_export(self) -> _ExportData:
@@ -356,8 +378,65 @@ def _arrays(path: str, model, *, flag: str):
     return splits
 
 
+def _split_arrays(flag: str, model, model_path: str, max_bytes: int, class_names=None):
+    """The arrays of ``--test_data`` or ``--val_data``: an image folder (with the class
+    folders of ``--data`` when that is a folder: ``class_names``), or an .npz (the test
+    data's ``x_test, y_test`` when it has them, else its ``x_train, y_train``)."""
+    from pocketflow_tf import inputs, user_data
+
+    path = getattr(FLAGS, flag)
+    if path.lower().endswith(".npz"):
+        t = user_data.from_npz(path, input_scale=FLAGS.input_scale, name=flag)
+        if len(t.x_test) and flag == "val_data":
+            # A file with both splits is most likely the whole data set given by mistake.
+            raise errors.InvalidArgumentError(
+                flag,
+                path,
+                "an .npz of validation images as x_train, y_train only (it holds "
+                "x_test, y_test too: give the validation images alone)",
+            )
+        x, y = (t.x_test, t.y_test) if len(t.x_test) else (t.x_train, t.y_train)
+    else:
+        fd = _folder(path, model, model_path, split=0.0, flag=flag)
+        if class_names is not None and fd.class_names != class_names:
+            # Label i is the i-th class folder by name: other names would mislabel silently.
+            raise errors.InvalidArgumentError(
+                flag,
+                path,
+                f"an image folder with the class folders of --data {class_names} (it has "
+                f"{fd.class_names})",
+            )
+        x, y = fd.to_arrays("train", max_bytes=max_bytes)
+    return inputs.arrays(model, x, y, names=(flag, flag))
+
+
+def _check_val_data(split: float) -> None:
+    """``--val_data`` replaces ``--validation_split`` and must be data of its own."""
+    if FLAGS["validation_split"].present and split > 0:
+        raise errors.InvalidArgumentError(
+            "validation_split",
+            split,
+            "0 or unset with --val_data (the validation data is --val_data, not a share of --data)",
+        )
+    val_path = os.path.realpath(FLAGS.val_data)
+    why = {
+        "data": "images the model was trained on would bias every choice",
+        "test_data": "the test data is never searched on",
+    }
+    for flag, reason in why.items():
+        other = getattr(FLAGS, flag)
+        if other and os.path.exists(other) and os.path.realpath(other) == val_path:
+            raise errors.InvalidArgumentError(
+                "val_data", FLAGS.val_data, f"validation data other than --{flag} ({reason})"
+            )
+
+
 def load_data(model, model_path: str, *, stream: bool) -> UserData:
-    """Loads and checks ``--data`` / ``--test_data`` for ``model`` before any work.
+    """Loads and checks ``--data`` / ``--val_data`` / ``--test_data`` for ``model`` before
+    any work.
+
+    The held-out split is ``--val_data`` when given (images the model never saw), else
+    ``--validation_split`` of ``--data`` (marked as carved from the training data).
 
     Args:
         model: The loaded model (its input size and output count are checked).
@@ -372,26 +451,30 @@ def load_data(model, model_path: str, *, stream: bool) -> UserData:
     split = FLAGS.validation_split
     if not 0.0 <= split < 1.0:
         raise errors.InvalidArgumentError("validation_split", split, "a share in [0, 1)")
+    given_val = None
+    if FLAGS.val_data:
+        _check_val_data(split)
+        split = 0.0
     max_bytes = FLAGS.max_data_mb * 2**20
     data_arg = FLAGS.data
-    x_test = y_test = None
-    if FLAGS.test_data:
-        if FLAGS.test_data.lower().endswith(".npz"):
-            from pocketflow_tf import user_data
-
-            t = user_data.from_npz(FLAGS.test_data, input_scale=FLAGS.input_scale, name="test_data")
-            has_test = len(t.x_test) > 0
-            x_test, y_test = (t.x_test, t.y_test) if has_test else (t.x_train, t.y_train)
-        else:
-            tf_data = _folder(FLAGS.test_data, model, model_path, split=0.0, flag="test_data")
-            x_test, y_test = tf_data.to_arrays("train", max_bytes=max_bytes)
-        x_test, y_test = inputs.arrays(model, x_test, y_test, names=("test_data", "test_data"))
-
+    fd = None
     if not _is_named(data_arg) and os.path.isdir(data_arg):
         fd = _folder(data_arg, model, model_path, split=split, flag="data")
-        if stream:
-            train: Any = fd.train
-            val: Any = fd.val
+    names = None if fd is None else fd.class_names
+    x_test = y_test = None
+    if FLAGS.test_data:
+        x_test, y_test = _split_arrays("test_data", model, model_path, max_bytes, names)
+    if FLAGS.val_data:
+        given_val = _split_arrays("val_data", model, model_path, max_bytes, names)
+
+    if fd is not None:
+        if given_val is not None:
+            train: Any = fd.train if stream else fd.to_arrays("train", max_bytes=max_bytes)
+            val: Any = given_val
+            x_val_arr = given_val
+        elif stream:
+            train = fd.train
+            val = fd.val
             x_val_arr = fd.to_arrays("val", max_bytes=max_bytes) if fd.val is not None else None
         else:
             train = fd.to_arrays("train", max_bytes=max_bytes)
@@ -404,6 +487,7 @@ def load_data(model, model_path: str, *, stream: bool) -> UserData:
             val,
             test=(x_test, y_test, "--test_data"),
             held_out=x_val_arr,
+            given_val=given_val is not None,
             calib=_take(fd.train, _CALIB_SAMPLES),
             fallback=lambda: (
                 *_take(fd.train, FLAGS.num_verify),
@@ -420,7 +504,7 @@ def load_data(model, model_path: str, *, stream: bool) -> UserData:
         x_test, y_test = splits.x_test, splits.y_test
     x, y = inputs.arrays(model, splits.x_train, splits.y_train, names=("data", "data"))
     named = _is_named(data_arg)
-    val = None
+    val = given_val
     if split > 0:
         held = splits.with_validation(split, seed=FLAGS.seed)
         x, y = held.x_train, held.y_train
@@ -434,21 +518,24 @@ def load_data(model, model_path: str, *, stream: bool) -> UserData:
         val,
         test=(x_test, y_test, "the test split"),
         held_out=val,
+        given_val=given_val is not None,
         calib=(x[pick], y[pick]),
         fallback=lambda: (x, y, "the training data (no test split, --validation_split 0)"),
     )
 
 
 def _with_eval_split(
-    description, num_classes, train, val, *, test, held_out, calib, fallback
+    description, num_classes, train, val, *, test, held_out, given_val, calib, fallback
 ) -> UserData:
     """The :class:`UserData` with the split its model is evaluated on: the test data
-    (``test`` is ``(x, y, where)``), else the held-out arrays, else ``fallback()``."""
+    (``test`` is ``(x, y, where)``), else the held-out arrays (``--val_data`` when
+    ``given_val``), else ``fallback()``."""
     x_test, y_test, test_from = test
     if x_test is not None:
         x_eval, y_eval, eval_from = x_test, y_test, test_from
     elif held_out is not None:
-        (x_eval, y_eval), eval_from = held_out, "the held-out split of --data"
+        (x_eval, y_eval) = held_out
+        eval_from = "--val_data" if given_val else "the held-out split of --data"
     else:
         x_eval, y_eval, eval_from = fallback()
     return UserData(
@@ -463,6 +550,7 @@ def _with_eval_split(
         x_test,
         y_test,
         calib[1],
+        val_from_training=not given_val,
     )
 
 
@@ -555,6 +643,7 @@ def compress_command(model_path: str, command: Sequence[str]) -> int:
     _check_model_arg(model_path)
     _check_data_arg("data", FLAGS.data, required=True)
     _check_data_arg("test_data", FLAGS.test_data, required=False)
+    _check_data_arg("val_data", FLAGS.val_data, required=False)
     out = _check_out()
     model, came_as_keras3 = _load_model(model_path)
     data = load_data(model, model_path, stream=False)
@@ -652,6 +741,7 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
     _check_model_arg(model_path)
     _check_data_arg("data", FLAGS.data, required=True)
     _check_data_arg("test_data", FLAGS.test_data, required=False)
+    _check_data_arg("val_data", FLAGS.val_data, required=False)
     out = _check_out()
     options = _learner_options(cls, out)
     deploy, ext = cls.deployment(**options)
@@ -696,7 +786,18 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
     record = records.RunRecord(f"learn:{cls.name}", {"flags": _flag_values()}, command=command)
     record.add_section("learner", lrn.get_config())
     _say(f"training with learner '{cls.name}' for {cfg.epochs} epoch(s) on {data.description}")
-    if data.streamed:
+    if cls.takes_held_out and not data.streamed:
+        # The held-out split is what it chooses on; the test data only what it reports.
+        xv, yv = data.val if data.val is not None else (None, None)
+        trained = lrn.fit(
+            model,
+            *data.train,
+            x_val=xv,
+            y_val=yv,
+            val_from_training=data.val_from_training,
+            validation_data=None if data.x_test is None else (data.x_test, data.y_test),
+        )
+    elif data.streamed:
         trained = lrn.fit(model, data.train, validation_data=data.val)
     else:
         trained = lrn.fit(model, *data.train, validation_data=data.val)
@@ -728,6 +829,12 @@ def export_command(model_path: str, command: Sequence[str]) -> int:
     _check_model_arg(model_path)
     _check_data_arg("data", FLAGS.data, required=True)
     _check_data_arg("test_data", FLAGS.test_data, required=False)
+    _check_data_arg("val_data", FLAGS.val_data, required=False)
+    if FLAGS.val_data and FLAGS.test_data:
+        # export evaluates on one split: --val_data would be read and never used.
+        raise errors.InvalidArgumentError(
+            "val_data", FLAGS.val_data, "unset with export --test_data (it evaluates on that)"
+        )
     out = _check_out()
     view = _RunView(
         "user",
