@@ -145,6 +145,31 @@ def test_target_parse_rejects_and_echoes(text):
     assert "2x faster" in e.value.accepted  # says what is accepted, with examples
 
 
+@pytest.mark.parametrize(
+    "text, goal",
+    [
+        ("1x faster", "speedup"),
+        ("1x smaller", "bytes_ratio"),
+        ("bytes<=1", "bytes_ratio"),
+        ("flops<=1", "flops_ratio"),
+        ("keep 100% flops, int8", "flops_ratio"),
+    ],
+)
+def test_a_goal_of_one_x_asks_for_nothing_and_is_refused(text, goal):
+    # The dense model meets it as it is: a run would compress nothing and call it a success.
+    with pytest.raises(errors.InvalidArgumentError) as e:
+        Target.parse(text)
+    assert e.value.value == text and f"for {goal} (got 1" in e.value.accepted
+    assert "no change" in e.value.accepted
+    with pytest.raises(errors.InvalidArgumentError, match="no change"):
+        Target(**{goal: 1.0})
+
+
+def test_goals_just_short_of_one_x_are_accepted():
+    t = Target.parse("1.01x faster, bytes<=0.99, keep 99% flops")
+    assert (t.speedup, t.bytes_ratio, t.flops_ratio) == (1.01, 0.99, 0.99)
+
+
 def test_target_check_and_score_rank_violations_last():
     t = Target(speedup=2.0, max_bytes=1000)
     ok = {"acc": 0.5, "latency_ratio": 0.5, "bytes": 900, "acc_drop": 0.2}

@@ -214,6 +214,10 @@ def test_compress_to_a_fifth_of_the_bytes_searches_every_byte_chain(
     result = compress(model, data, "<=0.2x bytes", str(tmp_path), max_trials=4, seed=0, **FAST)
     rep = json.load(open(result.report_path))
     assert rep["plan"]["space"][0]["values"] == ["prune", "prune+int8", "sparse", "sparse+int8"]
+    # the pruning chains' file sizes were measured on a pruned model (storage_probe)
+    storage = json.load(open(tmp_path / "dense.storage.json"))["storage"]
+    assert set(storage["prune_bytes"]) == {"float", "int8"}
+    assert any("channel-pruned int8 file is" in n for n in rep["plan"]["notes"])
     rows = [r for r in rep["trials"] if r["chain"] in SPARSE]
     assert rows, [r["params"] for r in rep["trials"]]
     for r in rows:

@@ -21,6 +21,7 @@ from pocketflow_tf.learners.auto import (
     sparse_build,
     storage_probe,
 )
+from pocketflow_tf.learners.channel import ChannelPrunedLearner
 from tests.test_auto import conv_net
 
 
@@ -161,6 +162,111 @@ def test_measured_int4_ratio_sets_the_parameter_keep_top():
     assert any("int8 alone (measured) gives ~0.377x" in n for n in dropped)
 
 
+# -- the pruned probe -----------------------------------------------------------------------
+
+PRUNE_CHAINS = [planner.CHAINS[n] for n in ("prune", "prune+int8", "prune+int4")]
+
+
+def _pruned(model, x, keep):
+    lrn = ChannelPrunedLearner(
+        cp_prune_option="auto",
+        cp_preserve_ratio=1.0,
+        cp_params_keep=keep,
+        cp_criterion="l1",
+        cp_channel_round=4,
+        cp_nb_samples=16,
+        cp_nb_eval=16,
+    )
+    thin = lrn.prune(model, x, np.arange(len(x)) % 4)
+    return thin, float(lrn.report["params_ratio"])
+
+
+@pytest.fixture(scope="module")
+def prune_probed(probed):
+    model, x, dense, _ = probed
+    pruned = _pruned(model, x, 0.3)
+    facts = storage_probe.measure(model, PRUNE_CHAINS, x, dense, pruned=pruned)
+    return model, x, dense, facts, pruned
+
+
+def test_the_pruned_probe_gives_one_line_per_pruning_mode(prune_probed):
+    model, x, dense, facts, (thin, keep) = prune_probed
+    assert 0 < keep <= 0.3 and thin.count_params() < model.count_params()
+    assert set(facts.prune_bytes) == {"float", "int8", "int4"}
+    for mode, (fixed, per_kept) in facts.prune_bytes.items():
+        (k, r), (one, r_dense) = facts.prune_points[mode]
+        assert (k, one) == (keep, 1.0)
+        assert r_dense == (1.0 if mode == "float" else facts.export_ratios[mode])
+        # the line runs through both measured files
+        assert fixed + per_kept * k == pytest.approx(r, abs=2e-6)
+        assert fixed + per_kept == pytest.approx(r_dense, abs=2e-6)
+        assert fixed > 0  # what does not shrink with the weights: the product said 0
+    line = [n for n in storage_probe.describe(facts) if "channel-pruned int8 file" in n]
+    assert len(line) == 1 and f"at parameter keep {keep:.3g}" in line[0]
+    assert storage_probe.StorageFacts.from_dict(facts.to_dict()) == facts
+
+
+@pytest.mark.parametrize("mode", ["float", "int8", "int4"])
+@pytest.mark.parametrize("asked", [0.15, 0.6])
+def test_the_pruned_line_predicts_other_pruned_files(prune_probed, mode, asked):
+    # Measured here: within 3 % at parameter keep 0.13 (beyond the probe's 0.26) and 0.58,
+    # where the dense ratio times the keep was 2-3x too small in int8 / int4 at 0.13.
+    model, x, dense, facts, _ = prune_probed
+    thin, keep = _pruned(model, x, asked)
+    chain = next(c for c in PRUNE_CHAINS if c.export_mode == mode)
+    actual = tflite_export.tflite_size(_export(thin, mode, x))[0] / dense
+    fixed, per_kept, measured = planner.prune_line(
+        chain, planner.ModelFacts(True, 0.1, prune_bytes=facts.prune_bytes)
+    )
+    assert measured
+    assert fixed + per_kept * keep == pytest.approx(actual, rel=0.06)
+    if mode != "float" and asked < 0.3:
+        assert facts.export_ratios[mode] * keep < 0.5 * actual
+
+
+def _export(model, mode, x):
+    if mode == "int4":
+        return int4_export.convert(model, int4_export.default_bits(model), x[:8]).content
+    return tflite_export.convert(model, mode, representative_data=x[:8])
+
+
+def test_no_pruned_model_no_pruned_line(probed):
+    model, x, dense, facts = probed
+    assert facts.prune_bytes == {} and facts.prune_points == {}
+    with pytest.raises(errors.InvalidArgumentError, match="params_ratio in"):
+        storage_probe.measure(model, PRUNE_CHAINS, x, dense, pruned=(model, 1.0))
+
+
+def test_the_measured_pruned_line_sets_the_parameter_keep_top_and_drops_chains():
+    goal = Target.parse("10x smaller")
+    chains = [planner.CHAINS["prune+int8"], planner.CHAINS["prune+int4"]]
+    base = dict(dense_bytes=1000, min_params_keep=0.1, export_ratios={"int8": 0.3, "int4": 0.2})
+    product = planner.ModelFacts(True, 0.05, **base)
+    (_, top), _ = planner.params_keep_range(goal, product, chains)
+    assert top == pytest.approx(0.11 / 0.2, abs=1e-5)
+    lines = {"int8": (0.06, 0.24), "int4": (0.05, 0.15)}
+    measured = planner.ModelFacts(True, 0.05, prune_bytes=lines, **base)
+    (_, top), notes = planner.params_keep_range(goal, measured, chains)
+    # int4: 0.05 + 0.15 keep <= 0.11  <=>  keep <= 0.4 (int8 would allow only 0.208)
+    assert top == pytest.approx(0.4, abs=1e-5)
+    assert "a pruned int4 file is 0.05 + 0.15 x its parameter keep" in notes[0]
+    # at its smallest (keep 0.1) prune+int8 weighs 0.084x: kept; a 20x goal drops it
+    assert [c.name for c in planner.candidate_chains(goal, measured)[0]][:2] == [
+        "prune",
+        "prune+int8",
+    ]
+    chains20, notes20 = planner.candidate_chains(Target.parse("20x smaller"), measured)
+    assert "prune+int8" not in [c.name for c in chains20]
+    assert any(
+        "prune+int8 at its smallest (parameter keep 0.1, measured) gives ~0.084x" in n
+        for n in notes20
+    )
+    # the product of the constants never drops a pruning chain by size
+    assert "prune+int8" in [
+        c.name for c in planner.candidate_chains(Target.parse("20x smaller"), product)[0]
+    ]
+
+
 # -- the learner ----------------------------------------------------------------------------
 
 
@@ -187,3 +293,29 @@ def test_learner_measures_once_per_work_directory(probed, tmp_path, monkeypatch)
         model, data, reference
     )
     assert calls == [1, 1]
+
+
+def test_learner_probes_a_pruned_model_once_per_work_directory(prune_probed, tmp_path):
+    model, x, dense, _, pruned = prune_probed
+    path = tmp_path / "dense.tflite"
+    path.write_bytes(tflite_export.convert(model))
+    reference = proxy.Reference(str(path), dense, dense, 0.9, 0.9, 1, 1)
+    data = type("Data", (), {"x_rep": x})()
+    asked = []
+
+    def prune(keep):
+        asked.append(keep)
+        return pruned
+
+    def storage(target="10x smaller", prune=prune):
+        return AutoLearner(auto_target=target, auto_dir=str(tmp_path))._storage(
+            model, data, reference, prune
+        )
+
+    first = storage()
+    assert asked == [storage_probe.PROBE_PARAMS_KEEP]
+    assert set(first.prune_bytes) == {"float", "int8", "int4"}
+    assert storage() == first and len(asked) == 1  # read back, not measured again
+    # a target without a pruning chain builds no pruned model
+    assert storage("int8, 10x smaller").prune_bytes.keys() == {"int8"} and len(asked) == 2
+    assert storage("<=0.5x bytes", prune=None).prune_bytes == {}  # no builder, no line

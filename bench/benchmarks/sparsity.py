@@ -31,8 +31,8 @@ Configuration (environment, since ``bench.run`` calls :func:`run` without argume
 ``PFTF_SPARSITY_EPOCHS`` (fine-tuning epochs, default 8), ``PFTF_SPARSITY_LR`` (peak
 learning rate, default 0.05), ``PFTF_SPARSITY_PRTL`` (ratio protocol of ``weight-sparse``,
 default ``heurist``), ``PFTF_SPARSITY_RECIPES`` and ``PFTF_SPARSITY_TARGETS`` (comma lists,
-default all). Pruned models are cached in ``bench/artifacts/sparsity`` and training
-is resumable, so a killed run started again continues.
+default all). Pruned models are cached in ``bench/artifacts/sparsity``, keyed by
+:func:`code_key`, and training is resumable, so a killed run started again continues.
 
 Example:
     >>> from bench.benchmarks import sparsity
@@ -42,8 +42,12 @@ Example:
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
+import shutil
+import sys
 import time
 
 import numpy as np
@@ -122,6 +126,34 @@ class TFMOTDefaultRecipe(learner.Learner):
         return tfmot.sparsity.keras.strip_pruning(model)
 
 
+def code_key(dense: keras.Model) -> str:
+    """A digest of what a cached sparse model was trained with: the dense model's weights
+    and the source of the code that trains it (this module, the learner base, training,
+    distillation, the weight-sparsity package). A cached model whose key differs is trained
+    again: before this key, a change to the training code went unnoticed by later runs.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> len(code_key(m)), code_key(m) == code_key(learner.copy_model(m))
+        (64, True)
+    """
+    digest = hashlib.sha256()
+    for w in dense.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    files = [
+        sys.modules[__name__].__file__,
+        learner.__file__,
+        training.__file__,
+        distillation.__file__,
+        ratios.__file__,
+        *sorted(glob.glob(os.path.join(os.path.dirname(ratios.__file__), "*.py"))),
+    ]
+    for path in dict.fromkeys(files):  # ordered, without repeats
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
 def _env_list(name: str, default: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
 
@@ -164,9 +196,14 @@ def prune_or_load(
     if method == "weight-sparse":
         tag += f"_{settings['prtl']}"
     path = os.path.join(CACHE, tag + ".keras")
+    key = code_key(dense)
     if os.path.exists(path) and os.path.exists(path + ".json"):
         with open(path + ".json") as f:
-            return keras.models.load_model(path, compile=False), json.load(f)
+            meta = json.load(f)
+        if meta.get("code_key") == key:
+            return keras.models.load_model(path, compile=False), meta
+        print(f"[bench] {tag}: cached model trained by other code or weights: training again")
+        shutil.rmtree(path + ".ckpt", ignore_errors=True)  # its checkpoints are as stale
     # The recipe's optimiser, weight decay and augmentation; a fine-tuning length and LR.
     cfg = recipe.get_recipe(name).finetune_config(epochs=epochs, learning_rate=lr, seed=0)
     common = {"checkpoint_dir": path + ".ckpt", "verbose": 2}
@@ -182,7 +219,12 @@ def prune_or_load(
         lrn = TFMOTDefaultRecipe(cfg, final_sparsity=target, **common)
     start = time.time()
     pruned = lrn.fit(dense, data.x_train, data.y_train)
-    meta = {"tag": tag, "wall_s": round(time.time() - start, 1), "config": lrn.get_config()}
+    meta = {
+        "tag": tag,
+        "wall_s": round(time.time() - start, 1),
+        "config": lrn.get_config(),
+        "code_key": key,
+    }
     os.makedirs(CACHE, exist_ok=True)
     with atomic_io.atomic_path(path) as tmp:
         pruned.save(tmp)

@@ -41,6 +41,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -453,11 +454,14 @@ class AutoLearner(learner.Learner):
         if planner.bytes_goal_ratio(self.target, run.facts) is not None:
             # Every chain the goals allow, before the estimates drop any: the measured
             # ratios may keep a chain the constants would have dropped.
-            storage = self._storage(run.model, run.data, run.reference)
+            storage = self._storage(
+                run.model, run.data, run.reference, lambda keep: self._pruned_probe(run, keep)
+            )
             run.facts = dataclasses.replace(
                 run.facts,
                 export_ratios=storage.export_ratios,
                 sparse_bytes=storage.sparse_bytes,
+                prune_bytes=storage.prune_bytes,
             )
             storage_notes = storage_probe.describe(storage)
         else:
@@ -797,15 +801,27 @@ class AutoLearner(learner.Learner):
         return ratio.speedup
 
     def _storage(
-        self, model: keras.Model, data: splits.SearchData, reference: proxy.Reference
+        self,
+        model: keras.Model,
+        data: splits.SearchData,
+        reference: proxy.Reference,
+        prune: Callable[[float], tuple[keras.Model, float]] | None = None,
     ) -> storage_probe.StorageFacts:
         """The file-size ratios a byte goal plans with, measured on the dense model (once per
-        work directory and target, so a rerun plans the same search space)."""
+        work directory and target, so a rerun plans the same search space). ``prune(keep)``
+        builds the pruned probe model (:meth:`_pruned_probe`) when a chain prunes."""
         info_path = os.path.join(self.auto_dir, "dense.storage.json")
         chains = planner.allowed_chains(self.target)
+        keep = None
+        if prune is not None and any(c.prunes for c in chains):
+            facts = planner.model_facts(model, channel_round=self.channel_round)
+            if facts.prunable:
+                keep = storage_probe.probe_params_keep(facts.min_params_keep)
         key = {
             "float_sha256": atomic_io.sha256_file(reference.tflite_path),
             "chains": [c.name for c in chains],
+            # A file measured before the pruned probe existed lacks its line: measured again.
+            "pruned_probe_keep": keep,
         }
         try:
             with open(info_path) as f:
@@ -815,9 +831,41 @@ class AutoLearner(learner.Learner):
         except (OSError, ValueError, KeyError, TypeError):
             pass
         self._say("measuring what this model's files weigh (it sets the byte goal's ranges)")
-        storage = storage_probe.measure(model, chains, data.x_rep, reference.bytes)
+        pruned = None
+        if keep is not None:
+            t0 = time.time()
+            pruned = prune(keep)
+            self._say(
+                f"  pruned probe: parameter keep {pruned[1]:.3g} (asked {keep:g}), "
+                f"{time.time() - t0:.0f} s"
+            )
+        storage = storage_probe.measure(model, chains, data.x_rep, reference.bytes, pruned=pruned)
         atomic_io.write_json(info_path, {"key": key, "storage": storage.to_dict()})
         return storage
+
+    def _pruned_probe(self, run: _Run, keep: float) -> tuple[keras.Model, float]:
+        """The dense model channel-pruned to parameter keep ``keep`` as the pruning chains'
+        trials prune it (same allocation, cache and seed; no fine-tune: a file's size depends
+        on the channels kept, not on the weights' values), and its parameter ratio."""
+        params = {"chain": "prune", "params_keep": keep, "criterion": "l1", "lr_factor": 1.0}
+        cand = candidate.build(
+            run.model,
+            run.teacher,
+            params,
+            run.data,
+            train_config=run.cfg,
+            facts=run.facts,
+            steps=0,
+            calib_samples=self.proxy_config.calib_samples,
+            eval_samples=self.proxy_config.eval_samples,
+            channel_round=self.channel_round,
+            distill=self.distillation,
+            # The sensitivity scores it computes are the ones the trials would: shared.
+            cache=run.cache,
+            prune_seed=self.seed,
+            seed=self.seed,
+        )
+        return cand.pruned, float(cand.params_ratio)
 
     def _build_final(
         self, run: _Run, params: dict[str, Any], callbacks, s_per_step: float | None

@@ -15,7 +15,15 @@ instead, without training:
   sparse storage at two sparsities (:data:`PROBE_SPARSITIES`); a file's size depends on how
   many weights are zero, not on their values, so the fine-tuned trial's file weighs the
   same. The two points give the line ``fixed + per_kept * (1 - sparsity)``: ``fixed`` is what
-  stays dense.
+  stays dense;
+* pruning chains (``prune``, ``prune+int8``, ``prune+int4``): one channel-pruned model the
+  caller builds with the chains' own allocation at about :data:`PROBE_PARAMS_KEEP`
+  (:func:`probe_params_keep`), exported in each chain's mode. With the dense file it gives
+  the line ``fixed + per_kept * params_keep``. The dense ratio times the parameter keep was
+  too optimistic (per-channel scales, zero points and biases, and the layers pruning cannot
+  touch, shrink less than the kernels), a split of the dense file into kernel bytes and
+  the rest too pessimistic (that rest shrinks with the channels too): only a pruned file
+  says where between them this model lies.
 
 Example:
     >>> facts = measure(model, planner.allowed_chains(target), x_rep, dense_bytes)  # doctest: +SKIP
@@ -41,6 +49,10 @@ from pocketflow_tf.learners.weight_sparse import ratios as ratios_lib
 #: :data:`planner.DEFAULT_SPARSITY_RANGE`, where the line is used.
 PROBE_SPARSITIES = (0.7, 0.95)
 
+#: The parameter keep ratio the pruned probe model is built at: byte goals of 0.1x and below
+#: push the pruning chains' search towards 0.2-0.4, so the line is measured there.
+PROBE_PARAMS_KEEP = 0.3
+
 #: Calibration images of a probe's int8 / int4 export: the file's size does not depend on the
 #: calibrated ranges, so a handful is enough (the real exports calibrate on hundreds).
 PROBE_CALIBRATION = 8
@@ -57,6 +69,10 @@ class StorageFacts:
             ``"int8"``; :attr:`planner.ModelFacts.sparse_bytes`).
         points: ``{mode: [[sparsity, ratio], ...]}``, the measured sparse files (reports).
         notes: Exports the probe could not make (their constants stay in use).
+        prune_bytes: ``{mode: (fixed, per_kept)}`` per export mode of the pruning chains
+            (:attr:`planner.ModelFacts.prune_bytes`).
+        prune_points: ``{mode: [[params_keep, ratio], ...]}``, the dense and the pruned
+            file (reports).
 
     Example:
         >>> StorageFacts({"int8": 0.27}, {}, {}, []).to_dict()["export_ratios"]
@@ -67,6 +83,8 @@ class StorageFacts:
     sparse_bytes: dict[str, tuple[float, float]]
     points: dict[str, list[list[float]]]
     notes: list[str]
+    prune_bytes: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    prune_points: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (cache file, reports).
@@ -80,6 +98,8 @@ class StorageFacts:
             "sparse_bytes": {k: list(v) for k, v in self.sparse_bytes.items()},
             "points": {k: [list(p) for p in v] for k, v in self.points.items()},
             "notes": list(self.notes),
+            "prune_bytes": {k: list(v) for k, v in self.prune_bytes.items()},
+            "prune_points": {k: [list(p) for p in v] for k, v in self.prune_points.items()},
         }
 
     @classmethod
@@ -87,7 +107,7 @@ class StorageFacts:
         """The inverse of :meth:`to_dict`.
 
         Example:
-            >>> f = StorageFacts({"int4": 0.3}, {"float": (0.1, 1.5)}, {}, ["x"])
+            >>> f = StorageFacts({"int4": 0.3}, {"float": (0.1, 1.5)}, {}, ["x"], {"int4": (0.05, 0.25)})
             >>> StorageFacts.from_dict(f.to_dict()) == f
             True
         """
@@ -96,6 +116,8 @@ class StorageFacts:
             {k: (float(v[0]), float(v[1])) for k, v in d["sparse_bytes"].items()},
             {k: [list(p) for p in v] for k, v in d["points"].items()},
             list(d["notes"]),
+            {k: (float(v[0]), float(v[1])) for k, v in d["prune_bytes"].items()},
+            {k: [list(p) for p in v] for k, v in d["prune_points"].items()},
         )
 
 
@@ -146,6 +168,19 @@ def fit_line(points: Sequence[Sequence[float]]) -> tuple[float, float]:
     return round(fixed, 6), round(per_kept, 6)
 
 
+def probe_params_keep(min_params_keep: float) -> float | None:
+    """The parameter keep ratio to build the pruned probe model at, for a model whose
+    pruning reaches ``min_params_keep`` at best: :data:`PROBE_PARAMS_KEEP`, raised well
+    above that floor; ``None`` when pruning cannot go far enough below 1 for a line.
+
+    Example:
+        >>> probe_params_keep(0.05), probe_params_keep(0.4), probe_params_keep(0.6)
+        (0.3, 0.6, None)
+    """
+    keep = max(PROBE_PARAMS_KEEP, 1.5 * float(min_params_keep))
+    return round(keep, 6) if keep <= 0.8 else None
+
+
 def measure(
     model: keras.Model,
     chains: Sequence[planner.Chain],
@@ -153,6 +188,7 @@ def measure(
     dense_bytes: int,
     *,
     sparsities: Sequence[float] = PROBE_SPARSITIES,
+    pruned: tuple[keras.Model, float] | None = None,
 ) -> StorageFacts:
     """Measures the file-size ratios ``chains`` need on ``model`` (see the module docstring).
 
@@ -163,6 +199,9 @@ def measure(
         representative_data: Calibration inputs for the int8 / int4 exports.
         dense_bytes: The dense float ``.tflite`` size the ratios are relative to.
         sparsities: The two (or more) sparsities each sparse mode is measured at.
+        pruned: ``(model, params_ratio)``: ``model`` channel-pruned as the pruning chains
+            prune (physically smaller), keeping ``params_ratio`` of the dense parameters;
+            ``None``: pruning chains keep the planner's product estimate.
 
     Returns:
         The :class:`StorageFacts`; an export the converter refuses is left out with a note
@@ -211,8 +250,8 @@ def measure(
         mode = chain.export_mode
         measured = []
         for s in points_at:
-            pruned = magnitude_pruned(model, sparse_build.layer_ratios(model, chain, s))
-            size = _size(pruned, mode, rep, True, notes)
+            zeroed = magnitude_pruned(model, sparse_build.layer_ratios(model, chain, s))
+            size = _size(zeroed, mode, rep, True, notes)
             if size is None:
                 break
             measured.append([float(s), round(size / dense_bytes, 6)])
@@ -220,7 +259,24 @@ def measure(
             continue
         points[mode] = measured
         sparse_bytes[mode] = fit_line(measured)
-    return StorageFacts(export_ratios, sparse_bytes, points, notes)
+    prune_bytes: dict[str, tuple[float, float]] = {}
+    prune_points: dict[str, list[list[float]]] = {}
+    if pruned is not None:
+        pruned_model, keep = pruned
+        if not 0.0 < float(keep) < 1.0:
+            raise errors.InvalidArgumentError(
+                "pruned", keep, "(model, params_ratio) with params_ratio in (0, 1)"
+            )
+        for mode in sorted({c.export_mode for c in chains if c.prunes and not c.sparse}):
+            dense = 1.0 if mode == "float" else export_ratios.get(mode)
+            size = None if dense is None else _size(pruned_model, mode, rep, False, notes)
+            if size is None:
+                continue
+            pts = [[float(keep), round(size / dense_bytes, 6)], [1.0, float(dense)]]
+            prune_points[mode] = pts
+            # Two points; fit_line works in (1 - x), so pass the keep ratio as 1 - x.
+            prune_bytes[mode] = fit_line([(1.0 - k, r) for k, r in pts])
+    return StorageFacts(export_ratios, sparse_bytes, points, notes, prune_bytes, prune_points)
 
 
 def describe(facts: StorageFacts) -> list[str]:
@@ -243,6 +299,13 @@ def describe(facts: StorageFacts) -> list[str]:
         lines.append(
             f"measured: the {mode} sparse file is {fixed:.3g} + {per_kept:.3g} x (1 - sparsity) "
             f"of the float file" + (f" ({at})" if at else "")
+        )
+    for mode, (fixed, per_kept) in facts.prune_bytes.items():
+        pts = facts.prune_points.get(mode)
+        at = f" ({pts[0][1]:.3g}x at parameter keep {pts[0][0]:.3g})" if pts else ""
+        lines.append(
+            f"measured: a channel-pruned {mode} file is {fixed:.3g} + {per_kept:.3g} x its "
+            f"parameter keep of the float file{at}"
         )
     return lines + list(facts.notes)
 
@@ -277,10 +340,12 @@ def _size(
 
 __all__ = [
     "PROBE_CALIBRATION",
+    "PROBE_PARAMS_KEEP",
     "PROBE_SPARSITIES",
     "StorageFacts",
     "describe",
     "fit_line",
     "magnitude_pruned",
     "measure",
+    "probe_params_keep",
 ]

@@ -59,10 +59,11 @@ class Target:
 
     Attributes:
         speedup: Measured LiteRT latency speed-up over the dense float ``.tflite`` (one
-            thread, batch 1, interleaved runs), e.g. ``2.0``; ``None``: no speed goal.
-        flops_ratio: Keep at most this share of the dense model's FLOPs, in (0, 1].
+            thread, batch 1, interleaved runs), above 1, e.g. ``2.0``; ``None``: no speed
+            goal.
+        flops_ratio: Keep at most this share of the dense model's FLOPs, in (0, 1).
         max_bytes: Largest deployable ``.tflite`` file, in bytes.
-        bytes_ratio: Largest ``.tflite`` size relative to the dense float ``.tflite``, in (0, 1].
+        bytes_ratio: Largest ``.tflite`` size relative to the dense float ``.tflite``, in (0, 1).
         int8: Deploy as a full-integer int8 ``.tflite``.
         max_acc_drop: Accuracy floor: the largest accepted drop against the dense model, in
             percentage points (1.0 = one point), measured on held-out training data.
@@ -89,9 +90,11 @@ class Target:
     def __post_init__(self):
         # Values are normalised (ints become floats) so that equal targets compare and
         # serialise equal whatever numeric type the caller used.
-        for name, low, high in (("speedup", 1.0, math.inf), ("flops_ratio", 0.0, 1.0)):
-            self._check_number(name, low, high, low_open=name == "flops_ratio")
-        self._check_number("bytes_ratio", 0.0, 1.0, low_open=True)
+        # A goal of exactly 1x ("1x smaller", "flops<=1") asks for nothing: the model as it
+        # is meets it, so the run would search for nothing and report success. Refused.
+        self._check_number("speedup", 1.0, math.inf, low_open=True, high_open=False)
+        for name in ("flops_ratio", "bytes_ratio"):
+            self._check_number(name, 0.0, 1.0, low_open=True, high_open=True)
         if self.max_bytes is not None:
             if (
                 isinstance(self.max_bytes, bool)
@@ -116,7 +119,9 @@ class Target:
                 "at least one resource goal: speedup, flops_ratio, max_bytes, bytes_ratio or int8",
             )
 
-    def _check_number(self, name: str, low: float, high: float, low_open: bool) -> None:
+    def _check_number(
+        self, name: str, low: float, high: float, low_open: bool, high_open: bool
+    ) -> None:
         value = getattr(self, name)
         if value is None:
             return
@@ -125,11 +130,12 @@ class Target:
             and isinstance(value, int | float)
             and math.isfinite(value)
             and (value > low if low_open else value >= low)
-            and value <= high
+            and (value < high if high_open else value <= high)
         )
         if not ok:
-            bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-            raise errors.InvalidArgumentError(name, value, f"a number in {bounds}")
+            bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            why = " (1 asks for no change: the model as it is meets it)" if 1 in (low, high) else ""
+            raise errors.InvalidArgumentError(name, value, f"a number in {bounds}{why}")
         object.__setattr__(self, name, float(value))
 
     # -- reading and writing ---------------------------------------------------------------
