@@ -386,10 +386,30 @@ def render(results_dir: str = os.path.join(ROOT, "bench", "results")) -> str:
             # Records of one method and phase summarise several seeds already: one row per
             # method, before and after side by side, instead of the per-record table.
             commands = sorted({r["command"] for r in phased if r.get("command")})
-            parts.append(f"**{doc['benchmark']}** (`{'`, `'.join(commands)}`)\n")
+            parts.append(f"**{doc['benchmark']}** ({commands_text(commands)})\n")
             parts += [host_attribution(phased), "", *phase_summary(phased)]
         parts.append("")
     return "\n".join(parts).rstrip()
+
+
+def commands_text(commands: list[str]) -> str:
+    """The commands of a table's caption: each in full when there are at most two, else
+    the command they share with the environment settings dropped (each record keeps its
+    own in the JSON file), so a caption stays one line.
+
+    Example:
+        >>> commands_text(["python -m bench.run compare"])
+        '`python -m bench.run compare`'
+        >>> commands_text(["A=1 python -m x", "A=2 python -m x", "B=1 python -m x"])
+        "`python -m x` with per-row settings (each record's `command` in the JSON file)"
+    """
+    if len(commands) <= 2:
+        return ", ".join(f"`{c}`" for c in commands)
+    bare = sorted({" ".join(w for w in c.split() if "=" not in w) for c in commands})
+    return (
+        ", ".join(f"`{c}`" for c in bare)
+        + " with per-row settings (each record's `command` in the JSON file)"
+    )
 
 
 def update_readme(readme: str = os.path.join(ROOT, "README.md")) -> None:

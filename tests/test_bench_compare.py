@@ -166,3 +166,18 @@ def test_docstring_examples(clean_env):
     # tests/test_doctests.py walks pocketflow_tf only; bench's examples run in its tests.
     result = doctest.testmod(compare, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_a_partial_run_records_the_command_that_reproduces_it(clean_env, monkeypatch):
+    monkeypatch.setenv("PFTF_CMP_EPOCHS", "1")
+    k = compare.knobs()
+    amc = compare.command_for(k, "allocation", "alloc-amc")
+    assert amc == (
+        "PFTF_CMP_PARTS=allocation PFTF_CMP_METHODS=alloc-amc PFTF_CMP_EPOCHS=1 "
+        "python -m bench.run compare"
+    )
+    # the uniform allocation searches nothing: the search budgets are not part of it
+    k["trials"] = 5
+    assert "TRIALS" not in compare.command_for(k, "allocation", "alloc-uniform")
+    recs = compare.summary_records("alloc-amc", "s", [0], {"after": [0.9]}, {}, command=amc)
+    assert recs[0]["command"] == amc

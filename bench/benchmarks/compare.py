@@ -173,6 +173,47 @@ def knobs() -> dict[str, Any]:
     return out
 
 
+# The defaults of the knobs a record depends on, as :func:`knobs` parses them.
+_DEFAULTS = {"seeds": [0, 1, 2], "epochs": 2, "keep": 0.3, "trials": 100, "amc_episodes": 300}
+_ENV = {
+    "seeds": "PFTF_CMP_SEEDS",
+    "epochs": "PFTF_CMP_EPOCHS",
+    "keep": "PFTF_CMP_KEEP",
+    "trials": "PFTF_CMP_TRIALS",
+    "amc_episodes": "PFTF_CMP_AMC_EPISODES",
+}
+
+
+def command_for(k: dict[str, Any], part: str, item: str) -> str:
+    """The command that reproduces the records of one method or bits setting: its part,
+    the item alone, and every knob it depends on that differs from the default (a record
+    whose command is the bare default run would not say that it came from a partial one).
+
+    Example:
+        >>> k = {**knobs(), "seeds": [0], "trials": 7}
+        >>> command_for(k, "allocation", "alloc-tpe")
+        'PFTF_CMP_PARTS=allocation PFTF_CMP_METHODS=alloc-tpe PFTF_CMP_SEEDS=0 PFTF_CMP_TRIALS=7 python -m bench.run compare'
+        >>> command_for(k, "precision", "mixed-3")
+        'PFTF_CMP_PARTS=precision PFTF_CMP_BITS=mixed-3 PFTF_CMP_SEEDS=0 python -m bench.run compare'
+    """
+    env = [f"PFTF_CMP_PARTS={part}"]
+    env.append(f"PFTF_CMP_METHODS={item}" if part == "allocation" else f"PFTF_CMP_BITS={item}")
+    used = ["seeds", "epochs"]
+    if part == "allocation":
+        used.append("keep")
+        search = _ALLOCATION_OPTIONS[item].get("cp_ratio_search")
+        if search == "amc":
+            used.append("amc_episodes")
+        elif search is not None:
+            used.append("trials")
+    for name in used:
+        if k[name] != _DEFAULTS[name]:
+            value = k[name]
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            env.append(f"{_ENV[name]}={text}")
+    return " ".join([*env, COMMAND])
+
+
 def _finetune_config(epochs: int, seed: int) -> training.TrainConfig:
     """The fine-tune every method of both parts gets (the recipe's, with this seed)."""
     return recipe.get_recipe(RECIPE).finetune_config(epochs=epochs, seed=seed)
@@ -212,11 +253,13 @@ def summary_records(
     seeds: list[int],
     accs: dict[str, list[float]],
     measured: dict[str, list[float]],
+    command: str = COMMAND,
     **fields: Any,
 ) -> list[dict[str, Any]]:
     """One record per phase of ``accs`` (``{phase: per-seed accuracies}``): mean, std and
     the per-seed values; each ``measured`` field (``{"flops_ratio": per-seed values}``) as
-    its mean plus the values under ``<field>_per_seed``.
+    its mean plus the values under ``<field>_per_seed``; ``command`` reproduces them
+    (:func:`command_for`).
 
     Example:
         >>> r = summary_records("m", "s", [0], {"after": [0.9]}, {"average_bits": [2.5]})[0]
@@ -236,7 +279,7 @@ def summary_records(
                 method=method,
                 setting=f"{setting},phase={phase}",
                 acc=mean,
-                command=COMMAND,
+                command=command,
                 phase=phase,
                 seeds=list(seeds),
                 acc_std=std,
@@ -248,7 +291,7 @@ def summary_records(
     return recs
 
 
-def _over_seeds(method, setting, k, base, make, measure, detail: str) -> list[dict]:
+def _over_seeds(method, setting, k, base, make, measure, detail: str, command: str) -> list[dict]:
     """Fine-tunes ``make(train_config)`` (a learner) from the dense model once per seed and
     summarises the seeds (:func:`summary_records`).
 
@@ -280,6 +323,7 @@ def _over_seeds(method, setting, k, base, make, measure, detail: str) -> list[di
         k["seeds"],
         accs,
         measured,
+        command=command,
         model=dense.name,
         acc_baseline=round(acc_dense, 4),
         wall_s=round(time.time() - start, 1),
@@ -321,7 +365,8 @@ def allocation(base, k: dict[str, Any]) -> list[dict[str, Any]]:
             return ChannelPrunedLearner(cfg, distillation=DISTILLATION, verbose=1, **opts)
 
         setting = f"flops_keep={k['keep']},epochs={k['epochs']}"
-        recs += _over_seeds(method, setting, k, base, make, measure, "kept")
+        command = command_for(k, "allocation", method)
+        recs += _over_seeds(method, setting, k, base, make, measure, "kept", command)
     return recs
 
 
@@ -349,7 +394,8 @@ def precision(base, k: dict[str, Any]) -> list[dict[str, Any]]:
 
         kind, _, bits = setting.partition("-")
         name, how = f"bits-{kind}", f"avg_bits={bits},epochs={k['epochs']}"
-        recs += _over_seeds(name, how, k, base, make, measure, "bits")
+        command = command_for(k, "precision", setting)
+        recs += _over_seeds(name, how, k, base, make, measure, "bits", command)
     return recs
 
 
