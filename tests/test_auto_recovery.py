@@ -199,7 +199,7 @@ def test_final_fine_tune_stops_once_recovered_and_reports_why(trained, tmp_path)
     assert stored["data"]["holdout_caveat"].startswith("carved from the data given")
     assert "on the test data" in stored["answer"]["summary"]
     page = open(result.html_path).read()
-    assert "Final fine-tune: 1 of 4 planned epoch(s)" in page and "test accuracy" in page
+    assert "Final fine-tune: 1 epoch(s) of at most 4" in page and "test accuracy" in page
 
 
 def test_final_fine_tune_without_a_cap_plans_what_the_budget_leaves(trained, tmp_path):  # noqa: F811

@@ -216,8 +216,9 @@ def _final_section(report: Mapping[str, Any]) -> list[str]:
     if ft:
         curve = ", ".join(f"{e}: {a:.4f}" for e, a, _ in ft.get("curve") or [])
         notes.append(
-            f"Final fine-tune: {len(ft.get('curve') or [])} of {ft.get('planned_epochs')} "
-            f"planned epoch(s), ended by <b>{_e(ft.get('reason'))}</b> (stops at held-out "
+            # "planned" is a ceiling (as many epochs as the time left allows), not a schedule.
+            f"Final fine-tune: {len(ft.get('curve') or [])} epoch(s) of at most "
+            f"{ft.get('planned_epochs')}, ended by <b>{_e(ft.get('reason'))}</b> (stops at held-out "
             f"accuracy {_num(ft.get('floor'), 4)}); kept epoch {ft.get('best_epoch')}. "
             f"Held-out accuracy by epoch: {_e(curve)}."
         )
