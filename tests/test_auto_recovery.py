@@ -183,6 +183,123 @@ def test_learning_curve_scores_with_fresh_batchnorm_and_restores_it():
 # -- end to end --------------------------------------------------------------------------------
 
 
+def test_recovery_stop_state_survives_a_kill(tmp_path):
+    x, y = _xy()
+    m, clock = _linear(), _Clock()
+    good = [np.array([[-5.0, 5.0]] + [[0.0, 0.0]] * 3, "float32"), np.array([2.5, -2.5], "f4")]
+    bad = [-w for w in good]
+    state = str(tmp_path / "recovery")
+    first = recovery.RecoveryStop(
+        x, y, floor=2.0, patience=None, deadline=None, clock=clock, state_dir=state
+    )
+    first.set_model(m)
+    first.on_train_begin()
+    _epoch(first, m, good, 0, clock)
+    _epoch(first, m, bad, 1, clock)
+    # killed here: no on_train_end, the in-memory copy of the best weights is lost
+    lines = []
+    again = recovery.RecoveryStop(
+        x,
+        y,
+        floor=2.0,
+        patience=None,
+        deadline=None,
+        clock=clock,
+        state_dir=state,
+        say=lines.append,
+    )
+    again.set_model(m)
+    again.on_train_begin()
+    assert again.best_epoch == 1 and [e for e, _, _ in again.curve] == [1, 2]
+    assert "resumed after epoch 2 (best so far: epoch 1)" in lines[0]
+    _epoch(again, m, bad, 1, clock)  # epoch 2 trained again (killed before its backup)
+    _epoch(again, m, bad, 2, clock)
+    assert [e for e, _, _ in again.curve] == [1, 2, 3]
+    assert [t for _, _, t in again.curve] == [10.0, 30.0, 40.0]  # seconds go on counting
+    again.on_train_end()  # the best epoch came before the kill: its weights from the file
+    for got, want in zip(m.get_weights(), good, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert recovery.stored_stop(state) is None  # still training when last saved
+
+
+def test_a_stop_is_stored_so_a_resume_trains_no_further(tmp_path):
+    x, y = _xy()
+    m, clock = _linear(), _Clock()
+    state = str(tmp_path / "recovery")
+    stop = recovery.RecoveryStop(
+        x, y, floor=0.0, patience=None, deadline=None, clock=clock, state_dir=state
+    )
+    stop.set_model(m)
+    stop.on_train_begin()
+    _epoch(stop, m, m.get_weights(), 0, clock)
+    assert stop.reason == "recovered"
+    assert recovery.stored_stop(state) == ("recovered", 1)
+    resumed = recovery.RecoveryStop(
+        x, y, floor=0.0, patience=None, deadline=None, clock=clock, state_dir=state
+    )
+    resumed.set_model(m)
+    resumed.on_train_begin()
+    assert resumed.reason == "recovered" and resumed.to_dict()["best_epoch"] == 1
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing catches it, no on_train_end runs."""
+
+
+def test_final_fine_tune_resumes_after_a_kill(trained, tmp_path, monkeypatch):  # noqa: F811
+    model, data = trained
+    opts = tiny_models.auto_budget(
+        proxy_steps=8,
+        samples=128,
+        int8_final="ptq",
+        final_epochs=3,
+        max_trials=1,
+        final_margin=100.0,  # an unreachable floor: all three epochs run
+    )
+    original = recovery.RecoveryStop.on_epoch_end
+
+    def killed_after_epoch_1(self, epoch, logs=None):
+        if epoch == 1:  # epoch 2 trained, neither scored nor backed up
+            raise _Killed()
+        return original(self, epoch, logs)
+
+    monkeypatch.setattr(recovery.RecoveryStop, "on_epoch_end", killed_after_epoch_1)
+    with pytest.raises(_Killed):
+        compress(model, data, "flops<=0.6", str(tmp_path), **opts)
+    final = tmp_path / "final"
+    assert (final / "ckpt" / "backup").is_dir()
+    assert [p[0] for p in json.load(open(final / "recovery" / "recovery.json"))["curve"]] == [1]
+    monkeypatch.setattr(recovery.RecoveryStop, "on_epoch_end", original)
+    trained_epochs = []
+    monkeypatch.setattr(
+        recovery.RecoveryStop,
+        "on_epoch_begin",
+        lambda self, epoch, logs=None: trained_epochs.append(epoch + 1),
+    )
+    result = compress(model, data, "flops<=0.6", str(tmp_path), **opts)
+    ft = result.report["final"]["fine_tune"]
+    assert trained_epochs == [2, 3]  # resumed from the backup of epoch 1
+    assert [p[0] for p in ft["curve"]] == [1, 2, 3] and ft["reason"] == "epochs"
+    assert ft["best_epoch"] in (1, 2, 3)
+    assert not (final / "recovery").exists() and not (final / "ckpt").exists()
+
+
+def test_a_backup_of_another_final_build_is_not_restored(trained, tmp_path):  # noqa: F811
+    model, data = trained
+    opts = tiny_models.auto_budget(proxy_steps=8, samples=128, int8_final="ptq", max_trials=1)
+    final = tmp_path / "final"
+    (final / "ckpt" / "backup").mkdir(parents=True)
+    (final / "ckpt" / "backup" / "latest.weights.h5").write_bytes(b"another model's weights")
+    (final / "recovery").mkdir()
+    (final / "recovery" / "recovery.json").write_text('{"curve": [[7, 0.5, 1.0]]}')
+    (final / "build.json").write_text('{"params": "another trial"}')
+    result = compress(model, data, "flops<=0.6, drop<=100", str(tmp_path), **opts)
+    assert [p[0] for p in result.report["final"]["fine_tune"]["curve"]] == [1]
+    assert (
+        json.load(open(final / "build.json"))["params"]["chain"] == result.report["chosen"]["chain"]
+    )
+
+
 def test_final_fine_tune_stops_once_recovered_and_reports_why(trained, tmp_path):  # noqa: F811
     model, data = trained
     opts = tiny_models.auto_budget(

@@ -40,6 +40,7 @@ import importlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -83,6 +84,8 @@ CONFIG_FILE = "auto_config.json"
 #: 2: trials are ranked by the accuracy extrapolated to the final fine-tune (acc_predicted).
 CONFIG_FORMAT = 2
 FINAL_FILE = "final.json"
+#: The key of the final build whose backup and recovery state ``final/`` holds.
+FINAL_BUILD_FILE = "build.json"
 #: The Pareto front's objectives: held-out accuracy, latency and file size.
 PARETO = (("acc", "max"), ("latency_ratio", "min"), ("bytes", "min"))
 #: Default distillation of every fine-tune (the dense model teaches its compressed copy).
@@ -567,6 +570,11 @@ class AutoLearner(learner.Learner):
         # A sparse chain's schedule must reach its target sparsity before anything may stop
         # it or pick an earlier epoch.
         first = math.ceil(epochs * sparse_build.SCHEDULE_END) if chain.sparse else 1
+        state = self._final_paths()[1]
+        ended = recovery.stored_stop(state)
+        if ended is not None and ended[0] in ("recovered", "plateau"):
+            # A fine-tune that had ended before a kill trains no further on resuming.
+            epochs = ended[1]
         stop = recovery.RecoveryStop(
             run.data.x_hold,
             run.data.y_hold,
@@ -575,6 +583,7 @@ class AutoLearner(learner.Learner):
             deadline=None if budget is None else time.time() + budget,
             min_epochs=first,
             say=self._say,
+            state_dir=state,
         )
         self._say(
             f"final fine-tune: up to {epochs} epoch(s)"
@@ -651,6 +660,7 @@ class AutoLearner(learner.Learner):
             if reused is not None:
                 self._say(f"reusing the final model of trial {best.number} ({reused[2]['tflite']})")
                 return reused
+            self._claim_final_folder(key)
             final_model, figures, final_info = self._build_final(
                 run, best.params, callbacks, best.metrics.get("s_per_step")
             )
@@ -901,6 +911,8 @@ class AutoLearner(learner.Learner):
             callbacks=callbacks,
             verbose=self._keras_verbose,
         )
+        # The fit released its backup; the state that went with it goes too.
+        shutil.rmtree(self._final_paths()[1], ignore_errors=True)
         self.pruned_model = cand.pruned
         if cand.history is not None:
             self.history = keras.callbacks.History()
@@ -1028,6 +1040,34 @@ class AutoLearner(learner.Learner):
 
     def _stored_config_sha(self) -> str:
         return atomic_io.sha256_file(os.path.join(self.auto_dir, CONFIG_FILE))
+
+    def _final_paths(self) -> tuple[str, str]:
+        """``(backup folder of the final fine-tune, its RecoveryStop state folder)``."""
+        folder = os.path.join(self.auto_dir, "final")
+        return os.path.join(folder, "ckpt"), os.path.join(folder, "recovery")
+
+    def _claim_final_folder(self, key: dict[str, Any]) -> None:
+        """Keeps what a killed final build left in ``final/`` only when it is this build's.
+
+        A rerun with a larger ``--auto_max_trials`` may choose another trial: its backup
+        holds another architecture's weights and must not be restored into this one. A
+        recovery state whose backup is gone (removed after its fit, before ``final.json``)
+        describes a fine-tune that will run again from the start.
+        """
+        ckpt, state = self._final_paths()
+        path = os.path.join(self.auto_dir, "final", FINAL_BUILD_FILE)
+        try:
+            with open(path) as f:
+                stored = json.load(f)
+        except (OSError, ValueError):
+            stored = None
+        if stored != key and os.path.exists(ckpt):
+            self._say("a previous final build of other settings left a backup: starting afresh")
+            shutil.rmtree(ckpt)
+        if not os.path.isdir(os.path.join(ckpt, "backup")):
+            shutil.rmtree(state, ignore_errors=True)
+        if stored != key:
+            atomic_io.write_json(path, key)
 
     def _load_final(self, key: dict[str, Any]):
         """The final model a previous run built for the same trial and settings, if intact.

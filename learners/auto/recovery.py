@@ -22,13 +22,15 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from pocketflow_tf import errors, training
+from pocketflow_tf import atomic_io, errors, training
 from pocketflow_tf.compat import keras
 
 #: Share of the time left the planned epochs may fill: per-epoch held-out scoring, the
@@ -38,6 +40,10 @@ BUDGET_SHARE = 0.8
 #: Epochs of the final fine-tune when nothing else bounds it: no wall budget (or no measured
 #: training speed) and no ``auto_final_epochs``.
 UNBUDGETED_EPOCHS = 30
+
+#: Files of a :class:`RecoveryStop`'s ``state_dir``.
+STATE_FILE = "recovery.json"
+BEST_WEIGHTS_FILE = "best.weights.h5"
 
 #: The learning-curve model of :func:`extrapolate`: accuracy approaches its limit as
 #: ``a_inf - b / steps**EXPONENT``. 0.5 is the rate of SGD on a convex loss; a fitted exponent
@@ -135,6 +141,13 @@ class RecoveryStop(keras.callbacks.Callback):
     ``min_epochs`` epochs nothing stops training and no epoch counts as the best (a schedule
     that must finish, e.g. gradual weight sparsity reaching its target).
 
+    With ``state_dir`` the callback survives a kill as the training's per-epoch backup does:
+    after every epoch it writes its curve and best epoch there (and the best epoch's weights
+    when they change), each file atomically, and a fit that resumes from the backup resumes
+    them too, so the resumed run still ends with the best epoch's weights and reports every
+    epoch. An epoch trained again after a kill (killed after this state was written, before
+    the backup) replaces its earlier point. The caller removes ``state_dir`` with the backup.
+
     Args:
         x: Held-out images.
         y: Their integer labels.
@@ -145,6 +158,7 @@ class RecoveryStop(keras.callbacks.Callback):
         batch_size: Scoring batch size.
         say: Progress lines (``None``: silent).
         clock: Time source (tests).
+        state_dir: Folder for the resumable state (``None``: kept in memory only).
 
     Attributes:
         reason: Why training ended (``"recovered"``, ``"plateau"``, ``"budget"`` or
@@ -177,6 +191,7 @@ class RecoveryStop(keras.callbacks.Callback):
         batch_size: int = 256,
         say: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        state_dir: str | None = None,
     ):
         super().__init__()
         self.x, self.y = x, np.asarray(y).reshape(-1)
@@ -189,6 +204,9 @@ class RecoveryStop(keras.callbacks.Callback):
         self.best_acc = -1.0
         self._best_weights: list[np.ndarray] | None = None
         self._t0 = clock()
+        self.state_dir = state_dir
+        self._offset = 0.0  # seconds of the epochs before a resume
+        self._resumed_at = 0  # epochs on the curve before this fit began
 
     @property
     def student(self) -> keras.Model:
@@ -203,6 +221,56 @@ class RecoveryStop(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._t0 = self.clock()
+        self._load_state()
+
+    def _state_paths(self) -> tuple[str, str]:
+        return (
+            os.path.join(self.state_dir, STATE_FILE),
+            os.path.join(self.state_dir, BEST_WEIGHTS_FILE),
+        )
+
+    def _load_state(self) -> None:
+        """Takes up the curve and best epoch a killed fit left in ``state_dir``."""
+        if not self.state_dir:
+            return
+        state_path, weights_path = self._state_paths()
+        try:
+            with open(state_path) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return  # nothing stored (or unreadable): a fresh start
+        self.curve = [(int(e), float(a), float(t)) for e, a, t in state.get("curve", [])]
+        self._offset = self.curve[-1][2] if self.curve else 0.0
+        self._resumed_at = len(self.curve)
+        if state.get("stopped"):
+            self.reason = str(state["stopped"])
+        best = state.get("best_epoch")
+        if best is not None and os.path.exists(weights_path):
+            self.best_epoch, self.best_acc = int(best), float(state["best_acc"])
+        if self.say and self.curve:
+            self.say(
+                f"final fine-tune resumed after epoch {self.curve[-1][0]}"
+                + (f" (best so far: epoch {self.best_epoch})" if self.best_epoch else "")
+            )
+
+    def _save_state(self, new_best: bool) -> None:
+        if not self.state_dir:
+            return
+        state_path, weights_path = self._state_paths()
+        if new_best:
+            # The weights first: a state naming a best epoch always has its weights on disk.
+            with atomic_io.atomic_path(weights_path, ".weights.h5") as tmp:
+                self.student.save_weights(tmp)
+        atomic_io.write_json(
+            state_path,
+            {
+                "curve": [list(p) for p in self.curve],
+                "best_epoch": self.best_epoch,
+                "best_acc": None if self.best_epoch is None else self.best_acc,
+                # Why training ended, once it has: a resume must not train on past it.
+                "stopped": self.reason if self.model.stop_training else None,
+            },
+        )
 
     def on_train_batch_end(self, batch, logs=None):
         done = len(self.curve) >= self.min_epochs
@@ -212,13 +280,17 @@ class RecoveryStop(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         student = self.student
         acc = training.evaluate_accuracy(student, self.x, self.y, batch_size=self.batch_size)
-        elapsed = self.clock() - self._t0
+        elapsed = self._offset + self.clock() - self._t0
+        # An epoch trained again after a kill replaces its earlier point.
+        self.curve = [p for p in self.curve if p[0] < epoch + 1]
         self.curve.append((epoch + 1, acc, round(elapsed, 1)))
         if self.say:
             self.say(f"final fine-tune epoch {epoch + 1}: held-out accuracy {acc:.4f}")
         if epoch + 1 < self.min_epochs:
+            self._save_state(new_best=False)
             return
-        if acc > self.best_acc:
+        new_best = acc > self.best_acc
+        if new_best:
             self.best_acc, self.best_epoch = acc, epoch + 1
             self._best_weights = student.get_weights()
         if self.floor is not None and acc >= self.floor:
@@ -226,15 +298,19 @@ class RecoveryStop(keras.callbacks.Callback):
         elif self.patience is not None and epoch + 1 - self.best_epoch >= self.patience:
             self._stop("plateau")
         elif self.deadline is not None:
-            per_epoch = elapsed / (epoch + 1)
+            per_epoch = (self.clock() - self._t0) / max(1, len(self.curve) - self._resumed_at)
             if self.clock() + per_epoch > self.deadline:
                 self._stop("budget")
+        self._save_state(new_best)
 
     def on_train_end(self, logs=None):
-        if self._best_weights is not None and self.curve and self.curve[-1][1] < self.best_acc:
+        worse = self.best_epoch is not None and self.curve and self.curve[-1][1] < self.best_acc
+        if worse and self._best_weights is not None:
             self.student.set_weights(self._best_weights)
-            if self.say:
-                self.say(f"kept the weights of epoch {self.best_epoch} ({self.best_acc:.4f})")
+        elif worse and self.state_dir:  # the best epoch came before a resume
+            self.student.load_weights(self._state_paths()[1])
+        if worse and self.say:
+            self.say(f"kept the weights of epoch {self.best_epoch} ({self.best_acc:.4f})")
         self._best_weights = None  # the model holds them now; free the copy
 
     def _stop(self, reason: str) -> None:
@@ -259,6 +335,34 @@ class RecoveryStop(keras.callbacks.Callback):
             "best_epoch": self.best_epoch,
             "best_acc": None if self.best_epoch is None else self.best_acc,
         }
+
+
+def stored_stop(state_dir: str) -> tuple[str, int] | None:
+    """``(reason, last epoch)`` when the :class:`RecoveryStop` state in ``state_dir`` says
+    training had already ended (``"recovered"``, ``"plateau"``, ``"budget"``) before a kill;
+    ``None`` when nothing is stored or training was still going.
+
+    A resumed fit should then run no further epoch for a recovered or plateaued model
+    (Keras does not keep ``stop_training`` in its backup).
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> stored_stop(d) is None
+        True
+        >>> _ = atomic_io.write_json(os.path.join(d, STATE_FILE),
+        ...     {"curve": [[1, 0.8, 5.0], [2, 0.9, 10.0]], "stopped": "recovered"})
+        >>> stored_stop(d)
+        ('recovered', 2)
+    """
+    try:
+        with open(os.path.join(state_dir, STATE_FILE)) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not state.get("stopped") or not state.get("curve"):
+        return None
+    return str(state["stopped"]), int(state["curve"][-1][0])
 
 
 class LearningCurve(keras.callbacks.Callback):
@@ -357,4 +461,5 @@ __all__ = [
     "RecoveryStop",
     "extrapolate",
     "plan_epochs",
+    "stored_stop",
 ]
