@@ -219,7 +219,7 @@ def test_recovery_stop_state_survives_a_kill(tmp_path):
     again.on_train_end()  # the best epoch came before the kill: its weights from the file
     for got, want in zip(m.get_weights(), good, strict=True):
         np.testing.assert_array_equal(got, want)
-    assert recovery.stored_stop(state) is None  # still training when last saved
+    assert recovery.resume_epochs(state) is None  # planned epochs unknown to a bare callback
 
 
 def test_a_stop_is_stored_so_a_resume_trains_no_further(tmp_path):
@@ -233,7 +233,7 @@ def test_a_stop_is_stored_so_a_resume_trains_no_further(tmp_path):
     stop.on_train_begin()
     _epoch(stop, m, m.get_weights(), 0, clock)
     assert stop.reason == "recovered"
-    assert recovery.stored_stop(state) == ("recovered", 1)
+    assert recovery.resume_epochs(state) == 1  # recovered at epoch 1: no epoch more
     resumed = recovery.RecoveryStop(
         x, y, floor=0.0, patience=None, deadline=None, clock=clock, state_dir=state
     )
@@ -268,7 +268,8 @@ def test_final_fine_tune_resumes_after_a_kill(trained, tmp_path, monkeypatch):  
         compress(model, data, "flops<=0.6", str(tmp_path), **opts)
     final = tmp_path / "final"
     assert (final / "ckpt" / "backup").is_dir()
-    assert [p[0] for p in json.load(open(final / "recovery" / "recovery.json"))["curve"]] == [1]
+    stored = json.load(open(final / "recovery" / "recovery.json"))
+    assert [p[0] for p in stored["curve"]] == [1] and stored["epochs"] == 3
     monkeypatch.setattr(recovery.RecoveryStop, "on_epoch_end", original)
     trained_epochs = []
     monkeypatch.setattr(

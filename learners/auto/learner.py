@@ -567,14 +567,14 @@ class AutoLearner(learner.Learner):
         budget = None if left is None else left - reserve_s
         epochs = self._final_steps(run, s_per_step, budget) // self._steps_per_epoch(run)
         floor = run.reference.acc + (self.final_margin - self.target.max_acc_drop) / 100.0
+        state = self._final_paths()[1]
+        resumed = recovery.resume_epochs(state)
+        if resumed is not None:
+            # A resumed fine-tune keeps its schedules (or, had it ended, trains no further).
+            epochs = resumed
         # A sparse chain's schedule must reach its target sparsity before anything may stop
         # it or pick an earlier epoch.
         first = math.ceil(epochs * sparse_build.SCHEDULE_END) if chain.sparse else 1
-        state = self._final_paths()[1]
-        ended = recovery.stored_stop(state)
-        if ended is not None and ended[0] in ("recovered", "plateau"):
-            # A fine-tune that had ended before a kill trains no further on resuming.
-            epochs = ended[1]
         stop = recovery.RecoveryStop(
             run.data.x_hold,
             run.data.y_hold,

@@ -269,6 +269,8 @@ class RecoveryStop(keras.callbacks.Callback):
                 "best_acc": None if self.best_epoch is None else self.best_acc,
                 # Why training ended, once it has: a resume must not train on past it.
                 "stopped": self.reason if self.model.stop_training else None,
+                # The fit's planned epochs: a resume keeps the schedules they set.
+                "epochs": (getattr(self, "params", None) or {}).get("epochs"),
             },
         )
 
@@ -337,32 +339,37 @@ class RecoveryStop(keras.callbacks.Callback):
         }
 
 
-def stored_stop(state_dir: str) -> tuple[str, int] | None:
-    """``(reason, last epoch)`` when the :class:`RecoveryStop` state in ``state_dir`` says
-    training had already ended (``"recovered"``, ``"plateau"``, ``"budget"``) before a kill;
-    ``None`` when nothing is stored or training was still going.
-
-    A resumed fit should then run no further epoch for a recovered or plateaued model
-    (Keras does not keep ``stop_training`` in its backup).
+def resume_epochs(state_dir: str) -> int | None:
+    """The epochs to give a fit that resumes the :class:`RecoveryStop` state in
+    ``state_dir``: ``None`` when nothing is stored; the last epoch when training had
+    stopped for good before a kill (``"recovered"``, ``"plateau"``: no epoch more); else the
+    epochs the killed fit was planned with, so the learning-rate (and sparsity) schedules the
+    backup's steps followed go on unchanged (the deadline still guards the budget).
 
     Example:
         >>> import tempfile
         >>> d = tempfile.mkdtemp()
-        >>> stored_stop(d) is None
+        >>> resume_epochs(d) is None
         True
         >>> _ = atomic_io.write_json(os.path.join(d, STATE_FILE),
-        ...     {"curve": [[1, 0.8, 5.0], [2, 0.9, 10.0]], "stopped": "recovered"})
-        >>> stored_stop(d)
-        ('recovered', 2)
+        ...     {"curve": [[1, 0.8, 5.0], [2, 0.9, 10.0]], "epochs": 9, "stopped": "budget"})
+        >>> resume_epochs(d)
+        9
+        >>> _ = atomic_io.write_json(os.path.join(d, STATE_FILE),
+        ...     {"curve": [[1, 0.8, 5.0], [2, 0.9, 10.0]], "epochs": 9, "stopped": "recovered"})
+        >>> resume_epochs(d)
+        2
     """
     try:
         with open(os.path.join(state_dir, STATE_FILE)) as f:
             state = json.load(f)
     except (OSError, ValueError):
         return None
-    if not state.get("stopped") or not state.get("curve"):
-        return None
-    return str(state["stopped"]), int(state["curve"][-1][0])
+    curve = state.get("curve") or []
+    if curve and state.get("stopped") in ("recovered", "plateau"):
+        return int(curve[-1][0])
+    epochs = state.get("epochs")
+    return None if epochs is None else int(epochs)
 
 
 class LearningCurve(keras.callbacks.Callback):
@@ -461,5 +468,5 @@ __all__ = [
     "RecoveryStop",
     "extrapolate",
     "plan_epochs",
-    "stored_stop",
+    "resume_epochs",
 ]
