@@ -197,6 +197,10 @@ def test_recovery_stop_state_survives_a_kill(tmp_path):
     _epoch(first, m, good, 0, clock)
     _epoch(first, m, bad, 1, clock)
     # killed here: no on_train_end, the in-memory copy of the best weights is lost
+    assert sorted(p.name for p in (tmp_path / "recovery").iterdir()) == [
+        "best-epoch-1.weights.h5",
+        "recovery.json",
+    ]
     lines = []
     again = recovery.RecoveryStop(
         x,

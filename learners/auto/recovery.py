@@ -43,7 +43,7 @@ UNBUDGETED_EPOCHS = 30
 
 #: Files of a :class:`RecoveryStop`'s ``state_dir``.
 STATE_FILE = "recovery.json"
-BEST_WEIGHTS_FILE = "best.weights.h5"
+BEST_WEIGHTS_FILE = "best-epoch-{epoch}.weights.h5"
 
 #: The learning-curve model of :func:`extrapolate`: accuracy approaches its limit as
 #: ``a_inf - b / steps**EXPONENT``. 0.5 is the rate of SGD on a convex loss; a fitted exponent
@@ -223,19 +223,18 @@ class RecoveryStop(keras.callbacks.Callback):
         self._t0 = self.clock()
         self._load_state()
 
-    def _state_paths(self) -> tuple[str, str]:
-        return (
-            os.path.join(self.state_dir, STATE_FILE),
-            os.path.join(self.state_dir, BEST_WEIGHTS_FILE),
-        )
+    def _best_path(self, epoch: int) -> str:
+        # One file per best epoch, named by it: the state names the file it goes with, so a
+        # kill between writing the weights and the state cannot pair one epoch's weights with
+        # another's accuracy.
+        return os.path.join(self.state_dir, BEST_WEIGHTS_FILE.format(epoch=epoch))
 
     def _load_state(self) -> None:
         """Takes up the curve and best epoch a killed fit left in ``state_dir``."""
         if not self.state_dir:
             return
-        state_path, weights_path = self._state_paths()
         try:
-            with open(state_path) as f:
+            with open(os.path.join(self.state_dir, STATE_FILE)) as f:
                 state = json.load(f)
         except (OSError, ValueError):
             return  # nothing stored (or unreadable): a fresh start
@@ -245,7 +244,7 @@ class RecoveryStop(keras.callbacks.Callback):
         if state.get("stopped"):
             self.reason = str(state["stopped"])
         best = state.get("best_epoch")
-        if best is not None and os.path.exists(weights_path):
+        if best is not None and os.path.exists(self._best_path(int(best))):
             self.best_epoch, self.best_acc = int(best), float(state["best_acc"])
         if self.say and self.curve:
             self.say(
@@ -256,13 +255,12 @@ class RecoveryStop(keras.callbacks.Callback):
     def _save_state(self, new_best: bool) -> None:
         if not self.state_dir:
             return
-        state_path, weights_path = self._state_paths()
         if new_best:
             # The weights first: a state naming a best epoch always has its weights on disk.
-            with atomic_io.atomic_path(weights_path, ".weights.h5") as tmp:
+            with atomic_io.atomic_path(self._best_path(self.best_epoch), ".weights.h5") as tmp:
                 self.student.save_weights(tmp)
         atomic_io.write_json(
-            state_path,
+            os.path.join(self.state_dir, STATE_FILE),
             {
                 "curve": [list(p) for p in self.curve],
                 "best_epoch": self.best_epoch,
@@ -273,6 +271,10 @@ class RecoveryStop(keras.callbacks.Callback):
                 "epochs": (getattr(self, "params", None) or {}).get("epochs"),
             },
         )
+        keep = os.path.basename(self._best_path(self.best_epoch or 0))
+        for name in os.listdir(self.state_dir):
+            if name.startswith("best-epoch-") and name != keep:
+                os.remove(os.path.join(self.state_dir, name))
 
     def on_train_batch_end(self, batch, logs=None):
         done = len(self.curve) >= self.min_epochs
@@ -310,7 +312,7 @@ class RecoveryStop(keras.callbacks.Callback):
         if worse and self._best_weights is not None:
             self.student.set_weights(self._best_weights)
         elif worse and self.state_dir:  # the best epoch came before a resume
-            self.student.load_weights(self._state_paths()[1])
+            self.student.load_weights(self._best_path(self.best_epoch))
         if worse and self.say:
             self.say(f"kept the weights of epoch {self.best_epoch} ({self.best_acc:.4f})")
         self._best_weights = None  # the model holds them now; free the copy
