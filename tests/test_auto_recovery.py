@@ -226,6 +226,33 @@ def test_recovery_stop_state_survives_a_kill(tmp_path):
     assert recovery.resume_epochs(state) is None  # planned epochs unknown to a bare callback
 
 
+def test_a_damaged_best_weights_file_keeps_the_last_epoch(tmp_path):
+    x, y = _xy()
+    m, clock = _linear(), _Clock()
+    good = [np.array([[-5.0, 5.0]] + [[0.0, 0.0]] * 3, "float32"), np.array([2.5, -2.5], "f4")]
+    bad = [-w for w in good]
+    state = tmp_path / "recovery"
+    kw = dict(floor=2.0, patience=None, deadline=None, clock=clock, state_dir=str(state))
+    first = recovery.RecoveryStop(x, y, **kw)
+    first.set_model(m)
+    first.on_train_begin()
+    _epoch(first, m, good, 0, clock)
+    _epoch(first, m, bad, 1, clock)
+    (state / "best-epoch-1.weights.h5").write_bytes(b"not an h5 file")  # outside damage
+    lines = []
+    again = recovery.RecoveryStop(x, y, say=lines.append, **kw)
+    again.set_model(m)
+    again.on_train_begin()
+    _epoch(again, m, bad, 2, clock)
+    again.on_train_end()  # no exception: the last epoch's weights stay, and it says so
+    for got, want in zip(m.get_weights(), bad, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert "could not load the best epoch's weights" in lines[-1]
+    assert "best-epoch-1.weights.h5" in lines[-1]
+    assert again.to_dict()["best_epoch"] == 3
+    assert again.to_dict()["best_acc"] == again.curve[-1][1]
+
+
 def test_a_stop_is_stored_so_a_resume_trains_no_further(tmp_path):
     x, y = _xy()
     m, clock = _linear(), _Clock()

@@ -312,7 +312,20 @@ class RecoveryStop(keras.callbacks.Callback):
         if worse and self._best_weights is not None:
             self.student.set_weights(self._best_weights)
         elif worse and self.state_dir:  # the best epoch came before a resume
-            self.student.load_weights(self._best_path(self.best_epoch))
+            path = self._best_path(self.best_epoch)
+            try:
+                self.student.load_weights(path)
+            except (OSError, ValueError) as e:
+                # The file was written atomically, so only outside damage gets here; the
+                # last epoch's weights are a working model, so keep them and say so rather
+                # than lose the whole fine-tune at its very end.
+                if self.say:
+                    self.say(
+                        f"could not load the best epoch's weights {path!r} ({e}); keeping "
+                        f"the last epoch's ({self.curve[-1][1]:.4f})"
+                    )
+                self.best_epoch, self.best_acc = self.curve[-1][0], self.curve[-1][1]
+                worse = False
         if worse and self.say:
             self.say(f"kept the weights of epoch {self.best_epoch} ({self.best_acc:.4f})")
         self._best_weights = None  # the model holds them now; free the copy
