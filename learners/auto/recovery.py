@@ -313,9 +313,11 @@ class RecoveryStop(keras.callbacks.Callback):
             self.student.set_weights(self._best_weights)
         elif worse and self.state_dir:  # the best epoch came before a resume
             path = self._best_path(self.best_epoch)
+            last = self.student.get_weights()
             try:
                 self.student.load_weights(path)
             except (OSError, ValueError) as e:
+                self.student.set_weights(last)  # a load that failed partway set some layers
                 # The file was written atomically, so only outside damage gets here; the
                 # last epoch's weights are a working model, so keep them and say so rather
                 # than lose the whole fine-tune at its very end.
