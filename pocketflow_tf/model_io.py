@@ -4,7 +4,7 @@
   ``trust_unsafe=True`` (``--trust_model``) such a model is refused in every format, by
   inspecting the stored config *before* anything is deserialised.
 * The framework uses tf-keras (Keras 2 API, what TFMOT accepts). A ``.keras`` file written by
-  Keras 3 cannot be read by tf-keras, so it is rebuilt: Keras 3 reads it (``safe_mode`` on),
+  Keras 3 (or a ``.h5`` it wrote) cannot be read by tf-keras, so it is rebuilt: Keras 3 reads it (``safe_mode`` on),
   each standard layer is re-created in tf-keras from its config, wired the same way, and
   given the same weights. A layer outside :data:`BRIDGEABLE_LAYERS` is an error naming it.
 * The same bridge works in memory: :func:`from_keras3` takes a Keras 3 model object,
@@ -13,6 +13,11 @@
   (``x + 3.0``) become tf-keras ``TFOpLambda`` tf ops and back, ``hard_silu`` is rebuilt as
   tf-keras's MobileNetV3 writes it, ConvNeXt's ``LayerScale`` becomes a 1x1
   ``DepthwiseConv2D``; :func:`register_bridge` teaches it a user layer.
+* Nothing is rebuilt silently different: options renamed between the two Keras are
+  translated (``negative_slope`` / ``alpha``), an option the target lacks is dropped only at
+  its default (else the layer is refused, naming it), and each rebuilt model is run beside the
+  original on a seeded random batch and refused if the outputs differ, naming the first layer
+  that differs. Later checks compare against the rebuilt model and could not see it.
 * :func:`save_model` writes atomically; with ``keras3_copy=True`` a Keras 3 ``.keras`` file
   (same outputs) is written beside the framework's own, so a model that came in as Keras 3
   goes back out as Keras 3.
@@ -47,6 +52,7 @@ import operator
 import os
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -237,7 +243,12 @@ def load_model_with_info(
             return LoadedModel(model, path, fmt, True)
     elif fmt == "h5":
         _check_digest(path)
-        _check_safe(path, _read_h5_config(path), trust_unsafe)
+        config = _read_h5_config(path)
+        _check_safe(path, config, trust_unsafe)
+        if _h5_keras_version(path).startswith("3"):
+            # Keras 3 writes .h5 configs tf-keras cannot read (InputLayer `batch_shape`).
+            model = _load_keras3(path, config, trust_unsafe)
+            return LoadedModel(model, path, fmt, True)
     else:
         _check_savedmodel_safe(path, trust_unsafe)
     from pocketflow_tf import qat  # imports TFMOT: only when a model is really loaded
@@ -436,6 +447,15 @@ def _read_h5_config(path: str) -> dict:
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8")
     return json.loads(raw)
+
+
+def _h5_keras_version(path: str) -> str:
+    """The ``keras_version`` attribute the writer stored in a ``.h5`` model ("" if none)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("keras_version", "")
+    return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
 
 
 def _iter_layers(config: Any):
@@ -738,7 +758,9 @@ def to_keras3(model: keras.Model):
             "model", type(model).__name__, "a tf-keras model (this one is Keras 3 already)"
         )
     require_graph(model, "saving a Keras 3 copy")
-    return _rebuild(model, keras, keras3, to_keras3=True)
+    # A Lambda layer of an in-memory model holds a function already loaded in this process
+    # (its file, if any, was trusted when it was loaded): rebuilding it runs nothing new.
+    return _rebuild(model, keras, keras3, to_keras3=True, trust_unsafe=True)
 
 
 _REMEDY_K3 = (
@@ -762,7 +784,91 @@ def _unsupported(layer, to_keras3: bool, why: str = "") -> errors.UnsupportedMod
     )
 
 
+#: Options that changed name between the two Keras: class -> {Keras 3 name: tf-keras name}.
+#: A renamed option the filter below does not know is dropped, and the target class's default
+#: silently replaces the user's value (``LeakyReLU(negative_slope=0.1)`` became slope 0.3).
+_RENAMED: dict[str, dict[str, str]] = {"LeakyReLU": {"negative_slope": "alpha"}}
+
+#: Options one Keras has and the other lacks whose value does not change what a rebuilt
+#: layer with copied weights computes: execution hints, input-shape bookkeeping, the random
+#: generator's kind. Any other option the target Keras lacks must hold its default.
+_INERT_OPTIONS = frozenset(
+    {
+        "dynamic",
+        "autocast",
+        "fused",
+        "conv_op",
+        "batch_input_shape",
+        "batch_shape",
+        "input_shape",
+        "input_dim",
+        "input_length",
+        "rng_type",
+        "force_generator",
+        "pool_dimensions",
+        "pool_mode",
+        "pool_function",
+    }
+)
+
+
+def _init_parameters(cls: type) -> tuple[dict[str, Any], bool]:
+    """``({option: default}, whether it takes **kwargs)`` over ``cls``'s ``__init__`` chain.
+
+    A subclass that forwards ``**kwargs`` accepts its parents' options too (tf-keras's
+    ``GlobalAveragePooling1D`` takes ``keepdims`` only through its base class).
+    """
+    options: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        for p in params:
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self":
+                options.setdefault(p.name, p.default)
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return options, False
+    return options, True
+
+
+def _defaults(layer) -> dict[str, Any]:
+    """The config values of a default-built layer of ``layer``'s class.
+
+    The signature alone does not say: some options arrive through ``**kwargs`` (Keras 3's
+    ``LayerNormalization(rms_scaling=...)``). A fresh layer with only the required options
+    is asked instead; the signature's defaults stand in if it cannot be built.
+    """
+    options, _ = _init_parameters(type(layer))
+    defaults = {k: v for k, v in options.items() if v is not inspect.Parameter.empty}
+    cfg = layer.get_config()
+    required = {k: cfg[k] for k, v in options.items() if v is inspect.Parameter.empty and k in cfg}
+    with contextlib.suppress(Exception):  # a class that cannot be built from its config alone
+        fresh = type(layer)(**required, **({"name": "pftf_defaults"} if "name" in options else {}))
+        defaults.update(_plain(fresh.get_config()))
+    return defaults
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Config values equal up to list/tuple and int/float spelling."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or a == b and type(a) is type(b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return float(a) == float(b) or abs(float(a) - float(b)) <= 1e-7 * max(1.0, abs(a))
+    return a == b
+
+
 def _layer_config(layer, target, to_keras3: bool) -> tuple[type, dict]:
+    """The target class and the config that rebuilds ``layer`` in the Keras ``target``.
+
+    Options are carried over by name (renamed where the two Keras differ). An option the
+    target class does not take is dropped only if it holds its default or cannot change the
+    layer's output (:data:`_INERT_OPTIONS`); otherwise the layer is refused, naming the
+    option and its value: a silently different layer would pass every later check, which
+    compares against the rebuilt model.
+    """
     cls_name = type(layer).__name__
     cls = getattr(target.layers, cls_name, None)
     if cls is None:
@@ -770,11 +876,32 @@ def _layer_config(layer, target, to_keras3: bool) -> tuple[type, dict]:
     cfg = _plain(layer.get_config())
     if isinstance(cfg.get("dtype"), dict):  # Keras 3 stores a DTypePolicy object
         cfg["dtype"] = cfg["dtype"].get("config", {}).get("name", "float32")
-    # Keep only what the target class accepts: each Keras adds its own options (Keras 3's
-    # lora_rank, tf-keras's batch_input_shape...), and the weights are copied anyway.
-    params = set(inspect.signature(cls.__init__).parameters) | {"name", "trainable", "dtype"}
-    cfg = {k: v for k, v in cfg.items() if k in params}
-    cfg["name"] = _name(layer, to_keras3)
+    renames = _RENAMED.get(cls_name, {})
+    if to_keras3:
+        renames = {new: old for old, new in renames.items()}
+    cfg = {renames.get(k, k): v for k, v in cfg.items()}
+    accepted, _ = _init_parameters(cls)
+    source_defaults = {renames.get(k, k): v for k, v in _defaults(layer).items()}
+    lost = []
+    for key in sorted(set(cfg) - set(accepted)):
+        value = cfg.pop(key)
+        default = source_defaults.get(key, inspect.Parameter.empty)
+        if key in _INERT_OPTIONS or key.endswith(("_initializer", "_constraint")):
+            continue
+        if default is not inspect.Parameter.empty and _same_value(value, _plain(default)):
+            continue
+        if key in ("name", "trainable", "dtype"):
+            continue  # a class without them (Keras 3's SpatialDropout) runs the same way
+        lost.append(f"{key}={value!r}")
+    if lost:
+        raise _unsupported(
+            layer,
+            to_keras3,
+            f"{'its options' if len(lost) > 1 else 'its option'} {', '.join(lost)} "
+            f"{'have' if len(lost) > 1 else 'has'} no counterpart in the target Keras's {cls_name}",
+        )
+    if "name" in accepted or "name" in cfg:
+        cfg["name"] = _name(layer, to_keras3)
     if cls_name == "BatchNormalization" and isinstance(cfg.get("axis"), list):
         # tf-keras stores BN's axis as a list, Keras 3 takes one int.
         if len(cfg["axis"]) != 1:
@@ -788,6 +915,32 @@ def _layer_config(layer, target, to_keras3: bool) -> tuple[type, dict]:
         elif key.endswith("_regularizer") and cfg[key] is not None:
             cfg[key] = _regularizer(cfg[key])
     return cls, cfg
+
+
+def _check_config_kept(layer, new, cfg: dict, to_keras3: bool) -> None:
+    """Refuses a rebuilt layer whose config lost a value it was given.
+
+    A class may take an option and still store another value (a default, a renamed
+    option): comparing the rebuilt layer's own config with what it was given catches it.
+    """
+    try:
+        got = _plain(new.get_config())
+    except Exception:  # noqa: BLE001 - a layer without a config has nothing to compare
+        return
+    for key, value in cfg.items():
+        # Activations are stored by alias ("silu" comes back "swish"), the same function.
+        if key in ("name", "dtype", "activation") or key.endswith("_regularizer"):
+            continue
+        if key not in got:
+            continue
+        if not isinstance(value, str | int | float | bool | list | tuple | type(None)):
+            continue
+        if not _same_value(value, got[key]):
+            raise _unsupported(
+                layer,
+                to_keras3,
+                f"its option {key}={value!r} became {got[key]!r} in the target Keras",
+            )
 
 
 def _regularizer(conf: Any) -> dict | None:
@@ -823,11 +976,105 @@ def _rebuild(src, src_keras, dst, *, to_keras3: bool, trust_unsafe: bool = False
     inputs = [bridge.made[id(t)] for t in graph.inputs]
     bridge.graph(graph)
     outputs = [bridge.made[id(t)] for t in graph.outputs]
-    return dst.Model(
+    rebuilt = dst.Model(
         inputs if len(inputs) > 1 else inputs[0],
         outputs if len(outputs) > 1 else outputs[0],
         name=src.name,
     )
+    with warnings.catch_warnings():
+        # Keras 3 warns when a one-input model is fed a bare array instead of a list.
+        warnings.simplefilter("ignore", UserWarning)
+        _check_same_outputs(src, rebuilt, to_keras3)
+    return rebuilt
+
+
+#: Largest output difference accepted between a model and its rebuilt copy, relative to the
+#: output's scale: float32 rounding through a deep network stays near 1e-6.
+_BRIDGE_RTOL = 1e-4
+
+
+def _check_same_outputs(src, rebuilt, to_keras3: bool) -> None:
+    """Refuses a rebuilt model that computes something else than ``src``.
+
+    Every later check (the fine-tune's accuracy, the TFLite verification) compares against
+    the rebuilt model, so a layer rebuilt with a different option would pass them all; the
+    two models are run here on the same seeded random batch instead. Models with integer
+    inputs (token ids, whose valid range the bridge cannot know) are not probed.
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    batch = []
+    for t in _graph(src).inputs:
+        dtype = str(getattr(t.dtype, "name", t.dtype))
+        if not dtype.startswith(("float", "bfloat")):
+            return
+        # Unknown sizes get 32: large enough for a few strided stages without padding.
+        shape = [2] + [32 if d is None else int(d) for d in tuple(t.shape)[1:]]
+        batch.append(rng.standard_normal(shape).astype(np.float32))
+    feed = batch if len(batch) > 1 else batch[0]
+    try:
+        ref = [np.asarray(v, dtype=np.float64) for v in tf.nest.flatten(src(feed, training=False))]
+    except Exception:  # noqa: BLE001 - the source cannot run this probe: nothing to compare
+        logger.info(
+            "the rebuilt model of %r was not compared: the source cannot run a probe", src.name
+        )
+        return
+    try:
+        got = [
+            np.asarray(v, dtype=np.float64) for v in tf.nest.flatten(rebuilt(feed, training=False))
+        ]
+    except Exception as e:  # noqa: BLE001
+        raise errors.UnsupportedModelError(
+            f"the rebuilt copy of model {src.name!r} cannot run an input the original runs "
+            f"({_reason(e)}); {_REMEDY_TFK if to_keras3 else _REMEDY_K3}"
+        ) from e
+    for i, (r, g) in enumerate(zip(ref, got, strict=False)):
+        finite = np.isfinite(r)
+        scale = max(1.0, float(np.abs(r[finite]).max(initial=0.0)))
+        if r.shape == g.shape and np.allclose(
+            g[finite], r[finite], rtol=0, atol=_BRIDGE_RTOL * scale
+        ):
+            continue
+        diff = float(np.abs(g - r)[finite].max(initial=0.0)) if r.shape == g.shape else None
+        what = (
+            f"max |difference| {diff:.3g}"
+            if diff is not None
+            else f"shape {g.shape} instead of {r.shape}"
+        )
+        raise errors.UnsupportedModelError(
+            f"the rebuilt copy of model {src.name!r} does not compute the same function: output "
+            f"{i} differs on a random input ({what}, output scale {scale:.3g})"
+            f"{_first_differing_layer(src, rebuilt, feed, to_keras3)}; "
+            f"{_REMEDY_TFK if to_keras3 else _REMEDY_K3}"
+        )
+
+
+def _first_differing_layer(src, rebuilt, feed, to_keras3: bool) -> str:
+    """``", first at layer 'x' (Class)"`` by comparing each layer's output, or ``""``."""
+    import keras as keras3
+    import tensorflow as tf
+
+    src_model, dst_model = (keras.Model, keras3.Model) if to_keras3 else (keras3.Model, keras.Model)
+    for layer, _node in _nodes_in_order(_graph(src)):
+        if type(layer).__name__ == "InputLayer":
+            continue
+        try:
+            target = rebuilt.get_layer(_name(layer, to_keras3))
+            a = src_model(_graph(src).inputs, layer.output)
+            b = dst_model(rebuilt.inputs, target.output)
+            ra = [np.asarray(v, np.float64) for v in tf.nest.flatten(a(feed, training=False))]
+            rb = [np.asarray(v, np.float64) for v in tf.nest.flatten(b(feed, training=False))]
+        except Exception:  # noqa: BLE001 - shared or inlined layers have no single output
+            continue
+        for u, v in zip(ra, rb, strict=False):
+            finite = np.isfinite(u)
+            scale = max(1.0, float(np.abs(u[finite]).max(initial=0.0)))
+            if u.shape != v.shape or not np.allclose(
+                v[finite], u[finite], rtol=0, atol=_BRIDGE_RTOL * scale
+            ):
+                return f", first at layer {layer.name!r} ({type(layer).__name__})"
+    return ""
 
 
 class _Bridge:
@@ -943,7 +1190,9 @@ class _Bridge:
             # The layer runs linear and the activation follows as its own construction.
             cfg["activation"] = "linear"
             post = act
-        return self.layer_call(cls(**cfg), layer, post=post)
+        new = cls(**cfg)
+        _check_config_kept(layer, new, cfg, self.to_keras3)
+        return self.layer_call(new, layer, post=post)
 
     def rebuilds_activation(self, layer, act: str) -> bool:
         if self.to_keras3:

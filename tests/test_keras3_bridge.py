@@ -225,6 +225,88 @@ def test_registered_rule_converts_a_user_layer(monkeypatch):
     np.testing.assert_allclose(_out(m2, x), _out(model, x), atol=1e-6)
 
 
+def test_options_renamed_or_inherited_keep_their_values():
+    # LeakyReLU's slope is `negative_slope` in Keras 3 and `alpha` in tf-keras; tf-keras's
+    # GlobalAveragePooling1D takes `keepdims` through its base class; Keras 3's SpatialDropout
+    # takes no `trainable`; BatchNormalization's renorm options reach tf-keras.
+    keras3.utils.set_random_seed(3)
+    inp = keras3.Input((6, 3))
+    x = keras3.layers.Conv1D(4, 3, padding="same")(inp)
+    x = keras3.layers.LeakyReLU(negative_slope=0.1, name="leaky")(x)
+    x = keras3.layers.SpatialDropout1D(0.2, name="sd1")(x)
+    x = keras3.layers.BatchNormalization(renorm=True, name="bn")(x)
+    x = keras3.layers.GlobalAveragePooling1D(keepdims=True, name="gap")(x)
+    model = keras3.Model(inp, keras3.layers.Flatten()(x))
+    m2, back = _round_trip(model, _x((6, 3)))
+    assert m2.get_layer("leaky").alpha == pytest.approx(0.1)
+    assert back.get_layer("leaky").negative_slope == pytest.approx(0.1)
+    assert m2.get_layer("gap").keepdims is True and m2.get_layer("bn").renorm is True
+    assert tuple(m2.output_shape) == (None, 4)
+    inp = keras3.Input((6, 6, 3))
+    model = keras3.Model(inp, keras3.layers.SpatialDropout2D(0.3, name="sd2")(inp))
+    _round_trip(model, _x((6, 6, 3)))
+
+
+def test_an_option_the_other_keras_lacks_is_refused_with_its_value():
+    inp = keras3.Input((4,))
+    lora = keras3.Model(inp, keras3.layers.Dense(3, lora_rank=2, name="adapted")(inp))
+    with pytest.raises(errors.UnsupportedModelError, match=r"'adapted'.*lora_rank=2"):
+        model_io.from_keras3(lora)
+    # At its default the option changes nothing and is dropped.
+    plain = keras3.Model(inp, keras3.layers.Dense(3, lora_rank=None)(inp))
+    _round_trip(plain, _x((4,)))
+    ghost = keras.Sequential(
+        [keras.Input((4,)), keras.layers.BatchNormalization(virtual_batch_size=2, name="gbn")]
+    )
+    with pytest.raises(errors.UnsupportedModelError, match=r"'gbn'.*virtual_batch_size=2"):
+        model_io.to_keras3(ghost)
+
+
+def test_a_rebuilt_model_computing_something_else_is_refused(monkeypatch):
+    class Triple(keras3.layers.Layer):
+        def call(self, x):
+            return x * 3.0
+
+    # A wrong user rule: every later check would compare against the rebuilt model.
+    monkeypatch.setitem(
+        model_io._USER_RULES, "Triple", lambda layer, k: k.layers.Rescaling(2.0, name=layer.name)
+    )
+    inp = keras3.Input((4,))
+    x = keras3.layers.Dense(3, name="d")(inp)
+    model = keras3.Model(inp, keras3.layers.Dense(2)(Triple(name="tri")(x)))
+    with pytest.raises(
+        errors.UnsupportedModelError,
+        match=r"does not compute the same function.*first at layer 'tri' \(Triple\)",
+    ):
+        model_io.from_keras3(model)
+
+
+def test_an_in_memory_lambda_model_comes_back_in_keras3():
+    from pocketflow_tf import interop
+
+    inp = keras3.Input((4,))
+    x = keras3.layers.Lambda(lambda t: t * 2.0, name="dbl")(keras3.layers.Dense(3)(inp))
+    model = keras3.Model(inp, x)
+    m2, came_as_keras3 = interop.to_framework(model)
+    back = interop.to_caller(m2, came_as_keras3)
+    assert model_io.is_keras3(back) and back.get_layer("dbl").__class__.__name__ == "Lambda"
+    x = _x((4,))
+    np.testing.assert_allclose(_out(back, x), _out(model, x), atol=1e-6)
+
+
+def test_a_keras3_h5_file_loads(tmp_path):
+    keras3.utils.set_random_seed(4)
+    model = keras3.Sequential(
+        [keras3.Input((6, 6, 2)), keras3.layers.Conv2D(3, 3), keras3.layers.Flatten()]
+    )
+    path = str(tmp_path / "k3.h5")
+    model.save(path)
+    info = model_io.load_model_with_info(path)
+    assert info.saved_by_keras3 and info.source_format == "h5"
+    x = _x((6, 6, 2))
+    np.testing.assert_allclose(_out(info.model, x), _out(model, x), atol=1e-5)
+
+
 def test_keras3_file_with_operations_loads(tmp_path):
     inp = _conv_input()
     x = keras3.layers.Conv2D(4, 3, activation="hard_silu")(inp)
