@@ -476,3 +476,25 @@ def test_learner_meets_a_params_target_and_refuses_unreachable_ones(images):
     with pytest.raises(errors.InvalidArgumentError) as e:
         ignore.prune(model, images, y)
     assert e.value.name == "ratio_search" and "cp_params_keep=0.6" in str(e.value)
+
+
+def test_a_nested_tf_keras_block_is_inlined_and_pruned_inside(images):
+    keras.utils.set_random_seed(0)
+    block = keras.Sequential(
+        [
+            keras.layers.Conv2D(16, 3, padding="same", name="c1"),
+            keras.layers.ReLU(name="r1"),
+            keras.layers.Conv2D(16, 3, padding="same", name="c2"),
+        ],
+        name="block",
+    )
+    inp = keras.Input((12, 12, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(block(inp)))
+    model = keras.Model(inp, keras.layers.Dense(4, name="logits")(x))
+    lrn = ChannelPrunedLearner(
+        cp_prune_option="list", cp_prune_list={"c1": 0.5}, cp_channel_round=1, cp_nb_samples=64
+    )
+    thin = lrn.prune(model, images)
+    assert thin.get_layer("c1").filters == 8 and thin.get_layer("c2").filters == 16
+    assert not any(isinstance(lay, keras.Model) for lay in thin.layers)
+    assert isinstance(model.get_layer("block"), keras.Model)  # the user's model is untouched

@@ -304,6 +304,7 @@ class DisChnPrunedLearner(learner.Learner):
             (True, 8, {'h': 8})
         """
         t0 = time.perf_counter()
+        model = channel_graph.inline_nested(model)  # prunes inside nested models too
         plan = self.plan(model)
         cx, cy = self._calibration(x, y)
         keras.utils.set_random_seed(self.train_config.seed)  # the auxiliary heads' init
