@@ -453,3 +453,20 @@ def test_int8_target_with_qat_final(trained, tmp_path):
     final = result.report["final"]
     assert final["figures"]["mode"] == "int8" and final["int8_method"] in ("ptq", "qat")
     assert set(final["int8_options"]) == {"ptq", "qat"}
+
+
+def test_a_dense_model_near_guessing_is_warned_about_in_the_answer(tmp_path):
+    # An untrained model: every "accuracy kept" after it would be true and worthless.
+    x, y = quadrant_data(300, seed=0)
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(4, name="logits")]
+    )
+    result = compress(model, (x, y), "int8", str(tmp_path), max_trials=1, seed=0, **FAST)
+    notes = result.report["plan"]["notes"]
+    assert notes[0].startswith("WARNING: the dense model scores ")
+    assert "no better than always answering its commonest class" in notes[0]
+    assert notes[0] in result.summary
+    # A trained model gets no such warning.
+    data = splits.make_search_data(x, y)
+    assert data.baseline_note(0.9) is None and data.baseline_note(0.3) is not None

@@ -471,6 +471,9 @@ class AutoLearner(learner.Learner):
             storage_notes = []
         run.plan = planner.plan(self.target, run.facts)
         run.plan.notes[:0] = storage_notes  # the report says what the ranges stand on
+        baseline = run.data.baseline_note(run.reference.acc_keras)
+        if baseline:
+            run.plan.notes.insert(0, f"WARNING: {baseline}")
         self._say(f"target: {self.target.describe()}; chains {run.plan.chain_names}")
         for note in run.plan.notes:
             self._say(f"  plan: {note}")
@@ -1123,6 +1126,11 @@ class AutoLearner(learner.Learner):
                 f"{val['acc_final']:.4f} vs {val['acc_dense']:.4f} dense "
                 f"({100.0 * (val['acc_dense'] - val['acc_final']):+.2f} pt drop)"
             )
+        # A warning of the plan (a dense model near guessing) also ends the answer: "target
+        # met" alone would read as a good result.
+        for note in (self.report.get("plan") or {}).get("notes", []):
+            if note.startswith("WARNING: "):
+                figures += f". {note}"
         if verdict.met:
             return f"Target met ({self.target.describe()}): {figures}."
         text = f"Target NOT met ({self.target.describe()}): {verdict.explain()}. Final model: {figures}."

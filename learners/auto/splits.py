@@ -93,6 +93,34 @@ class SearchData:
             "choices, and read the test figure (validation_data) for the unbiased result"
         )
 
+    def baseline_note(self, acc: float) -> str | None:
+        """A warning when the dense model scores near guessing on the held-out split.
+
+        Compression keeps what a model does; one that does no better than always answering
+        its commonest class (a wrong input scale, BatchNorm statistics that never settled,
+        the wrong labels) makes every later "accuracy kept" true and worthless. Within 5
+        points of that share the run goes on, and says so.
+
+        Example:
+            >>> x = np.zeros((300, 2, 2, 1), np.float32)
+            >>> data = make_search_data(x, np.arange(300) % 3)
+            >>> data.baseline_note(0.35)[:46]
+            'the dense model scores 35.0 % on the held-out '
+            >>> data.baseline_note(0.9) is None
+            True
+        """
+        counts = np.bincount(np.asarray(self.y_hold, dtype=np.int64).reshape(-1))
+        majority = float(counts.max() / counts.sum()) if counts.sum() else 0.0
+        if acc > majority + 0.05:
+            return None
+        return (
+            f"the dense model scores {100 * acc:.1f} % on the held-out split, no better than "
+            f"always answering its commonest class ({100 * majority:.1f} %): check the input "
+            "scale the model expects (pocketflow-tf: --input_scale), the labels, and the "
+            "model itself (e.g. BatchNorm statistics after a short training); compression "
+            "keeps what the model does, and here that is little"
+        )
+
     def describe(self) -> dict[str, Any]:
         """Sizes and provenance for the report.
 
