@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -213,6 +214,17 @@ def check_output_path(
         raise errors.InvalidArgumentError(
             name, path, f"a path you can write; the folder '{parent}' is not writable"
         )
+    # os.access answers from the permission bits: root passes it for folders no one can
+    # write (/proc, a read-only mount). A folder made and removed at once says for sure.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".pocketflow-probe-", dir=parent))
+    except OSError as e:
+        raise errors.InvalidArgumentError(
+            name,
+            path,
+            f"a path you can write; nothing can be made in the folder '{parent}' "
+            f"({e.strerror or e})",
+        ) from None
     return path
 
 

@@ -82,3 +82,46 @@ class VerificationError(PocketFlowError):
         >>> str(VerificationError("top-1 agreement 0.91 < 0.99"))
         'top-1 agreement 0.91 < 0.99'
     """
+
+
+class TrainingDivergedError(PocketFlowError, ArithmeticError):
+    """Training went non-finite (NaN or inf loss or weights); no model was returned.
+
+    Args:
+        learner: The learner's name (e.g. ``"full-prec"``).
+        phase: What was training, e.g. ``"fine-tuning"``.
+        learning_rate: The (peak) learning rate of that training.
+        epoch: The 1-based epoch it diverged in (``None``: seen after training).
+        batch: The 1-based batch of that epoch (``None``: unknown).
+        what: What was non-finite, e.g. ``"the loss became nan"``.
+
+    Example:
+        >>> print(TrainingDivergedError("full-prec", "fine-tuning", 1e6, epoch=1, batch=3,
+        ...                             what="the loss became nan"))
+        Learner 'full-prec' diverged while fine-tuning: the loss became nan at epoch 1, batch 3, with learning rate 1e+06. No model was returned (its weights would be NaN/inf). Lower the learning rate (e.g. TrainConfig(learning_rate=100000)), or check that the inputs are scaled (e.g. images in [0, 1]).
+    """
+
+    def __init__(
+        self,
+        learner: str,
+        phase: str,
+        learning_rate: float,
+        *,
+        epoch: int | None = None,
+        batch: int | None = None,
+        what: str = "the weights became NaN or inf",
+    ):
+        self.learner = learner
+        self.phase = phase
+        self.learning_rate = float(learning_rate)
+        self.epoch = epoch
+        self.batch = batch
+        where = ""
+        if epoch is not None:
+            where = f" at epoch {epoch}" + (f", batch {batch}" if batch is not None else "")
+        super().__init__(
+            f"Learner '{learner}' diverged while {phase}: {what}{where}, with learning rate "
+            f"{self.learning_rate:g}. No model was returned (its weights would be NaN/inf). "
+            f"Lower the learning rate (e.g. TrainConfig(learning_rate={self.learning_rate / 10:g})"
+            "), or check that the inputs are scaled (e.g. images in [0, 1])."
+        )

@@ -20,9 +20,14 @@ The contract, one way everywhere:
 * **Models** have one input and one output of shape ``(None, classes)`` with at least two
   classes; every label must be below ``classes``, and when the data set states its number of
   classes the model must output exactly that many.
-* A ``tf.data.Dataset`` must yield ``(images, labels)`` batches; its element spec is checked
-  against the model, and its first batch's values like arrays. ``uint8`` images and one-hot
-  labels are converted by a ``map``.
+* A ``tf.data.Dataset`` must yield ``(images, labels)`` batches and be finite (one pass is
+  one epoch; an endless ``.repeat()`` is refused); its element spec is checked against the
+  model, and its first batch's values like arrays. Every later batch is checked as it is
+  read (NaN/inf images, labels out of range), and :func:`batch_error` turns such a failure
+  into the same error naming the argument. ``uint8`` images and one-hot labels are
+  converted by a ``map``.
+* **Model weights** must be finite (:func:`finite_weights`): a model holding NaN or inf
+  (e.g. from a diverged fine-tune) is refused by name.
 
 Example:
     >>> import numpy as np
@@ -342,14 +347,143 @@ def dataset(model: keras.Model, ds: tf.data.Dataset, *, name: str = "x") -> tf.d
                 f"a dataset of images shaped {tuple(x_spec.shape)}",
                 f"batches of images shaped (batch, {', '.join(map(str, want))}) for this model",
             )
+    if int(ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        # Every learner treats one pass as one epoch (and several read the data through for
+        # calibration): an endless dataset would train, or sample, forever.
+        raise errors.InvalidArgumentError(
+            name,
+            "an infinite dataset (made by .repeat())",
+            "a finite dataset, one pass per epoch: drop .repeat() (fit's epochs= sets the "
+            "passes) or bound it with .take(steps)",
+        )
     first = next(iter(ds.take(1)), None)
     if first is None:
         raise errors.InvalidArgumentError(name, "an empty dataset", "at least one batch")
     xb, yb = (np.asarray(t) for t in first)
     images(xb, name=f"{name} (first batch) images")
     labels(yb, name=f"{name} (first batch) labels", num_classes=classes)
+    one_hot = y_spec.shape.rank == 2 and yb.ndim == 2 and yb.shape[1] > 1
+    # The first batch was checked above; the later ones are checked as training reads them
+    # (a NaN image would otherwise poison the weights without a word, and a label out of
+    # range end in a kernel error or, on GPU, a NaN loss).
+    ds = ds.map(_batch_check(name, x_spec.dtype, y_spec.dtype, None if one_hot else classes))
     if x_spec.dtype == tf.uint8:
         ds = ds.map(lambda a, b: (tf.cast(a, tf.float32) / 255.0, b))
-    if y_spec.shape.rank == 2 and yb.ndim == 2 and yb.shape[1] > 1:
+    if one_hot:
         ds = ds.map(lambda a, b: (a, tf.argmax(b, axis=-1)))
     return ds
+
+
+#: Starts the message of a batch check (:func:`dataset`); :func:`batch_error` reads it back.
+_BATCH_MARK = "[pocketflow_tf batch check]"
+
+
+def _batch_check(name: str, x_dtype: tf.DType, y_dtype: tf.DType, classes: int | None | bool):
+    """A ``map`` function asserting a batch's images finite and its labels in range.
+
+    ``classes``: the model's classes; ``None`` checks only ``>= 0``; ``False`` (one-hot
+    labels, converted afterwards) checks no label.
+    """
+
+    def message(what: str, accepted: str) -> str:
+        return f"{_BATCH_MARK}|{name}|{what}|{accepted}|"
+
+    def check(a, b):
+        if x_dtype.is_floating:
+            a = tf.debugging.check_numerics(
+                a, message("a later batch holding NaN or inf images", "finite values only")
+            )
+        if classes is not False and (y_dtype.is_integer or y_dtype.is_floating):
+            deps = []
+            span = f"[0, {classes})" if classes is not None else "[0, inf)"
+            accepted = (
+                f"class indices 0..{classes - 1} (the model has {classes} outputs)"
+                if classes is not None
+                else "class indices >= 0"
+            )
+            what = f"a later batch with label(s) outside {span}"
+            if y_dtype.is_floating:
+                deps.append(
+                    tf.debugging.Assert(
+                        tf.reduce_all(tf.equal(b, tf.round(b))),
+                        [message("a later batch with fractional label(s)", accepted)],
+                    )
+                )
+            deps.append(tf.debugging.Assert(tf.reduce_all(b >= 0), [message(what, accepted)]))
+            if classes is not None:
+                deps.append(
+                    tf.debugging.Assert(
+                        tf.reduce_all(b < tf.cast(classes, b.dtype)), [message(what, accepted)]
+                    )
+                )
+            with tf.control_dependencies(deps):
+                b = tf.identity(b)
+        return a, b
+
+    return check
+
+
+def batch_error(error: BaseException) -> errors.InvalidArgumentError | None:
+    """The input-contract error for a failed batch check of :func:`dataset` (``None`` for
+    any other error), to re-raise in place of TensorFlow's op error.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        >>> ds = tf.data.Dataset.from_tensor_slices(([[0.0, 0.0], [np.nan, 0.0]], [0, 1]))
+        >>> try:
+        ...     list(dataset(m, ds.batch(1)))
+        ... except tf.errors.InvalidArgumentError as e:
+        ...     print(batch_error(e))
+        Invalid value for `x`: 'a later batch holding NaN or inf images'. Accepted: finite values only.
+    """
+    text = getattr(error, "message", None) or str(error)
+    at = text.find(_BATCH_MARK)
+    if not isinstance(error, tf.errors.OpError) or at < 0:
+        return None
+    parts = text[at + len(_BATCH_MARK) :].split("|")
+    if len(parts) < 4:
+        return None
+    _, name, what, accepted = parts[:4]
+    return errors.InvalidArgumentError(name, what, accepted)
+
+
+def nonfinite_weights(model: keras.Model) -> list[str]:
+    """Names of ``model``'s weights holding NaN or inf (empty when all are finite).
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="fc")])
+        >>> nonfinite_weights(m)
+        []
+    """
+    bad = []
+    for w in model.weights:
+        value = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            bad.append(w.name)
+    return bad
+
+
+def finite_weights(model: keras.Model, *, name: str = "model") -> None:
+    """Refuses a model whose weights hold NaN or inf (e.g. left by a diverged training).
+
+    Raises:
+        InvalidArgumentError: Naming ``name`` and the non-finite weights.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="fc")])
+        >>> m.layers[0].bias.assign([np.nan, 0.0, 0.0])  # doctest: +ELLIPSIS
+        <...>
+        >>> finite_weights(m)
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'a model with NaN or inf weights: fc/bias:0'. Accepted: a model with finite weights (NaN/inf weights come from a diverged training: train again at a lower learning rate).
+    """
+    bad = nonfinite_weights(model)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise errors.InvalidArgumentError(
+            name,
+            f"a model with NaN or inf weights: {shown}",
+            "a model with finite weights (NaN/inf weights come from a diverged training: "
+            "train again at a lower learning rate)",
+        )

@@ -33,6 +33,7 @@ import numpy as np
 
 from pocketflow_tf import (
     atomic_io,
+    cli_errors,
     distillation,
     distributed,
     ecq,
@@ -168,6 +169,11 @@ def checks_inputs(fit):
     def checked(self, model, x=None, y=None, **kwargs):
         if getattr(self, "_inputs_checked", False):
             return fit(self, model, x, y, **kwargs)
+        # Output folders first: a folder that cannot be made would otherwise fail after
+        # the work (or inside a callback) with a bare OSError.
+        for name, path in self.output_dirs().items():
+            if path:
+                cli_errors.check_output_path(name, path, is_dir=True)
         # The caller's Keras is the answer's Keras: a Keras 3 model is rebuilt in tf-keras
         # here and the result rebuilt in Keras 3 at the end.
         model, came_as_keras3 = interop.to_framework(model)
@@ -182,11 +188,19 @@ def checks_inputs(fit):
                 raise errors.InvalidArgumentError(
                     "teacher", type(teacher).__name__, "a keras.Model (tf-keras or Keras 3)"
                 )
+            inputs.finite_weights(framework_teacher, name="teacher")
             self.teacher = heads.split(framework_teacher)[0]
         self.output_head = head
         self._inputs_checked = True
         try:
             result = fit(self, model, x, y, **kwargs)
+        except tf.errors.OpError as e:
+            # A later batch of a dataset failed its check (inputs.dataset): the same error
+            # as for a bad first batch, not TensorFlow's op error from inside the graph.
+            refused = inputs.batch_error(e)
+            if refused is None:
+                raise
+            raise refused from None
         finally:
             self._inputs_checked = False
             self.teacher = teacher
@@ -202,6 +216,8 @@ def _checked_inputs(model, x, y, kwargs: dict) -> tuple[Any, Any, dict]:
         raise errors.InvalidArgumentError(
             "model", type(model).__name__, "a keras.Model (tf-keras or Keras 3)"
         )
+    # NaN weights in would be blamed on the learner's training (its divergence check).
+    inputs.finite_weights(model)
     if isinstance(x, tf.data.Dataset):
         if y is not None:
             raise errors.InvalidArgumentError(
@@ -223,6 +239,14 @@ def _checked_inputs(model, x, y, kwargs: dict) -> tuple[Any, Any, dict]:
             model, *val, names=("validation_data[0]", "validation_data[1]")
         )
     if kwargs.get("x_val") is not None or kwargs.get("y_val") is not None:
+        for given, missing in (("x_val", "y_val"), ("y_val", "x_val")):
+            if kwargs.get(missing) is None:
+                raise errors.InvalidArgumentError(
+                    missing,
+                    None,
+                    f"the {'labels' if missing == 'y_val' else 'images'} of {given}: "
+                    "x_val and y_val are given together (or neither)",
+                )
         kwargs["x_val"], kwargs["y_val"] = inputs.arrays(
             model, kwargs.get("x_val"), kwargs.get("y_val"), names=("x_val", "y_val")
         )
@@ -237,7 +261,8 @@ class Learner:
             fine-tuning rate (:data:`training.FINE_TUNE_LEARNING_RATE` times
             :attr:`finetune_lr_scale`), not its from-scratch 0.1: learners compress models
             that are already trained (to train from scratch, pass a ``TrainConfig``).
-        distillation: Distillation settings; ``None`` disables distillation.
+        distillation: Distillation settings; ``True`` distils with the default
+            :class:`distillation.DistillationConfig`, ``None`` or ``False`` disables it.
         teacher: The teacher model; defaults to a frozen copy of the model given to
             :meth:`fit` (only used when ``distillation`` is set).
         log_dir: Folder for TensorBoard logs (``None``: no logs).
@@ -423,7 +448,7 @@ class Learner:
             raise errors.InvalidArgumentError(
                 "train_config", type(train_config).__name__, "a pocketflow_tf.training.TrainConfig"
             )
-        self.distillation = distillation
+        self.distillation = _distillation_config(distillation)
         self.teacher = teacher
         self.log_dir = log_dir
         self.checkpoint_dir = checkpoint_dir
@@ -454,6 +479,18 @@ class Learner:
         self.steps_per_epoch: int | None = None
         self.total_steps: int | None = None
         self.train_data: tf.data.Dataset | None = None
+
+    def output_dirs(self) -> dict[str, str | None]:
+        """``{argument: folder}`` of the folders :meth:`fit` writes into (``None``: unused).
+
+        :meth:`fit` checks that each can be made before any work; a learner writing into a
+        folder of its own adds it.
+
+        Example:
+            >>> Learner(log_dir="/tmp/logs").output_dirs()
+            {'checkpoint_dir': None, 'log_dir': '/tmp/logs'}
+        """
+        return {"checkpoint_dir": self.checkpoint_dir, "log_dir": self.log_dir}
 
     def save_artifacts(self, prefix: str) -> dict[str, str]:
         """Writes what the learner produced besides the Keras model (e.g. compact codes).
@@ -637,6 +674,14 @@ class Learner:
         # prepare() runs in plain eager mode, outside any strategy; what it built then moves
         # into the backend's scope and takes the chief's weights.
         student = self._prepare_on_workers(model)
+        # Preparations that train (channel selection, DCP, codebook fine-tunes) diverge
+        # there, not in the fine-tune below: say so, rather than a NaN loss at its batch 1.
+        training.check_finite(
+            student,
+            learner=self.name,
+            learning_rate=cfg.learning_rate,
+            phase="preparing the model (its pruning or quantization step)",
+        )
         with backend.scope():
             student = self._adopt(student)
             train_model = student
@@ -662,7 +707,7 @@ class Learner:
             epochs=cfg.epochs,
             steps_per_epoch=steps if backend.size > 1 else None,
             validation_data=val_ds,
-            callbacks=self._all_callbacks(callbacks),
+            callbacks=self._all_callbacks(callbacks, cfg),
             verbose=self.verbose if backend.is_chief else 0,
         )
         # Every worker has finished writing its last backup before the chief removes them
@@ -682,6 +727,11 @@ class Learner:
                 parent = os.path.dirname(parent)
         self._backup_copies = []
         final = self.finalize(student)
+        # The last update can overflow the weights with a finite loss: never hand back (or
+        # let a caller save and export) a NaN model.
+        training.check_finite(
+            final, learner=self.name, learning_rate=cfg.learning_rate, phase="fine-tuning"
+        )
         if backend.size > 1:
             # Out of the strategy's scope again: evaluation and export then run in this
             # process alone, without waiting for the other workers.
@@ -754,10 +804,12 @@ class Learner:
         if os.path.isdir(root) and not os.listdir(root):
             os.rmdir(root)
 
-    def _all_callbacks(self, extra):
+    def _all_callbacks(self, extra, cfg: training.TrainConfig):
         self.train_seconds = []
         self._backup_copies: list[str] = []
-        cbs = [_EpochTimer(self.train_seconds)]
+        # First: a NaN batch raises before any other callback (a backup) sees its weights.
+        cbs = [training.DivergenceGuard(self.name, cfg.learning_rate)]
+        cbs.append(_EpochTimer(self.train_seconds))
         cbs += self.backend.callbacks() + list(self.callbacks()) + list(extra or [])
         if self.checkpoint_dir:
             # BackupAndRestore saves at each epoch end and restores on a restart, which makes
@@ -805,6 +857,31 @@ class Learner:
         if self.backend.uses_strategy_scope:
             ds = self.backend.distribute_dataset(ds)
         return ds
+
+
+def _distillation_config(value: Any) -> distillation.DistillationConfig | None:
+    """``Learner(distillation=...)`` as a config: ``True`` the defaults, ``False`` none.
+
+    Example:
+        >>> _distillation_config(True)
+        DistillationConfig(weight=4.0, temperature=2.0)
+        >>> _distillation_config("kd")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `distillation`: 'kd'. Accepted: a pocketflow_tf.distillation.DistillationConfig, True (distil with the default settings) or None/False (no distillation).
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return distillation.DistillationConfig()
+    if not isinstance(value, distillation.DistillationConfig):
+        raise errors.InvalidArgumentError(
+            "distillation",
+            value,
+            "a pocketflow_tf.distillation.DistillationConfig, True (distil with the default "
+            "settings) or None/False (no distillation)",
+        )
+    return value
 
 
 def share_chief_backup(backend: distributed.Backend, backup: str) -> bool:

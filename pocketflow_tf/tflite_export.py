@@ -112,6 +112,7 @@ def convert(
     if int8_io and mode != "int8":
         raise errors.InvalidArgumentError("int8_io", int8_io, "False unless mode='int8'")
     options.check_integer("num_calibration", num_calibration, low=1)
+    inputs.finite_weights(model)  # a diverged model: say NaN weights, not a failed verify
 
     calib = (
         _calibration_subset(model, representative_data, num_calibration) if mode == "int8" else None

@@ -277,6 +277,106 @@ class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "total": self.total, "warmup": self.warmup, "kind": self.kind}
 
 
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops a training at the first batch whose loss is NaN or inf, with a clear error.
+
+    Like ``keras.callbacks.TerminateOnNaN``, but it raises instead of stopping quietly: a
+    stopped ``fit`` would hand back (and back up) NaN weights. At each epoch's end it also
+    checks the weights (the last update can overflow them with a finite loss). Placed before
+    a backup callback, it keeps the last backup a finite one, which a rerun at a lower rate
+    resumes from. Every learner's training runs with one (see
+    :meth:`pocketflow_tf.learner.Learner.fit`).
+
+    Args:
+        learner: The learner's name, for the error.
+        learning_rate: The training's (peak) learning rate, for the error.
+        phase: What is training, e.g. ``"fine-tuning"``.
+
+    Raises:
+        TrainingDivergedError: From ``fit``, naming the learner, the epoch, the batch and
+            the learning rate.
+
+    Example:
+        >>> import numpy as np
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> m.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> x = np.full((4, 2), np.inf, np.float32)
+        >>> m.fit(x, np.zeros(4), verbose=0, callbacks=[DivergenceGuard("full-prec", 0.01)])
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.TrainingDivergedError: Learner 'full-prec' diverged while fine-tuning: the loss became nan at epoch 1, batch 1, with learning rate 0.01. ...
+    """
+
+    def __init__(self, learner: str, learning_rate: float, phase: str = "fine-tuning"):
+        super().__init__()
+        self.learner, self.learning_rate, self.phase = learner, float(learning_rate), phase
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        check_finite(
+            self.model,
+            learner=self.learner,
+            learning_rate=self.learning_rate,
+            phase=self.phase,
+            epoch=epoch + 1,
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise errors.TrainingDivergedError(
+                self.learner,
+                self.phase,
+                self.learning_rate,
+                epoch=self._epoch + 1,
+                batch=batch + 1,
+                what=f"the loss became {float(loss)}",
+            )
+
+
+def check_finite(
+    model: keras.Model,
+    *,
+    learner: str,
+    learning_rate: float,
+    phase: str,
+    epoch: int | None = None,
+) -> None:
+    """Raises when ``model``'s weights hold NaN or inf after a training (``phase``, which
+    was at ``epoch`` when given).
+
+    The loss can stay finite while the last update overflows the weights; this is the
+    check that no learner returns such a model.
+
+    Raises:
+        TrainingDivergedError: Naming the learner, the phase, the learning rate and the
+            non-finite weights.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="fc")])
+        >>> check_finite(m, learner="full-prec", learning_rate=0.01, phase="fine-tuning")
+        >>> m.layers[0].bias.assign([float("inf"), 0.0])  # doctest: +ELLIPSIS
+        <...>
+        >>> check_finite(m, learner="full-prec", learning_rate=0.01, phase="fine-tuning")
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.TrainingDivergedError: Learner 'full-prec' diverged while fine-tuning: the weights fc/bias:0 became NaN or inf, with learning rate 0.01. ...
+    """
+    bad = inputs.nonfinite_weights(model)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise errors.TrainingDivergedError(
+            learner,
+            phase,
+            learning_rate,
+            epoch=epoch,
+            what=f"the weights {shown} became NaN or inf",
+        )
+
+
 def evaluate_accuracy(
     model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256
 ) -> float:

@@ -470,3 +470,32 @@ def test_a_dense_model_near_guessing_is_warned_about_in_the_answer(tmp_path):
     # A trained model gets no such warning.
     data = splits.make_search_data(x, y)
     assert data.baseline_note(0.9) is None and data.baseline_note(0.3) is not None
+
+
+# -- compress's own arguments, refused (or accepted) before any work ---------------------------
+def test_compress_takes_distill_true_as_the_default_distillation(tmp_path):
+    x, y = quadrant_data(240, seed=0)
+    # A directory holding another study stops compress at its settings check, the first
+    # step past reading `distill` (which raised a TypeError from dataclasses.asdict).
+    (tmp_path / "auto_config.json").write_text(json.dumps({"format": -1}))
+    with pytest.raises(errors.InvalidArgumentError, match=r"`format`: 2\. .*as stored in"):
+        compress(conv_net(), (x, y), "int8", str(tmp_path), distill=True, verbose=0)
+    with pytest.raises(errors.InvalidArgumentError) as caught:
+        compress(conv_net(), (x, y), "int8", str(tmp_path), distill="yes", verbose=0)
+    assert (caught.value.name, caught.value.value) == ("distill", "yes")
+    assert "DistillationConfig, True (distil with the default settings)" in str(caught.value)
+    assert os.listdir(tmp_path) == ["auto_config.json"]  # nothing was written
+
+
+def test_compress_refuses_a_directory_that_cannot_be_made(tmp_path):
+    x, y = quadrant_data(240, seed=0)
+    (tmp_path / "file").write_text("")
+    for where in (str(tmp_path / "file" / "auto"), "/proc/pocketflow-auto"):
+        with pytest.raises(errors.InvalidArgumentError) as caught:
+            compress(conv_net(), (x, y), "int8", where, verbose=0)
+        assert (caught.value.name, caught.value.value) == ("directory", where)
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+    # Through the learner, the same check names its own argument.
+    lrn = AutoLearner(auto_target="int8", auto_dir=str(tmp_path / "file" / "a"), verbose=0)
+    with pytest.raises(errors.InvalidArgumentError, match=r"`auto_dir`.*is a file"):
+        lrn.fit(conv_net(), x, y)

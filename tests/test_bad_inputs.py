@@ -299,3 +299,77 @@ def test_eval_of_a_model_with_the_wrong_output_count_exits_2(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "5 outputs" in proc.stderr and "10 classes" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- tf.data: every later batch, and datasets that never end -----------------------------------
+def _later_batch_bad(x, y, case):
+    x, y = x.copy(), y.copy()
+    if case == "nan":
+        x[100, 2, 3, 0] = np.nan  # in the 4th batch of 32: the first batch is clean
+    else:
+        y[100] = 7
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+
+LATER_BATCH = {
+    "nan": r"Invalid value for `x`: 'a later batch holding NaN or inf images'\. "
+    r"Accepted: finite values only\.",
+    "label": r"Invalid value for `x`: 'a later batch with label\(s\) outside \[0, 4\)'\. "
+    r"Accepted: class indices 0\.\.3",
+}
+
+
+@pytest.mark.parametrize("case", sorted(LATER_BATCH))
+@pytest.mark.parametrize(
+    "name, options",
+    [("full-prec", {}), ("channel", {"cp_preserve_ratio": 0.5, "cp_nb_samples": 64})],
+)
+def test_a_later_batch_with_nan_images_or_a_bad_label_is_refused_by_name(
+    name, options, case, tiny_model, tiny_data
+):
+    # channel reads batches for its calibration (its Lasso failed with "alpha nan"),
+    # full-prec only in training: both end in the input contract's error.
+    ds = _later_batch_bad(*tiny_data, case)
+    cfg = training.TrainConfig(epochs=1, batch_size=32)
+    lrn = learner.get_learner_class(name)(cfg, verbose=0, **options)
+    with pytest.raises(errors.InvalidArgumentError, match=LATER_BATCH[case]):
+        lrn.fit(tiny_model, ds)
+
+
+def test_a_later_validation_batch_with_nan_is_refused_by_name(tiny_model, tiny_data):
+    x, y = tiny_data
+    val = _later_batch_bad(x, y, "nan")
+    lrn = learner.get_learner_class("full-prec")(training.TrainConfig(epochs=1), verbose=0)
+    with pytest.raises(errors.InvalidArgumentError, match=r"`validation_data`: 'a later batch"):
+        lrn.fit(tiny_model, x, y, validation_data=val)
+
+
+def test_an_infinite_dataset_is_refused_before_work(tiny_model, tiny_data):
+    x, y = tiny_data
+    endless = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
+    lrn = learner.get_learner_class("full-prec")(training.TrainConfig(epochs=1), verbose=0)
+    for args, kwargs, name in (
+        ((endless,), {}, "x"),
+        ((x, y), {"validation_data": endless}, "validation_data"),
+    ):
+        with pytest.raises(errors.InvalidArgumentError) as caught:
+            lrn.fit(tiny_model, *args, **kwargs)
+        assert caught.value.name == name
+        assert caught.value.value == "an infinite dataset (made by .repeat())"
+        assert "drop .repeat()" in caught.value.accepted
+    assert lrn.history is None  # refused before any training
+    # A bounded repeat is a finite dataset, one epoch of 3 steps.
+    bounded = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat().take(3)
+    lrn.fit(tiny_model, bounded)
+    assert len(lrn.history.history["loss"]) == 1
+
+
+@pytest.mark.parametrize("given, missing", [("x_val", "y_val"), ("y_val", "x_val")])
+def test_x_val_and_y_val_come_together(given, missing, tiny_model, tiny_data):
+    x, y = tiny_data
+    half = {"x_val": x[:16], "y_val": y[:16]}
+    lrn = learner.get_learner_class("full-prec")(training.TrainConfig(epochs=1), verbose=0)
+    with pytest.raises(errors.InvalidArgumentError) as caught:
+        lrn.fit(tiny_model, x, y, **{given: half[given]})
+    assert (caught.value.name, caught.value.value) == (missing, None)
+    assert f"of {given}: x_val and y_val are given together" in str(caught.value)

@@ -95,3 +95,106 @@ def test_tensorboard_logs_written(tiny_model, tiny_data, tmp_path):
         tiny_model, x, y
     )
     assert any((tmp_path / "tb").rglob("events.out.tfevents.*"))
+
+
+# -- divergence: a NaN fine-tune is an error, never a returned model --------------------------
+#: Per-learner options that keep each run to a second or two on the 8x8 two-conv net.
+_FAST_OPTIONS = {
+    "full-prec": {},
+    "channel": {"cp_preserve_ratio": 0.5, "cp_nb_samples": 32},
+    "dis-chn-pruned": {
+        "dcp_nb_iters_aux": 2,
+        "dcp_nb_iters_layer": 1,
+        "dcp_nb_rounds": 1,
+        "dcp_batch_size": 32,
+        "dcp_nb_stages": 1,
+    },
+    "weight-sparse": {},
+    "uniform": {},
+    "non-uniform": {"nuql_report_tflite": False},
+    "product-quant": {
+        "pq_codebook_size": 4,
+        "pq_nb_samples": 32,
+        "pq_nb_iters_layer": 1,
+        "pq_bn_batches": 1,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FAST_OPTIONS))
+def test_a_diverged_fine_tune_raises_naming_the_learner_epoch_and_rate(name):
+    from tests.tiny_models import quadrant_data, two_conv_net
+
+    x, y = quadrant_data(96, seed=0)
+    cfg = training.TrainConfig(epochs=1, batch_size=8, learning_rate=1e6, lr_schedule="constant")
+    lrn = learner.get_learner_class(name)(cfg, verbose=0, **_FAST_OPTIONS[name])
+    with pytest.raises(errors.TrainingDivergedError) as caught:
+        lrn.fit(two_conv_net(), x, y)
+    e = caught.value
+    assert isinstance(e, ArithmeticError) and isinstance(e, errors.PocketFlowError)
+    assert (e.learner, e.learning_rate, e.epoch) == (name, 1e6, 1)
+    message = str(e)
+    assert f"Learner '{name}' diverged" in message
+    assert "at epoch 1" in message and "learning rate 1e+06" in message
+    assert "TrainConfig(learning_rate=100000)" in message
+
+
+class _PoisonAt(keras.callbacks.Callback):
+    """Sets the classifier's kernel to NaN after one batch of ``epoch``: a divergence on cue
+    (the logits, hence the loss, are NaN from the next batch on)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self._now = epoch, -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._now = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._now == self.epoch and batch == 0:
+            kernel = self.model.layers[-1].kernel
+            kernel.assign(tf.fill(kernel.shape, float("nan")))
+
+
+def test_a_nan_loss_stops_at_its_batch_and_the_backup_stays_finite(tiny_model, tiny_data, tmp_path):
+    x, y = tiny_data
+    cfg = training.TrainConfig(epochs=2, batch_size=64, learning_rate=0.01)
+    lrn = FullPrecLearner(cfg, checkpoint_dir=str(tmp_path), verbose=0)
+    with pytest.raises(errors.TrainingDivergedError, match=r"loss became nan at epoch 2, batch 2"):
+        lrn.fit(tiny_model, x, y, callbacks=[_PoisonAt(epoch=1)])
+    # The guard raised before the epoch's backup: a rerun resumes from epoch 1's finite
+    # weights, trains epoch 2 alone and returns a finite model.
+    again = FullPrecLearner(cfg, checkpoint_dir=str(tmp_path), verbose=0)
+    out = again.fit(tiny_model, x, y)
+    assert len(again.history.history["loss"]) == 1
+    assert all(np.isfinite(w).all() for w in out.get_weights())
+
+
+def test_a_model_with_nan_weights_is_refused_before_work(tiny_model, tiny_data):
+    kernel = tiny_model.layers[1].kernel
+    kernel.assign(tf.fill(kernel.shape, float("nan")))
+    with pytest.raises(errors.InvalidArgumentError, match=r"`model`: 'a model with NaN or inf"):
+        FullPrecLearner(verbose=0).fit(tiny_model, *tiny_data)
+
+
+def test_distillation_true_distils_with_the_defaults_and_a_bad_value_is_named():
+    assert FullPrecLearner(distillation=True).distillation == distillation.DistillationConfig()
+    assert FullPrecLearner(distillation=False).distillation is None
+    with pytest.raises(errors.InvalidArgumentError) as caught:
+        FullPrecLearner(distillation="kd")
+    assert (caught.value.name, caught.value.value) == ("distillation", "kd")
+    assert "DistillationConfig, True" in str(caught.value)
+
+
+@pytest.mark.parametrize("argument", ["checkpoint_dir", "log_dir"])
+def test_an_output_folder_that_cannot_be_made_is_refused_before_work(
+    argument, tiny_model, tiny_data, tmp_path
+):
+    (tmp_path / "file").write_text("")
+    where = str(tmp_path / "file" / "sub")
+    lrn = FullPrecLearner(training.TrainConfig(epochs=1), verbose=0, **{argument: where})
+    with pytest.raises(errors.InvalidArgumentError) as caught:
+        lrn.fit(tiny_model, *tiny_data)
+    assert (caught.value.name, caught.value.value) == (argument, where)
+    assert "is a file, so no folder can be made below it" in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

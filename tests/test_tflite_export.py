@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pocketflow_tf import atomic_io, datasets, errors, int4_export, tflite_export, tflite_verify
-from pocketflow_tf.compat import keras
+from pocketflow_tf.compat import keras, tf
 
 # Training and converting dominate the run time, so the trained model and the flatbuffers are
 # built once per module. (The conftest fixtures are function-scoped, hence a plain cache.)
@@ -239,3 +239,18 @@ def test_export_tool_on_in_memory_data(trained, tmp_path):
     with pytest.raises(errors.InvalidArgumentError, match="`mode`: 'int3'"):
         tool.export_from_splits(model, data, str(tmp_path / "s.tflite"), mode="int3")
     assert not (tmp_path / "s.tflite").exists()
+
+
+def test_a_model_with_nan_weights_is_refused_naming_them(tiny_model, tmp_path):
+    bias = tiny_model.layers[-1].bias
+    bias.assign(tf.fill(bias.shape, float("nan")))
+    with pytest.raises(errors.InvalidArgumentError) as caught:
+        tflite_export.convert(tiny_model, "float")
+    assert caught.value.name == "model"
+    assert caught.value.value == f"a model with NaN or inf weights: {bias.name}"
+    assert "diverged training" in caught.value.accepted
+    dest = tmp_path / "m.tflite"
+    x = np.zeros((8, 8, 8, 1), np.float32)
+    with pytest.raises(errors.InvalidArgumentError, match="NaN or inf weights"):
+        tflite_verify.export_tflite(tiny_model, str(dest), mode="float", x_verify=x)
+    assert os.listdir(tmp_path) == []

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import datasets, distillation, errors, model_io, training
+from pocketflow_tf import cli_errors, datasets, distillation, errors, model_io, training
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.auto.auto_options import AutoOptions
 from pocketflow_tf.learners.auto.learner import DEFAULT_DISTILLATION, AutoLearner
@@ -77,7 +77,7 @@ def compress(
     x_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
     train_config: training.TrainConfig | None = None,
-    distill: distillation.DistillationConfig | None = DEFAULT_DISTILLATION,
+    distill: distillation.DistillationConfig | bool | None = DEFAULT_DISTILLATION,
     evaluate_test: bool = True,
     seed: int = 0,
     verbose: int = 1,
@@ -99,7 +99,8 @@ def compress(
             set.
         y_val: Their labels.
         train_config: The final fine-tune (default: 1 epoch, Adam at 1e-3, batch 64).
-        distill: Distillation of every fine-tune (``None``: off).
+        distill: Distillation of every fine-tune: a ``DistillationConfig``, ``True`` (the
+            default settings) or ``None``/``False`` (off).
         evaluate_test: With a ``DataSplits`` holding a test split: report the dense and final
             accuracy on it after the search (never used to choose).
         seed: Seed of the split, the search and the builds.
@@ -129,6 +130,11 @@ def compress(
         raise errors.InvalidArgumentError(
             "model", type(model).__name__, "a keras.Model (tf-keras or Keras 3)"
         )
+    if directory is None:
+        raise errors.InvalidArgumentError(
+            "directory", None, "a work directory (it holds the resumable study)"
+        )
+    cli_errors.check_output_path("directory", directory, is_dir=True)
     x, y, (xv, yv, val_from_training), x_test, y_test = _unpack(data, x_val, y_val)
     cfg = train_config or training.TrainConfig(
         epochs=1, batch_size=64, learning_rate=1e-3, optimizer="adam", weight_decay=0.0, seed=seed
@@ -152,6 +158,8 @@ def compress(
     except errors.InvalidArgumentError as e:
         # Named as the caller spelled it: compress(holdout=...), not auto_holdout.
         keyword = {v: k for k, v in names.items()}.get(e.name)
+        if e.name == "distillation":
+            keyword = "distill"  # compress's name for AutoLearner's `distillation`
         if keyword is None:
             raise
         raise errors.InvalidArgumentError(keyword, e.value, e.accepted) from None

@@ -277,6 +277,15 @@ class AutoLearner(learner.Learner):
         """
         return {"auto_dir": os.path.join(out_dir, "auto")}
 
+    def output_dirs(self) -> dict[str, str | None]:
+        """The learner's folders and the work directory, checked before :meth:`fit` works.
+
+        Example:
+            >>> AutoLearner(auto_target="int8", auto_dir="/tmp/a").output_dirs()["auto_dir"]
+            '/tmp/a'
+        """
+        return {**super().output_dirs(), "auto_dir": self.auto_dir}
+
     def deployed(self) -> learner.Deployed | None:
         """The verified ``.tflite`` of the final model, its reports and whether the target
         was met (``None`` before :meth:`fit` built it).

@@ -648,7 +648,12 @@ class ChannelPrunedLearner(learner.Learner):
             optimizer=training.build_optimizer(cfg, n),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-        hist = train_model.fit(self.train_data.repeat().take(n), epochs=1, verbose=0)
+        guard = training.DivergenceGuard(
+            self.name, cfg.learning_rate, phase=f"fine-tuning after pruning round {r + 1}"
+        )
+        hist = train_model.fit(
+            self.train_data.repeat().take(n), epochs=1, verbose=0, callbacks=[guard]
+        )
         loss = float(hist.history["loss"][-1])
         if self.verbose:
             print(f"[channel] round {r + 1}: fine-tuned {n} steps, loss {loss:.4f}")
