@@ -98,6 +98,10 @@ def convert(
         InvalidArgumentError: On an unknown ``mode``, a missing or ill-shaped
             ``representative_data`` for int8, ``int8_io`` outside int8, or a bad
             ``num_calibration``.
+        UnsupportedModelError: When the converter fails (the message names the mode and
+            gives the converter's error lines), for a layer known to convert into a file
+            LiteRT cannot run (named; e.g. ``GroupNormalization``), or for ``mode="int8"``
+            on a model with several inputs.
 
     Example:
         >>> import numpy as np
@@ -113,6 +117,7 @@ def convert(
         raise errors.InvalidArgumentError("int8_io", int8_io, "False unless mode='int8'")
     options.check_integer("num_calibration", num_calibration, low=1)
     inputs.finite_weights(model)  # a diverged model: say NaN weights, not a failed verify
+    _refuse_unconvertible_layers(model, mode)
 
     calib = (
         _calibration_subset(model, representative_data, num_calibration) if mode == "int8" else None
@@ -122,10 +127,71 @@ def convert(
         # Emitted for every int8 conversion: it is about the legacy `quantized_input_stats`
         # option, which the representative data set replaces.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        content = bytes(converter.convert())
+        try:
+            content = bytes(converter.convert())
+        except Exception as e:  # noqa: BLE001  (ConverterError, RuntimeError, ValueError...)
+            # The converter fails with a page of MLIR locations (an op without a TFLite
+            # kernel) or, in int8, with the calibrating interpreter's RuntimeError; neither
+            # says which export failed. The whole message stays on the chained exception.
+            raise errors.UnsupportedModelError(
+                f"TFLite conversion of model {model.name!r} in mode {mode!r} failed: "
+                f"{_converter_message(e)}"
+            ) from e
         if mode == "int8":
             content = _fit_ranges_to_xnnpack(model, calib, content, int8_io=int8_io, sparse=sparse)
     return content
+
+
+#: Layer classes the converter turns into a file LiteRT cannot run, with the reason (checked
+#: with TF 2.21 and LiteRT 2.3.0, in all four modes; ``test_tflite_export`` re-checks it, so
+#: that the refusal is lifted when the converter is fixed).
+_UNCONVERTIBLE_LAYERS = {
+    # tf-keras computes the group moments with `tf.nn.weighted_moments`, whose
+    # `divide_no_nan` the converter lowers, under a dynamic batch dimension, to BROADCAST_TO
+    # ops with an empty target shape: LiteRT fails to prepare them ("Output shape must be
+    # broadcastable from input shape") at every batch size, and int8 calibration fails on
+    # them. A model fixed to batch 1 converts but then runs at batch 1 only.
+    "GroupNormalization": (
+        "TF's converter lowers its moments to BROADCAST_TO ops that LiteRT cannot run with a "
+        "dynamic batch size",
+        "LayerNormalization or BatchNormalization",
+    ),
+}
+
+
+def _refuse_unconvertible_layers(model: keras.Model, mode: str) -> None:
+    """Refuses, by name, a model holding a layer of :data:`_UNCONVERTIBLE_LAYERS`.
+
+    Nested models and wrapped layers (a QAT wrapper's inner layer) are searched too.
+    """
+    for module in model.submodules:
+        kind = type(module).__name__
+        if isinstance(module, keras.layers.Layer) and kind in _UNCONVERTIBLE_LAYERS:
+            reason, instead = _UNCONVERTIBLE_LAYERS[kind]
+            raise errors.UnsupportedModelError(
+                f"layer {module.name!r} ({kind}) of model {model.name!r} cannot be exported "
+                f"to TFLite (mode {mode!r}): {reason}. Supported: models without {kind} "
+                f"layers, e.g. with {instead} in its place"
+            )
+
+
+def _converter_message(e: BaseException, limit: int = 600) -> str:
+    """The useful lines of a converter failure: its ``error:`` lines, else its first lines."""
+    text = str(e) or type(e).__name__
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        # MLIR prefixes each error with the source location of the traced call.
+        _, sep, what = line.partition("error: ")
+        what = what.strip() if sep else ""
+        if line.startswith("TF Select ops:"):
+            what = line
+        if what and what not in found and not what.startswith("failed while converting"):
+            found.append(what)
+    if not found:
+        found = [line.strip() for line in text.splitlines() if line.strip()][:3]
+    message = "; ".join(found)
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def _converter(
@@ -160,6 +226,13 @@ def _calibration_subset(model: keras.Model, data: np.ndarray | None, limit: int)
             "representative_data",
             None,
             "an array of preprocessed model inputs (required for mode='int8')",
+        )
+    n_inputs = len(model.inputs or [None])  # a subclassed model has no .inputs: one input
+    if n_inputs != 1:
+        # Calibration feeds one array; which array goes to which input is not guessed.
+        raise errors.UnsupportedModelError(
+            f"mode='int8' calibrates a model with exactly one input; model {model.name!r} "
+            f"has {n_inputs} inputs"
         )
     # The project's one image check: uint8 scaled to [0, 1] as the models are fed, NaN/inf
     # and unaccepted dtypes refused by name (a NaN would silently poison the ranges).

@@ -39,7 +39,7 @@ from pocketflow_tf import (
     tflite_export,
     tflite_load,
 )
-from pocketflow_tf.compat import keras
+from pocketflow_tf.compat import keras, tf
 
 #: Pass/fail thresholds per mode. Keys:
 #:
@@ -351,13 +351,40 @@ def _resolve_thresholds(mode: str, thresholds: dict[str, float] | None) -> dict[
     return {k: v for k, v in merged.items() if v is not None}
 
 
+def _check_single_io(model: keras.Model) -> None:
+    """Refuses, before any work, a model that verification cannot compare (see below).
+
+    Verification feeds one array and compares one output by its argmax (agreement, labels),
+    and :class:`TFLiteRunner` runs one input tensor and one output tensor. With several of
+    either, which TFLite tensor is which Keras one is not reliably known (the converter orders
+    them by signature name), so such models are refused by name rather than guessed at. One
+    output inside a list or dict (``outputs={"logits": t}``) is one output and is accepted.
+    """
+    ins, outs = model.inputs, model.outputs
+    if ins is None or outs is None:
+        # A subclassed model has no symbolic inputs; TFLiteRunner refuses, by count, a file
+        # with several inputs or outputs.
+        return
+    if len(ins) == 1 and len(outs) == 1:
+        return
+    in_names = ", ".join(map(repr, getattr(model, "input_names", None) or []))
+    out_names = ", ".join(map(repr, getattr(model, "output_names", None) or []))
+    raise errors.UnsupportedModelError(
+        f"TFLite export verifies models with one input and one output (e.g. images -> "
+        f"logits); model {model.name!r} has {len(ins)} input(s) ({in_names}) and "
+        f"{len(outs)} output(s) ({out_names}). Export a single-input, single-output model, "
+        f"e.g. keras.Model(model.input, model.outputs[0]) for one head"
+    )
+
+
 def _keras_outputs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     # Direct calls in inference mode rather than model.predict: no tf.data pipeline or
     # callbacks, and BatchNorm/Dropout in inference mode exactly as the converter freezes them.
-    outs = [
-        np.asarray(model(x[i : i + batch_size], training=False), dtype=np.float32)
-        for i in range(0, len(x), batch_size)
-    ]
+    # A single output may come back wrapped in a list or dict: flatten it to its one tensor.
+    outs = []
+    for i in range(0, len(x), batch_size):
+        (out,) = tf.nest.flatten(model(x[i : i + batch_size], training=False))
+        outs.append(np.asarray(out, dtype=np.float32))
     return np.concatenate(outs, axis=0)
 
 
@@ -414,6 +441,8 @@ def verify(
     Raises:
         InvalidArgumentError: On an unknown mode, too few samples, mismatched labels or bad
             thresholds.
+        UnsupportedModelError: For a model with several inputs or outputs (named): the
+            comparison is of one input array and one output.
         VerificationError: When a check fails and ``raise_on_fail`` is set; the message
             carries the measured figures and the thresholds they missed.
 
@@ -426,6 +455,7 @@ def verify(
     if mode not in tflite_export.MODES:
         raise errors.InvalidArgumentError("mode", mode, f"one of {tflite_export.MODES}")
     limits = _resolve_thresholds(mode, thresholds)
+    _check_single_io(model)  # first: several input arrays would read as a few samples
     x = np.asarray(x)
     if x.ndim < 1 or len(x) < min_samples:
         raise errors.InvalidArgumentError(
@@ -456,9 +486,13 @@ def verify(
     agreement = float(np.mean(pred_ref == pred_out))
     acc_keras = acc_tflite = acc_delta = None
     if y is not None:
-        acc_keras = float(np.mean(pred_ref == y))
-        acc_tflite = float(np.mean(pred_out == y))
-        acc_delta = acc_tflite - acc_keras
+        correct_keras, correct_tflite = int(np.sum(pred_ref == y)), int(np.sum(pred_out == y))
+        acc_keras, acc_tflite = correct_keras / len(x), correct_tflite / len(x)
+        # From the sample counts, in one division: acc_tflite - acc_keras would carry both
+        # roundings (0.635 - 0.625 is 0.010000000000000009), refusing a drop of exactly
+        # max_acc_drop. k / n is the double nearest the true ratio, as the threshold literal
+        # is, so a drop exactly at the threshold compares equal to it.
+        acc_delta = (correct_tflite - correct_keras) / len(x)
 
     failures = []
     # `not (a <= b)` rather than `a > b`, so that NaN outputs fail instead of passing.
@@ -679,6 +713,12 @@ def export_tflite(
     Returns:
         The :class:`ExportResult`.
 
+    Raises:
+        UnsupportedModelError: Before converting, for a model with several inputs or
+            outputs; or as raised by :func:`~pocketflow_tf.tflite_export.convert` (a failed
+            conversion, a layer LiteRT cannot run).
+        VerificationError: When a check fails; nothing is written.
+
     Example:
         >>> res = export_tflite(model, "out/m_int8.tflite", mode="int8", x_verify=x_test[:1000],
         ...                     y_verify=y_test[:1000],
@@ -687,6 +727,7 @@ def export_tflite(
         True
     """
     model = interop.to_framework(model)[0]  # a Keras 3 model is rebuilt in tf-keras
+    _check_single_io(model)  # before converting: verification could not compare the file
     if content is None:
         content = tflite_export.convert(
             model, mode, representative_data=representative_data, int8_io=int8_io, sparse=sparse
