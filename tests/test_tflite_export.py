@@ -410,3 +410,27 @@ def test_a_qat_model_exports_in_float_as_its_fake_quant_graph(trained, tmp_path)
     result = tflite_verify.export_tflite(q, str(tmp_path / "q.tflite"), x_verify=x, y_verify=y)
     assert result.report.passed and result.report.max_abs_diff <= 1e-4
     assert result.report.acc_tflite == result.report.acc_keras
+
+
+def _scaled_logits(factor: float, scale: float = 1000.0):
+    """Dense(3) -> x scale: logits in the thousands; ``factor`` multiplies the output."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(3, name="fc")(inp)
+    return keras.Model(inp, keras.layers.Rescaling(scale * factor, name="scale")(h))
+
+
+def test_float_tolerance_grows_with_the_logits_magnitude():
+    x = np.random.default_rng(0).standard_normal((200, 4)).astype(np.float32)
+    model = _scaled_logits(1.0)
+    largest = float(np.abs(model.predict(x, verbose=0)).max())
+    assert largest > 100  # well above the LOGIT_SCALE the flat limit is stated for
+    # A file 1e-6 off in relative terms (float rounding through a deep net) differs by more
+    # than the flat 1e-4 here, and passes: the limit is 1e-4 x largest |logit| / 10.
+    near = tflite_export.convert(_scaled_logits(1.0 + 1e-6), "float")
+    report = tflite_verify.verify(model, near, x, mode="float", check_child=False)
+    assert report.passed and 1e-4 < report.max_abs_diff < 1e-4 * largest / 10
+    # 1e-4 off in relative terms is a wrong model: refused, the scaled limit named.
+    far = tflite_export.convert(_scaled_logits(1.0 + 1e-4), "float")
+    with pytest.raises(errors.VerificationError, match=r"largest \|output\|"):
+        tflite_verify.verify(model, far, x, mode="float", check_child=False)
