@@ -8,7 +8,15 @@ user models with a few layers TFMOT does not know:
   are annotated with :class:`NoOpQuantizeConfig` (they run in float during QAT; the
   converter quantises their output at the next quantised layer, with calibration data).
 * ``BatchNormalization`` is not in TFMOT's registry but *is* handled by its layout
-  transforms (folded into the preceding convolution), so it keeps the default annotation.
+  transforms (folded into the preceding convolution), so it keeps the default annotation
+  where TFMOT folds it (after a linear convolution that feeds it alone) and runs in float
+  elsewhere (after ``Conv2D(activation="relu")``, for one).
+* TFMOT's registry lists every ``Activation`` layer, but its config raises for functions
+  other than relu/relu6/swish/gelu/linear/softmax/sigmoid/tanh (``elu``, ``selu``,
+  ``softplus``, ...): those run in float. A Conv2D/Dense whose own ``activation=`` TFMOT
+  cannot wrap (``relu6``, ``elu``, ...) keeps its weight quantizer, the activation in float.
+* An integer model input (a uint8 image before the model's ``Rescaling``) gets no input
+  ``QuantizeLayer`` (TFMOT's fake-quantizes it and fails on the dtype).
 * Lower weight bit-widths per layer (``weight_bits``, mixed precision) are set *after*
   TFMOT's transforms: annotating a convolution with a custom config would make TFMOT skip
   its Conv-BatchNorm-ReLU transforms (``_has_custom_quantize_config``) and quantize the
@@ -35,7 +43,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -61,6 +69,9 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
     model_transformer as _model_transformer,
 )
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_aware_activation import (
+    QuantizeAwareActivation as _QuantizeAwareActivation,
+)
 
 from pocketflow_tf import errors, graph_rebuild
 from pocketflow_tf.compat import keras
@@ -73,6 +84,21 @@ WEIGHT_BITS = tuple(range(2, 9))
 
 #: Layers TFMOT's registry does not list but its layout transforms fold away.
 _FOLDED_BY_TRANSFORMS = ("BatchNormalization",)
+
+#: The functions an ``Activation`` layer may hold for TFMOT's
+#: ``Default8BitActivationQuantizeConfig`` (0.8.1 lists them inline in
+#: ``get_output_quantizers`` and raises ``ValueError`` for any other when the model is built:
+#: elu, selu, softplus, hard_sigmoid, ...).
+_ACTIVATION_LAYER_FUNCTIONS = frozenset(
+    {"relu", "swish", "gelu", "relu6", "linear", "softmax", "sigmoid", "tanh"}
+)
+
+#: The ``activation=`` functions of a Conv2D/Dense that TFMOT's ``QuantizeAwareActivation``
+#: can wrap (it raises ``ValueError`` for the others, relu6 and elu among them).
+_WRAPPABLE_ACTIVATIONS = (
+    _QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS
+    | _QuantizeAwareActivation._POST_QUANT_ACTIVATIONS
+)
 
 
 class NoOpQuantizeConfig(_qk.QuantizeConfig):
@@ -244,14 +270,55 @@ def is_quantized(model: keras.Model) -> bool:
 
 
 def registry_config(layer: keras.layers.Layer) -> Any:
-    """TFMOT's 8-bit quantize config for ``layer`` (``None`` if its registry has none).
+    """TFMOT's 8-bit quantize config for ``layer`` as :func:`quantize_model` uses it.
+
+    ``None`` where TFMOT has no config that works for the layer: its registry does not list
+    it, or it is an ``Activation`` whose function TFMOT's config refuses (``elu``, ``selu``,
+    ``softplus``, ...); :func:`quantize_model` runs such layers in float. A Conv2D/Dense whose
+    own ``activation=`` TFMOT cannot wrap (``relu6``, ``elu``, ...) keeps its weight
+    quantizer, and its activation runs in float inside the layer.
 
     Example:
         >>> type(registry_config(keras.layers.Dense(2))).__name__
         'Default8BitQuantizeConfig'
+        >>> registry_config(keras.layers.Activation("elu")) is None
+        True
+        >>> registry_config(keras.layers.Dense(2, activation="elu")).activation_attrs
+        []
     """
+    return _quantize_config(layer)[0]
+
+
+def _activation_name(fn: Any) -> str:
+    # TFMOT's own test (QuantizeAwareActivation._name): a function's name, else its class's.
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _quantize_config(layer: keras.layers.Layer) -> tuple[Any, bool]:
+    """``(config, as_registered)``: the config of :func:`registry_config`, and whether it is
+    the registry's own (then the layer is annotated without a config, so TFMOT's layout
+    transforms still see it as theirs)."""
     registry = _registry.Default8BitQuantizeRegistry()
-    return registry.get_quantize_config(layer) if registry.supports(layer) else None
+    if not registry.supports(layer):
+        return None, False
+    config = registry.get_quantize_config(layer)
+    if isinstance(layer, keras.layers.Activation):
+        if _activation_name(layer.activation) not in _ACTIVATION_LAYER_FUNCTIONS:
+            return None, False
+        return config, True
+    attrs = getattr(config, "activation_attrs", None)
+    if (
+        isinstance(config, _registry.Default8BitQuantizeConfig)
+        and isinstance(attrs, list)
+        and "activation" in attrs
+        and _activation_name(getattr(layer, "activation", None)) not in _WRAPPABLE_ACTIVATIONS
+    ):
+        # Weights fake-quantized as registered; the activation is left out of the config, so
+        # TFMOT does not wrap it (it would raise) and it runs in float inside the layer. The
+        # converter quantizes the layer's output from calibration data.
+        kept = [a for a in attrs if a != "activation"]
+        return type(config)(config.weight_attrs, kept, config.quantize_output), False
+    return config, True
 
 
 def quantized_weight_layers(model: keras.Model) -> list[str]:
@@ -334,15 +401,29 @@ class _ReLUActivationKeepsWeights(_ReLUKeepsWeights):
         return _transforms.LayerReluActivationQuantize().pattern()
 
 
+class _FloatInputQuantize(_transforms.InputLayerQuantize):
+    """TFMOT's ``InputLayerQuantize`` for float inputs only: its ``QuantizeLayer`` fake-quantizes
+    the input, which raises a TypeError on an integer input (a uint8 image before the
+    model's own ``Rescaling``). An integer input is left as it is; the first quantized layer
+    after the conversion to float quantizes its input."""
+
+    def replacement(self, match_layer):
+        dtype = match_layer.layer["config"].get("dtype") or "float32"
+        if not tf.as_dtype(dtype).is_floating:
+            return match_layer
+        return super().replacement(match_layer)
+
+
 class _LayoutTransform(_layout.Default8BitQuantizeLayoutTransform):
-    """TFMOT's default layout transforms with the two ReLU ones above in place of its own."""
+    """TFMOT's default layout transforms with the input and the two ReLU ones above in place
+    of its own."""
 
     def apply(self, model, layer_quantize_map):
         t = _transforms
         # TFMOT 0.8.1's list (Default8BitQuantizeLayoutTransform.apply builds it inline, so
-        # it is repeated here; the version is pinned), the last two replaced.
+        # it is repeated here; the version is pinned), the first and the last two replaced.
         transforms = [
-            t.InputLayerQuantize(),
+            _FloatInputQuantize(),
             t.SeparableConv1DQuantize(),
             t.SeparableConvQuantize(),
             t.Conv2DReshapeBatchNormReLUQuantize(),
@@ -409,8 +490,9 @@ def quantize_model(
         raise errors.UnsupportedModelError(
             f"model {model.name!r} already holds TFMOT wrappers; quantize the plain model"
         )
-    registry = _registry.Default8BitQuantizeRegistry()
     model = _flat(model)
+    # A convolution that is also a model output has two consumers: TFMOT does not fold it.
+    outputs = {t._keras_history.layer.name for t in model.outputs}
 
     def annotate(layer):
         fresh = layer.__class__.from_config(layer.get_config())
@@ -419,8 +501,13 @@ def quantize_model(
             # 0.8.1: MobileNetV3's hard-swish `x + 3`); unannotated, it runs in float and
             # the converter quantizes its output, as for a NoOp-annotated layer.
             return fresh
-        known = registry.supports(layer) or _folded_by_transforms(layer)
-        config = None if known else NoOpQuantizeConfig()
+        if _folded_by_transforms(layer, outputs):
+            return _qk.quantize_annotate_layer(fresh)
+        config, as_registered = _quantize_config(layer)
+        if config is None:
+            config = NoOpQuantizeConfig()
+        elif as_registered:
+            config = None
         return _qk.quantize_annotate_layer(fresh, quantize_config=config)
 
     bits = dict(weight_bits or {})
@@ -453,10 +540,18 @@ def quantize_model(
         return _set_weight_bits(q, bits) if bits else q
 
 
-def _folded_by_transforms(layer) -> bool:
+def _folded_by_transforms(layer, outputs: Collection[str] = ()) -> bool:
     """Whether TFMOT's layout transforms fold ``layer`` (a BatchNormalization) into the
-    convolution before it. A BatchNormalization elsewhere (ResNet50V2's pre-activation, after
-    a SeparableConv2D or a grouped convolution, where TFMOT's fold breaks) runs in float."""
+    convolution before it.
+
+    TFMOT's ``Conv2DBatchNormQuantize`` matches (and the BatchNorm, which its registry does
+    not list, only works folded) when the convolution is a Conv2D/DepthwiseConv2D with a
+    linear activation, called once, whose only consumer is this BatchNorm (``outputs``: the
+    names of the model's output layers, which count as consumers). A BatchNormalization
+    elsewhere runs in float: after ``Conv2D(activation="relu")`` (TFMOT does not fold it and
+    refuses it unfolded), ResNet50V2's pre-activation, after a SeparableConv2D or a grouped
+    convolution (where TFMOT's fold breaks).
+    """
     if type(layer).__name__ not in _FOLDED_BY_TRANSFORMS:
         return False
     nodes = getattr(layer, "_inbound_nodes", [])
@@ -464,8 +559,14 @@ def _folded_by_transforms(layer) -> bool:
     if len(producers) != 1 or isinstance(producers[0], list | tuple):
         return False
     conv = producers[0]
-    return type(conv).__name__ in ("Conv2D", "DepthwiseConv2D") and (
-        int(getattr(conv, "groups", 1) or 1) == 1
+    return (
+        type(conv).__name__ in ("Conv2D", "DepthwiseConv2D")
+        and int(getattr(conv, "groups", 1) or 1) == 1
+        # TFMOT's pattern compares the serialised config: {"activation": "linear"}.
+        and str(conv.get_config().get("activation")) == "linear"
+        and len(getattr(conv, "_inbound_nodes", [])) == 1
+        and len(getattr(conv, "_outbound_nodes", [])) == 1
+        and conv.name not in outputs
     )
 
 

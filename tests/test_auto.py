@@ -499,3 +499,31 @@ def test_compress_refuses_a_directory_that_cannot_be_made(tmp_path):
     lrn = AutoLearner(auto_target="int8", auto_dir=str(tmp_path / "file" / "a"), verbose=0)
     with pytest.raises(errors.InvalidArgumentError, match=r"`auto_dir`.*is a file"):
         lrn.fit(conv_net(), x, y)
+
+
+def test_int8_keeps_the_ptq_file_when_tfmot_cannot_quantize_the_model(tmp_path, monkeypatch):
+    # A TFMOT refusal qat.py does not foresee (here: TFMOT's own ValueError for an
+    # Activation("elu"), with qat's table of TFMOT's activations made to list elu) ended the
+    # whole run although PTQ had made a verified int8 file.
+    from pocketflow_tf import qat
+
+    monkeypatch.setattr(
+        qat, "_ACTIVATION_LAYER_FUNCTIONS", {*qat._ACTIVATION_LAYER_FUNCTIONS, "elu"}
+    )
+    x, y = quadrant_data(240, seed=0)
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((16, 16, 1))
+    h = L.Conv2D(8, 3, padding="same", activation="relu", name="c")(inp)
+    h = L.Activation("elu", name="act")(L.BatchNormalization(name="bn")(h))
+    model = keras.Model(inp, L.Dense(4, name="logits")(L.Flatten()(L.MaxPooling2D(8)(h))))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    opts = {**FAST, "int8_final": "auto"}
+    result = compress(model, (x, y), "int8", str(tmp_path), max_trials=1, seed=0, **opts)
+    final = result.report["final"]
+    assert final["int8_method"] == "ptq" and set(final["int8_options"]) == {"ptq"}
+    assert final["figures"]["mode"] == "int8" and os.path.exists(result.tflite_path)
+    [refused] = final["int8_refused"]
+    assert refused.startswith("qat: TFMOT could not quantize the model (ValueError: Activation")
+    assert "elu" in refused and "\n" not in refused

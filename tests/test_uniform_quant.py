@@ -414,6 +414,96 @@ def test_a_model_with_nothing_to_quantize_is_refused_before_training(tiny_data):
         UniformQuantLearner(training.TrainConfig(epochs=1, batch_size=32)).fit(m, x, y)
 
 
+def _wrapped(q):
+    return {getattr(layer, "layer", layer).name: layer for layer in q.layers}
+
+
+def _in_float(wrapper):
+    """Whether a QAT wrapper quantizes nothing (a no-op config: qat's own, or TFMOT's of the
+    same name after a clone through configs)."""
+    config, layer = wrapper.quantize_config, wrapper.layer
+    return type(config).__name__ == "NoOpQuantizeConfig" and not (
+        config.get_weights_and_quantizers(layer)
+        or config.get_activations_and_quantizers(layer)
+        or config.get_output_quantizers(layer)
+    )
+
+
+def test_batchnorm_after_a_conv_with_its_own_relu_runs_in_float(tiny_data):
+    # TFMOT folds a BatchNorm only into a linear convolution; after Conv2D(activation="relu")
+    # it was left to TFMOT all the same, which refused it ("Layer bn is not supported").
+    x, y = tiny_data
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 1))
+    h = L.BatchNormalization(name="bn")(L.Conv2D(4, 3, activation="relu", name="c")(inp))
+    h = L.BatchNormalization(name="bn2")(L.Conv2D(4, 3, name="c2")(h))  # folded, as before
+    m = keras.Model(inp, L.Dense(4, name="fc")(L.Flatten()(L.ReLU()(h))))
+    assert not qat._folded_by_transforms(m.get_layer("bn"))
+    assert qat._folded_by_transforms(m.get_layer("bn2"))
+    lrn = UniformQuantLearner(
+        training.TrainConfig(epochs=1, batch_size=32), uql_weight_bits=4, verbose=0
+    )
+    q = lrn.fit(m, x, y)  # 4-bit weights: fit ends with the int8 conversion's level check
+    by_inner = _wrapped(q)
+    assert _in_float(by_inner["bn"])
+    # TFMOT's fold marks the convolution it folds into: its activation becomes a no-op.
+    acts = {n: getattr(by_inner[n].layer.activation, "activation", None) for n in ("c", "c2")}
+    assert type(acts["c2"]).__name__ == "NoOpActivation" and acts["c"].__name__ == "relu"
+    assert qat.weight_bits_of(q) == {"c": 4, "c2": 4, "fc": 4}
+    assert np.isfinite(q.predict(x[:32], verbose=0)).all()
+
+
+def test_activations_tfmot_cannot_quantize_run_in_float(tiny_data):
+    # TFMOT's registry lists every Activation layer, but its config raises ValueError at
+    # build time for any function but relu/relu6/swish/gelu/linear/softmax/sigmoid/tanh; and
+    # a Conv2D/Dense's own activation= other than those made TFMOT's wrapper raise.
+    x, y = tiny_data
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    funcs = ("elu", "selu", "softplus", "hard_sigmoid")
+    inp = keras.Input((8, 8, 1))
+    h = L.Conv2D(4, 3, activation="relu6", name="c")(inp)
+    for f in funcs:
+        h = L.Activation(f, name=f"act_{f}")(h)
+    h = L.Dense(8, activation="elu", name="d")(L.Flatten()(h))
+    m = keras.Model(inp, L.Dense(4, name="fc")(L.Activation("tanh", name="act_tanh")(h)))
+    for f in funcs:
+        assert qat.registry_config(m.get_layer(f"act_{f}")) is None, f
+    assert qat.registry_config(m.get_layer("act_tanh")) is not None
+    q = UniformQuantLearner(training.TrainConfig(epochs=1, batch_size=32), verbose=0).fit(m, x, y)
+    by_inner = _wrapped(q)
+    for f in funcs:
+        assert _in_float(by_inner[f"act_{f}"]), f
+    assert not _in_float(by_inner["act_tanh"])
+    # The layers with their own activation keep their weight quantizer; the activation runs
+    # in float inside them.
+    for name in ("c", "d"):
+        config = by_inner[name].quantize_config
+        assert config.get_weights_and_quantizers(by_inner[name].layer), name
+        assert not config.get_activations_and_quantizers(by_inner[name].layer), name
+    assert qat.weight_bits_of(q) == {"c": 8, "d": 8, "fc": 8}
+    assert np.isfinite(q.predict(x[:32], verbose=0)).all()
+
+
+def test_a_uint8_input_rescaled_in_the_model_trains(tiny_data):
+    # TFMOT's QuantizeLayer after the input fake-quantized the uint8 tensor (a TypeError).
+    x, y = tiny_data
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 1), dtype="uint8")
+    h = L.Conv2D(4, 3, name="c")(L.Rescaling(1 / 255, name="scale")(inp))
+    m = keras.Model(inp, L.Dense(4, name="fc")(L.Flatten()(h)))
+    images = np.round(x * 255).astype(np.uint8)
+    q = UniformQuantLearner(training.TrainConfig(epochs=1, batch_size=32), verbose=0).fit(
+        m, images, y
+    )
+    assert [type(layer).__name__ for layer in q.layers][:2] == ["InputLayer", "QuantizeWrapperV2"]
+    assert q.inputs[0].dtype == tf.uint8
+    assert qat.weight_bits_of(q) == {"c": 8, "fc": 8}
+    assert np.isfinite(q.predict(images[:32], verbose=0)).all()
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [({"save_path": "m.keras"}, "save_path"), ({"export_modes": ("float",)}, "export_modes")],

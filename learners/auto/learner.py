@@ -93,6 +93,9 @@ DEFAULT_DISTILLATION = distillation.DistillationConfig()
 _UNSET: Any = object()
 #: ``auto_int8_final`` -> the int8 methods the final build tries (the more accurate wins).
 INT8_METHODS = {"auto": ("ptq", "qat"), "ptq": ("ptq",), "qat": ("qat",)}
+#: What TFMOT and TensorFlow raise when QAT cannot quantize a model: the final build then
+#: keeps its PTQ file instead of failing.
+_QAT_LIBRARY_ERRORS = (ValueError, RuntimeError, TypeError, tf.errors.OpError)
 #: Why a sparse chain's int8 file is made by PTQ only, whatever ``auto_int8_final`` says.
 SPARSE_NO_QAT = (
     "not tried on a sparse chain (plain QAT moves the pruned zeros; "
@@ -972,9 +975,20 @@ class AutoLearner(learner.Learner):
                     acc = proxy.tflite_accuracy(path, data.x_hold, data.y_hold)
                     options.append((how, keras_model, res, acc))
                     self._say(f"{chain.export_mode} by {how.upper()}: held-out accuracy {acc:.4f}")
-                except errors.PocketFlowError as e:
-                    failures.append(f"{how}: {e}")
-                    self._say(f"{chain.export_mode} by {how.upper()} refused: {e}")
+                except (errors.PocketFlowError, *_QAT_LIBRARY_ERRORS) as e:
+                    if isinstance(e, errors.PocketFlowError):
+                        why = str(e)
+                    elif how == "qat":
+                        # TFMOT and TensorFlow refuse a layer they cannot quantize with their
+                        # own errors, at quantize or fit time; that ends QAT only: PTQ's file
+                        # (tried first) still stands. TensorFlow's messages carry the traced
+                        # code: their first line says what failed.
+                        first = next((s for s in str(e).splitlines() if s.strip()), "")
+                        why = f"TFMOT could not quantize the model ({type(e).__name__}: {first})"
+                    else:  # from PTQ such an error is a bug: raised as it is
+                        raise
+                    failures.append(f"{how}: {why}")
+                    self._say(f"{chain.export_mode} by {how.upper()} refused: {why}")
             if not options:
                 raise errors.VerificationError(
                     f"no {chain.export_mode} export of the final model passed verification: "
