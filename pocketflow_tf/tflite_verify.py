@@ -756,6 +756,7 @@ def export_tflite(
     """
     model = interop.to_framework(model)[0]  # a Keras 3 model is rebuilt in tf-keras
     _check_single_io(model)  # before converting: verification could not compare the file
+    inputs.float_input(model)  # verification feeds float32 images (see inputs.float_input)
     if content is None:
         content = tflite_export.convert(
             model, mode, representative_data=representative_data, int8_io=int8_io, sparse=sparse

@@ -434,3 +434,13 @@ def test_float_tolerance_grows_with_the_logits_magnitude():
     far = tflite_export.convert(_scaled_logits(1.0 + 1e-3), "float")
     with pytest.raises(errors.VerificationError, match=r"largest \|output\|"):
         tflite_verify.verify(model, far, x, mode="float", check_child=False)
+
+
+def test_a_uint8_input_model_is_refused_by_export(tmp_path):
+    inp = keras.Input((4, 4, 1), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    images = np.zeros((8, 4, 4, 1), np.float32)
+    with pytest.raises(errors.InvalidArgumentError, match="a model whose input is uint8"):
+        tflite_verify.export_tflite(model, str(tmp_path / "m.tflite"), x_verify=images)
+    assert os.listdir(tmp_path) == []

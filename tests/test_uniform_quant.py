@@ -486,22 +486,31 @@ def test_activations_tfmot_cannot_quantize_run_in_float(tiny_data):
     assert np.isfinite(q.predict(x[:32], verbose=0)).all()
 
 
-def test_a_uint8_input_rescaled_in_the_model_trains(tiny_data):
-    # TFMOT's QuantizeLayer after the input fake-quantized the uint8 tensor (a TypeError).
+def test_a_uint8_input_model_is_refused_before_any_work(tiny_data, tmp_path):
+    # Images are fed as float32 in [0, 1]; a uint8 input would truncate them to 0/1 and the
+    # model would train on black images without a word (the input contract refuses it).
     x, y = tiny_data
-    keras.utils.set_random_seed(0)
     L = keras.layers
     inp = keras.Input((8, 8, 1), dtype="uint8")
     h = L.Conv2D(4, 3, name="c")(L.Rescaling(1 / 255, name="scale")(inp))
     m = keras.Model(inp, L.Dense(4, name="fc")(L.Flatten()(h)))
     images = np.round(x * 255).astype(np.uint8)
-    q = UniformQuantLearner(training.TrainConfig(epochs=1, batch_size=32), verbose=0).fit(
-        m, images, y
+    lrn = UniformQuantLearner(
+        training.TrainConfig(epochs=1, batch_size=32),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        verbose=0,
     )
-    assert [type(layer).__name__ for layer in q.layers][:2] == ["InputLayer", "QuantizeWrapperV2"]
-    assert q.inputs[0].dtype == tf.uint8
-    assert qat.weight_bits_of(q) == {"c": 8, "fc": 8}
-    assert np.isfinite(q.predict(images[:32], verbose=0)).all()
+    with pytest.raises(errors.InvalidArgumentError, match="a model whose input is uint8"):
+        lrn.fit(m, images, y)
+    ds = tf.data.Dataset.from_tensor_slices((images, y)).batch(32)
+    with pytest.raises(errors.InvalidArgumentError, match="keras.Input\\(dtype='float32'\\)"):
+        lrn.fit(m, ds)
+    assert not os.path.exists(tmp_path / "ckpt")  # refused before anything was written
+    # qat itself still wraps such a model (TFMOT's input quantizer skips the integer input).
+    assert [type(la).__name__ for la in qat.quantize_model(m).layers][:2] == [
+        "InputLayer",
+        "QuantizeWrapperV2",
+    ]
 
 
 @pytest.mark.parametrize(
