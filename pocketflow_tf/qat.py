@@ -16,7 +16,9 @@ user models with a few layers TFMOT does not know:
   ``softplus``, ...): those run in float. A Conv2D/Dense whose own ``activation=`` TFMOT
   cannot wrap (``relu6``, ``elu``, ...) keeps its weight quantizer, the activation in float.
 * An integer model input (a uint8 image before the model's ``Rescaling``) gets no input
-  ``QuantizeLayer`` (TFMOT's fake-quantizes it and fails on the dtype).
+  ``QuantizeLayer`` (TFMOT's fake-quantizes it and fails on the dtype). The learners refuse
+  such a model at their input contract (:func:`pocketflow_tf.inputs.float_input`: they feed
+  float32 images); this is for callers of :func:`quantize_model` who feed it themselves.
 * Lower weight bit-widths per layer (``weight_bits``, mixed precision) are set *after*
   TFMOT's transforms: annotating a convolution with a custom config would make TFMOT skip
   its Conv-BatchNorm-ReLU transforms (``_has_custom_quantize_config``) and quantize the
