@@ -443,7 +443,7 @@ def _batch_check(name: str, x_dtype: tf.DType, y_dtype: tf.DType, classes: int |
             if classes is not None:
                 deps.append(
                     tf.debugging.Assert(
-                        tf.reduce_all(b < tf.cast(classes, b.dtype)), [message(what, accepted)]
+                        tf.reduce_all(tf.cast(b, tf.float64) < classes), [message(what, accepted)]
                     )
                 )
             with tf.control_dependencies(deps):

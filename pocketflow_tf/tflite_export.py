@@ -129,6 +129,8 @@ def convert(
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         try:
             content = bytes(converter.convert())
+        except (MemoryError, tf.errors.ResourceExhaustedError):
+            raise  # the machine, not the model: a search retries such a trial elsewhere
         except Exception as e:  # noqa: BLE001  (ConverterError, RuntimeError, ValueError...)
             # The converter fails with a page of MLIR locations (an op without a TFLite
             # kernel) or, in int8, with the calibrating interpreter's RuntimeError; neither

@@ -278,7 +278,7 @@ class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stops a training at the first batch whose loss is NaN or inf, with a clear error.
+    """Stops a training whose loss became NaN or inf, with a clear error.
 
     Like ``keras.callbacks.TerminateOnNaN``, but it raises instead of stopping quietly: a
     stopped ``fit`` would hand back (and back up) NaN weights. At each epoch's end it also
@@ -307,15 +307,31 @@ class DivergenceGuard(keras.callbacks.Callback):
         pocketflow_tf.errors.TrainingDivergedError: Learner 'full-prec' diverged while fine-tuning: the loss became nan at epoch 1, batch 1, with learning rate 0.01. ...
     """
 
+    #: Batches between two looks at the loss: reading it waits for the step to finish (a
+    #: device sync on GPU), so not every batch; the epoch's mean loss, checked at its end,
+    #: is NaN once any batch's was.
+    EVERY = 20
+
     def __init__(self, learner: str, learning_rate: float, phase: str = "fine-tuning"):
         super().__init__()
         self.learner, self.learning_rate, self.phase = learner, float(learning_rate), phase
         self._epoch = 0
+        # Logs stay tensors (Keras would otherwise convert them to numpy after every batch).
+        self._supports_tf_logs = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise errors.TrainingDivergedError(
+                self.learner,
+                self.phase,
+                self.learning_rate,
+                epoch=epoch + 1,
+                what=f"the loss became {float(loss)}",
+            )
         check_finite(
             self.model,
             learner=self.learner,
@@ -325,6 +341,8 @@ class DivergenceGuard(keras.callbacks.Callback):
         )
 
     def on_train_batch_end(self, batch, logs=None):
+        if batch % self.EVERY:
+            return
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise errors.TrainingDivergedError(

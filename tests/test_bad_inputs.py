@@ -373,3 +373,12 @@ def test_x_val_and_y_val_come_together(given, missing, tiny_model, tiny_data):
         lrn.fit(tiny_model, x, y, **{given: half[given]})
     assert (caught.value.name, caught.value.value) == (missing, None)
     assert f"of {given}: x_val and y_val are given together" in str(caught.value)
+
+
+def test_uint8_labels_of_a_model_with_more_than_256_classes_pass_the_batch_check():
+    # The later-batch check compared labels with the class count cast to the labels' dtype:
+    # 300 as uint8 is 44, so label 100 was refused.
+    m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(300)])
+    y = np.array([0, 1, 2, 100, 255], np.uint8)
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((5, 2), np.float32), y)).batch(2)
+    assert [int(v) for _, b in inputs.dataset(m, ds) for v in b] == [0, 1, 2, 100, 255]

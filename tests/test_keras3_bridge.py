@@ -415,3 +415,21 @@ if __name__ == "__main__":  # the zoo pass table
             )
         except Exception as e:  # noqa: BLE001  (a row, not a crash, per model)
             print(f"| {zoo_name} | FAILED {type(e).__name__}: {str(e)[:200]} |")
+
+
+def test_a_mixed_precision_model_is_compared_at_float16_rounding():
+    # float16 compute rounds far above float32's 1e-4 of the output scale: a correct
+    # mixed_float16 model must not be refused as "computing something else".
+    keras3.utils.set_random_seed(5)
+    inp = keras3.Input((16, 16, 3))
+    x = inp
+    for i in range(4):
+        x = keras3.layers.Conv2D(16, 3, padding="same", dtype="mixed_float16", name=f"c{i}")(x)
+        x = keras3.layers.BatchNormalization(dtype="mixed_float16", name=f"bn{i}")(x)
+        x = keras3.layers.ReLU(dtype="mixed_float16", name=f"r{i}")(x)
+    x = keras3.layers.GlobalAveragePooling2D(dtype="mixed_float16")(x)
+    model = keras3.Model(inp, keras3.layers.Dense(10, dtype="float32", name="logits")(x))
+    m2 = model_io.from_keras3(model)
+    assert m2.get_layer("c0").compute_dtype == "float16"
+    x = _x((16, 16, 3))
+    np.testing.assert_allclose(_out(m2, x), _out(model, x), atol=1e-2)

@@ -430,6 +430,11 @@ def test_float_tolerance_grows_with_the_logits_magnitude():
     near = tflite_export.convert(_scaled_logits(1.0 + 1e-6), "float")
     report = tflite_verify.verify(model, near, x, mode="float", check_child=False)
     assert report.passed and 1e-4 < report.max_abs_diff < 1e-4 * largest
+    # A limit the caller gives is taken as given, not scaled.
+    with pytest.raises(errors.VerificationError, match=r"max\|diff\| \S+ > 0.0001\."):
+        tflite_verify.verify(
+            model, near, x, mode="float", thresholds={"max_abs_diff": 1e-4}, check_child=False
+        )
     # 1e-3 off in relative terms is a wrong model: refused, the scaled limit named.
     far = tflite_export.convert(_scaled_logits(1.0 + 1e-3), "float")
     with pytest.raises(errors.VerificationError, match=r"largest \|output\|"):

@@ -976,12 +976,14 @@ class AutoLearner(learner.Learner):
                     options.append((how, keras_model, res, acc))
                     self._say(f"{chain.export_mode} by {how.upper()}: held-out accuracy {acc:.4f}")
                 except (errors.PocketFlowError, *_QAT_LIBRARY_ERRORS) as e:
+                    if isinstance(e, tf.errors.ResourceExhaustedError):
+                        raise  # out of memory: the machine, not the model
                     if isinstance(e, errors.PocketFlowError):
                         why = str(e)
                     elif how == "qat":
                         # TFMOT and TensorFlow refuse a layer they cannot quantize with their
                         # own errors, at quantize or fit time; that ends QAT only: PTQ's file
-                        # (tried first) still stands. TensorFlow's messages carry the traced
+                        # (tried first, under auto_int8_final="auto") still stands. TensorFlow's messages carry the traced
                         # code: their first line says what failed.
                         first = next((s for s in str(e).splitlines() if s.strip()), "")
                         why = f"TFMOT could not quantize the model ({type(e).__name__}: {first})"
