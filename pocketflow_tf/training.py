@@ -323,15 +323,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise errors.TrainingDivergedError(
-                self.learner,
-                self.phase,
-                self.learning_rate,
-                epoch=epoch + 1,
-                what=f"the loss became {float(loss)}",
-            )
+        self._check_loss(logs, epoch + 1)
         check_finite(
             self.model,
             learner=self.learner,
@@ -341,16 +333,18 @@ class DivergenceGuard(keras.callbacks.Callback):
         )
 
     def on_train_batch_end(self, batch, logs=None):
-        if batch % self.EVERY:
-            return
+        if batch % self.EVERY == 0:
+            self._check_loss(logs, self._epoch + 1, batch + 1)
+
+    def _check_loss(self, logs, epoch: int, batch: int | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise errors.TrainingDivergedError(
                 self.learner,
                 self.phase,
                 self.learning_rate,
-                epoch=self._epoch + 1,
-                batch=batch + 1,
+                epoch=epoch,
+                batch=batch,
                 what=f"the loss became {float(loss)}",
             )
 
