@@ -1031,10 +1031,10 @@ def _check_same_outputs(src, rebuilt, to_keras3: bool) -> None:
             f"({_reason(e)}); {_REMEDY_TFK if to_keras3 else _REMEDY_K3}"
         ) from e
     for i, (r, g) in enumerate(zip(ref, got, strict=False)):
-        finite = np.isfinite(r)
-        scale = max(1.0, float(np.abs(r[finite]).max(initial=0.0)))
-        if r.shape == g.shape and np.allclose(g[finite], r[finite], rtol=0, atol=rtol * scale):
+        if _close(r, g, rtol):
             continue
+        finite = np.isfinite(r)
+        scale = _scale(r)
         diff = float(np.abs(g - r)[finite].max(initial=0.0)) if r.shape == g.shape else None
         what = (
             f"max |difference| {diff:.3g}"
@@ -1047,6 +1047,19 @@ def _check_same_outputs(src, rebuilt, to_keras3: bool) -> None:
             f"{_first_differing_layer(src, rebuilt, feed, to_keras3, rtol)}; "
             f"{_REMEDY_TFK if to_keras3 else _REMEDY_K3}"
         )
+
+
+def _scale(ref: np.ndarray) -> float:
+    """The largest finite ``|value|`` of ``ref``, at least 1."""
+    return max(1.0, float(np.abs(ref[np.isfinite(ref)]).max(initial=0.0)))
+
+
+def _close(ref: np.ndarray, got: np.ndarray, rtol: float) -> bool:
+    """Same shape, and equal within ``rtol`` of ``ref``'s scale where ``ref`` is finite."""
+    finite = np.isfinite(ref)
+    return ref.shape == got.shape and np.allclose(
+        got[finite], ref[finite], rtol=0, atol=rtol * _scale(ref)
+    )
 
 
 def _bridge_rtol(graph) -> float:
@@ -1084,11 +1097,7 @@ def _first_differing_layer(src, rebuilt, feed, to_keras3: bool, rtol: float) -> 
         except Exception:  # noqa: BLE001 - shared or inlined layers have no single output
             continue
         for u, v in zip(ra, rb, strict=False):
-            finite = np.isfinite(u)
-            scale = max(1.0, float(np.abs(u[finite]).max(initial=0.0)))
-            if u.shape != v.shape or not np.allclose(
-                v[finite], u[finite], rtol=0, atol=rtol * scale
-            ):
+            if not _close(u, v, rtol):
                 return f", first at layer {layer.name!r} ({type(layer).__name__})"
     return ""
 
