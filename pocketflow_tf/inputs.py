@@ -23,7 +23,8 @@ The contract, one way everywhere:
 * A ``tf.data.Dataset`` must yield ``(images, labels)`` batches and be finite (one pass is
   one epoch; an endless ``.repeat()`` is refused); its element spec is checked against the
   model, and its first batch's values like arrays. Every later batch is checked as it is
-  read (NaN/inf images, labels out of range), and :func:`batch_error` turns such a failure
+  read (NaN/inf images, labels out of range or not one-hot rows, images of another shape
+  where the element spec leaves it open), and :func:`batch_error` turns such a failure
   into the same error naming the argument. ``uint8`` images and one-hot labels are
   converted by a ``map``.
 * **Model weights** must be finite (:func:`finite_weights`): a model holding NaN or inf
@@ -396,7 +397,18 @@ def dataset(model: keras.Model, ds: tf.data.Dataset, *, name: str = "x") -> tf.d
     # The first batch was checked above; the later ones are checked as training reads them
     # (a NaN image would otherwise poison the weights without a word, and a label out of
     # range end in a kernel error or, on GPU, a NaN loss).
-    ds = ds.map(_batch_check(name, x_spec.dtype, y_spec.dtype, None if one_hot else classes))
+    ds = ds.map(
+        _batch_check(
+            name,
+            x_spec.dtype,
+            y_spec.dtype,
+            classes,
+            one_hot=one_hot,
+            # Dimensions the element spec leaves open are checked batch by batch: a later
+            # batch of another size would otherwise fail inside the model with a raw error.
+            input_shape=want if _open_dims(x_spec, want) else None,
+        )
+    )
     if x_spec.dtype == tf.uint8:
         ds = ds.map(lambda a, b: (tf.cast(a, tf.float32) / 255.0, b))
     if one_hot:
@@ -408,11 +420,28 @@ def dataset(model: keras.Model, ds: tf.data.Dataset, *, name: str = "x") -> tf.d
 _BATCH_MARK = "[pocketflow_tf batch check]"
 
 
-def _batch_check(name: str, x_dtype: tf.DType, y_dtype: tf.DType, classes: int | None | bool):
+def _open_dims(x_spec: tf.TensorSpec, want: tuple[int | None, ...] | None) -> bool:
+    """Whether the model fixes a dimension that the dataset's element spec leaves open."""
+    if want is None or x_spec.shape.rank != len(want) + 1:
+        return False
+    return any(w is not None and d is None for w, d in zip(want, x_spec.shape[1:], strict=True))
+
+
+def _batch_check(
+    name: str,
+    x_dtype: tf.DType,
+    y_dtype: tf.DType,
+    classes: int | None,
+    *,
+    one_hot: bool = False,
+    input_shape: tuple[int | None, ...] | None = None,
+):
     """A ``map`` function asserting a batch's images finite and its labels in range.
 
-    ``classes``: the model's classes; ``None`` checks only ``>= 0``; ``False`` (one-hot
-    labels, converted afterwards) checks no label.
+    ``classes``: the model's classes (``None`` checks only ``>= 0``). ``one_hot``: the labels
+    are rows, converted afterwards; each must hold one 1 and zeros elsewhere, as
+    :func:`labels` requires of arrays. ``input_shape``: the model's per-sample input shape,
+    asserted when given (the element spec left some of it open).
     """
 
     def message(what: str, accepted: str) -> str:
@@ -423,7 +452,45 @@ def _batch_check(name: str, x_dtype: tf.DType, y_dtype: tf.DType, classes: int |
             a = tf.debugging.check_numerics(
                 a, message("a later batch holding NaN or inf images", "finite values only")
             )
-        if classes is not False and (y_dtype.is_integer or y_dtype.is_floating):
+        if input_shape is not None:
+            shown = ", ".join("None" if w is None else str(w) for w in input_shape)
+            fixed = [(i + 1, w) for i, w in enumerate(input_shape) if w is not None]
+            same = tf.reduce_all([tf.equal(tf.shape(a)[i], w) for i, w in fixed])
+            with tf.control_dependencies(
+                [
+                    tf.debugging.Assert(
+                        same,
+                        [
+                            message(
+                                "a later batch of images of another shape",
+                                f"images of shape (N, {shown}) for this model",
+                            )
+                        ],
+                    )
+                ]
+            ):
+                a = tf.identity(a)
+        if one_hot:
+            width = f"{classes}" if classes is not None else "classes"
+            accepted = (
+                f"one-hot rows (N, {width}), as in the first batch; soft and multi-label "
+                "targets are not supported"
+            )
+            rows_ok = tf.logical_and(
+                tf.reduce_all(tf.logical_or(tf.equal(b, 0), tf.equal(b, 1))),
+                tf.reduce_all(tf.equal(tf.reduce_sum(tf.cast(b, tf.float64), axis=-1), 1.0)),
+            )
+            if classes is not None:  # the spec may leave the width open
+                rows_ok = tf.logical_and(rows_ok, tf.equal(tf.shape(b)[-1], classes))
+            deps = [
+                tf.debugging.Assert(
+                    rows_ok,
+                    [message("a later batch with labels that are not one-hot rows", accepted)],
+                )
+            ]
+            with tf.control_dependencies(deps):
+                b = tf.identity(b)
+        elif y_dtype.is_integer or y_dtype.is_floating:
             deps = []
             span = f"[0, {classes})" if classes is not None else "[0, inf)"
             accepted = (

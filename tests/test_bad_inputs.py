@@ -382,3 +382,48 @@ def test_uint8_labels_of_a_model_with_more_than_256_classes_pass_the_batch_check
     y = np.array([0, 1, 2, 100, 255], np.uint8)
     ds = tf.data.Dataset.from_tensor_slices((np.zeros((5, 2), np.float32), y)).batch(2)
     assert [int(v) for _, b in inputs.dataset(m, ds) for v in b] == [0, 1, 2, 100, 255]
+
+
+def test_a_later_batch_of_soft_or_multi_label_rows_is_refused_by_name(tiny_model, tiny_data):
+    # The first batch holds one-hot rows, so the dataset is taken as one-hot; a later batch of
+    # soft labels was turned into indices by argmax without a word.
+    x, y = tiny_data
+    rows = np.eye(4, dtype=np.float32)[y]
+    for bad in (np.array([0.7, 0.3, 0.0, 0.0]), np.array([1.0, 1.0, 0.0, 0.0])):
+        r = rows.copy()
+        r[100] = bad  # in the 4th batch of 32
+        ds = tf.data.Dataset.from_tensor_slices((x, r)).batch(32)
+        lrn = learner.get_learner_class("full-prec")(training.TrainConfig(epochs=1), verbose=0)
+        with pytest.raises(
+            errors.InvalidArgumentError,
+            match=r"`x`: 'a later batch with labels that are not one-hot rows'\. "
+            r"Accepted: one-hot rows \(N, 4\)",
+        ):
+            lrn.fit(tiny_model, ds)
+    # Clean one-hot rows still train, batch after batch.
+    ds = tf.data.Dataset.from_tensor_slices((x, rows)).batch(32)
+    assert [int(v) for _, b in inputs.dataset(tiny_model, ds) for v in b] == list(y)
+
+
+def test_a_later_batch_of_another_image_shape_is_refused_by_name(tiny_model, tiny_data):
+    # A generator's spec may leave the image size open: a later batch of 6x6 images failed
+    # inside the model with a raw shape error.
+    x, y = tiny_data
+
+    def batches():
+        yield x[:32], y[:32]
+        yield x[32:64, :6, :6], y[32:64]
+
+    spec = (
+        tf.TensorSpec((None, None, None, 1), tf.float32),
+        tf.TensorSpec((None,), tf.int64),
+    )
+    ds = tf.data.Dataset.from_generator(batches, output_signature=spec)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(2))
+    lrn = learner.get_learner_class("full-prec")(training.TrainConfig(epochs=1), verbose=0)
+    with pytest.raises(
+        errors.InvalidArgumentError,
+        match=r"`x`: 'a later batch of images of another shape'\. "
+        r"Accepted: images of shape \(N, 8, 8, 1\) for this model",
+    ):
+        lrn.fit(tiny_model, ds)
