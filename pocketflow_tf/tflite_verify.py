@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -419,6 +420,43 @@ def _xnnpack_reason(model_content: bytes, mode: str) -> str:
     return " (XNNPACK refuses: " + "; ".join(map(str, problems[:3])) + ")"
 
 
+#: LiteRT's words for a node that failed (``... Node number 26 (BROADCAST_TO) failed to
+#: prepare.``); the number indexes the file's operators.
+_NODE_FAILED = re.compile(r"Node number (\d+) \((\w+)\) failed")
+
+
+def _failing_layer(model: keras.Model, model_content: bytes, error: BaseException) -> str:
+    """Names the Keras layer behind the LiteRT node an error names, else adds nothing.
+
+    LiteRT reports a node number, which says nothing to the model's author; the converter
+    names each tensor by the TF name scope it came from (``<model>/<layer>/...``), so the
+    node's tensors lead back to the layer.
+    """
+    found = _NODE_FAILED.search(str(error))
+    if not found:
+        return ""
+    node, op = int(found.group(1)), found.group(2)
+    try:
+        interp = tflite_load.open_interpreter(model_content)
+        ops = interp._get_ops_details()  # private, but LiteRT's only op-level view
+        names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    except Exception:  # noqa: BLE001  (the diagnosis must never hide the load error)
+        return ""
+    detail = next((o for o in ops if o["index"] == node), None)
+    if detail is None:
+        return ""
+    layers = {
+        m.name: type(m).__name__ for m in model.submodules if isinstance(m, keras.layers.Layer)
+    }
+    # The outputs first: a node's inputs come from the layer before it.
+    for index in [*detail["outputs"], *detail["inputs"]]:
+        parts = str(names.get(int(index), "")).split(";")[0].split("/")
+        hits = [p for p in parts[1:] if p in layers]  # parts[0] is the model's own scope
+        if hits:
+            return f" (node {node}, {op}, computes layer {hits[-1]!r} ({layers[hits[-1]]}))"
+    return ""
+
+
 def verify(
     model: keras.Model,
     model_content: bytes,
@@ -492,6 +530,7 @@ def verify(
         # sparse-stored int8 fully-connected weights): that is a failed export, not a crash.
         raise errors.VerificationError(
             f"the {mode} TFLite model could not be loaded and run by LiteRT: {e}"
+            + _failing_layer(model, model_content, e)
             + _xnnpack_reason(model_content, mode)
         ) from e
     if ref.shape != out.shape:

@@ -6,7 +6,15 @@ import os
 import numpy as np
 import pytest
 
-from pocketflow_tf import atomic_io, datasets, errors, int4_export, tflite_export, tflite_verify
+from pocketflow_tf import (
+    atomic_io,
+    datasets,
+    errors,
+    int4_export,
+    tflite_export,
+    tflite_load,
+    tflite_verify,
+)
 from pocketflow_tf.compat import keras, tf
 
 # Training and converting dominate the run time, so the trained model and the flatbuffers are
@@ -287,8 +295,10 @@ def test_group_normalization_refusal_is_still_needed(monkeypatch):
     model = _group_norm_model()
     x = np.random.default_rng(0).random((200, 8, 8, 4), dtype=np.float32)
     content = tflite_export.convert(model, "float")
-    with pytest.raises(errors.VerificationError, match="BROADCAST_TO"):
+    with pytest.raises(errors.VerificationError, match="BROADCAST_TO") as failed:
         tflite_verify.verify(model, content, x, mode="float", check_child=False)
+    # LiteRT names a node number; the error adds the Keras layer it came from.
+    assert "computes layer 'gn' (GroupNormalization)" in str(failed.value)
     # The calibrating interpreter's RuntimeError comes back as a framework error naming the
     # mode and the converter's message.
     with pytest.raises(errors.UnsupportedModelError) as caught:
@@ -296,6 +306,33 @@ def test_group_normalization_refusal_is_still_needed(monkeypatch):
     assert str(caught.value).startswith("TFLite conversion of model 'gn_net' in mode 'int8' failed")
     assert "BROADCAST_TO" in str(caught.value)
     assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+def test_a_litert_node_number_is_traced_back_to_its_keras_layer():
+    # Whatever op fails to prepare, the node's tensors carry the layer's name scope.
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="first_conv")(inp)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inp, keras.layers.Dense(3, name="head")(x), name="net")
+    content = tflite_export.convert(model, "float")
+    interp = tflite_load.open_interpreter(content)
+    kinds = {op["op_name"]: op["index"] for op in interp._get_ops_details()}
+    for op, layer, kind in (
+        ("CONV_2D", "first_conv", "Conv2D"),
+        ("MEAN", "pool", "GlobalAveragePooling2D"),
+    ):
+        error = RuntimeError(
+            f"some kernel failed.Node number {kinds[op]} ({op}) failed to prepare."
+        )
+        said = tflite_verify._failing_layer(model, content, error)
+        assert said == f" (node {kinds[op]}, {op}, computes layer {layer!r} ({kind}))"
+    # Nothing to add when LiteRT names no node, or a node the file does not hold.
+    assert tflite_verify._failing_layer(model, content, RuntimeError("out of memory")) == ""
+    assert (
+        tflite_verify._failing_layer(model, content, RuntimeError("Node number 99 (ADD) failed"))
+        == ""
+    )
 
 
 def test_a_failed_conversion_names_the_mode_and_the_op():
