@@ -176,9 +176,12 @@ def scan_image_folder(
         raise errors.InvalidArgumentError(
             name, directory, "an existing image folder with one sub-folder per class"
         )
-    # As keras: the class folders in name order, images anywhere below them.
+    # As keras: the class folders in name order, hidden ones (".ipynb_checkpoints", ".git")
+    # skipped, images anywhere below them.
     class_names = sorted(
-        e for e in os.listdir(directory) if os.path.isdir(os.path.join(directory, e))
+        e
+        for e in os.listdir(directory)
+        if os.path.isdir(os.path.join(directory, e)) and not e.startswith(".")
     )
     if len(class_names) < 2:
         raise errors.InvalidArgumentError(
@@ -189,11 +192,7 @@ def scan_image_folder(
         )
     files, labels = [], []
     for label, cls in enumerate(class_names):
-        found = []
-        for root, _, names in sorted(os.walk(os.path.join(directory, cls))):
-            found += [
-                os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)
-            ]
+        found = _images_below(os.path.join(directory, cls), name, directory)
         if not found:
             raise errors.InvalidArgumentError(
                 name,
@@ -206,6 +205,41 @@ def scan_image_folder(
     folder = ImageFolder(directory, class_names, files, labels)
     check_files(files, check, stream)
     return folder
+
+
+def _images_below(top: str, name: str, directory: str) -> list[str]:
+    """The image files below ``top`` in the order keras reads them.
+
+    keras walks with ``tf.io.gfile.walk``, which follows symbolic links to folders, and sorts
+    by folder path, then by file name: listing the same files is what keeps the counts, the
+    shards and the check of every image true. A link leading back to a folder above it
+    would make keras walk forever, so it is refused.
+    """
+    per_folder: list[tuple[str, list[str]]] = []
+
+    def visit(folder: str, above: tuple[str, ...]) -> None:
+        real = os.path.realpath(folder)
+        if real in above:
+            raise errors.InvalidArgumentError(
+                name,
+                directory,
+                f"an image folder without symbolic-link loops; '{folder}' leads back to "
+                f"'{real}', above it",
+            )
+        entries = sorted(os.listdir(folder))
+        paths = [os.path.join(folder, e) for e in entries]
+        per_folder.append(
+            (
+                folder,
+                [p for p in paths if not os.path.isdir(p) and p.lower().endswith(IMAGE_EXTENSIONS)],
+            )
+        )
+        for p in paths:
+            if os.path.isdir(p):
+                visit(p, (*above, real))
+
+    visit(top, ())
+    return [f for _, files in sorted(per_folder, key=lambda item: item[0]) for f in files]
 
 
 def check_files(
@@ -420,6 +454,16 @@ def from_image_folder(
     if not 0.0 <= split < 1.0:
         raise errors.InvalidArgumentError("validation_split", validation_split, "a share in [0, 1)")
     folder = folder or scan_image_folder(directory, check=check, stream=stream)
+    n_val = int(split * len(folder.files)) if split > 0 else 0  # keras's own rounding
+    if split > 0 and n_val == 0:
+        # keras would then slice its training files with [:-0] and fail with "No training
+        # images found".
+        raise errors.InvalidArgumentError(
+            "validation_split",
+            validation_split,
+            f"0 (no held-out split) or a share that holds at least one of the "
+            f"{len(folder.files)} images (>= {1 / len(folder.files):.3g})",
+        )
     from pocketflow_tf.compat import keras, tf
 
     common = dict(
@@ -443,7 +487,6 @@ def from_image_folder(
     def _scale(x, y):
         return pixels_to_scale(x, input_scale), y
 
-    n_val = int(split * len(folder.files)) if split > 0 else 0  # keras's own rounding
     auto = tf.data.AUTOTUNE
     train = train.map(_scale, num_parallel_calls=auto).prefetch(auto)
     if val is not None:

@@ -207,6 +207,62 @@ def test_unreadable_images_are_named(work, tmp_path, capsys):
     assert user_data.scan_image_folder(folder, check="header").num_classes == 3
 
 
+def _keras_count(folder: str) -> int:
+    ds = user_data.from_image_folder(
+        folder, image_size=(16, 16), channels=3, input_scale="0..1", validation_split=None,
+        check="none", stream=None,
+    ).train  # fmt: skip
+    return sum(len(y) for _, y in ds)
+
+
+def test_a_hidden_folder_is_not_a_class(tmp_path):
+    # Jupyter leaves .ipynb_checkpoints in every folder it opens; keras skips hidden folders.
+    # Empty, it was refused as a class without images; holding a copy of an image, it ended
+    # in keras's raw "class_names passed did not match" ValueError.
+    folder = _write_folder(str(tmp_path / "f"), per_class=2)
+    os.makedirs(os.path.join(folder, ".ipynb_checkpoints"))
+    assert user_data.scan_image_folder(folder, stream=None).class_names == [
+        "class_0", "class_1", "class_2",
+    ]  # fmt: skip
+    hidden = os.path.join(folder, ".ipynb_checkpoints", "0.png")
+    with open(os.path.join(folder, "class_0", "0.png"), "rb") as f, open(hidden, "wb") as g:
+        g.write(f.read())
+    data = user_data.from_image_folder(
+        folder, image_size=(16, 16), channels=3, input_scale="0..1", stream=None,
+        validation_split=0.2,
+    )  # fmt: skip
+    assert data.num_classes == 3 and (data.num_train, data.num_val) == (5, 1)
+
+
+def test_a_validation_split_that_holds_no_image_is_refused_by_name(tmp_path):
+    # 0.1 of 6 images is none: keras then sliced its training files with [:-0] and failed
+    # with "No training images found in directory".
+    folder = _write_folder(str(tmp_path / "f"), per_class=2)
+    with pytest.raises(errors.InvalidArgumentError) as caught:
+        user_data.from_image_folder(
+            folder, image_size=(16, 16), channels=3, input_scale="0..1", stream=None,
+            validation_split=0.1,
+        )  # fmt: skip
+    assert caught.value.name == "validation_split" and caught.value.value == 0.1
+    assert "at least one of the 6 images (>= 0.167)" in caught.value.accepted
+
+
+def test_the_scan_lists_the_files_keras_reads_through_linked_folders(tmp_path):
+    # keras follows a symbolic link to a folder inside a class; the scan did not, so the
+    # counts (and the shards, and the check of every image) left those images out.
+    folder = _write_folder(str(tmp_path / "f"), per_class=2)
+    extra = _write_folder(str(tmp_path / "extra"), classes=1, per_class=3)
+    os.symlink(os.path.join(extra, "class_0"), os.path.join(folder, "class_1", "more"))
+    scan = user_data.scan_image_folder(folder, stream=None)
+    assert scan.counts == {"class_0": 2, "class_1": 5, "class_2": 2}
+    assert len(scan.files) == _keras_count(folder) == 9
+    # A link back to a folder above it: keras would walk it forever; refused by name.
+    loop = os.path.join(folder, "class_2", "again")
+    os.symlink(os.path.join(folder, "class_2"), loop)
+    with pytest.raises(errors.InvalidArgumentError, match="symbolic-link loops; '.*again' leads"):
+        user_data.scan_image_folder(folder, stream=None)
+
+
 def test_a_model_whose_outputs_do_not_match_the_classes_is_refused(work, tmp_path, capsys):
     path = str(tmp_path / "five.keras")
     model_io.save_model(_model(outputs=5, train=False), path)
