@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import atomic_io, errors, inputs, options, tflite_load, tflite_verify
+from pocketflow_tf import atomic_io, errors, heads, inputs, options, tflite_load, tflite_verify
 
 #: The script that prepares the lane, relative to the repository.
 LANE_SCRIPT = "tools/arm64_lane.sh"
@@ -383,10 +383,11 @@ def output_step(model_path: str | os.PathLike) -> float | None:
     return None
 
 
-def _compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+def _compare(a: np.ndarray, b: np.ndarray, threshold: float | None = None) -> dict[str, float]:
     a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    same = heads.predicted_classes(a, threshold) == heads.predicted_classes(b, threshold)
     return {
-        "top1_agreement": float(np.mean(a.argmax(axis=1) == b.argmax(axis=1))),
+        "top1_agreement": float(np.mean(same)),
         "max_abs_diff": float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))),
     }
 
@@ -450,14 +451,18 @@ def verify_arm64(
     arm = runner._dequantize_output(raw)
     if arm.shape != ref.shape:
         raise Arm64LaneError(f"ARM64 output shape {arm.shape} differs from x86's {ref.shape}")
-    figures = _compare(arm, ref)
+    threshold = runner.binary_threshold  # a one-unit output: its class-1 threshold
+    figures = _compare(arm, ref, threshold)
     step = output_step(model_path)
     steps = None if step is None else round(figures["max_abs_diff"] / step, 3)
     keras_figures = None
     if keras_model is not None:
         # The same Keras forward pass as tflite_verify.verify (batched, output as float32).
         predicted = tflite_verify._keras_outputs(keras_model, x)
-        keras_figures = {"arm64": _compare(arm, predicted), "x86": _compare(ref, predicted)}
+        keras_figures = {
+            "arm64": _compare(arm, predicted, threshold),
+            "x86": _compare(ref, predicted, threshold),
+        }
     from importlib.metadata import version
 
     report = Arm64Report(

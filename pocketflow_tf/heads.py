@@ -9,8 +9,17 @@ learners train the pre-softmax tensor explicitly: :func:`split` returns the logi
 the :class:`Head` taken off, and :func:`attach` puts the same softmax back on the result, so a
 user who handed over probabilities gets probabilities back (Keras model and ``.tflite``).
 
-Heads the learners cannot train correctly are refused by name: a ``sigmoid`` output
-(multi-label or binary with one unit) and a softmax over any axis but the last.
+A **binary classifier with one output unit** (``Dense(1, activation="sigmoid")``, or
+``Dense(1)`` giving a logit, as in the Keras tutorials) is two classes: :func:`split` turns its
+``Dense(1)`` computing ``z`` into a ``Dense(2)`` computing ``(-z/2, z/2)``, whose softmax is
+``(1 - sigmoid(z), sigmoid(z))`` exactly, and :func:`attach` puts a fixed ``Dense(2 -> 1)``
+computing ``z1 - z0`` (and the sigmoid) back on the result, so the answer outputs what the
+user's model did. Labels are the class indices 0 and 1; a one-unit output decides class 1
+above 0.5 (sigmoid) or 0 (logit): :func:`predicted_classes`.
+
+Heads the learners cannot train correctly are refused by name: a ``sigmoid`` over several
+units (multi-label), a one-unit output not computed by a ``Dense`` layer or through another
+activation, and a softmax over any axis but the last.
 
 Example:
     >>> from pocketflow_tf.compat import keras
@@ -26,14 +35,19 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from pocketflow_tf import errors
 from pocketflow_tf.compat import keras
 
 #: Final activations that the learners refuse, with the reason.
 _REFUSED = {
-    "sigmoid": "a sigmoid output scores each class on its own (multi-label or one-unit "
-    "binary); the learners train single-label classifiers with one logit per class",
+    "sigmoid": "a sigmoid over several units scores each class on its own (multi-label); "
+    "the learners train single-label classifiers with one logit per class, or a binary "
+    "one with one unit",
 }
+#: Head kinds of a one-unit binary classifier, with the output above which it says class 1.
+BINARY_THRESHOLDS = {"binary_sigmoid": 0.5, "binary_logit": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +55,10 @@ class Head:
     """What :func:`split` took off a model's output.
 
     Attributes:
-        kind: ``"logits"`` (nothing taken off) or ``"softmax"``.
-        layer_name: Name of the layer the softmax came from (``None`` for logits).
+        kind: ``"logits"`` (nothing taken off), ``"softmax"``, or a one-unit binary head:
+            ``"binary_sigmoid"`` or ``"binary_logit"``.
+        layer_name: Name of the layer the softmax or the one-unit output came from
+            (``None`` for logits).
 
     Example:
         >>> Head("logits").kind
@@ -82,13 +98,23 @@ def _activation_name(layer) -> str | None:
     return act if isinstance(act, str) else None
 
 
+def _output_width(model: keras.Model) -> int | None:
+    try:
+        shape = tuple(model.outputs[0].shape) if model.outputs else ()
+    except (AttributeError, RuntimeError):  # a subclassed model not built yet
+        return None
+    return int(shape[-1]) if len(shape) == 2 and shape[-1] is not None else None
+
+
 def output_kind(model: keras.Model) -> str:
-    """``"softmax"`` when ``model`` outputs probabilities through a final softmax, else
+    """``"softmax"`` when ``model`` outputs probabilities through a final softmax,
+    ``"binary_sigmoid"`` / ``"binary_logit"`` for a one-unit binary classifier, else
     ``"logits"``.
 
     Raises:
-        InvalidArgumentError: A head the learners cannot train (sigmoid; softmax over
-            another axis than the classes).
+        InvalidArgumentError: A head the learners cannot train (sigmoid over several units;
+            a one-unit output through another activation; softmax over another axis than
+            the classes).
 
     Example:
         >>> from pocketflow_tf.compat import keras
@@ -98,10 +124,19 @@ def output_kind(model: keras.Model) -> str:
         ...                               keras.layers.Dense(3, activation="sigmoid", name="out")]))
         Traceback (most recent call last):
         ...
-        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: "output layer 'out' applies sigmoid". Accepted: a classifier ending in logits or a softmax over the classes (a sigmoid output scores each class on its own (multi-label or one-unit binary); the learners train single-label classifiers with one logit per class).
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: "output layer 'out' applies sigmoid". Accepted: a classifier ending in logits or a softmax over the classes (a sigmoid over several units scores each class on its own (multi-label); the learners train single-label classifiers with one logit per class, or a binary one with one unit).
     """
     layer = _output_layer(model)
     act = _activation_name(layer)
+    if _output_width(model) == 1:
+        kind = {"sigmoid": "binary_sigmoid", "linear": "binary_logit", None: "binary_logit"}
+        if act not in kind:
+            raise errors.InvalidArgumentError(
+                "model",
+                f"a one-unit output layer {layer.name!r} applying {act}",
+                "a binary classifier's one unit through a sigmoid or none (a logit)",
+            )
+        return kind[act]
     if act is None or act in ("linear", None):
         return "logits"
     if act == "softmax":
@@ -130,8 +165,11 @@ def split(model: keras.Model) -> tuple[keras.Model, Head]:
         >>> head, lm.layers[-1].__class__.__name__
         (Head(kind='softmax', layer_name='probs'), 'Dense')
     """
-    if output_kind(model) == "logits":
+    kind = output_kind(model)
+    if kind == "logits":
         return model, LOGITS
+    if kind in BINARY_THRESHOLDS:
+        return _two_logits(model), Head(kind, _output_layer(model).name)
     layer = _output_layer(model)
     if type(layer).__name__ in ("Softmax", "Activation", "TFOpLambda"):
         # The softmax is a layer of its own: its input is the logits tensor. The sub-model
@@ -152,9 +190,73 @@ def split(model: keras.Model) -> tuple[keras.Model, Head]:
     return logits, Head("softmax", layer.name)
 
 
+def _two_logits(model: keras.Model) -> keras.Model:
+    """A copy of a one-unit binary ``model`` whose ``Dense(1)`` (logit ``z``) is a
+    ``Dense(2)`` giving ``(-z/2, z/2)``: softmax of those is ``(1 - sigmoid(z), sigmoid(z))``."""
+    layer = _output_layer(model)
+    source = model
+    if type(layer).__name__ in ("Activation", "TFOpLambda"):  # a sigmoid layer of its own
+        source = keras.Model(model.inputs, layer.input, name=model.name)
+        layer = _output_layer(source)
+    cfg = layer.get_config() if isinstance(layer, keras.layers.Dense) else {}
+    if cfg.get("units") != 1 or _activation_name(layer) not in ("sigmoid", "linear", None):
+        raise errors.InvalidArgumentError(
+            "model",
+            f"a one-unit output computed by layer {layer.name!r} ({type(layer).__name__})",
+            "a binary classifier whose one unit is computed by a Dense layer (optionally "
+            "followed by a sigmoid)",
+        )
+
+    def clone(src):
+        cfg = src.get_config()
+        if src.name == layer.name:
+            cfg.update(units=2, activation="linear")
+        return src.__class__.from_config(cfg)
+
+    out = keras.models.clone_model(source, clone_function=clone)
+    for src, dst in zip(source.layers, out.layers, strict=True):
+        values = src.get_weights()
+        if src.name == layer.name:
+            # Kernel (n, 1) -> (n, 2), bias (1,) -> (2,): the logit split in halves.
+            values = [np.concatenate([-v / 2, v / 2], axis=-1) for v in values]
+        dst.set_weights(values)
+    return out
+
+
+def predicted_classes(outputs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """The class each row of ``outputs`` says: its argmax, or for a one-unit output 1 where
+    it exceeds ``threshold`` (0.5 for a sigmoid, 0 for a logit; see :func:`threshold`).
+
+    Example:
+        >>> predicted_classes(np.array([[0.2, 0.9], [3.0, 1.0]]))
+        array([1, 0])
+        >>> predicted_classes(np.array([[0.7], [0.2]]), threshold=0.5)
+        array([1, 0])
+    """
+    outputs = np.asarray(outputs).reshape(len(outputs), -1)
+    if outputs.shape[1] == 1:
+        if threshold is None:
+            raise errors.InvalidArgumentError(
+                "threshold", None, "the one-unit output's decision threshold (0.5 or 0)"
+            )
+        return (outputs[:, 0] > threshold).astype(np.int64)
+    return outputs.argmax(axis=1)
+
+
+def threshold(model: keras.Model) -> float | None:
+    """The output above which a one-unit binary ``model`` says class 1 (``None`` for a model
+    with one output per class).
+
+    Example:
+        >>> threshold(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, "sigmoid")]))
+        0.5
+    """
+    return BINARY_THRESHOLDS.get(output_kind(model))
+
+
 def attach(model: keras.Model, head: Head) -> keras.Model:
     """``model`` with ``head`` put back on its output (no-op for logits, or when ``model``
-    already ends in a softmax).
+    already ends in a softmax, or in one unit for a binary head).
 
     Example:
         >>> from pocketflow_tf.compat import keras
@@ -164,11 +266,35 @@ def attach(model: keras.Model, head: Head) -> keras.Model:
         >>> float(np.round(m.predict(np.ones((1, 2)), verbose=0).sum(), 5))
         1.0
     """
-    if head.kind == "logits" or output_kind(model) == "softmax":
+    if head.kind == "logits":
+        return model
+    if head.kind in BINARY_THRESHOLDS:
+        return _one_unit(model, head)
+    if output_kind(model) == "softmax":
         return model
     taken = {layer.name for layer in model.layers}
     name = head.layer_name if head.layer_name not in taken else f"{head.layer_name}_softmax"
     while name in taken:
         name += "_"
     out = keras.layers.Activation("softmax", name=name)(model.outputs[0])
+    return keras.Model(model.inputs, out, name=model.name)
+
+
+def _one_unit(model: keras.Model, head: Head) -> keras.Model:
+    """A two-logit ``model`` back as one unit: a fixed ``Dense(2 -> 1)`` computing
+    ``z1 - z0`` (the logit :func:`_two_logits` split), through the head's sigmoid.
+
+    A layer of its own rather than the final Dense folded back: whatever the learner made of
+    that Dense (sparse, clustered, quantized, wrapped) stays as it is.
+    """
+    if _output_width(model) == 1:
+        return model
+    taken = {layer.name for layer in model.layers}
+    name = head.layer_name if head.layer_name not in taken else f"{head.layer_name}_binary"
+    while name in taken:
+        name += "_"
+    activation = "sigmoid" if head.kind == "binary_sigmoid" else "linear"
+    dense = keras.layers.Dense(1, activation=activation, name=name, trainable=False)
+    out = dense(model.outputs[0])
+    dense.set_weights([np.array([[-1.0], [1.0]], np.float32), np.zeros(1, np.float32)])
     return keras.Model(model.inputs, out, name=model.name)

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import errors
+from pocketflow_tf import errors, heads
 from pocketflow_tf.compat import keras, tf
 
 _IMAGES_ACCEPTED = (
@@ -131,7 +131,12 @@ def _match_shape(arr: np.ndarray, want: tuple[int | None, ...], name: str) -> np
 
 
 def labels(
-    y: Any, *, name: str = "y", num_classes: int | None = None, n: int | None = None
+    y: Any,
+    *,
+    name: str = "y",
+    num_classes: int | None = None,
+    n: int | None = None,
+    why: str | None = None,
 ) -> np.ndarray:
     """Checks class labels and returns them as int64 indices.
 
@@ -140,6 +145,8 @@ def labels(
         name: The argument's name in errors.
         num_classes: Labels must lie in ``[0, num_classes)`` (``None``: only ``>= 0``).
         n: The number of images the labels belong to.
+        why: Where ``num_classes`` comes from, said with an out-of-range label (default:
+            the model's outputs or the data set's classes).
 
     Returns:
         int64 array ``(N,)``.
@@ -187,9 +194,9 @@ def labels(
         )
     out = arr.astype(np.int64)
     span = f"[0, {num_classes})" if num_classes is not None else "[0, inf)"
+    why = why or f"the model has {num_classes} outputs or the data set {num_classes} classes"
     accepted = (
-        f"class indices 0..{num_classes - 1} (the model has {num_classes} outputs or the "
-        f"data set {num_classes} classes)"
+        f"class indices 0..{num_classes - 1} ({why})"
         if num_classes is not None
         else "class indices >= 0"
     )
@@ -223,12 +230,13 @@ def model_classes(model: keras.Model, *, num_classes: int | None = None) -> int 
             exactly that many.
 
     Returns:
-        The width of the output (``None`` when the model leaves it undefined).
+        The number of classes: the width of the output, 2 for a one-unit binary classifier
+        (``None`` when the model leaves it undefined).
 
     Raises:
         InvalidArgumentError: Several inputs or outputs, an output that is not
-            ``(None, classes)`` with ``classes >= 2``, or a class count other than
-            ``num_classes``.
+            ``(None, classes)`` with ``classes >= 2`` or a binary classifier's one unit, or
+            a class count other than ``num_classes``.
 
     Example:
         >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
@@ -250,11 +258,14 @@ def model_classes(model: keras.Model, *, num_classes: int | None = None) -> int 
     except (AttributeError, RuntimeError):  # a subclassed model not built yet
         return None
     width = shape[-1] if len(shape) == 2 else None
+    if width is not None and int(width) == 1 and heads.threshold(model) is not None:
+        width = 2  # a one-unit binary classifier: two classes (pocketflow_tf.heads)
     if len(shape) != 2 or (width is not None and int(width) < 2):
         raise errors.InvalidArgumentError(
             "model",
             f"a model whose output has shape {shape}",
-            "an output of shape (None, classes) with at least 2 classes (logits or probabilities)",
+            "an output of shape (None, classes) with at least 2 classes (logits or "
+            "probabilities), or a binary classifier's one unit",
         )
     width = None if width is None else int(width)
     if num_classes is not None and width is not None and width != int(num_classes):
@@ -334,8 +345,17 @@ def arrays(
     float_input(model)
     classes = model_classes(model, num_classes=num_classes)
     xs = images(x, name=names[0], input_shape=model_input_shape(model))
-    ys = labels(y, name=names[1], num_classes=classes or num_classes, n=len(xs))
+    ys = labels(
+        y, name=names[1], num_classes=classes or num_classes, n=len(xs), why=_binary_note(model)
+    )
     return xs, ys
+
+
+def _binary_note(model: keras.Model) -> str | None:
+    # A one-unit model counts as 2 classes: "the model has 2 outputs" would be wrong.
+    if heads.threshold(model) is None:
+        return None
+    return "a binary classifier with one output unit: class 0 or 1"
 
 
 def dataset(model: keras.Model, ds: tf.data.Dataset, *, name: str = "x") -> tf.data.Dataset:
@@ -392,7 +412,7 @@ def dataset(model: keras.Model, ds: tf.data.Dataset, *, name: str = "x") -> tf.d
         raise errors.InvalidArgumentError(name, "an empty dataset", "at least one batch")
     xb, yb = (np.asarray(t) for t in first)
     images(xb, name=f"{name} (first batch) images")
-    labels(yb, name=f"{name} (first batch) labels", num_classes=classes)
+    labels(yb, name=f"{name} (first batch) labels", num_classes=classes, why=_binary_note(model))
     one_hot = y_spec.shape.rank == 2 and yb.ndim == 2 and yb.shape[1] > 1
     # The first batch was checked above; the later ones are checked as training reads them
     # (a NaN image would otherwise poison the weights without a word, and a label out of

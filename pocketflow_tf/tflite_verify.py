@@ -34,6 +34,7 @@ import numpy as np
 from pocketflow_tf import (
     atomic_io,
     errors,
+    heads,
     inputs,
     interop,
     options,
@@ -200,6 +201,31 @@ class TFLiteRunner:
             outputs.append(self._dequantize_output(self._interp.get_tensor(out_index)))
         return np.concatenate(outputs, axis=0)
 
+    @property
+    def binary_threshold(self) -> float | None:
+        """For a one-unit output, the value above which it says class 1: 0.5 when a
+        ``LOGISTIC`` op computes it (a sigmoid), else 0 (a logit); ``None`` for an output
+        per class (decided by argmax).
+
+        Example:
+            >>> runner.binary_threshold is None  # doctest: +SKIP
+            True
+        """
+        if int(np.prod(self.output_details["shape"][1:])) != 1:
+            return None
+        ops = self._interp._get_ops_details()  # private, but LiteRT's only op-level view
+        # XNNPACK's DELEGATE nodes list the tensors of the ops they took over: the file's
+        # own op is the one that says what computes the output.
+        by_output = {
+            int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]
+        }
+        tensor = int(self.output_details["index"])
+        # Through the (de)quantize ops an int8 file puts around its output.
+        while tensor in by_output and by_output[tensor]["op_name"] in ("DEQUANTIZE", "QUANTIZE"):
+            tensor = int(by_output[tensor]["inputs"][0])
+        op = by_output.get(tensor)
+        return 0.5 if op is not None and op["op_name"] == "LOGISTIC" else 0.0
+
     def _resize(self, batch: int) -> None:
         # Re-allocating is costly, so only when the batch actually changes (first batch and
         # the remainder batch).
@@ -263,7 +289,8 @@ def tflite_accuracy(
         batch_size: Samples per ``invoke()``.
 
     Returns:
-        The share of samples whose argmax output is their label.
+        The share of samples whose predicted class (argmax, or a one-unit output against
+        its threshold: :attr:`TFLiteRunner.binary_threshold`) is their label.
 
     Raises:
         InvalidArgumentError: If ``y`` does not hold one label per sample of ``x``.
@@ -279,8 +306,9 @@ def tflite_accuracy(
         0.75
     """
     y = _labels(y, len(x))
-    logits = TFLiteRunner(model).predict(x, batch_size=batch_size)
-    return float(np.mean(np.argmax(logits.reshape(len(x), -1), axis=1) == y))
+    runner = TFLiteRunner(model)
+    logits = runner.predict(x, batch_size=batch_size)
+    return float(np.mean(heads.predicted_classes(logits, runner.binary_threshold) == y))
 
 
 @dataclasses.dataclass
@@ -538,7 +566,9 @@ def verify(
             f"TFLite output shape {out.shape} differs from Keras output shape {ref.shape}"
         )
     max_abs_diff = float(np.max(np.abs(ref - out)))
-    pred_ref, pred_out = ref.argmax(axis=1), out.argmax(axis=1)
+    threshold = heads.threshold(model)  # a one-unit binary output: class 1 above it
+    pred_ref = heads.predicted_classes(ref, threshold)
+    pred_out = heads.predicted_classes(out, threshold)
     agreement = float(np.mean(pred_ref == pred_out))
     acc_keras = acc_tflite = acc_delta = None
     if y is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import errors, inputs
+from pocketflow_tf import errors, heads, inputs
 from pocketflow_tf.compat import keras, tf
 
 #: Peak learning rate of a learner's fine-tune when no ``TrainConfig`` is given. A learner
@@ -404,4 +404,4 @@ def evaluate_accuracy(
     # range, would otherwise give a meaningless accuracy without a word.
     x, y = inputs.arrays(model, x, y)
     logits = model.predict(make_dataset(x, None, batch_size), verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
+    return float(np.mean(heads.predicted_classes(logits, heads.threshold(model)) == y))

@@ -179,9 +179,22 @@ def test_every_learner_refuses_bad_validation_data(name, tiny_model, tiny_data, 
         _make(name, tmp_path).fit(tiny_model, x, y, validation_data=(_nan_images(x[:16]), y[:16]))
 
 
-def test_a_model_with_one_output_unit_is_refused(tiny_data):
+def test_a_one_unit_model_is_refused_on_more_than_two_classes(tiny_data):
+    # One unit is a binary classifier (pocketflow_tf.heads): labels 2 and 3 are out of range.
     m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1)])
-    with pytest.raises(errors.InvalidArgumentError, match=r"output has shape \(None, 1\)"):
+    with pytest.raises(
+        errors.InvalidArgumentError,
+        match=r"label\(s\) outside \[0, 2\).*Accepted: class indices 0\.\.1 \(a binary "
+        r"classifier with one output unit: class 0 or 1\)",
+    ):
+        learner.get_learner_class("full-prec")(verbose=0).fit(m, *tiny_data)
+    # A one-unit output through an activation that is not a sigmoid is no classifier.
+    m = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1, "tanh", name="o")]
+    )
+    with pytest.raises(
+        errors.InvalidArgumentError, match="one-unit output layer 'o' applying tanh"
+    ):
         learner.get_learner_class("full-prec")(verbose=0).fit(m, *tiny_data)
 
 

@@ -148,3 +148,142 @@ def test_auto_hands_back_probabilities(target, tiny_data, tmp_path):
     np.testing.assert_allclose(result.model.predict(x, verbose=0).sum(axis=1), 1.0, atol=1e-5)
     out = tflite_verify.TFLiteRunner(result.tflite_path).predict(x, batch_size=8)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=0.02)
+
+
+# -- one-unit binary classifiers -----------------------------------------------------------------
+def _binary_net(head: str, seed: int = 0):
+    """The same body ending in one unit: Dense(1, sigmoid), Dense(1) + a sigmoid layer, or a
+    Dense(1) logit (the Keras tutorials' binary heads)."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 1))
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(inp)
+    x = L.ReLU()(L.BatchNormalization(name="bn")(x))
+    x = L.Conv2D(8, 3, padding="same", name="conv2")(x)  # a middle layer, as in _net
+    x = L.Flatten()(L.MaxPooling2D(4)(x))
+    if head == "dense_sigmoid":
+        return keras.Model(inp, L.Dense(1, activation="sigmoid", name="fc")(x))
+    z = L.Dense(1, name="fc")(x)
+    if head == "sigmoid_layer":
+        return keras.Model(inp, L.Activation("sigmoid", name="prob")(z))
+    return keras.Model(inp, z)
+
+
+def _binary(data):
+    x, y = data
+    return x, (y >= 2).astype(np.int64)  # the brightest quadrant in the bottom half
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+BINARY = {
+    "dense_sigmoid": "binary_sigmoid",
+    "sigmoid_layer": "binary_sigmoid",
+    "logit": "binary_logit",
+}
+
+
+@pytest.mark.parametrize("form", sorted(BINARY))
+def test_a_one_unit_binary_head_is_split_into_two_logits_and_put_back(form, tiny_data):
+    model = _binary_net(form)
+    assert heads.output_kind(model) == BINARY[form]
+    logits_model, head = heads.split(model)
+    assert head.kind == BINARY[form] and logits_model.output_shape == (None, 2)
+    assert heads.output_kind(logits_model) == "logits"
+    x = tiny_data[0][:32]
+    out = model.predict(x, verbose=0)
+    two = logits_model.predict(x, verbose=0)
+    # softmax(-z/2, z/2) is (1 - sigmoid(z), sigmoid(z)): the same classifier, two classes.
+    p1 = out[:, 0] if form != "logit" else _sigmoid(out[:, 0])
+    np.testing.assert_allclose(_softmax(two)[:, 1], p1, atol=1e-6)
+    back = heads.attach(logits_model, head)
+    assert back.output_shape == (None, 1)
+    np.testing.assert_allclose(back.predict(x, verbose=0), out, atol=1e-5)
+    assert heads.output_kind(back) == BINARY[form]
+    # Class 1 above 0.5 for a probability, above 0 for a logit.
+    assert heads.threshold(model) == (0.5 if form != "logit" else 0.0)
+    np.testing.assert_array_equal(
+        heads.predicted_classes(out, heads.threshold(model)), two.argmax(axis=1)
+    )
+
+
+@pytest.mark.parametrize("name", TRAINING_LEARNERS)
+def test_a_binary_sigmoid_model_learns_exactly_like_its_two_logit_twin(name, tiny_data):
+    # Every learner trains the two-logit model and hands back one sigmoid unit.
+    x, y = _binary((tiny_data[0][:128], tiny_data[1][:128]))
+    model = _binary_net("dense_sigmoid")
+    twin = _fit(name, heads.split(model)[0], (x, y), dst=False)
+    binary = _fit(name, model, (x, y), dst=False)
+    assert binary.output_shape == (None, 1) and heads.output_kind(binary) == "binary_sigmoid"
+    probe = tiny_data[0][128:192]
+    np.testing.assert_allclose(
+        binary.predict(probe, verbose=0)[:, 0],
+        _softmax(twin.predict(probe, verbose=0))[:, 1],
+        atol=1e-5,
+    )
+
+
+def test_a_binary_model_is_scored_and_exported_by_its_threshold(tiny_data, tmp_path):
+    x, y = _binary(tiny_data)
+    for form in ("dense_sigmoid", "logit"):
+        tuned = _fit("full-prec", _binary_net(form), (x, y), dst=False)
+        acc = training.evaluate_accuracy(tuned, x, y)
+        out = tuned.predict(x, verbose=0)[:, 0]
+        assert acc == np.mean((out > heads.threshold(tuned)) == y) and acc > 0.7
+        for mode in ("float", "int8"):
+            path = str(tmp_path / f"{form}.{mode}.tflite")
+            report = tflite_verify.export_tflite(
+                tuned, path, mode=mode, x_verify=x, y_verify=y, representative_data=x[:64]
+            )
+            runner = tflite_verify.TFLiteRunner(path)
+            assert runner.output_details["shape"].tolist() == [1, 1]
+            assert runner.binary_threshold == (0.5 if form == "dense_sigmoid" else 0.0)
+            assert report.report.top1_agreement >= 0.97
+            assert abs(tflite_verify.tflite_accuracy(path, x, y) - acc) <= 0.03
+
+
+@pytest.mark.parametrize(
+    "build, said",
+    [
+        (
+            lambda h: L.Dense(1, activation="relu", name="out")(h),
+            "one-unit output layer 'out' applying relu",
+        ),
+        (
+            lambda h: L.Reshape((1,), name="flat")(
+                L.GlobalAveragePooling1D()(L.Reshape((-1, 1))(h))
+            ),
+            r"one-unit output computed by layer 'flat' \(Reshape\)",
+        ),
+    ],
+)
+def test_one_unit_outputs_the_learners_cannot_train_are_refused(build, said, tiny_data):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    m = keras.Model(inp, build(L.Flatten()(inp)))
+    with pytest.raises(errors.InvalidArgumentError, match=said):
+        learner.get_learner_class("full-prec")(verbose=0).fit(m, *_binary(tiny_data))
+
+
+def test_auto_hands_back_a_binary_sigmoid_model(tiny_data, tmp_path):
+    from pocketflow_tf.learners.auto.compress import compress
+
+    data = _binary(tiny_data)
+    result = compress(
+        _binary_net("dense_sigmoid"),
+        data,
+        "int8",
+        str(tmp_path / "auto"),
+        **tiny_models.auto_budget(max_trials=1, int8_final="auto"),
+    )
+    assert result.model.output_shape == (None, 1)
+    assert heads.output_kind(result.model) == "binary_sigmoid"
+    x = data[0][:64]
+    keras_p = result.model.predict(x, verbose=0)[:, 0]
+    runner = tflite_verify.TFLiteRunner(result.tflite_path)
+    assert runner.binary_threshold == 0.5
+    tfl_p = runner.predict(x, batch_size=8)[:, 0]
+    # A probability in both, within a few int8 output steps (1/256) of each other.
+    assert (tfl_p >= 0).all() and (tfl_p <= 1).all()
+    assert np.abs(keras_p - tfl_p).max() <= 3 / 256
