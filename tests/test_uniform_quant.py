@@ -10,6 +10,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from pocketflow_tf import errors, model_io, qat, sparsity, tflite_export, tflite_verify, training
+from pocketflow_tf import learner as learner_lib
 from pocketflow_tf.app import runner
 from pocketflow_tf.compat import keras
 from pocketflow_tf.learners.uniform_quant import UniformQuantLearner, bits_search
@@ -418,14 +419,17 @@ def _wrapped(q):
     return {getattr(layer, "layer", layer).name: layer for layer in q.layers}
 
 
-def _in_float(wrapper):
+def _in_float(wrapper, output_quantized: bool = False):
     """Whether a QAT wrapper quantizes nothing (a no-op config: qat's own, or TFMOT's of the
-    same name after a clone through configs)."""
+    same name after a clone through configs), or with ``output_quantized`` its output only
+    (qat.FloatOutputQuantizeConfig)."""
     config, layer = wrapper.quantize_config, wrapper.layer
-    return type(config).__name__ == "NoOpQuantizeConfig" and not (
-        config.get_weights_and_quantizers(layer)
-        or config.get_activations_and_quantizers(layer)
-        or config.get_output_quantizers(layer)
+    kind = "FloatOutputQuantizeConfig" if output_quantized else "NoOpQuantizeConfig"
+    return (
+        type(config).__name__ == kind
+        and not config.get_weights_and_quantizers(layer)
+        and not config.get_activations_and_quantizers(layer)
+        and len(config.get_output_quantizers(layer)) == int(output_quantized)
     )
 
 
@@ -634,3 +638,59 @@ def test_int4_export_mode_is_checked_before_any_work(tmp_path):
             export_modes=("int4",),
             save_path=str(tmp_path / "m.h5"),
         )
+
+
+def test_an_in_model_rescaling_of_0_255_pixels_survives_the_int8_file(tiny_data, tmp_path):
+    # The Keras tutorials' first layer: Rescaling(1/255) of 0..255 pixels. Unquantized in QAT,
+    # the converter folded it into the convolution after it and quantized the scaled weights
+    # with the ranges trained for the unscaled ones: every weight of the file's convolution
+    # was 0, the exported model answered one class (agreement 0.46, refused by verification).
+    x, y = tiny_data
+    x255 = x * 255.0
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 1))
+    h = L.Conv2D(8, 3, padding="same", name="c")(L.Rescaling(1 / 255, name="scale")(inp))
+    h = L.ReLU()(L.BatchNormalization(name="bn")(h))
+    m = keras.Model(inp, L.Dense(4, name="fc")(L.GlobalAveragePooling2D()(h)))
+    q = UniformQuantLearner(training.TrainConfig(epochs=2, batch_size=32), verbose=0).fit(
+        m, x255, y
+    )
+    scale = _wrapped(q)["scale"]
+    assert _in_float(scale, output_quantized=True)
+    # Its range is the pixels' [0, 1] (every value seen), not a moving average from [-6, 6].
+    rng = {w.name.split("/")[-1]: float(w.numpy()) for w in scale.weights if "output_m" in w.name}
+    assert rng["output_min:0"] == 0.0 and 0.9 <= rng["output_max:0"] <= 1.0
+    path = str(tmp_path / "m.int8.tflite")
+    result = tflite_verify.export_tflite(
+        q, path, mode="int8", x_verify=x255, y_verify=y, representative_data=x255[:64]
+    )
+    assert result.report.top1_agreement >= 0.95
+    interp = Interpreter(model_path=path)
+    interp.allocate_tensors()
+    conv = next(op for op in interp._get_ops_details() if op["op_name"] == "CONV_2D")
+    assert np.count_nonzero(interp.get_tensor(int(conv["inputs"][1]))) > 0
+
+
+def test_an_in_model_augmentation_on_0_255_pixels_keeps_its_accuracy_through_qat(tiny_data):
+    # An in-model augmentation runs in float under QAT. With its output fake-quantized by a
+    # moving-average range (from [-6, 6], 0.1 % a step) the 0..255 pixels were clipped at
+    # 6 through a short fine-tune and a trained model fell to chance (0.535 on a binary task).
+    x, y = tiny_data
+    x255 = x * 255.0
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 1))
+    aug = L.RandomBrightness(0.05, value_range=(0, 255), name="bright")  # keeps the quadrants
+    h = L.Rescaling(1 / 255, name="scale")(aug(inp))
+    h = L.ReLU()(L.BatchNormalization(name="bn")(L.Conv2D(8, 3, padding="same", name="c")(h)))
+    m = keras.Model(inp, L.Dense(4, name="fc")(L.Flatten()(L.MaxPooling2D(4)(h))))
+    cfg = training.TrainConfig(epochs=6, batch_size=32)
+    trained = learner_lib.get_learner_class("full-prec")(cfg, verbose=0).fit(m, x255, y)
+    float_acc = training.evaluate_accuracy(trained, x255, y)
+    q = UniformQuantLearner(training.TrainConfig(epochs=1, batch_size=32), verbose=0).fit(
+        trained, x255, y
+    )
+    assert _in_float(_wrapped(q)["bright"])  # identity at inference: nothing to quantize
+    assert _in_float(_wrapped(q)["scale"], output_quantized=True)
+    assert training.evaluate_accuracy(q, x255, y) >= float_acc - 0.05 >= 0.5
