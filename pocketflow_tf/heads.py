@@ -74,7 +74,10 @@ LOGITS = Head("logits")
 
 def _output_layer(model: keras.Model):
     history = getattr(model.outputs[0], "_keras_history", None) if model.outputs else None
-    return history.layer if history is not None else model.layers[-1]
+    # tf-keras names the producing layer `layer`, Keras 3 `operation` (a Keras 3 model is
+    # read here before the bridge, e.g. for its class count).
+    layer = getattr(history, "layer", None) or getattr(history, "operation", None)
+    return layer if layer is not None else model.layers[-1]
 
 
 def _activation_name(layer) -> str | None:

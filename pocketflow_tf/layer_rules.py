@@ -409,6 +409,21 @@ _RULES["LayerNormalization"] = LayerRule(_layer_norm, flops=_per_element(5))
 _RULES["GroupNormalization"] = LayerRule(_group_norm, flops=_per_element(5))
 # tf-keras ConvNeXt's drop path: the identity at inference.
 _RULES["StochasticDepth"] = LayerRule(_const("pass"), flops=lambda layer, ins, outs: 0)
+# Data augmentation inside the model (the Keras tutorials' first block): random in training,
+# the identity at inference; each transforms every channel alike.
+for _name in (
+    "RandomFlip",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
+    "RandomContrast",
+    "RandomBrightness",
+):
+    _RULES[_name] = LayerRule(_const("pass"), flops=lambda layer, ins, outs: 0)
+# Deterministic resizing and cropping: spatial only (bilinear: about 4 multiply-adds per
+# output value; a crop copies).
+_RULES["Resizing"] = LayerRule(_const("pass"), flops=_per_element(4))
+_RULES["CenterCrop"] = LayerRule(_const("pass"), flops=lambda layer, ins, outs: 0)
 # tf-keras ConvNeXt's LayerScale: gamma per channel, its width in the config.
 _RULES["LayerScale"] = LayerRule(
     _const("member"),

@@ -125,6 +125,16 @@ BRIDGEABLE_LAYERS = frozenset(
         "UpSampling2D",
         "Rescaling",
         "Identity",
+        # Data augmentation and resizing inside the model (the identity at inference for the
+        # random ones; they augment again in the learners' fine-tunes, as in the user's).
+        "RandomFlip",
+        "RandomRotation",
+        "RandomZoom",
+        "RandomTranslation",
+        "RandomContrast",
+        "RandomBrightness",
+        "Resizing",
+        "CenterCrop",
     }
 )
 _MODEL_CLASSES = ("Functional", "Sequential", "Model")
@@ -1338,10 +1348,26 @@ def _nodes_in_order(graph):
 
 
 def _node_arguments(node) -> tuple[tuple, dict]:
-    """The positional and keyword arguments the node was called with."""
-    if hasattr(node, "arguments"):  # Keras 3
-        return tuple(node.arguments.args), dict(node.arguments.kwargs)
-    return tuple(node.call_args), dict(node.call_kwargs)
+    """The positional and keyword arguments the node was called with.
+
+    Keras 3 records the ``training`` default of the layer's ``call`` signature in every node
+    (``Dropout``: False, ``RandomFlip``: True). Passed on, it would freeze the rebuilt layer
+    in that mode: a Dropout that never drops in the learners' fine-tunes, a RandomFlip that
+    flips at inference. So a recorded ``training`` equal to that default is left out (the
+    rebuilt layer follows the model's mode, as the original does); one that differs was
+    passed by the user (``base_model(x, training=False)``) and is kept.
+    """
+    if not hasattr(node, "arguments"):  # tf-keras records only what the call passed
+        return tuple(node.call_args), dict(node.call_kwargs)
+    args, kwargs = tuple(node.arguments.args), dict(node.arguments.kwargs)
+    if "training" in kwargs:
+        try:
+            default = inspect.signature(node.operation.call).parameters["training"].default
+        except (AttributeError, KeyError, TypeError, ValueError):
+            default = inspect.Parameter.empty
+        if kwargs["training"] is default or kwargs["training"] == default:
+            del kwargs["training"]
+    return args, kwargs
 
 
 def _node_inputs(node) -> list:

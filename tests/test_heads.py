@@ -287,3 +287,18 @@ def test_auto_hands_back_a_binary_sigmoid_model(tiny_data, tmp_path):
     # A probability in both, within a few int8 output steps (1/256) of each other.
     assert (tfl_p >= 0).all() and (tfl_p <= 1).all()
     assert np.abs(keras_p - tfl_p).max() <= 3 / 256
+
+
+def test_a_keras3_binary_model_counts_two_classes_before_the_bridge():
+    # The command reads the class count of the loaded Keras 3 model: its output history names
+    # the layer `operation`, not `layer` (AttributeError before).
+    keras3 = pytest.importorskip("keras")
+    if not keras3.__version__.startswith("3"):
+        pytest.skip("Keras 3 is not installed")
+    from pocketflow_tf import inputs
+
+    inp = keras3.Input((4,))
+    z = keras3.layers.Dense(1, name="z")(inp)
+    assert inputs.model_classes(keras3.Model(inp, z)) == 2
+    probs = keras3.layers.Activation("sigmoid", name="p")(z)
+    assert heads.output_kind(keras3.Model(inp, probs)) == "binary_sigmoid"

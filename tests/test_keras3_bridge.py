@@ -433,3 +433,54 @@ def test_a_mixed_precision_model_is_compared_at_float16_rounding():
     assert m2.get_layer("c0").compute_dtype == "float16"
     x = _x((16, 16, 3))
     np.testing.assert_allclose(_out(m2, x), _out(model, x), atol=1e-2)
+
+
+def test_dropout_and_augmentation_follow_the_models_mode_after_the_bridge():
+    # Keras 3 records each layer's `training` default in its node (Dropout False, RandomFlip
+    # True); passed on, the rebuilt Dropout never dropped in a fine-tune and the rebuilt
+    # augmentation layers augmented at inference (the bridge refused them as different).
+    keras3.utils.set_random_seed(0)
+    L = keras3.layers
+    inp = keras3.Input((16, 16, 3))
+    h = keras3.Sequential(
+        [
+            L.RandomFlip("horizontal"),
+            L.RandomRotation(0.1),
+            L.RandomZoom(0.1),
+            L.RandomTranslation(0.1, 0.1),
+            L.RandomContrast(0.2),
+            L.RandomBrightness(0.2, name="brightness"),
+        ],
+        name="data_augmentation",
+    )(inp)
+    h = L.CenterCrop(14, 14)(L.Resizing(18, 18)(h))
+    h = L.Conv2D(4, 3, activation="relu")(L.Rescaling(1 / 255)(h))
+    h = L.Dropout(0.5, name="drop")(L.GlobalAveragePooling2D()(h))
+    model3 = keras3.Model(inp, L.Dense(2)(h))
+    x = np.abs(_x((16, 16, 3))) * 100
+    m2, _ = _round_trip(model3, x)  # the same function at inference, both ways
+    assert {"RandomFlip", "RandomBrightness", "Resizing", "CenterCrop"} <= {
+        type(la).__name__ for la in m2.layers
+    }
+    # In training mode the rebuilt layers still drop and augment.
+    drop = m2.get_layer("drop")
+    through = keras.Model(drop.input, drop.output)  # the rebuilt node, as it was wired
+    ones = np.ones((4, 4), np.float32)
+    assert set(np.unique(through(ones, training=True).numpy())) == {0.0, 2.0}
+    np.testing.assert_array_equal(through(ones, training=False).numpy(), ones)
+    augmented = keras.Model(m2.inputs, m2.get_layer("brightness").output)
+    np.testing.assert_allclose(augmented(x, training=False).numpy(), x, atol=1e-5)
+    assert not np.allclose(augmented(x, training=True).numpy(), x, atol=1e-3)
+
+
+def test_a_bridged_dropout_still_drops_in_training():
+    # Keras 3 records Dropout's `training=False` default in its node: passed on, the rebuilt
+    # Dropout was frozen at inference and never dropped in the learners' fine-tunes.
+    keras3.utils.set_random_seed(0)
+    inp = keras3.Input((6,))
+    h = keras3.layers.Dropout(0.5, name="drop")(keras3.layers.Dense(4)(inp))
+    m2 = model_io.from_keras3(keras3.Model(inp, keras3.layers.Dense(2)(h)))
+    drop = m2.get_layer("drop")
+    through = keras.Model(drop.input, drop.output)
+    ones = np.ones((8, 4), np.float32)
+    assert set(np.unique(through(ones, training=True).numpy())) == {0.0, 2.0}
