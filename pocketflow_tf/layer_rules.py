@@ -31,6 +31,17 @@ from pocketflow_tf import errors
 
 KINDS = ("producer", "member", "pass", "merge", "concat", "flatten", "opaque")
 
+#: Data augmentation inside a model (the Keras tutorials' first block): random in training,
+#: the identity at inference, every channel transformed alike.
+AUGMENTATION_LAYERS = (
+    "RandomFlip",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
+    "RandomContrast",
+    "RandomBrightness",
+)
+
 Shape = tuple[Any, ...]
 
 
@@ -409,16 +420,7 @@ _RULES["LayerNormalization"] = LayerRule(_layer_norm, flops=_per_element(5))
 _RULES["GroupNormalization"] = LayerRule(_group_norm, flops=_per_element(5))
 # tf-keras ConvNeXt's drop path: the identity at inference.
 _RULES["StochasticDepth"] = LayerRule(_const("pass"), flops=lambda layer, ins, outs: 0)
-# Data augmentation inside the model (the Keras tutorials' first block): random in training,
-# the identity at inference; each transforms every channel alike.
-for _name in (
-    "RandomFlip",
-    "RandomRotation",
-    "RandomZoom",
-    "RandomTranslation",
-    "RandomContrast",
-    "RandomBrightness",
-):
+for _name in AUGMENTATION_LAYERS:
     _RULES[_name] = LayerRule(_const("pass"), flops=lambda layer, ins, outs: 0)
 # Deterministic resizing and cropping: spatial only (bilinear: about 4 multiply-adds per
 # output value; a crop copies).

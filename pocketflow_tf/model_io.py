@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketflow_tf import atomic_io, errors
+from pocketflow_tf import atomic_io, errors, layer_rules
 from pocketflow_tf.compat import keras
 
 #: Layer classes the bridge re-creates from their config (same names, options and weights in
@@ -125,16 +125,10 @@ BRIDGEABLE_LAYERS = frozenset(
         "UpSampling2D",
         "Rescaling",
         "Identity",
-        # Data augmentation and resizing inside the model (the identity at inference for the
-        # random ones; they augment again in the learners' fine-tunes, as in the user's).
-        "RandomFlip",
-        "RandomRotation",
-        "RandomZoom",
-        "RandomTranslation",
-        "RandomContrast",
-        "RandomBrightness",
         "Resizing",
         "CenterCrop",
+        # The identity at inference; they augment again in the learners' fine-tunes.
+        *layer_rules.AUGMENTATION_LAYERS,
     }
 )
 _MODEL_CLASSES = ("Functional", "Sequential", "Model")
