@@ -427,6 +427,7 @@ def dataset(model: keras.Model, ds: tf.data.Dataset, *, name: str = "x") -> tf.d
             # Dimensions the element spec leaves open are checked batch by batch: a later
             # batch of another size would otherwise fail inside the model with a raw error.
             input_shape=want if _open_dims(x_spec, want) else None,
+            why=_binary_note(model),
         )
     )
     if x_spec.dtype == tf.uint8:
@@ -455,13 +456,15 @@ def _batch_check(
     *,
     one_hot: bool = False,
     input_shape: tuple[int | None, ...] | None = None,
+    why: str | None = None,
 ):
     """A ``map`` function asserting a batch's images finite and its labels in range.
 
     ``classes``: the model's classes (``None`` checks only ``>= 0``). ``one_hot``: the labels
     are rows, converted afterwards; each must hold one 1 and zeros elsewhere, as
     :func:`labels` requires of arrays. ``input_shape``: the model's per-sample input shape,
-    asserted when given (the element spec left some of it open).
+    asserted when given (the element spec left some of it open). ``why``: where ``classes``
+    comes from, said with an out-of-range label (default: the model's outputs).
     """
 
     def message(what: str, accepted: str) -> str:
@@ -514,7 +517,7 @@ def _batch_check(
             deps = []
             span = f"[0, {classes})" if classes is not None else "[0, inf)"
             accepted = (
-                f"class indices 0..{classes - 1} (the model has {classes} outputs)"
+                f"class indices 0..{classes - 1} ({why or f'the model has {classes} outputs'})"
                 if classes is not None
                 else "class indices >= 0"
             )

@@ -440,3 +440,12 @@ def test_a_later_batch_of_another_image_shape_is_refused_by_name(tiny_model, tin
         r"Accepted: images of shape \(N, 8, 8, 1\) for this model",
     ):
         lrn.fit(tiny_model, ds)
+
+
+def test_a_later_batch_label_out_of_a_binary_models_range_names_the_binary_classifier():
+    m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, activation="sigmoid")])
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2), np.float32), [0, 1, 1, 3]))
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        list(inputs.dataset(m, ds.batch(2)))
+    said = str(inputs.batch_error(caught.value))
+    assert "outside [0, 2)" in said and "a binary classifier with one output unit" in said
