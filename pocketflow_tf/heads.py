@@ -95,6 +95,8 @@ def _activation_name(layer) -> str | None:
         return "softmax"
     if cls == "TFOpLambda" and cfg.get("function") in ("math.sigmoid", "nn.sigmoid"):
         return "sigmoid"
+    if cls == "Sigmoid":  # Keras 3's keras.ops.sigmoid / keras.activations.sigmoid on a tensor
+        return "sigmoid"
     act = cfg.get("activation")
     if isinstance(act, dict):  # a serialised activation
         act = act.get("config", {}).get("name") or act.get("class_name")
@@ -132,12 +134,16 @@ def output_kind(model: keras.Model) -> str:
     layer = _output_layer(model)
     act = _activation_name(layer)
     if _output_width(model) == 1:
-        kind = {"sigmoid": "binary_sigmoid", "linear": "binary_logit", None: "binary_logit"}
+        kind = {"sigmoid": "binary_sigmoid", "linear": "binary_logit"}
         if act not in kind:
+            # Unknown (a wrapper, an op): a probability read as a logit would be judged at
+            # the wrong threshold, so it is not guessed.
+            said = f"applying {act}" if act else f"({type(layer).__name__}) of unknown activation"
             raise errors.InvalidArgumentError(
                 "model",
-                f"a one-unit output layer {layer.name!r} applying {act}",
-                "a binary classifier's one unit through a sigmoid or none (a logit)",
+                f"a one-unit output layer {layer.name!r} {said}",
+                "a binary classifier's one unit from a Dense layer, through a sigmoid or none "
+                "(a logit)",
             )
         return kind[act]
     if act is None or act in ("linear", None):
@@ -197,12 +203,22 @@ def _two_logits(model: keras.Model) -> keras.Model:
     """A copy of a one-unit binary ``model`` whose ``Dense(1)`` (logit ``z``) is a
     ``Dense(2)`` giving ``(-z/2, z/2)``: softmax of those is ``(1 - sigmoid(z), sigmoid(z))``."""
     layer = _output_layer(model)
+    if _is_attached_head(layer):
+        # A result handed back by a learner: its two logits are right below the fixed head
+        # (splitting the head again would stack one more layer per learner run).
+        logits = keras.Model(model.inputs, layer.input, name=model.name)
+        out = keras.models.clone_model(logits)
+        out.set_weights(logits.get_weights())
+        return out
     source = model
-    if type(layer).__name__ in ("Activation", "TFOpLambda"):  # a sigmoid layer of its own
+    separate = type(layer).__name__ in ("Activation", "TFOpLambda", "Sigmoid")
+    if separate:  # a sigmoid layer of its own
         source = keras.Model(model.inputs, layer.input, name=model.name)
         layer = _output_layer(source)
     cfg = layer.get_config() if isinstance(layer, keras.layers.Dense) else {}
-    if cfg.get("units") != 1 or _activation_name(layer) not in ("sigmoid", "linear", None):
+    # A Dense(1) applying a sigmoid of its own before a separate one would lose it.
+    allowed = ("linear",) if separate else ("sigmoid", "linear")
+    if cfg.get("units") != 1 or _activation_name(layer) not in allowed:
         raise errors.InvalidArgumentError(
             "model",
             f"a one-unit output computed by layer {layer.name!r} ({type(layer).__name__})",
@@ -224,6 +240,21 @@ def _two_logits(model: keras.Model) -> keras.Model:
             values = [np.concatenate([-v / 2, v / 2], axis=-1) for v in values]
         dst.set_weights(values)
     return out
+
+
+def _is_attached_head(layer) -> bool:
+    """Whether ``layer`` is the fixed ``Dense(2 -> 1)`` :func:`_one_unit` puts on a result."""
+    if not isinstance(layer, keras.layers.Dense) or layer.trainable:
+        return False
+    cfg = layer.get_config()
+    values = layer.get_weights()
+    return (
+        cfg.get("units") == 1
+        and len(values) == 2
+        and values[0].shape == (2, 1)
+        and np.array_equal(values[0], np.array([[-1.0], [1.0]], values[0].dtype))
+        and not np.any(values[1])
+    )
 
 
 def predicted_classes(outputs: np.ndarray, threshold: float | None = None) -> np.ndarray:
@@ -254,6 +285,8 @@ def threshold(model: keras.Model) -> float | None:
         >>> threshold(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, "sigmoid")]))
         0.5
     """
+    if _output_width(model) != 1:  # an output per class: argmax, whatever its head
+        return None
     return BINARY_THRESHOLDS.get(output_kind(model))
 
 
@@ -297,7 +330,10 @@ def _one_unit(model: keras.Model, head: Head) -> keras.Model:
     while name in taken:
         name += "_"
     activation = "sigmoid" if head.kind == "binary_sigmoid" else "linear"
-    dense = keras.layers.Dense(1, activation=activation, name=name, trainable=False)
+    # float32 whatever the global policy: a mixed-precision model's output stays float32.
+    dense = keras.layers.Dense(
+        1, activation=activation, name=name, trainable=False, dtype="float32"
+    )
     out = dense(model.outputs[0])
     dense.set_weights([np.array([[-1.0], [1.0]], np.float32), np.zeros(1, np.float32)])
     return keras.Model(model.inputs, out, name=model.name)

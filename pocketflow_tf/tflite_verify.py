@@ -216,9 +216,7 @@ class TFLiteRunner:
         ops = self._interp._get_ops_details()  # private, but LiteRT's only op-level view
         # XNNPACK's DELEGATE nodes list the tensors of the ops they took over: the file's
         # own op is the one that says what computes the output.
-        by_output = {
-            int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]
-        }
+        by_output = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
         tensor = int(self.output_details["index"])
         # Through the (de)quantize ops an int8 file puts around its output.
         while tensor in by_output and by_output[tensor]["op_name"] in ("DEQUANTIZE", "QUANTIZE"):
@@ -265,7 +263,9 @@ class TFLiteRunner:
 def _labels(y: np.ndarray, n: int) -> np.ndarray:
     # Integer labels or one-hot rows -> integer labels, one per sample.
     y = np.asarray(y)
-    if y.ndim == 2:
+    if y.ndim == 2 and y.shape[1] == 1:  # (N, 1) indices (a binary task's usual shape)
+        y = y[:, 0]
+    elif y.ndim == 2:
         y = y.argmax(axis=1)
     if y.ndim != 1 or len(y) != n:
         raise errors.InvalidArgumentError(

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import zipfile
@@ -462,7 +463,7 @@ def from_image_folder(
             "validation_split",
             validation_split,
             f"0 (no held-out split) or a share that holds at least one of the "
-            f"{len(folder.files)} images (>= {1 / len(folder.files):.3g})",
+            f"{len(folder.files)} images (>= {math.ceil(1000 / len(folder.files)) / 1000:g})",
         )
     from pocketflow_tf.compat import keras, tf
 

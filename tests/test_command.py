@@ -245,6 +245,18 @@ def test_a_validation_split_that_holds_no_image_is_refused_by_name(tmp_path):
         )  # fmt: skip
     assert caught.value.name == "validation_split" and caught.value.value == 0.1
     assert "at least one of the 6 images (>= 0.167)" in caught.value.accepted
+    # The share said is one that works (1/3 printed as 0.333 would hold no image of 3).
+    three = _write_folder(str(tmp_path / "three"), classes=3, per_class=1)
+    with pytest.raises(errors.InvalidArgumentError, match=r">= 0\.334\)"):
+        user_data.from_image_folder(
+            three, image_size=(16, 16), channels=3, input_scale="0..1", stream=None,
+            validation_split=0.333,
+        )  # fmt: skip
+    data = user_data.from_image_folder(
+        three, image_size=(16, 16), channels=3, input_scale="0..1", stream=None,
+        validation_split=0.334,
+    )  # fmt: skip
+    assert data.num_val == 1
 
 
 def test_the_scan_lists_the_files_keras_reads_through_linked_folders(tmp_path):

@@ -254,7 +254,7 @@ def test_a_binary_model_is_scored_and_exported_by_its_threshold(tiny_data, tmp_p
             lambda h: L.Reshape((1,), name="flat")(
                 L.GlobalAveragePooling1D()(L.Reshape((-1, 1))(h))
             ),
-            r"one-unit output computed by layer 'flat' \(Reshape\)",
+            r"one-unit output layer 'flat' \(Reshape\) of unknown activation",
         ),
     ],
 )
@@ -301,4 +301,40 @@ def test_a_keras3_binary_model_counts_two_classes_before_the_bridge():
     z = keras3.layers.Dense(1, name="z")(inp)
     assert inputs.model_classes(keras3.Model(inp, z)) == 2
     probs = keras3.layers.Activation("sigmoid", name="p")(z)
+    assert heads.output_kind(keras3.Model(inp, probs)) == "binary_sigmoid"
+
+
+def test_review_cases_of_one_unit_heads(tiny_data, tmp_path):
+    x, y = _binary(tiny_data)
+    model = _binary_net("dense_sigmoid")
+    # A second learner on a handed-back result takes off the fixed head, adds no layer.
+    two, head = heads.split(model)
+    back = heads.attach(two, head)
+    again, head2 = heads.split(back)
+    assert head2.kind == head.kind and len(again.layers) == len(two.layers)
+    assert [la.name for la in heads.attach(again, head2).layers] == [la.name for la in back.layers]
+    np.testing.assert_allclose(again.predict(x[:8], verbose=0), two.predict(x[:8], verbose=0))
+    # A Dense(1, sigmoid) before a sigmoid layer of its own would lose one: refused.
+    inp = keras.Input((8, 8, 1))
+    z = L.Dense(1, activation="sigmoid", name="d")(L.Flatten()(inp))
+    with pytest.raises(errors.InvalidArgumentError, match="computed by layer 'd'"):
+        heads.split(keras.Model(inp, L.Activation("sigmoid")(z)))
+    # (N, 1) labels score a .tflite as they score the Keras model (were argmax-ed to 0).
+    path = str(tmp_path / "b.tflite")
+    tflite_verify.export_tflite(model, path, mode="float", x_verify=x, y_verify=y[:, None])
+    assert tflite_verify.tflite_accuracy(path, x, y[:, None]) == training.evaluate_accuracy(
+        model, x, y
+    )
+    # A multi-label sigmoid model the learners refuse still verifies and scores by argmax.
+    multi = keras.Sequential([keras.Input((8, 8, 1)), L.Flatten(), L.Dense(4, "sigmoid")])
+    assert heads.threshold(multi) is None
+    tflite_verify.export_tflite(multi, str(tmp_path / "m.tflite"), mode="float", x_verify=x)
+
+
+def test_a_keras3_sigmoid_op_is_a_probability():
+    keras3 = pytest.importorskip("keras")
+    if not keras3.__version__.startswith("3"):
+        pytest.skip("Keras 3 is not installed")
+    inp = keras3.Input((4,))
+    probs = keras3.ops.sigmoid(keras3.layers.Dense(1)(inp))
     assert heads.output_kind(keras3.Model(inp, probs)) == "binary_sigmoid"
