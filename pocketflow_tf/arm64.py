@@ -374,12 +374,11 @@ def output_step(model_path: str | os.PathLike) -> float | None:
     out = interp.get_output_details()[0]
     if np.issubdtype(np.dtype(out["dtype"]), np.integer):
         return float(out["quantization"][0]) or None
-    tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    for op in interp._get_ops_details():  # LiteRT's only public-ish view of the graph
-        if op["op_name"] == "DEQUANTIZE" and out["index"] in list(op["outputs"]):
-            src = tensors.get(int(op["inputs"][0]))
-            if src is not None and np.issubdtype(np.dtype(src["dtype"]), np.integer):
-                return float(src["quantization"][0]) or None
+    op = tflite_load.producer(interp, out["index"])
+    if op is not None and op["op_name"] == "DEQUANTIZE":
+        src = {t["index"]: t for t in interp.get_tensor_details()}[int(op["inputs"][0])]
+        if np.issubdtype(np.dtype(src["dtype"]), np.integer):
+            return float(src["quantization"][0]) or None
     return None
 
 

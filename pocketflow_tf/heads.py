@@ -146,6 +146,15 @@ def output_kind(model: keras.Model) -> str:
                 "(a logit)",
             )
         return kind[act]
+    if act == "sigmoid" and _output_width(model) is None:
+        # A subclassed model: one unit (binary) or several (multi-label) cannot be told.
+        raise errors.InvalidArgumentError(
+            "model",
+            f"output layer {layer.name!r} applies sigmoid to an output of unknown width "
+            f"({type(model).__name__} has no symbolic output)",
+            "a functional or Sequential model for a sigmoid head (its width tells a binary "
+            "classifier's one unit from a multi-label output), or logits / a softmax",
+        )
     if act is None or act in ("linear", None):
         return "logits"
     if act == "softmax":
@@ -270,8 +279,14 @@ def predicted_classes(outputs: np.ndarray, threshold: float | None = None) -> np
     outputs = np.asarray(outputs).reshape(len(outputs), -1)
     if outputs.shape[1] == 1:
         if threshold is None:
+            # Reached by a model whose head cannot be read (e.g. a subclassed model):
+            # guessing 0.5 or 0 would score a probability as a logit or the reverse.
             raise errors.InvalidArgumentError(
-                "threshold", None, "the one-unit output's decision threshold (0.5 or 0)"
+                "outputs",
+                "one unit per sample and no decision threshold",
+                "an output per class (decided by argmax), or a one-unit binary classifier "
+                "whose head can be read (a functional or Sequential model ending in a "
+                "Dense(1) sigmoid or logit: class 1 above 0.5 or 0)",
             )
         return (outputs[:, 0] > threshold).astype(np.int64)
     return outputs.argmax(axis=1)

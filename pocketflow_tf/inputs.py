@@ -258,7 +258,8 @@ def model_classes(model: keras.Model, *, num_classes: int | None = None) -> int 
     except (AttributeError, RuntimeError):  # a subclassed model not built yet
         return None
     width = shape[-1] if len(shape) == 2 else None
-    if width is not None and int(width) == 1 and heads.threshold(model) is not None:
+    binary = width is not None and int(width) == 1 and heads.threshold(model) is not None
+    if binary:
         width = 2  # a one-unit binary classifier: two classes (pocketflow_tf.heads)
     if len(shape) != 2 or (width is not None and int(width) < 2):
         raise errors.InvalidArgumentError(
@@ -271,7 +272,9 @@ def model_classes(model: keras.Model, *, num_classes: int | None = None) -> int 
     if num_classes is not None and width is not None and width != int(num_classes):
         raise errors.InvalidArgumentError(
             "model",
-            f"a model with {width} outputs",
+            "a binary classifier with one output unit (2 classes)"
+            if binary
+            else f"a model with {width} outputs",
             f"a classifier with one output per class ({num_classes} classes in the data)",
         )
     return width

@@ -91,3 +91,42 @@ def open_interpreter(
         raise errors.ModelLoadError(
             label, f"not a valid .tflite file (LiteRT: {str(e).strip()}); {REMEDY}"
         ) from e
+
+
+def file_ops(interp: Interpreter) -> list[dict]:
+    """The ops of the file an interpreter runs, in execution order, as LiteRT details them.
+
+    XNNPACK's ``DELEGATE`` nodes (appended once tensors are allocated) list the tensors of
+    the ops they took over; they are left out, so each tensor has one op that computes it.
+
+    Example:
+        >>> [op["op_name"] for op in file_ops(interp)]  # doctest: +SKIP
+        ['CONV_2D', 'MEAN', 'FULLY_CONNECTED']
+    """
+    # Private, but LiteRT's only op-level view of the graph.
+    return [op for op in interp._get_ops_details() if op["op_name"] != "DELEGATE"]
+
+
+def producer(interp: Interpreter, tensor: int, *, through: tuple[str, ...] = ()) -> dict | None:
+    """The op that computes ``tensor``, looking past the ops named in ``through``.
+
+    Args:
+        interp: An interpreter of the file.
+        tensor: A tensor index (e.g. ``interp.get_output_details()[0]["index"]``).
+        through: Op names walked back over to the op feeding them (e.g.
+            ``("QUANTIZE", "DEQUANTIZE")``: what an int8 file puts around its output).
+
+    Returns:
+        The op's LiteRT details (``op_name``, ``inputs``, ``outputs``, ``index``), or
+        ``None`` when no op computes it (a model input or a constant).
+
+    Example:
+        >>> out = interp.get_output_details()[0]["index"]  # doctest: +SKIP
+        >>> producer(interp, out, through=("DEQUANTIZE",))["op_name"]  # doctest: +SKIP
+        'LOGISTIC'
+    """
+    by_output = {int(t): op for op in file_ops(interp) for t in op["outputs"]}
+    op = by_output.get(int(tensor))
+    while op is not None and op["op_name"] in through:
+        op = by_output.get(int(op["inputs"][0]))
+    return op

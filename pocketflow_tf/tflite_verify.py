@@ -213,15 +213,10 @@ class TFLiteRunner:
         """
         if int(np.prod(self.output_details["shape"][1:])) != 1:
             return None
-        ops = self._interp._get_ops_details()  # private, but LiteRT's only op-level view
-        # XNNPACK's DELEGATE nodes list the tensors of the ops they took over: the file's
-        # own op is the one that says what computes the output.
-        by_output = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
-        tensor = int(self.output_details["index"])
         # Through the (de)quantize ops an int8 file puts around its output.
-        while tensor in by_output and by_output[tensor]["op_name"] in ("DEQUANTIZE", "QUANTIZE"):
-            tensor = int(by_output[tensor]["inputs"][0])
-        op = by_output.get(tensor)
+        op = tflite_load.producer(
+            self._interp, self.output_details["index"], through=("DEQUANTIZE", "QUANTIZE")
+        )
         return 0.5 if op is not None and op["op_name"] == "LOGISTIC" else 0.0
 
     def _resize(self, batch: int) -> None:
@@ -260,20 +255,6 @@ class TFLiteRunner:
         return ((y.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
 
 
-def _labels(y: np.ndarray, n: int) -> np.ndarray:
-    # Integer labels or one-hot rows -> integer labels, one per sample.
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:  # (N, 1) indices (a binary task's usual shape)
-        y = y[:, 0]
-    elif y.ndim == 2:
-        y = y.argmax(axis=1)
-    if y.ndim != 1 or len(y) != n:
-        raise errors.InvalidArgumentError(
-            "y", f"labels of shape {y.shape}", f"{n} labels, one per sample of x"
-        )
-    return y
-
-
 def tflite_accuracy(
     model: bytes | str | os.PathLike, x: np.ndarray, y: np.ndarray, batch_size: int = 64
 ) -> float:
@@ -305,10 +286,14 @@ def tflite_accuracy(
         >>> tflite_accuracy(tflite_export.convert(m), x, np.array([0, 1, 1, 1]))
         0.75
     """
-    y = _labels(y, len(x))
     runner = TFLiteRunner(model)
+    threshold = runner.binary_threshold
+    width = int(np.prod(runner.output_details["shape"][1:]))
+    classes = 2 if threshold is not None else width
+    # A label the file has no output for would only lower the score without a word.
+    y = inputs.labels(y, num_classes=classes, n=len(x), why=f"the .tflite has {classes} classes")
     logits = runner.predict(x, batch_size=batch_size)
-    return float(np.mean(heads.predicted_classes(logits, runner.binary_threshold) == y))
+    return float(np.mean(heads.predicted_classes(logits, threshold) == y))
 
 
 @dataclasses.dataclass
@@ -466,7 +451,7 @@ def _failing_layer(model: keras.Model, model_content: bytes, error: BaseExceptio
     node, op = int(found.group(1)), found.group(2)
     try:
         interp = tflite_load.open_interpreter(model_content)
-        ops = interp._get_ops_details()  # private, but LiteRT's only op-level view
+        ops = tflite_load.file_ops(interp)
         names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     except Exception:  # noqa: BLE001  (the diagnosis must never hide the load error)
         return ""
@@ -547,7 +532,7 @@ def verify(
             f"at least {min_samples} samples (min_samples)",
         )
     if y is not None:
-        y = _labels(y, len(x))
+        y = inputs.labels(y, n=len(x))
 
     ref = _keras_outputs(model, x).reshape(len(x), -1)
     try:

@@ -38,6 +38,21 @@ def test_tflite_accuracy_refuses_labels_of_another_length():
         tflite_verify.tflite_accuracy(tflite_export.convert(_model()), x, y[:10])
 
 
+def test_tflite_accuracy_reads_labels_as_every_learner_does():
+    # One label contract (inputs.labels): (N, 1) indices are labels, soft rows and labels
+    # the file has no output for are refused by name rather than argmax-ed or miscounted.
+    x, y = _data()
+    content = tflite_export.convert(_model())
+    assert tflite_verify.tflite_accuracy(content, x, y[:, None]) == 1.0
+    soft = np.full((len(x), 3), 1 / 3, np.float32)
+    with pytest.raises(errors.InvalidArgumentError, match="soft|one-hot"):
+        tflite_verify.tflite_accuracy(content, x, soft)
+    y_out = y.copy()
+    y_out[7] = 3
+    with pytest.raises(errors.InvalidArgumentError, match=r"index 7: 3.*the .tflite has 3 classes"):
+        tflite_verify.tflite_accuracy(content, x, y_out)
+
+
 def test_deploy_exports_scores_and_times(tmp_path):
     m = _model()
     x, y = _data()

@@ -338,3 +338,50 @@ def test_a_keras3_sigmoid_op_is_a_probability():
     inp = keras3.Input((4,))
     probs = keras3.ops.sigmoid(keras3.layers.Dense(1)(inp))
     assert heads.output_kind(keras3.Model(inp, probs)) == "binary_sigmoid"
+
+
+class _Subclassed(keras.Model):
+    """A subclassed binary classifier: no symbolic output, so its width cannot be read."""
+
+    def __init__(self):
+        super().__init__()
+        self.flat, self.out = L.Flatten(), L.Dense(1, activation="sigmoid")
+
+    def call(self, x):
+        return self.out(self.flat(x))
+
+
+def test_a_head_whose_width_cannot_be_read_is_named_not_guessed(tiny_data):
+    x, y = _binary(tiny_data)
+    model = _Subclassed()
+    # Refused as a sigmoid of unknown width (not as "a sigmoid over several units").
+    with pytest.raises(errors.InvalidArgumentError, match="unknown width"):
+        learner.get_learner_class("full-prec")(training.TrainConfig(epochs=1)).fit(model, x, y)
+    # Scoring its one-unit outputs says why there is no threshold (not "`threshold`: None").
+    with pytest.raises(errors.InvalidArgumentError, match="`outputs`.*no decision threshold"):
+        training.evaluate_accuracy(model, x, y)
+
+
+def test_a_binary_model_on_more_class_folders_is_named_as_one_unit():
+    from pocketflow_tf import inputs
+
+    with pytest.raises(errors.InvalidArgumentError, match="one output unit.*3 classes in the data"):
+        inputs.model_classes(_binary_net("dense_sigmoid"), num_classes=3)
+
+
+def test_the_op_behind_an_output_is_found_through_its_dequantize(tiny_data, tmp_path):
+    from pocketflow_tf import tflite_load
+
+    x, y = _binary(tiny_data)
+    path = str(tmp_path / "b.tflite")
+    tflite_verify.export_tflite(
+        _binary_net("dense_sigmoid"), path, mode="int8", x_verify=x, representative_data=x
+    )
+    interp = tflite_load.open_interpreter(path)
+    interp.allocate_tensors()  # XNNPACK's DELEGATE nodes appear: they are skipped
+    out = interp.get_output_details()[0]["index"]
+    assert tflite_load.producer(interp, out)["op_name"] == "DEQUANTIZE"
+    found = tflite_load.producer(interp, out, through=("DEQUANTIZE", "QUANTIZE"))
+    assert found["op_name"] == "LOGISTIC"
+    assert tflite_load.producer(interp, interp.get_input_details()[0]["index"]) is None
+    assert all(op["op_name"] != "DELEGATE" for op in tflite_load.file_ops(interp))
