@@ -337,27 +337,6 @@ class ChannelGraph:
         return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
 
 
-def inline_nested(model: keras.Model) -> keras.Model:
-    """``model`` with its nested models inlined (same layers, names and weights).
-
-    The channel graph sees a nested model as one opaque layer, so nothing inside it could
-    be pruned and the groups around it are blocked. A Keras 3 model arrives inlined already
-    (the bridge flattens it); a tf-keras one is flattened here. Without nested models the
-    model itself is returned.
-
-    Example:
-        >>> inner = keras.Sequential([keras.layers.Dense(4, name="h")], name="block")
-        >>> m = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(2, name="o")])
-        >>> [lay.name for lay in inline_nested(m).layers[1:]]
-        ['h', 'o']
-    """
-    if not any(isinstance(lay, keras.Model) for lay in model.layers):
-        return model
-    from pocketflow_tf import graph_rebuild  # the rebuild is needed for nested models only
-
-    return graph_rebuild.copy(model)
-
-
 def build(model: keras.Model, exclude: Sequence[str] = ()) -> ChannelGraph:
     """Builds the channel dependency graph of a functional or Sequential model.
 

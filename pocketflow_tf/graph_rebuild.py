@@ -19,10 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-from pocketflow_tf import model_io
+from pocketflow_tf import layer_rules, model_io
 from pocketflow_tf.compat import keras
 
 #: ``(positional args, keyword args) -> output(s)`` of one layer call in the new model.
@@ -56,19 +57,29 @@ def rebuild(model: keras.Model, convert: Callable[[Any], Call]) -> keras.Model:
             return {k: mapped(v) for k, v in obj.items()}
         return made.get(id(obj), obj) if type(obj).__name__ == "KerasTensor" else obj
 
-    def walk(graph) -> None:
+    def walk(graph, training: bool | None = None) -> None:
         for layer, node in model_io._nodes_in_order(graph):
             if isinstance(layer, keras.layers.InputLayer):
                 continue
             if isinstance(layer, keras.Model):
                 for inner, outer in zip(layer.inputs, model_io._node_inputs(node), strict=True):
                     made[id(inner)] = mapped(outer)
-                walk(layer)
+                # `base(x, training=False)` (the transfer-learning idiom) holds every layer
+                # of `base` in inference mode in tf-keras, whatever mode the outer model runs
+                # in; inlined, each of its layers is called so.
+                said = model_io._node_arguments(node)[1].get("training")
+                walk(layer, training if said is None else bool(said))
                 outs = [made[id(t)] for t in layer.outputs]
             else:
                 if id(layer) not in calls:
                     calls[id(layer)] = convert(layer)
                 args, kwargs = model_io._node_arguments(node)
+                if (
+                    training is not None
+                    and kwargs.get("training") is None
+                    and _takes_training(layer)
+                ):
+                    kwargs = {**kwargs, "training": training}
                 outs = calls[id(layer)](mapped(list(args)), mapped(kwargs))
                 outs = list(outs) if isinstance(outs, list | tuple) else [outs]
             for src, out in zip(model_io._node_outputs(node), outs, strict=True):
@@ -85,6 +96,93 @@ def rebuild(model: keras.Model, convert: Callable[[Any], Call]) -> keras.Model:
         outputs if len(outputs) > 1 else outputs[0],
         name=model.name,
     )
+
+
+def _takes_training(layer) -> bool:
+    # Only a `call` that names `training` (BatchNormalization, Dropout, ...): a tf op
+    # layer's **kwargs would hand it on to the op.
+    try:
+        return "training" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+#: Layers that pass their input through unchanged in inference mode (the noise and dropout
+#: layers, the random augmentations): called with ``training=False`` they are left out.
+IDENTITY_AT_INFERENCE = frozenset(
+    {
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianDropout",
+        "GaussianNoise",
+        "AlphaDropout",
+        *layer_rules.AUGMENTATION_LAYERS,
+    }
+)
+
+
+def inline_nested(model: keras.Model) -> keras.Model:
+    """``model`` flat: nested models inlined, calls with ``training=False`` made structural.
+
+    The channel graph sees a nested model as one opaque layer and TFMOT annotates layers,
+    not models, so the learners work on flat models: each takes a nested tf-keras model
+    flattened here (a Keras 3 one arrives flattened by the bridge). ``trainable=False``
+    stays on each layer. A nested model called with ``training=False``
+    (``base(x, training=False)``, the transfer-learning idiom) holds its layers in inference
+    mode in tf-keras; the rebuilds after this one (TFMOT's, the surgery's) drop call
+    arguments, so that mode is kept in a form they keep: a ``BatchNormalization`` so called
+    becomes ``trainable=False`` (tf-keras runs such a layer in inference mode; its scale and
+    offset are frozen too), a dropout, noise or random augmentation layer so called (an
+    identity in inference mode) is left out. Any other layer keeps ``training=False`` in its
+    call. A model with neither is returned as it is.
+
+    Example:
+        >>> inner = keras.Sequential([keras.layers.Dense(4, name="h")], name="block")
+        >>> m = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(2, name="o")])
+        >>> [lay.name for lay in inline_nested(m).layers[1:]]
+        ['h', 'o']
+    """
+    graph = isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)
+    if not graph:
+        return model  # no graph to inline into (a subclassed model)
+    nested = any(isinstance(lay, keras.Model) for lay in model.layers)
+    held = any(
+        model_io._node_arguments(node)[1].get("training") is False
+        for _, node in model_io._nodes_in_order(model)
+    )
+    if not nested and not held:
+        return model
+    copies: list[tuple[Any, Any]] = []
+
+    def convert(layer) -> Call:
+        made: list = []  # the copy, made at the first call (which says the mode)
+
+        def call(args, kwargs):
+            held = kwargs.get("training") is False
+            if held and type(layer).__name__ in IDENTITY_AT_INFERENCE:
+                return args[0]
+            if not made:
+                cfg = layer.get_config()
+                if held and isinstance(layer, keras.layers.BatchNormalization):
+                    cfg["trainable"] = False
+                made.append(layer.__class__.from_config(cfg))
+                copies.append((made[0], layer))
+            if (
+                held
+                and not made[0].trainable
+                and isinstance(layer, keras.layers.BatchNormalization)
+            ):
+                kwargs = {k: v for k, v in kwargs.items() if k != "training"}
+            return made[0](*args, **kwargs)
+
+        return call
+
+    out = rebuild(model, convert)
+    for new, layer in copies:
+        new.set_weights(layer.get_weights())
+    return out
 
 
 def copy(model: keras.Model, skip: Callable[[Any], bool] | None = None) -> keras.Model:
@@ -119,4 +217,4 @@ def copy(model: keras.Model, skip: Callable[[Any], bool] | None = None) -> keras
     return out
 
 
-__all__ = ["Call", "copy", "rebuild"]
+__all__ = ["IDENTITY_AT_INFERENCE", "Call", "copy", "inline_nested", "rebuild"]

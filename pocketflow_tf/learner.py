@@ -38,6 +38,7 @@ from pocketflow_tf import (
     distributed,
     ecq,
     errors,
+    graph_rebuild,
     heads,
     inputs,
     interop,
@@ -148,7 +149,8 @@ def checks_inputs(fit):
     (converted: uint8 images scaled to ``[0, 1]``, one-hot labels to indices) once, at the
     outermost ``fit``; an override's ``super().fit(...)`` is not checked again. A Keras 3
     model (or teacher) is rebuilt in tf-keras and the result handed back in Keras 3
-    (:mod:`pocketflow_tf.interop`). A model (or teacher) ending in a softmax is trained on its logits (:mod:`pocketflow_tf.heads`) and
+    (:mod:`pocketflow_tf.interop`); nested models are inlined
+    (:func:`pocketflow_tf.graph_rebuild.inline_nested`). A model (or teacher) ending in a softmax is trained on its logits (:mod:`pocketflow_tf.heads`) and
     the softmax is put back on the returned model; :attr:`Learner.output_head` says which. Every
     subclass's ``fit`` is decorated automatically (``Learner.__init_subclass__``), so a
     learner cannot skip the contract by overriding ``fit``.
@@ -177,6 +179,10 @@ def checks_inputs(fit):
         # The caller's Keras is the answer's Keras: a Keras 3 model is rebuilt in tf-keras
         # here and the result rebuilt in Keras 3 at the end.
         model, came_as_keras3 = interop.to_framework(model)
+        # Every learner works on a flat model (a tf-keras nested one is inlined here, as
+        # the bridge inlines a Keras 3 one): the channel graph and TFMOT see only layers,
+        # and a size or bit report counts what is inside the nested model.
+        model = graph_rebuild.inline_nested(model)
         x, y, kwargs = _checked_inputs(model, x, y, kwargs)
         # Train and distil on logits, explicitly: a softmax head is taken off here and put
         # back on the result, so probabilities in means probabilities out.

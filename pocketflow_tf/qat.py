@@ -523,7 +523,8 @@ def quantize_model(
         raise errors.UnsupportedModelError(
             f"model {model.name!r} already holds TFMOT wrappers; quantize the plain model"
         )
-    model = _flat(model)
+    # TFMOT annotates layers, not models (ConvNeXt's Sequential stem).
+    model = graph_rebuild.inline_nested(model)
     # A convolution that is also a model output has two consumers: TFMOT does not fold it.
     outputs = {t._keras_history.layer.name for t in model.outputs}
 
@@ -614,15 +615,6 @@ def _folded_by_transforms(layer, outputs: Collection[str] = ()) -> bool:
         and len(getattr(conv, "_outbound_nodes", [])) == 1
         and conv.name not in outputs
     )
-
-
-def _flat(model: keras.Model) -> keras.Model:
-    """``model`` with its nested models inlined, as copies of its layers with their weights:
-    TFMOT annotates layers, not models (ConvNeXt's Sequential stem). Copies, so each layer
-    keeps one call and :func:`_folded_by_transforms` still sees its producer."""
-    if not any(isinstance(layer, keras.Model) for layer in model.layers):
-        return model
-    return graph_rebuild.copy(model)
 
 
 def _set_weight_bits(q: keras.Model, bits: Mapping[str, int]) -> keras.Model:

@@ -4,7 +4,7 @@ import keras as keras3
 import numpy as np
 import pytest
 
-from pocketflow_tf import errors, fake_quant, model_io, qat, qat_freeze
+from pocketflow_tf import errors, fake_quant, graph_rebuild, model_io, qat, qat_freeze
 from pocketflow_tf.compat import keras
 
 L = keras.layers
@@ -180,7 +180,7 @@ def test_quantize_model_takes_what_keras_applications_hold():
     np.testing.assert_allclose(frozen.predict(x, verbose=0), q.predict(x, verbose=0), atol=1e-6)
     # Only a BatchNormalization right after a plain convolution is left to TFMOT's fold;
     # the others are annotated to run in float (TFMOT refuses or breaks on them).
-    flat = qat._flat(model)
+    flat = graph_rebuild.inline_nested(model)
     folded = {
         n: qat._folded_by_transforms(flat.get_layer(n)) for n in ("preact_bn", "grouped_bn", "c_bn")
     }

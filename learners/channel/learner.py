@@ -47,6 +47,7 @@ from pocketflow_tf import (
     channel_graph,
     distillation,
     errors,
+    graph_rebuild,
     learner,
     options,
     surgery,
@@ -374,7 +375,7 @@ class ChannelPrunedLearner(learner.Learner):
             ...
             pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'sequential...'. Accepted: a model with at least one prunable channel group; this one has none:...
         """
-        model = channel_graph.inline_nested(model)
+        model = graph_rebuild.inline_nested(model)
         self.plan(model)  # validates before any work
         self._calib = calibration.sample(
             x, y, n=max(self.cp_nb_samples, self.cp_nb_eval), seed=self.train_config.seed
@@ -402,7 +403,7 @@ class ChannelPrunedLearner(learner.Learner):
                 "x", None, "training images: call fit() or prune() with data"
             )
         start = time.time()
-        model = channel_graph.inline_nested(model)  # prunes inside nested models too
+        model = graph_rebuild.inline_nested(model)  # prunes inside nested models too
         counts = self.plan(model, self._calib)
         pruned, selection, rounds = self._prune_in_rounds(model, counts)
         dense = accounting.profile_model(model)

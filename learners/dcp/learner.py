@@ -34,7 +34,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pocketflow_tf import accounting, calibration, channel_graph, errors, learner, options, training
+from pocketflow_tf import (
+    accounting,
+    calibration,
+    channel_graph,
+    errors,
+    graph_rebuild,
+    learner,
+    options,
+    training,
+)
 from pocketflow_tf.compat import keras, tf
 from pocketflow_tf.learners.channel import allocation
 from pocketflow_tf.learners.dcp import selection
@@ -304,7 +313,7 @@ class DisChnPrunedLearner(learner.Learner):
             (True, 8, {'h': 8})
         """
         t0 = time.perf_counter()
-        model = channel_graph.inline_nested(model)  # prunes inside nested models too
+        model = graph_rebuild.inline_nested(model)  # prunes inside nested models too
         plan = self.plan(model)
         cx, cy = self._calibration(x, y)
         keras.utils.set_random_seed(self.train_config.seed)  # the auxiliary heads' init
