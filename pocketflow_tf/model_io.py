@@ -462,28 +462,39 @@ def _h5_keras_version(path: str) -> str:
     return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
 
 
-def _iter_layers(config: Any):
-    """Yields ``(class_name, name)`` of every layer config, nested models and wrappers too."""
-    if not isinstance(config, dict):
-        return
-    inner = config.get("config")
-    if "class_name" in config and isinstance(inner, dict):
-        yield config["class_name"], inner.get("name", "?")
-        for layer in inner.get("layers", []) or []:  # Functional / Sequential
-            yield from _iter_layers(layer)
-        yield from _iter_layers(inner.get("layer"))  # TimeDistributed, Bidirectional...
+def _code_in(obj: Any):
+    """Yields the name of every entry of a decoded config that holds Python code.
+
+    The whole tree is searched, whatever its shape: the loaders read more shapes than a walk
+    of ``config["layers"]`` sees (a legacy Sequential stores its layers as a bare list), and
+    one missed shape would run the file's code. Code is a ``Lambda`` layer, Keras 3's
+    serialised ``__lambda__`` and tf-keras's ``"function_type": "lambda"``.
+    """
+    if isinstance(obj, dict):
+        cls = obj.get("class_name")
+        inner = obj.get("config")
+        if cls in ("Lambda", "__lambda__") or obj.get("function_type") == "lambda":
+            yield str(inner.get("name", "?")) if isinstance(inner, dict) else str(cls)
+        for value in obj.values():
+            yield from _code_in(value)
+    elif isinstance(obj, list | tuple):
+        for value in obj:
+            yield from _code_in(value)
 
 
-def _check_safe(path: str, config: dict, trust_unsafe: bool) -> None:
+def _refuse_code(path: str, name: str) -> None:
+    raise errors.ModelLoadError(
+        path,
+        f"layer {name!r} is a Lambda layer, which holds Python code that would run on "
+        f"loading; it was refused (safe mode). {_TRUST_HINT}",
+    )
+
+
+def _check_safe(path: str, config: Any, trust_unsafe: bool) -> None:
     if trust_unsafe:
         return
-    for cls, name in _iter_layers(config):
-        if cls == "Lambda":
-            raise errors.ModelLoadError(
-                path,
-                f"layer {name!r} is a Lambda layer, which holds Python code that would run on "
-                f"loading; it was refused (safe mode). {_TRUST_HINT}",
-            )
+    for name in _code_in(config):
+        _refuse_code(path, name)
 
 
 def _check_savedmodel_safe(path: str, trust_unsafe: bool) -> None:
@@ -491,19 +502,25 @@ def _check_savedmodel_safe(path: str, trust_unsafe: bool) -> None:
         return
     meta = os.path.join(path, "keras_metadata.pb")
     if not os.path.exists(meta):
-        return
-    with open(meta, "rb") as f:
-        blob = f.read()
-    # keras_metadata.pb stores each layer's config as a JSON string; a regex over the bytes
-    # finds Lambda layers without deserialising (or executing) anything.
-    match = re.search(rb'"class_name":\s*"Lambda",\s*"config":\s*\{"name":\s*"([^"]*)"', blob)
-    if match or re.search(rb'"class_name":\s*"Lambda"', blob):
-        name = match.group(1).decode() if match else "?"
+        return  # no Keras layers to revive: TensorFlow loads the graph, runs no Python
+    # keras_metadata.pb holds each object's config as a JSON string. Decoded as tf-keras
+    # decodes it (a byte search misses "Lambd\u0061", which JSON reads as "Lambda"); parsing
+    # the protobuf and the JSON runs nothing of the file's.
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    meta_pb = saved_metadata_pb2.SavedMetadata()
+    try:
+        with open(meta, "rb") as f:
+            meta_pb.ParseFromString(f.read())
+        configs = [json.loads(node.metadata) for node in meta_pb.nodes if node.metadata]
+    except Exception as e:  # noqa: BLE001 - unreadable: its safety cannot be checked
         raise errors.ModelLoadError(
             path,
-            f"layer {name!r} is a Lambda layer, which holds Python code that would run on "
-            f"loading; it was refused (safe mode). {_TRUST_HINT}",
-        )
+            f"its keras_metadata.pb cannot be read ({_reason(e)}), so it cannot be checked "
+            f"for Python code; it was refused (safe mode). {_TRUST_HINT}",
+        ) from e
+    for config in configs:
+        _check_safe(path, config, trust_unsafe)
 
 
 def _reason(e: BaseException) -> str:

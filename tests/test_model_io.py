@@ -66,6 +66,55 @@ def test_lambda_refused_without_trust(tmp_path, name):
     assert loaded.predict(x, verbose=0).shape == (1, 2)
 
 
+def _code_model(witness):
+    """A model whose Lambda writes ``witness`` when it runs (as loading it would run it)."""
+    inp = keras.Input((4,))
+    x = keras.layers.Lambda(lambda t: (open(witness, "w").write("ran"), t)[1], name="runs_code")(
+        inp
+    )
+    return keras.Model(inp, keras.layers.Dense(2)(x))
+
+
+def test_code_hidden_in_other_config_shapes_is_refused_before_it_runs(tmp_path):
+    """Config shapes the loaders read but a walk of config["layers"] misses: a legacy .h5
+    Sequential whose layers are a bare list, and a SavedModel whose metadata spells the class
+    with a JSON escape (a byte search misses it). Both ran the Lambda before."""
+    import json
+
+    import h5py
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    witness = str(tmp_path / "ran")
+    inp = keras.Input((4,))
+    seq = keras.Sequential(
+        [inp, keras.layers.Lambda(lambda t: (open(witness, "w").write("ran"), t)[1])]
+    )
+    legacy = str(tmp_path / "legacy.h5")
+    seq.save(legacy)
+    with h5py.File(legacy, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        config["config"] = config["config"]["layers"]  # the legacy bare-list form
+        f.attrs["model_config"] = json.dumps(config)
+    saved = str(tmp_path / "escaped_sm")
+    _code_model(witness).save(saved, save_format="tf")
+    meta = os.path.join(saved, "keras_metadata.pb")
+    pb = saved_metadata_pb2.SavedMetadata()
+    pb.ParseFromString(open(meta, "rb").read())
+    for node in pb.nodes:
+        node.metadata = node.metadata.replace('"Lambda"', '"Lambd\\u0061"')
+    open(meta, "wb").write(pb.SerializeToString())
+    os.remove(witness)  # written while the models were built and saved
+    for path in (legacy, saved):
+        with pytest.raises(errors.ModelLoadError, match="is a Lambda layer.*trust_model"):
+            model_io.load_model(path)
+        assert not os.path.exists(witness), path
+    # Unreadable metadata cannot be checked: refused, not loaded on trust.
+    open(meta, "wb").write(b"\x0a\xff\xff not a protobuf")
+    with pytest.raises(errors.ModelLoadError, match="cannot be read.*cannot be checked"):
+        model_io.load_model(saved)
+    assert not os.path.exists(witness)
+
+
 @pytest.mark.parametrize("name", ["m.keras", "m.h5"])
 def test_truncated_file_is_named_and_nothing_written(tmp_path, name):
     path = _save(_residual_model(), str(tmp_path / name))
