@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from pocketflow_tf import errors
+
 #: A temporary file of a writer on another machine (a shared folder) whose process cannot be
 #: looked up is only removed after this long: no single write of the project takes a day.
 FOREIGN_TEMP_MAX_AGE_S = 24 * 3600
@@ -68,6 +70,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     try:
         yield tmp
         if os.path.isdir(path) and not os.path.islink(path):
+            # Only an earlier output of the same kind is replaced: a file written where a
+            # folder stands (export_tflite(model, "runs/")) must never delete the folder.
+            _check_replaceable(path, tmp)
             shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
@@ -167,6 +172,26 @@ def _pid_alive(pid: int) -> bool:
         # platform's range cannot be alive.
         return isinstance(e, PermissionError)
     return True
+
+
+#: Files that mark a folder as a model this project (or Keras) wrote: a SavedModel.
+_MODEL_FOLDER_MARKERS = ("saved_model.pb", "saved_model.pbtxt", "keras_metadata.pb")
+
+
+def _check_replaceable(path: str, tmp: str) -> None:
+    """Refuses to replace the folder ``path`` unless by a folder, and only an empty one or
+    a SavedModel (what a folder writer writes)."""
+    entries = os.listdir(path)
+    if os.path.isdir(tmp) and (
+        not entries or any(marker in entries for marker in _MODEL_FOLDER_MARKERS)
+    ):
+        return
+    raise errors.InvalidArgumentError(
+        "path",
+        path,
+        f"a path that is not an existing folder: it holds {len(entries)} entries (e.g. "
+        f"{sorted(entries)[:3]}), which writing there would delete; name a file inside it",
+    )
 
 
 def _remove(path: str) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from pocketflow_tf import (
     atomic_io,
+    cli_errors,
     errors,
     heads,
     inputs,
@@ -811,6 +812,8 @@ def export_tflite(
         >>> res.report.passed  # doctest: +SKIP
         True
     """
+    # Before any work: a folder where the file goes is refused, never replaced.
+    cli_errors.check_output_path("path", path)
     model = interop.to_framework(model)[0]  # a Keras 3 model is rebuilt in tf-keras
     _check_single_io(model)  # before converting: verification could not compare the file
     inputs.float_input(model)  # verification feeds float32 images (see inputs.float_input)

@@ -208,3 +208,38 @@ def test_progress_redraws_in_place_on_a_terminal():
     assert out.count("\n") == 1 and out.count("\r") == 6 and out.endswith("\n")
     with pytest.raises(errors.InvalidArgumentError, match="`total`: -1"):
         records.ProgressBar(-1)
+
+
+def test_a_file_is_never_written_over_a_folder_of_the_users(tmp_path):
+    # export_tflite(model, "runs/") deleted the whole "runs" tree before (data loss).
+    runs = tmp_path / "runs"
+    (runs / "experiment1").mkdir(parents=True)
+    (runs / "experiment1" / "IMPORTANT.txt").write_text("results")
+    with pytest.raises(errors.InvalidArgumentError, match=r"holds 1 entries.*\['experiment1'\]"):
+        atomic_io.write_bytes(runs, b"model")
+    assert (runs / "experiment1" / "IMPORTANT.txt").read_text() == "results"
+    assert sorted(os.listdir(tmp_path)) == ["runs"]  # the temporary file is gone too
+    # A folder writer still replaces its own earlier output (a SavedModel), not a user folder.
+    saved = tmp_path / "sm"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"old")
+    with atomic_io.atomic_path(saved) as tmp:
+        os.makedirs(tmp)
+        open(os.path.join(tmp, "saved_model.pb"), "wb").write(b"new")
+    assert (saved / "saved_model.pb").read_bytes() == b"new"
+    with pytest.raises(errors.InvalidArgumentError), atomic_io.atomic_path(runs) as tmp:
+        os.makedirs(tmp)
+    assert (runs / "experiment1" / "IMPORTANT.txt").exists()
+
+
+def test_export_tflite_refuses_a_folder_before_any_work(tmp_path):
+    from pocketflow_tf import tflite_verify
+    from pocketflow_tf.compat import keras
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "keep.txt").write_text("x")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    x = np.zeros((200, 4), np.float32)
+    with pytest.raises(errors.InvalidArgumentError, match="`path`.*existing folder"):
+        tflite_verify.export_tflite(model, tmp_path / "runs", mode="float", x_verify=x)
+    assert (tmp_path / "runs" / "keep.txt").read_text() == "x"
