@@ -929,12 +929,22 @@ def _layer_config(layer, target, to_keras3: bool) -> tuple[type, dict]:
             raise _unsupported(layer, to_keras3, f"it normalises over axes {cfg['axis']}")
         cfg["axis"] = int(cfg["axis"][0])
     for key in list(cfg):
-        # Initializers and constraints differ in options between the two Keras and do not
-        # matter for a model whose weights are copied: the target class's defaults are used.
-        if key.endswith(("_initializer", "_constraint")):
+        # Initializers differ in options between the two Keras and do not matter for a
+        # model whose weights are copied: the target class's defaults are used. Constraints
+        # and penalties do matter: the learners train the model on.
+        if key.endswith("_initializer"):
             del cfg[key]
-        elif key.endswith("_regularizer") and cfg[key] is not None:
-            cfg[key] = _regularizer(cfg[key])
+        elif key.endswith(("_constraint", "_regularizer")) and cfg[key] is not None:
+            kept = (_constraint if key.endswith("_constraint") else _regularizer)(cfg[key])
+            if kept is None:
+                raise _unsupported(
+                    layer,
+                    to_keras3,
+                    f"its option {key}={_plain(cfg[key])!r} would be lost (carried: "
+                    f"{', '.join(_CONSTRAINTS if key.endswith('_constraint') else _PENALTIES)}"
+                    "), and the learners' fine-tunes would train without it",
+                )
+            cfg[key] = kept
     return cls, cfg
 
 
@@ -964,12 +974,43 @@ def _check_config_kept(layer, new, cfg: dict, to_keras3: bool) -> None:
             )
 
 
+#: The weight penalties both Keras define alike, with the options they share.
+_PENALTIES = {
+    "L1": ("l1",),
+    "L2": ("l2",),
+    "L1L2": ("l1", "l2"),
+    "OrthogonalRegularizer": ("factor", "mode"),
+}
+#: The weight constraints both Keras define alike, with the options they share.
+_CONSTRAINTS = {
+    "MaxNorm": ("max_value", "axis"),
+    "MinMaxNorm": ("min_value", "max_value", "rate", "axis"),
+    "NonNeg": (),
+    "UnitNorm": ("axis",),
+}
+
+
+def _shared(conf: Any, table: dict[str, tuple[str, ...]]) -> dict | None:
+    name = conf.get("class_name") if isinstance(conf, dict) else None
+    if name not in table:
+        return None
+    config = conf.get("config") or {}
+    return {"class_name": name, "config": {k: v for k, v in config.items() if k in table[name]}}
+
+
 def _regularizer(conf: Any) -> dict | None:
-    """Keeps L1/L2 penalties (same meaning in both Keras); other regularizers are dropped."""
-    if isinstance(conf, dict) and conf.get("class_name") in ("L1", "L2", "L1L2"):
-        values = {k: float(v) for k, v in conf.get("config", {}).items() if k in ("l1", "l2")}
-        return {"class_name": conf["class_name"], "config": values}
-    return None
+    """An L1/L2 penalty's config for either Keras (``None``: another regularizer)."""
+    out = _shared(conf, _PENALTIES)
+    if out is not None:
+        out["config"] = {
+            k: float(v) if k in ("l1", "l2", "factor") else v for k, v in out["config"].items()
+        }
+    return out
+
+
+def _constraint(conf: Any) -> dict | None:
+    """A standard constraint's config for either Keras (``None``: another constraint)."""
+    return _shared(conf, _CONSTRAINTS)
 
 
 def _plain(obj: Any) -> Any:

@@ -484,3 +484,44 @@ def test_a_bridged_dropout_still_drops_in_training():
     through = keras.Model(drop.input, drop.output)
     ones = np.ones((8, 4), np.float32)
     assert set(np.unique(through(ones, training=True).numpy())) == {0.0, 2.0}
+
+
+def test_constraints_and_penalties_cross_the_bridge_both_ways():
+    # They were dropped without a word: a bridged UnitNorm kernel came back from a
+    # fine-tune with norms 0.75-0.88, a NonNeg bias negative.
+    C, R = keras3.constraints, keras3.regularizers
+    inp = keras3.Input((8, 8, 3))
+    x = keras3.layers.Conv2D(4, 3, bias_constraint=C.NonNeg(), name="nonneg")(inp)
+    x = keras3.layers.Conv2D(
+        4,
+        3,
+        kernel_constraint=C.UnitNorm(axis=[0, 1, 2]),
+        kernel_regularizer=R.OrthogonalRegularizer(0.02, mode="columns"),
+        name="unit",
+    )(x)
+    x = keras3.layers.Flatten()(x)
+    out = keras3.layers.Dense(
+        2, kernel_constraint=C.MinMaxNorm(0.5, 2.0, rate=0.5), bias_regularizer=R.L2(0.01)
+    )(x)
+    m2, back = _round_trip(keras3.Model(inp, out), np.random.default_rng(0).random((4, 8, 8, 3)))
+    for model in (m2, back):
+        unit, dense = model.get_layer("unit"), model.layers[-1]
+        assert type(model.get_layer("nonneg").bias_constraint).__name__ == "NonNeg"
+        assert type(unit.kernel_constraint).__name__ == "UnitNorm"
+        assert unit.kernel_constraint.get_config()["axis"] == [0, 1, 2]
+        orth = unit.kernel_regularizer.get_config()
+        assert orth["factor"] == pytest.approx(0.02) and orth["mode"] == "columns"
+        cfg = dense.kernel_constraint.get_config()
+        assert (cfg["min_value"], cfg["max_value"], cfg["rate"]) == (0.5, 2.0, 0.5)
+        assert float(dense.bias_regularizer.get_config()["l2"]) == pytest.approx(0.01)
+
+
+def test_a_constraint_the_bridge_cannot_carry_is_refused_by_name():
+    class Clip(keras3.constraints.Constraint):
+        def __call__(self, w):
+            return keras3.ops.clip(w, -1.0, 1.0)
+
+    inp = keras3.Input((4,))
+    model = keras3.Model(inp, keras3.layers.Dense(2, kernel_constraint=Clip(), name="clip")(inp))
+    with pytest.raises(errors.UnsupportedModelError, match=r"'clip'.*kernel_constraint=.*lost"):
+        model_io.from_keras3(model)
