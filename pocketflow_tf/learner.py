@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -42,6 +44,7 @@ from pocketflow_tf import (
     heads,
     inputs,
     interop,
+    model_io,
     options,
     shards,
     training,
@@ -178,12 +181,20 @@ def checks_inputs(fit):
                 cli_errors.check_output_path(name, path, is_dir=True)
         # The caller's Keras is the answer's Keras: a Keras 3 model is rebuilt in tf-keras
         # here and the result rebuilt in Keras 3 at the end.
+        inputs.built(model)
         model, came_as_keras3 = interop.to_framework(model)
+        # Every learner rebuilds, clones or exports the model: it needs its layer graph.
+        if isinstance(model, keras.Model):  # anything else is named below
+            model_io.require_graph(model, f"learner '{self.name}'")
         # Every learner works on a flat model (a tf-keras nested one is inlined here, as
         # the bridge inlines a Keras 3 one): the channel graph and TFMOT see only layers,
         # and a size or bit report counts what is inside the nested model.
         model = graph_rebuild.inline_nested(model)
         x, y, kwargs = _checked_inputs(model, x, y, kwargs)
+        # An open image size (Input((None, None, 3))) is taken at the data's size.
+        data_shape = _sample_shape(x)
+        if data_shape is not None:
+            model = graph_rebuild.at_input_shape(model, data_shape)
         # Train and distil on logits, explicitly: a softmax head is taken off here and put
         # back on the result, so probabilities in means probabilities out.
         model, head = heads.split(model)
@@ -198,6 +209,9 @@ def checks_inputs(fit):
             self.teacher = heads.split(framework_teacher)[0]
         self.output_head = head
         self._inputs_checked = True
+        if self.checkpoint_dir:
+            # What the backups of this run belong to: a rerun resumes only its own.
+            self._run_identity = run_identity(self, model, x, y)
         try:
             result = fit(self, model, x, y, **kwargs)
         except tf.errors.OpError as e:
@@ -209,11 +223,20 @@ def checks_inputs(fit):
             raise refused from None
         finally:
             self._inputs_checked = False
+            self._run_identity = None
             self.teacher = teacher
         return interop.to_caller(heads.attach(result, head), came_as_keras3)
 
     checked.checks_inputs = True
     return checked
+
+
+def _sample_shape(x: Any) -> tuple[int, ...] | None:
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec[0] if isinstance(x.element_spec, tuple) else x.element_spec
+        dims = tuple(spec.shape[1:])
+        return None if None in dims else tuple(int(d) for d in dims)
+    return None if x is None else tuple(np.shape(x)[1:])
 
 
 def _checked_inputs(model, x, y, kwargs: dict) -> tuple[Any, Any, dict]:
@@ -460,6 +483,7 @@ class Learner:
         self.checkpoint_dir = checkpoint_dir
         self.keep_backups = keep_backups
         self._backup_dirs: list[str] = []  # every backup folder fit() used (phases too)
+        self._run_identity: dict[str, str] | None = None  # whose backups fit() may resume
         self.verbose = verbose
         self.backend = backend or distributed.Backend()
         self.ecq = ecq
@@ -664,6 +688,12 @@ class Learner:
             The finalised, deployable Keras model (the input model is not modified), with
             the input's output contract: a model ending in a softmax comes back ending in one.
         """
+        if self.checkpoint_dir and self.backend.is_chief:
+            # Before any work: a backup another run left here would be resumed silently.
+            # (Stamped only when training starts: a refused request leaves nothing behind.)
+            claim_backup(
+                os.path.join(self.checkpoint_dir, "backup"), self._run_identity, stamp=False
+            )
         self.adapt(model, x, y)  # the learner's own look at the data, before any work
         cfg = self.train_config
         if epochs is not None or batch_size is not None:
@@ -822,6 +852,8 @@ class Learner:
             # long runs resumable after a kill. The backup outlives training (see
             # release_backups): it is what lets a kill after training cost no epoch.
             backup = os.path.join(self.checkpoint_dir, "backup")
+            if self.backend.is_chief:
+                claim_backup(backup, self._run_identity)
             self._backup_dirs.append(backup)
             if share_chief_backup(self.backend, backup):
                 self._backup_copies.append(os.path.join(backup, "chief"))
@@ -888,6 +920,90 @@ def _distillation_config(value: Any) -> distillation.DistillationConfig | None:
             "settings) or None/False (no distillation)",
         )
     return value
+
+
+#: The file in a backup folder that says which run the backup belongs to.
+RUN_STAMP = "run.json"
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(f"{part.shape}{part.dtype}".encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(repr(part).encode())
+    return h.hexdigest()
+
+
+def run_identity(lrn: Learner, model: keras.Model, x: Any, y: Any) -> dict[str, str]:
+    """What a run's backups belong to: sha256 of its model, its data and its options.
+
+    The number of epochs is left out: a rerun with more epochs continues the same run.
+    A ``tf.data.Dataset`` is known by its element spec and cardinality only (reading it
+    to hash would cost an epoch).
+
+    Example:
+        >>> import pocketflow_tf.learners
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> lrn = get_learner_class("full-prec")()
+        >>> sorted(run_identity(lrn, m, np.zeros((4, 2), "float32"), np.zeros(4)))
+        ['data', 'model', 'options']
+    """
+    if isinstance(x, tf.data.Dataset):
+        data = _digest(x.element_spec, int(x.cardinality()))
+    else:
+        data = _digest(np.asarray(x), np.asarray(y))
+    options = {**lrn.get_config(), "train": lrn.train_config.replace(epochs=1).to_dict()}
+    return {
+        "model": _digest(model.to_json(), *model.get_weights()),
+        "data": data,
+        "options": _digest(json.dumps(options, sort_keys=True, default=repr)),
+    }
+
+
+def claim_backup(folder: str, identity: dict[str, str] | None, *, stamp: bool = True) -> None:
+    """Stamps ``folder`` (a per-epoch backup) as ``identity``'s (only checks when not
+    ``stamp``), or refuses a backup that belongs to another run.
+
+    A backup is resumed by the path alone (Keras's ``BackupAndRestore``): a run left
+    unfinished in an output folder would otherwise be continued by a rerun with another
+    model or other data, which skips its epochs and hands back the old run's weights.
+
+    Raises:
+        InvalidArgumentError: ``folder`` holds a backup whose stamp differs or is missing.
+
+    Example:
+        >>> import tempfile
+        >>> folder = os.path.join(tempfile.mkdtemp(), "backup")
+        >>> claim_backup(folder, {"model": "a", "data": "b", "options": "c"})
+        >>> sorted(os.listdir(folder))
+        ['run.json']
+    """
+    if identity is None:
+        return
+    backup = [e for e in os.listdir(folder) if e != RUN_STAMP] if os.path.isdir(folder) else []
+    if not backup:
+        if stamp:
+            atomic_io.write_json(os.path.join(folder, RUN_STAMP), identity)
+        return
+    try:
+        with open(os.path.join(folder, RUN_STAMP)) as f:
+            stamp = json.load(f)
+    except (OSError, ValueError):
+        stamp = {}
+    differs = [key for key in identity if stamp.get(key) != identity[key]]
+    if differs:
+        said = ", ".join(differs) if stamp else "its run cannot be told (no readable stamp)"
+        raise errors.InvalidArgumentError(
+            "checkpoint_dir",
+            os.path.dirname(folder),
+            "a folder without a backup, or holding the backup of this same run to resume "
+            f"it: it holds the backup of another run (different {said}); resuming it would "
+            "skip epochs and hand back that run's weights. Remove it, or choose another "
+            "output folder (--out)",
+        )
 
 
 def share_chief_backup(backend: distributed.Backend, backup: str) -> bool:

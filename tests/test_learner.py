@@ -1,3 +1,6 @@
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -200,3 +203,38 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_work(
     assert (caught.value.name, caught.value.value) == (argument, where)
     assert "is a file, so no folder can be made below it" in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_backup_is_resumed_only_by_its_own_run(tmp_path, tiny_model, tiny_data):
+    """A backup left by an unfinished run was resumed by a rerun with other data: its epochs
+    skipped, the old run's weights handed back, exit 0. Now its stamp must match."""
+    x, y = tiny_data
+    ckpt = str(tmp_path / "m.ckpt")
+
+    def learner_(epochs=1):
+        return learner.get_learner_class("full-prec")(
+            training.TrainConfig(epochs=epochs, batch_size=64),
+            checkpoint_dir=ckpt,
+            keep_backups=True,  # as `learn` keeps them until the outputs are written
+            verbose=0,
+        )
+
+    learner_().fit(tiny_model, x[:128], y[:128])
+    assert json.load(open(os.path.join(ckpt, "backup", learner.RUN_STAMP))).keys() == {
+        "model",
+        "data",
+        "options",
+    }
+    with pytest.raises(errors.InvalidArgumentError, match=r"`checkpoint_dir`.*different data"):
+        learner_().fit(tiny_model, x[128:], y[128:])
+    other = keras.models.clone_model(tiny_model)  # other (fresh) weights
+    with pytest.raises(errors.InvalidArgumentError, match="different model"):
+        learner_().fit(other, x[:128], y[:128])
+    # The same run with more epochs continues from its backup.
+    lrn = learner_(epochs=2)
+    lrn.fit(tiny_model, x[:128], y[:128])
+    assert len(lrn.history.epoch) == 1  # one epoch left to train
+    # A backup with no stamp (another tool's, an older version's) is not resumed on trust.
+    os.remove(os.path.join(ckpt, "backup", learner.RUN_STAMP))
+    with pytest.raises(errors.InvalidArgumentError, match="no readable stamp"):
+        learner_().fit(tiny_model, x[:128], y[:128])
