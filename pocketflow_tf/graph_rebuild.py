@@ -30,13 +30,18 @@ from pocketflow_tf.compat import keras
 Call = Callable[[list, dict], Any]
 
 
-def rebuild(model: keras.Model, convert: Callable[[Any], Call]) -> keras.Model:
+def rebuild(
+    model: keras.Model,
+    convert: Callable[[Any], Call],
+    input_shapes: list[tuple[int | None, ...]] | None = None,
+) -> keras.Model:
     """A new functional model computing ``model``'s graph with each layer converted.
 
     Args:
         model: A tf-keras functional or Sequential model.
         convert: ``layer -> call``, called once per layer (a shared layer's calls share
             the result); nested models are inlined and their layers converted.
+        input_shapes: Per-sample shapes of the new model's inputs (default: ``model``'s).
 
     Returns:
         The new model, with ``model``'s input shapes, dtypes and name.
@@ -85,9 +90,10 @@ def rebuild(model: keras.Model, convert: Callable[[Any], Call]) -> keras.Model:
             for src, out in zip(model_io._node_outputs(node), outs, strict=True):
                 made[id(src)] = out
 
-    for t in model.inputs:
+    for i, t in enumerate(model.inputs):
         name = t._keras_history.layer.name  # the InputLayer's name is kept
-        made[id(t)] = keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=name)
+        shape = tuple(t.shape) if input_shapes is None else (None, *input_shapes[i])
+        made[id(t)] = keras.Input(batch_shape=shape, dtype=t.dtype, name=name)
     inputs = [made[id(t)] for t in model.inputs]
     walk(model)
     outputs = [made[id(t)] for t in model.outputs]
@@ -185,7 +191,35 @@ def inline_nested(model: keras.Model) -> keras.Model:
     return out
 
 
-def copy(model: keras.Model, skip: Callable[[Any], bool] | None = None) -> keras.Model:
+def at_input_shape(model: keras.Model, shape: tuple[int, ...]) -> keras.Model:
+    """``model`` with an input left open (``Input((None, None, 3))``) fixed to ``shape``.
+
+    The learners and the export work at one image size: FLOPs, the channel graph's costs,
+    calibration and the ``.tflite`` all need it. A model whose size is open is taken at the
+    size of its data (same layers, names and weights); one whose size is fixed, or a
+    subclassed model, is returned as it is.
+
+    Example:
+        >>> inp = keras.Input((None, None, 3))
+        >>> m = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inp)))
+        >>> at_input_shape(m, (16, 16, 3)).input_shape
+        (None, 16, 16, 3)
+    """
+    graph = isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)
+    if not graph or len(model.inputs) != 1:
+        return model
+    own = tuple(model.inputs[0].shape[1:])
+    if None not in own or len(own) != len(shape):
+        return model
+    fixed = tuple(int(s) if o is None else int(o) for o, s in zip(own, shape, strict=True))
+    return copy(model, input_shapes=[fixed])
+
+
+def copy(
+    model: keras.Model,
+    skip: Callable[[Any], bool] | None = None,
+    input_shapes: list[tuple[int | None, ...]] | None = None,
+) -> keras.Model:
     """A copy of ``model`` (nested models inlined) whose layers are fresh copies with the
     same weights; a layer for which ``skip(layer)`` holds is left out, its first input
     passed on in its place.
@@ -193,6 +227,7 @@ def copy(model: keras.Model, skip: Callable[[Any], bool] | None = None) -> keras
     Args:
         model: A tf-keras functional or Sequential model.
         skip: ``layer -> bool``; ``None`` keeps every layer.
+        input_shapes: Per-sample shapes of the copy's inputs (default: ``model``'s).
 
     Returns:
         The new model.
@@ -211,10 +246,10 @@ def copy(model: keras.Model, skip: Callable[[Any], bool] | None = None) -> keras
         copies.append((new, layer))
         return lambda args, kwargs: new(*args, **kwargs)
 
-    out = rebuild(model, convert)
+    out = rebuild(model, convert, input_shapes)
     for new, layer in copies:
         new.set_weights(layer.get_weights())
     return out
 
 
-__all__ = ["IDENTITY_AT_INFERENCE", "Call", "copy", "inline_nested", "rebuild"]
+__all__ = ["IDENTITY_AT_INFERENCE", "Call", "at_input_shape", "copy", "inline_nested", "rebuild"]

@@ -292,6 +292,28 @@ def model_input_shape(model: keras.Model) -> tuple[int | None, ...] | None:
     return tuple(None if d is None else int(d) for d in model.inputs[0].shape[1:])
 
 
+def built(model: Any, *, name: str = "model") -> None:
+    """Refuses a ``Sequential`` model that was never built (no ``Input``, never called).
+
+    It has no weights yet and no input shape to check data against (tf-keras and Keras 3
+    alike).
+
+    Example:
+        >>> built(keras.Sequential([keras.layers.Dense(2)]))
+        Traceback (most recent call last):
+        ...
+        pocketflow_tf.errors.InvalidArgumentError: Invalid value for `model`: 'a Sequential model that was never built (no Input, never called): it has no weights yet'. Accepted: a built model: keras.Input(shape) as its first layer, or a model trained (or called on a batch) first.
+    """
+    if type(model).__name__ == "Sequential" and not getattr(model, "built", True):
+        raise errors.InvalidArgumentError(
+            name,
+            "a Sequential model that was never built (no Input, never called): it has no "
+            "weights yet",
+            "a built model: keras.Input(shape) as its first layer, or a model trained (or "
+            "called on a batch) first",
+        )
+
+
 def float_input(model: keras.Model, *, name: str = "model") -> None:
     """Refuses a model whose input is not floating point, naming its dtype.
 

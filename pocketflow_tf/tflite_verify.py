@@ -35,9 +35,11 @@ from pocketflow_tf import (
     atomic_io,
     cli_errors,
     errors,
+    graph_rebuild,
     heads,
     inputs,
     interop,
+    model_io,
     options,
     tflite_export,
     tflite_load,
@@ -814,8 +816,12 @@ def export_tflite(
     """
     # Before any work: a folder where the file goes is refused, never replaced.
     cli_errors.check_output_path("path", path)
+    inputs.built(model)
     model = interop.to_framework(model)[0]  # a Keras 3 model is rebuilt in tf-keras
+    model_io.require_graph(model, "the verified .tflite export")
     _check_single_io(model)  # before converting: verification could not compare the file
+    # An open image size (Input((None, None, 3))) is exported at the size of x_verify.
+    model = graph_rebuild.at_input_shape(model, np.shape(x_verify)[1:])
     inputs.float_input(model)  # verification feeds float32 images (see inputs.float_input)
     if content is None:
         content = tflite_export.convert(

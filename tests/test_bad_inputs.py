@@ -449,3 +449,28 @@ def test_a_later_batch_label_out_of_a_binary_models_range_names_the_binary_class
         list(inputs.dataset(m, ds.batch(2)))
     said = str(inputs.batch_error(caught.value))
     assert "outside [0, 2)" in said and "a binary classifier with one output unit" in said
+
+
+def test_unbuilt_and_subclassed_models_are_named_by_learners_and_export(tmp_path):
+    # Raw Keras errors before: set_weights in copy_model, "has never been called" in the
+    # export, "ValueError: Weights for model 'sequential' have not yet been created".
+    from pocketflow_tf import tflite_verify
+    from tests.tiny_models import SubclassedNet
+
+    x = np.random.default_rng(0).random((200, 8, 8, 1)).astype("float32")
+    y = np.arange(200) % 4
+    unbuilt = keras.Sequential(
+        [keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(4)]
+    )
+    sub = SubclassedNet()
+    sub(x[:2])
+    fit = learner.get_learner_class("full-prec")(training.TrainConfig(epochs=1)).fit
+    for model, error, said in (
+        (unbuilt, errors.InvalidArgumentError, "never built"),
+        (sub, errors.UnsupportedModelError, "'SubclassedNet' is a subclassed"),
+    ):
+        with pytest.raises(error, match=said):
+            fit(model, x, y)
+        with pytest.raises(error, match=said):
+            tflite_verify.export_tflite(model, tmp_path / "m.tflite", mode="float", x_verify=x)
+    assert not os.listdir(tmp_path)

@@ -354,8 +354,11 @@ class _Subclassed(keras.Model):
 def test_a_head_whose_width_cannot_be_read_is_named_not_guessed(tiny_data):
     x, y = _binary(tiny_data)
     model = _Subclassed()
-    # Refused as a sigmoid of unknown width (not as "a sigmoid over several units").
+    # Refused as a sigmoid of unknown width (not as "a sigmoid over several units"); a
+    # learner refuses a subclassed model before, for want of its layer graph.
     with pytest.raises(errors.InvalidArgumentError, match="unknown width"):
+        heads.output_kind(model)
+    with pytest.raises(errors.UnsupportedModelError, match="'_Subclassed' is a subclassed"):
         learner.get_learner_class("full-prec")(training.TrainConfig(epochs=1)).fit(model, x, y)
     # Scoring its one-unit outputs says why there is no threshold (not "`threshold`: None").
     with pytest.raises(errors.InvalidArgumentError, match="`outputs`.*no decision threshold"):
