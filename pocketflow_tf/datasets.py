@@ -371,6 +371,9 @@ def from_arrays(
     if (x_test is None) != (y_test is None):
         raise errors.InvalidArgumentError("y_test", y_test, "labels given together with x_test")
     if num_classes is None:
+        # Checked first: string or soft labels have no maximum to count classes by.
+        y_train = inputs.labels(y_train, name="y_train", n=len(x_train))
+        y_test = inputs.labels(y_test, name="y_test", n=len(x_test))
         num_classes = int(max(np.max(y_train), np.max(y_test) if len(y_test) else 0)) + 1
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     arrays = {k: np.asarray(v) for k, v in arrays.items()}

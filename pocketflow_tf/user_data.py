@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -142,6 +143,7 @@ def scan_image_folder(
     check: str = "full",
     name: str = "data",
     stream: IO[str] | None = sys.stderr,
+    channels: int | None = None,
 ) -> ImageFolder:
     """Lists an image folder as keras reads it and checks it before any work.
 
@@ -153,6 +155,9 @@ def scan_image_folder(
             files, not truncated ones), ``"none"`` skips the check.
         name: The argument the folder came from (echoed in errors).
         stream: Where the progress line goes (``None``: silent).
+        channels: The channels the images will be read with (1, 3 or 4, as keras's
+            ``color_mode``): the full check decodes each image so, since some images
+            decode only in some modes (a CMYK JPEG is refused as grayscale).
 
     Returns:
         The :class:`ImageFolder`.
@@ -204,7 +209,7 @@ def scan_image_folder(
         files += found
         labels += [label] * len(found)
     folder = ImageFolder(directory, class_names, files, labels)
-    check_files(files, check, stream)
+    check_files(files, check, stream, channels=channels)
     return folder
 
 
@@ -244,7 +249,11 @@ def _images_below(top: str, name: str, directory: str) -> list[str]:
 
 
 def check_files(
-    files: Sequence[str], check: str = "full", stream: IO[str] | None = sys.stderr
+    files: Sequence[str],
+    check: str = "full",
+    stream: IO[str] | None = sys.stderr,
+    *,
+    channels: int | None = None,
 ) -> None:
     """Checks image files as :func:`scan_image_folder` does (e.g. one worker's shard only).
 
@@ -266,7 +275,7 @@ def check_files(
         for path in files:
             _check_header(path)
     elif check == "full":
-        _decode_all(files, stream)
+        _decode_all(files, stream, channels)
 
 
 def _check_header(path: str) -> None:
@@ -282,18 +291,24 @@ def _check_header(path: str) -> None:
         )
 
 
-def _decode_all(files: Sequence[str], stream: IO[str] | None) -> None:
+def _decode_all(files: Sequence[str], stream: IO[str] | None, channels: int | None) -> None:
     from pocketflow_tf.compat import tf
 
     with records.ProgressBar(len(files), "checking images", stream=stream, every_s=5.0) as bar:
         for path in files:
             _check_header(path)  # the clearer message for a file of another kind
             try:
-                image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+                image = tf.io.decode_image(
+                    tf.io.read_file(path), channels=channels or 0, expand_animations=False
+                )
             except (tf.errors.OpError, ValueError) as e:
-                reason = " ".join(str(getattr(e, "message", e)).split())[:200]
+                reason = " ".join(str(getattr(e, "message", e)).split())
+                # TensorFlow's wrapping ({{function_node ...}}, [Op:...]) says nothing here.
+                reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:.*$", "", reason)[:200]
+                mode = f" with {channels} channel(s), as the model reads it" if channels else ""
                 raise errors.DataError(
-                    f"cannot read image '{path}': {reason}; remove it or move it out of the folder"
+                    f"cannot read image '{path}'{mode}: {reason}; remove it or move it out of "
+                    "the folder"
                 ) from None
             if 0 in image.shape:
                 raise errors.DataError(f"cannot read image '{path}': it has no pixels")
@@ -454,7 +469,7 @@ def from_image_folder(
     split = float(validation_split or 0.0)
     if not 0.0 <= split < 1.0:
         raise errors.InvalidArgumentError("validation_split", validation_split, "a share in [0, 1)")
-    folder = folder or scan_image_folder(directory, check=check, stream=stream)
+    folder = folder or scan_image_folder(directory, check=check, stream=stream, channels=channels)
     n_val = int(split * len(folder.files)) if split > 0 else 0  # keras's own rounding
     if split > 0 and n_val == 0:
         # keras would then slice its training files with [:-0] and fail with "No training

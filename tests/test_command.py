@@ -457,3 +457,44 @@ def command_flops(path: str) -> int:
     from pocketflow_tf import accounting
 
     return accounting.profile_model(model_io.load_model(path)).total_flops
+
+
+def test_an_image_the_models_channel_count_cannot_read_is_named_by_the_check(tmp_path):
+    # A CMYK JPEG decodes as 4 channels but not as grayscale: the check decoded it in its own
+    # mode and passed, then keras's reader failed mid-run with a raw TensorFlow error.
+    from PIL import Image
+
+    folder = _write_folder(str(tmp_path / "imgs"), classes=2, per_class=3)
+    bad = os.path.join(folder, "class_1", "cmyk.jpg")
+    Image.new("CMYK", (16, 16), (0, 128, 255, 0)).save(bad)
+    assert user_data.scan_image_folder(folder, stream=None).num_classes == 2  # as it reads
+    with pytest.raises(errors.DataError, match=r"cmyk\.jpg' with 1 channel\(s\).*remove it"):
+        user_data.scan_image_folder(folder, stream=None, channels=1)
+
+
+def test_data_too_small_to_verify_an_export_is_refused_before_training(work, tmp_path, capsys):
+    # 6 images: `learn` trained first, then failed at the export's 200-image floor and left
+    # model.keras and its backup in --out (which a rerun then resumed).
+    folder = _write_folder(str(tmp_path / "few"), classes=3, per_class=2)
+    out = str(tmp_path / "out")
+    argv = ["learn", work["model"], "--data", folder, "--input_scale", "0..1"]
+    argv += ["--validation_split", "0", "--learner", "full-prec", "--out", out]
+    code, err = _run_main(argv, capsys)
+    assert code == 2 and "`data`" in err and "at least 200 images" in err, err[-1000:]
+    assert not os.path.exists(out) or not os.listdir(out)
+    code, err = _run_main(
+        [
+            "export",
+            work["model"],
+            "--data",
+            folder,
+            "--input_scale",
+            "0..1",
+            "--validation_split",
+            "0",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
+    assert code == 2 and "at least 200 images" in err, err[-1000:]

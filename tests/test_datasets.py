@@ -156,3 +156,12 @@ def test_eval_pipeline_keeps_order():
     x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
     ds = training.make_dataset(x, None, 4)
     np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in ds]).ravel(), np.arange(10))
+
+
+def test_from_arrays_names_labels_it_cannot_count_classes_of():
+    # String labels (an .npz of a '<U' array) failed in numpy's max() with UFuncTypeError.
+    x = np.zeros((4, 4, 4, 1), np.float32)
+    with pytest.raises(errors.InvalidArgumentError, match="`y_train`.*dtype <U3"):
+        datasets.from_arrays(x, np.array(["cat", "dog"] * 2))
+    with pytest.raises(errors.InvalidArgumentError, match="`y_test`.*outside"):
+        datasets.from_arrays(x, np.arange(4), x, np.array([0, 1, -1, 2]))

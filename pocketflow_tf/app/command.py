@@ -233,6 +233,22 @@ class UserData:
             val_from_training=self.val_from_training and x_val is not None,
         )
 
+    def check_for_export(self) -> None:
+        """Refuses, before any work, data too small to verify an export on.
+
+        Example:
+            >>> data.check_for_export()  # doctest: +SKIP
+        """
+        have = len(self.y_eval) + (0 if self.y_calib is None else len(self.y_calib))
+        if have < _MIN_VERIFY:
+            raise errors.InvalidArgumentError(
+                "data",
+                f"{have} images to verify exports on ({len(self.y_eval)} of {self.eval_from}, "
+                f"{0 if self.y_calib is None else len(self.y_calib)} training images)",
+                f"at least {_MIN_VERIFY} images: each .tflite is checked against the Keras "
+                "model on them (more images, or --export_modes '' to write no .tflite)",
+            )
+
     def for_export(self) -> _ExportData:
         """The samples the run scripts' export helpers read (``runner.export_all``).
 
@@ -337,7 +353,7 @@ def _folder(path: str, model, model_path: str, *, split: float, flag: str):
         )
     h, w, c = model_image_shape(model, model_path)
     _say(f"checking the image folder {path} ({FLAGS.check_images} check)")
-    folder = user_data.scan_image_folder(path, check=FLAGS.check_images, name=flag)
+    folder = user_data.scan_image_folder(path, check=FLAGS.check_images, name=flag, channels=c)
     # Before any work: a model with 5 outputs cannot learn 3 class folders.
     inputs.model_classes(model, num_classes=folder.num_classes)
     _say(
@@ -768,6 +784,8 @@ def learn_command(model_path: str, command: Sequence[str]) -> int:
     model, came_as_keras3 = _load_model(model_path)
     # A learner that indexes samples (auto: held-out scoring, calibration) takes arrays.
     data = load_data(model, model_path, stream=cls.accepts_datasets)
+    if view.export_modes:
+        data.check_for_export()  # not after the training
     teacher = None
     if dst is not None and FLAGS.teacher_path:
         teacher = model_io.load_model(FLAGS.teacher_path, trust_unsafe=FLAGS.trust_model)
@@ -855,6 +873,7 @@ def export_command(model_path: str, command: Sequence[str]) -> int:
         raise errors.InvalidArgumentError("export_modes", "", "at least one mode, e.g. float,int8")
     model, _ = _load_model(model_path)
     data = load_data(model, model_path, stream=True)
+    data.check_for_export()
     record = records.RunRecord("export", {"flags": _flag_values()}, command=command)
     record.add_metrics(source_model=model_path)
     _finish(view, model, None, data, record, out, {})
