@@ -1051,8 +1051,13 @@ def _rebuild(src, src_keras, dst, *, to_keras3: bool, trust_unsafe: bool = False
 
 
 #: Largest output difference accepted between a model and its rebuilt copy, relative to the
-#: output's scale: float32 rounding through a deep network stays near 1e-6.
-_BRIDGE_RTOL = 1e-4
+#: output's scale. float32 rounding through a deep network usually stays near 1e-6, but a
+#: channel-pruned MobileNetV2 (alpha 0.35, its kept convolutions refitted by least squares)
+#: measured 1.5e-4 on the random probe (0.0049 at scale 139 on real images, every top-1
+#: class the same): at 1e-4 its way back to Keras 3 was refused after the whole run. The
+#: bridge mistakes this check exists for measured 5e-2 and more (a flipping RandomFlip, a
+#: lost sigmoid).
+_BRIDGE_RTOL = 1e-3
 
 
 def _check_same_outputs(src, rebuilt, to_keras3: bool) -> None:

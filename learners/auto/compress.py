@@ -98,7 +98,9 @@ def compress(
             (default: ``holdout`` of the training data, reported as biased). Never the test
             set.
         y_val: Their labels.
-        train_config: The final fine-tune (default: 1 epoch, Adam at 1e-3, batch 64).
+        train_config: The fine-tunes' optimiser, learning rate, batch and seed (default:
+            Adam at 1e-3, batch 64). Its ``epochs`` is not used: the final fine-tune takes
+            what the wall budget leaves, at most the ``final_epochs`` keyword when given.
         distill: Distillation of every fine-tune: a ``DistillationConfig``, ``True`` (the
             default settings) or ``None``/``False`` (off).
         evaluate_test: With a ``DataSplits`` holding a test split: report the dense and final
