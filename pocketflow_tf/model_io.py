@@ -506,7 +506,10 @@ def _check_savedmodel_safe(path: str, trust_unsafe: bool) -> None:
     # keras_metadata.pb holds each object's config as a JSON string. Decoded as tf-keras
     # decodes it (a byte search misses "Lambd\u0061", which JSON reads as "Lambda"); parsing
     # the protobuf and the JSON runs nothing of the file's.
-    from tf_keras.protobuf import saved_metadata_pb2
+    try:
+        from tf_keras.protobuf import saved_metadata_pb2
+    except ImportError:  # the TF 2.15 stack (Horovod lane): Keras 2 is the keras package
+        from keras.protobuf import saved_metadata_pb2
 
     meta_pb = saved_metadata_pb2.SavedMetadata()
     try:
